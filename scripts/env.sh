@@ -1,0 +1,11 @@
+# Sourced by the other scripts: where the cache lives and how cargo finds
+# libtorch. A user's own libtorch (LIBTORCH=/path) takes precedence over the
+# PyPI wheel.
+GDA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GDA_CACHE=${GDA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gda}
+GDA_TORCH_VERSION=2.13.0
+GDA_VENV=$GDA_CACHE/torch-$GDA_TORCH_VERSION
+export GDA_CACHE
+if [ -z "${LIBTORCH:-}" ]; then
+  export LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV=$GDA_VENV PATH=$GDA_VENV/bin:$PATH
+fi

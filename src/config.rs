@@ -1,0 +1,450 @@
+//! Experiment specs: the TOML schema, its defaults, `--set` overrides and
+//! validation. Every key is documented in `docs/spec.md`; a test keeps the two
+//! in step.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::GdaError;
+
+/// The built-in default spec; `experiments/default.toml` spells the same values out.
+pub const DEFAULT_NAME: &str = "default";
+pub const BUILTIN: &str = "<built-in default spec>";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Spec {
+    /// Where the spec came from (a file path or the built-in default); used in
+    /// error messages, never saved.
+    #[serde(skip)]
+    pub origin: String,
+    /// Run name; the run directory is `<output.dir>/<name>`.
+    pub name: String,
+    /// Seeds parameter initialisation and the data order.
+    pub seed: u64,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    pub output: OutputConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKind {
+    /// Grouped differential attention (G = signal_heads / noise_heads).
+    Gda,
+    /// Plain multi-head attention (GQA when kv_heads < heads).
+    Standard,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub attention: AttentionKind,
+    /// 0 means "take it from the tokenizer" (256 for bytes, 50257 for gpt2).
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    /// d: the width of one query/key head (values are 2d wide under gda).
+    pub head_dim: usize,
+    /// Query heads of the `standard` attention.
+    pub heads: usize,
+    /// H_s: signal query heads of `gda` attention.
+    pub signal_heads: usize,
+    /// H_n: noise query heads (= groups) of `gda` attention.
+    pub noise_heads: usize,
+    /// K/V heads; 0 means one per noise head (gda) or per head (standard).
+    pub kv_heads: usize,
+    /// SwiGLU hidden width; 0 means 8/3·d_model rounded up to a multiple of 32.
+    pub mlp_hidden: usize,
+    pub rope_theta: f64,
+    pub norm_eps: f64,
+    pub tie_embeddings: bool,
+    /// λ_init per layer; empty means 0.8 − 0.6·exp(−0.3·l), l 0-based.
+    pub lambda_init: Vec<f64>,
+    /// Std of the normal init of weight matrices (output projections are
+    /// further scaled by 1/√(2·n_layers)).
+    pub init_std: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    Bytes,
+    Gpt2,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `"shakespeare"` (the corpus the setup fetches) or a path to a text file
+    /// or a directory of text files.
+    pub corpus: String,
+    pub tokenizer: TokenizerKind,
+    /// Share of the corpus held out for validation (whole files when the
+    /// corpus is a directory).
+    pub val_fraction: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub context: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub steps: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub adam_eps: f64,
+    /// Global gradient-norm clip; 0 disables clipping.
+    pub grad_clip: f64,
+    pub eval_every: usize,
+    /// Validation tokens scored at every evaluation (a fixed budget, so
+    /// numbers compare across runs).
+    pub eval_tokens: usize,
+    pub log_every: usize,
+    /// 0 means: checkpoint at every evaluation.
+    pub checkpoint_every: usize,
+    /// `"auto"` (CUDA when available), `"cpu"`, `"cuda"` or `"cuda:N"`.
+    pub device: String,
+    /// CPU threads; 0 means all cores.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            origin: BUILTIN.into(),
+            name: DEFAULT_NAME.into(),
+            seed: 1337,
+            model: ModelConfig::default(),
+            data: DataConfig::default(),
+            train: TrainConfig::default(),
+            output: OutputConfig::default(),
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            attention: AttentionKind::Gda,
+            vocab_size: 0,
+            d_model: 128,
+            n_layers: 4,
+            head_dim: 16,
+            heads: 4,
+            signal_heads: 8,
+            noise_heads: 2,
+            kv_heads: 0,
+            mlp_hidden: 0,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            tie_embeddings: false,
+            lambda_init: Vec::new(),
+            init_std: 0.02,
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { corpus: "shakespeare".into(), tokenizer: TokenizerKind::Bytes, val_fraction: 0.1 }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            context: 128,
+            batch_size: 16,
+            grad_accum: 1,
+            steps: 600,
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup_steps: 50,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            adam_eps: 1e-8,
+            grad_clip: 1.0,
+            eval_every: 100,
+            eval_tokens: 65536,
+            log_every: 10,
+            checkpoint_every: 0,
+            device: "auto".into(),
+            threads: 0,
+        }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("results") }
+    }
+}
+
+/// λ_init for 0-based layer l (the DIFF reference convention).
+pub fn default_lambda_init(layer: usize) -> f64 {
+    0.8 - 0.6 * (-0.3 * layer as f64).exp()
+}
+
+impl ModelConfig {
+    /// Query heads whose outputs reach the output projection.
+    pub fn query_heads(&self) -> usize {
+        match self.attention {
+            AttentionKind::Gda => self.signal_heads,
+            AttentionKind::Standard => self.heads,
+        }
+    }
+
+    /// G = H_s / H_n (1 for standard attention).
+    pub fn ratio(&self) -> usize {
+        match self.attention {
+            AttentionKind::Gda => self.signal_heads / self.noise_heads.max(1),
+            AttentionKind::Standard => 1,
+        }
+    }
+
+    /// Width of one head's value (and output) vector.
+    pub fn value_dim(&self) -> usize {
+        match self.attention {
+            AttentionKind::Gda => 2 * self.head_dim,
+            AttentionKind::Standard => self.head_dim,
+        }
+    }
+}
+
+/// A spec problem, located by key; the loader adds the file name.
+#[derive(Debug)]
+pub struct KeyError {
+    pub key: String,
+    pub msg: String,
+}
+
+fn key_err(key: &str, msg: impl Into<String>) -> KeyError {
+    KeyError { key: key.into(), msg: msg.into() }
+}
+
+impl Spec {
+    /// An error about `key` of this spec.
+    pub fn error(&self, key: &str, msg: impl Into<String>) -> GdaError {
+        GdaError::Spec { file: self.origin.clone(), key: Some(key.into()), msg: msg.into() }
+    }
+
+    /// Reads a spec file, applies `--set key=value` overrides and resolves
+    /// every derived default. `None` is the built-in default spec.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Spec, GdaError> {
+        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| BUILTIN.into());
+        let spec_err = |key: Option<String>, msg: String| GdaError::Spec { file: origin.clone(), key, msg };
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| spec_err(None, format!("cannot read the spec: {e}")))?;
+                text.parse::<toml::Table>().map_err(|e| spec_err(None, format!("not valid TOML: {e}")))?
+            }
+            None => toml::Table::new(),
+        };
+        // A spec file names its run after itself unless it says otherwise.
+        if let Some(stem) = path.and_then(|p| p.file_stem()) {
+            if !table.contains_key("name") {
+                table.insert("name".into(), toml::Value::String(stem.to_string_lossy().into_owned()));
+            }
+        }
+        for ov in overrides {
+            apply_override(&mut table, ov).map_err(|e| spec_err(Some(e.key), e.msg))?;
+        }
+        let mut spec: Spec = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            spec_err((key != ".").then_some(key), e.into_inner().to_string())
+        })?;
+        spec.origin = origin.clone();
+        spec.resolve().map_err(|e| spec_err(Some(e.key), e.msg))?;
+        Ok(spec)
+    }
+
+    /// Fills derived defaults and checks every constraint between keys.
+    pub fn resolve(&mut self) -> Result<(), KeyError> {
+        let m = &mut self.model;
+        let tok_vocab = match self.data.tokenizer {
+            TokenizerKind::Bytes => 256,
+            TokenizerKind::Gpt2 => crate::data::GPT2_VOCAB,
+        };
+        if m.vocab_size == 0 {
+            m.vocab_size = tok_vocab;
+        } else if m.vocab_size < tok_vocab {
+            return Err(key_err("model.vocab_size", format!(
+                "{} is smaller than the {:?} tokenizer's vocabulary; allowed: 0 (automatic) or at least {tok_vocab}",
+                m.vocab_size, self.data.tokenizer
+            )));
+        }
+        for (key, v) in [("model.d_model", m.d_model), ("model.n_layers", m.n_layers), ("model.head_dim", m.head_dim)] {
+            if v == 0 {
+                return Err(key_err(key, "must be a positive integer"));
+            }
+        }
+        if m.head_dim % 2 != 0 {
+            return Err(key_err("model.head_dim", format!("{} is odd; RoPE needs an even head_dim", m.head_dim)));
+        }
+        match m.attention {
+            AttentionKind::Gda => {
+                if m.signal_heads == 0 || m.noise_heads == 0 {
+                    return Err(key_err(
+                        if m.signal_heads == 0 { "model.signal_heads" } else { "model.noise_heads" },
+                        "must be a positive integer",
+                    ));
+                }
+                if m.signal_heads % m.noise_heads != 0 {
+                    return Err(key_err("model.noise_heads", format!(
+                        "{} signal heads cannot be split evenly among {} noise heads (each noise head serves G signal heads); allowed: a divisor of signal_heads, nearest: {}",
+                        m.signal_heads, m.noise_heads, join(&nearest_divisors(m.signal_heads, m.noise_heads))
+                    )));
+                }
+                if m.kv_heads == 0 {
+                    m.kv_heads = m.noise_heads;
+                }
+                if m.noise_heads % m.kv_heads != 0 {
+                    return Err(key_err("model.kv_heads", format!(
+                        "{} K/V heads cannot be shared evenly by {} noise heads; allowed: a divisor of noise_heads, nearest: {}",
+                        m.kv_heads, m.noise_heads, join(&nearest_divisors(m.noise_heads, m.kv_heads))
+                    )));
+                }
+            }
+            AttentionKind::Standard => {
+                if m.heads == 0 {
+                    return Err(key_err("model.heads", "must be a positive integer"));
+                }
+                if m.kv_heads == 0 {
+                    m.kv_heads = m.heads;
+                }
+                if m.heads % m.kv_heads != 0 {
+                    return Err(key_err("model.kv_heads", format!(
+                        "{} K/V heads cannot be shared evenly by {} query heads; allowed: a divisor of heads, nearest: {}",
+                        m.kv_heads, m.heads, join(&nearest_divisors(m.heads, m.kv_heads))
+                    )));
+                }
+            }
+        }
+        if m.mlp_hidden == 0 {
+            m.mlp_hidden = (8 * m.d_model / 3).div_ceil(32) * 32;
+        }
+        if m.lambda_init.is_empty() {
+            m.lambda_init = (0..m.n_layers).map(default_lambda_init).collect();
+        } else if m.lambda_init.len() != m.n_layers {
+            return Err(key_err("model.lambda_init", format!(
+                "has {} values for {} layers; allowed: one value per layer, or [] for the default schedule",
+                m.lambda_init.len(), m.n_layers
+            )));
+        }
+        if !(m.norm_eps > 0.0) || !(m.rope_theta > 0.0) || !(m.init_std > 0.0) {
+            let key = if !(m.norm_eps > 0.0) { "model.norm_eps" } else if !(m.rope_theta > 0.0) { "model.rope_theta" } else { "model.init_std" };
+            return Err(key_err(key, "must be a positive number"));
+        }
+        if !(self.data.val_fraction > 0.0 && self.data.val_fraction < 1.0) {
+            return Err(key_err("data.val_fraction", format!("{} is out of range; allowed: 0 < val_fraction < 1", self.data.val_fraction)));
+        }
+        if self.data.corpus.is_empty() {
+            return Err(key_err("data.corpus", "is empty; allowed: \"shakespeare\" or a path to a text file or directory"));
+        }
+        let t = &self.train;
+        for (key, v) in [
+            ("train.context", t.context),
+            ("train.batch_size", t.batch_size),
+            ("train.grad_accum", t.grad_accum),
+            ("train.steps", t.steps),
+            ("train.eval_every", t.eval_every),
+            ("train.eval_tokens", t.eval_tokens),
+            ("train.log_every", t.log_every),
+        ] {
+            if v == 0 {
+                return Err(key_err(key, "must be a positive integer"));
+            }
+        }
+        if !(t.lr > 0.0) || !(t.min_lr >= 0.0) || t.min_lr > t.lr {
+            let key = if !(t.lr > 0.0) { "train.lr" } else { "train.min_lr" };
+            return Err(key_err(key, format!("lr = {}, min_lr = {}; allowed: lr > 0 and 0 <= min_lr <= lr", t.lr, t.min_lr)));
+        }
+        for (key, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(key_err(key, format!("{v} is out of range; allowed: 0 <= beta < 1")));
+            }
+        }
+        for (key, v) in [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip), ("train.adam_eps", t.adam_eps)] {
+            if !(v >= 0.0) {
+                return Err(key_err(key, format!("{v} is negative; allowed: a number >= 0")));
+            }
+        }
+        crate::device::parse_device(&t.device).map_err(|msg| key_err("train.device", msg))?;
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err(key_err("name", format!("{:?} cannot name a directory; allowed: a plain name such as \"default\"", self.name)));
+        }
+        Ok(())
+    }
+
+    /// TOML with every default filled in (the form saved in a run directory).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a spec always serialises")
+    }
+
+    /// Identifies what a run computes; runs with equal hashes are the same experiment.
+    /// Device and thread count only change speed, so they are left out.
+    pub fn hash(&self) -> String {
+        let mut s = self.clone();
+        s.train.device = String::new();
+        s.train.threads = 0;
+        let digest = Sha256::digest(s.to_toml().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn join(v: &[usize]) -> String {
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Divisors of `n` closest to `near` (one below and one above when they exist).
+pub fn nearest_divisors(n: usize, near: usize) -> Vec<usize> {
+    let divs: Vec<usize> = (1..=n).filter(|d| n % d == 0).collect();
+    let below = divs.iter().copied().filter(|&d| d < near).max();
+    let above = divs.iter().copied().filter(|&d| d > near).min();
+    below.into_iter().chain(above).collect()
+}
+
+/// Applies one `key.path=value` override; the value is read as TOML (so
+/// `3`, `1e-3`, `true`, `[1,2]` keep their types) and otherwise as a string.
+fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), KeyError> {
+    let (key, raw) = ov
+        .split_once('=')
+        .ok_or_else(|| key_err(ov, "an override must look like key=value, e.g. --set train.steps=100"))?;
+    let key = key.trim();
+    let raw = raw.trim();
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(key_err(key, "is not a valid key path; allowed: dotted names such as train.steps"));
+    }
+    let mut cur = table;
+    for part in &parts[..parts.len() - 1] {
+        let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| key_err(key, format!("`{part}` is a value, not a table")))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Errors that carry a meaning for the user, each mapped to a documented exit
+//! code (see README "Exit codes").
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum GdaError {
+    /// The spec (or an override of it) is wrong.
+    #[error("{file}: {}{msg}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Spec { file: String, key: Option<String>, msg: String },
+
+    /// Input other than the spec is wrong: data, run directory, checkpoint.
+    #[error("{0}")]
+    Input(String),
+
+    /// Training produced a non-finite loss.
+    #[error("training diverged at step {step}: {reason}; {}", match checkpoint {
+        Some(p) => format!("the last good checkpoint is kept at {}", p.display()),
+        None => "no checkpoint had been written yet".to_string(),
+    })]
+    Diverged { step: usize, reason: String, checkpoint: Option<PathBuf> },
+
+    /// Ctrl-C / SIGTERM: a checkpoint was written, `--resume` continues.
+    #[error("interrupted at step {step}; checkpoint written to {}; continue with: gda train --resume --run-dir {}", checkpoint.display(), run_dir.display())]
+    Interrupted { step: usize, checkpoint: PathBuf, run_dir: PathBuf },
+}
+
+impl GdaError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            GdaError::Spec { .. } | GdaError::Input(_) => 2,
+            GdaError::Diverged { .. } => 3,
+            GdaError::Interrupted { .. } => 130,
+        }
+    }
+}
+
+pub fn input(msg: impl Into<String>) -> GdaError {
+    GdaError::Input(msg.into())
+}

@@ -1,0 +1,14 @@
+//! gda: an experiment runner for Grouped Differential Attention transformers.
+
+pub mod attention;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod train;

@@ -1,0 +1,68 @@
+//! The per-run metrics CSV: header once, one complete line per logged step.
+//! Each line is written with a single write and flushed, so a process killed
+//! at any moment leaves at most a torn last line, which `open` drops.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{input, GdaError};
+
+pub struct MetricsLog {
+    file: File,
+    path: PathBuf,
+    width: usize,
+}
+
+/// Formats an optional number; missing values are empty cells.
+pub fn cell(v: Option<f64>) -> String {
+    v.map(|x| format!("{x}")).unwrap_or_default()
+}
+
+impl MetricsLog {
+    /// Opens `path` for appending. Rows after `keep_through_step` (logged
+    /// after the checkpoint a resumed run restarts from) and any torn last
+    /// line are dropped; a fresh file gets the header.
+    pub fn open(path: &Path, columns: &[String], keep_through_step: Option<usize>) -> Result<MetricsLog, GdaError> {
+        let io = |e: std::io::Error| input(format!("cannot write {}: {e}", path.display()));
+        let header = columns.join(",");
+        let mut kept = format!("{header}\n");
+        if let (Some(keep), Ok(old)) = (keep_through_step, fs::read_to_string(path)) {
+            let mut lines = old.split_inclusive('\n');
+            if let Some(first) = lines.next() {
+                if first.trim_end() != header {
+                    return Err(input(format!("{} has columns that this run does not write; move it away to resume", path.display())));
+                }
+            }
+            for line in lines.filter(|l| l.ends_with('\n')) {
+                let step: Option<usize> = line.split(',').next().and_then(|s| s.parse().ok());
+                if step.is_some_and(|s| s <= keep) {
+                    kept.push_str(line);
+                }
+            }
+        }
+        let tmp = path.with_extension("csv.tmp");
+        fs::write(&tmp, &kept).map_err(io)?;
+        fs::rename(&tmp, path).map_err(io)?;
+        let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        Ok(MetricsLog { file, path: path.to_path_buf(), width: columns.len() })
+    }
+
+    pub fn row(&mut self, values: &[String]) -> Result<(), GdaError> {
+        assert_eq!(values.len(), self.width, "a metrics row must fill every column");
+        let line = format!("{}\n", values.join(","));
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(|e| input(format!("cannot write {}: {e}", self.path.display())))
+    }
+}
+
+/// Reads a metrics CSV into a header and rows of cells.
+pub fn read(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>), GdaError> {
+    let text = fs::read_to_string(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().split(',').map(String::from).collect();
+    let rows = lines.map(|l| l.split(',').map(String::from).collect()).collect();
+    Ok((header, rows))
+}

@@ -1,0 +1,358 @@
+//! `gda train`: one model, one run directory, the whole loop in one place.
+//!
+//! Run directory layout (see docs/run-directory.md):
+//! `spec.toml` (resolved), `manifest.json`, `metrics.csv`,
+//! `checkpoints/`, and `summary.json` once the run has finished.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Kind, Tensor};
+
+use crate::checkpoint::{self, TrainState};
+use crate::config::Spec;
+use crate::data::{self, Corpus};
+use crate::device;
+use crate::error::{input, GdaError};
+use crate::eval::{lm_eval, LmScore};
+use crate::metrics::{cell, MetricsLog};
+use crate::model::{self, Model};
+use crate::optim::{learning_rate, AdamW};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C / SIGTERM: the first asks the loop to checkpoint and stop at the
+/// next step boundary; a second one exits at once.
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TrainOptions {
+    /// Run directory; default `<output.dir>/<name>`.
+    pub run_dir: Option<PathBuf>,
+    /// Continue from the run directory's last checkpoint.
+    pub resume: bool,
+    /// Text file or directory replacing `data.corpus`.
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub gda_version: String,
+    pub libtorch_version: String,
+    pub device: String,
+    pub threads: usize,
+    pub seed: u64,
+    pub spec_hash: String,
+    pub git_revision: Option<String>,
+    pub parameters: usize,
+    pub train_tokens: usize,
+    pub val_tokens: usize,
+    pub train_sources: Vec<String>,
+    pub val_sources: Vec<String>,
+    pub command: Vec<String>,
+}
+
+/// What a finished run reports (also `summary.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub name: String,
+    pub steps: usize,
+    pub tokens_seen: u64,
+    pub parameters: usize,
+    pub val_loss: f64,
+    pub val_bpb: f64,
+    pub elapsed_s: f64,
+    /// Training throughput over the whole run (evaluation time excluded).
+    pub tokens_per_s: f64,
+    pub run_dir: PathBuf,
+}
+
+pub fn run_dir_for(spec: &Spec, opts: &TrainOptions) -> PathBuf {
+    opts.run_dir.clone().unwrap_or_else(|| spec.output.dir.join(&spec.name))
+}
+
+/// Creates (or re-opens, with `--resume`) a run directory; refuses to mix
+/// two different experiments in one directory.
+fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> {
+    let saved = dir.join("spec.toml");
+    if saved.exists() {
+        if !resume {
+            return Err(input(format!(
+                "run directory {} already holds a run; pass --resume to continue it, or choose another --run-dir",
+                dir.display()
+            )));
+        }
+        let old = Spec::load(Some(&saved), &[])?;
+        if old.hash() != spec.hash() {
+            return Err(input(format!(
+                "run directory {} holds a different experiment (spec hash {} vs {}); resume it with its own spec (gda train --resume --run-dir {}) or choose another --run-dir",
+                dir.display(),
+                old.hash(),
+                spec.hash(),
+                dir.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .and_then(|_| {
+            let probe = dir.join(".write-test");
+            std::fs::write(&probe, b"")?;
+            std::fs::remove_file(probe)
+        })
+        .map_err(|e| input(format!("results directory {} is not writable: {e}", dir.display())))?;
+    Ok(())
+}
+
+fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Column names of metrics.csv for a model with `layers` layers.
+pub fn metric_columns(layers: usize, differential: bool) -> Vec<String> {
+    let mut c: Vec<String> =
+        ["step", "tokens", "train_loss", "val_loss", "val_bpb", "lr", "grad_norm"].iter().map(|s| s.to_string()).collect();
+    if differential {
+        c.push("lambda_mean".into());
+        c.extend((0..layers).map(|l| format!("lambda_{l}")));
+    }
+    c.extend(["tokens_per_s", "elapsed_s"].iter().map(|s| s.to_string()));
+    c
+}
+
+/// Every parameter finite? Checked before a checkpoint is written, so a
+/// checkpoint is never poisoned by a diverging update.
+fn params_finite(vs: &VarStore) -> bool {
+    tch::no_grad(|| {
+        let vars = vs.trainable_variables();
+        let flags: Vec<Tensor> = vars.iter().map(|v| v.isfinite().all()).collect();
+        Tensor::stack(&flags, 0).all().int64_value(&[]) != 0
+    })
+}
+
+pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
+    let tc = &spec.train;
+    let device = device::select(&tc.device).map_err(|m| spec.error("train.device", m))?;
+    let threads = device::set_threads(tc.threads);
+    let corpus = Corpus::load(&spec.data, opts.data.as_deref())?;
+    corpus.check_context(spec)?;
+    let run_dir = run_dir_for(spec, opts);
+    prepare_run_dir(spec, &run_dir, opts.resume)?;
+
+    // Model and optimizer, from the seed; a checkpoint then overwrites both.
+    tch::manual_seed(spec.seed as i64);
+    let vs = VarStore::new(device);
+    let mut model = Model::new(&spec.model, vs.root());
+    model.compute_kind = device::compute_kind(device);
+    let mut opt = AdamW::new(&vs, tc);
+    let parameters = model::param_count(&spec.model);
+    let last_ckpt = if opts.resume { checkpoint::latest(&run_dir) } else { None };
+    let mut state = match &last_ckpt {
+        Some(ckpt) => checkpoint::restore(ckpt, &vs, &mut opt)?,
+        None => TrainState { spec_hash: spec.hash(), ..TrainState::default() },
+    };
+    let mut last_ckpt = last_ckpt;
+
+    std::fs::write(run_dir.join("spec.toml"), spec.to_toml()).map_err(|e| input(format!("cannot write spec.toml: {e}")))?;
+    let manifest = Manifest {
+        gda_version: env!("CARGO_PKG_VERSION").into(),
+        libtorch_version: option_env!("GDA_LIBTORCH_VERSION").unwrap_or("unknown").into(),
+        device: device::describe(device),
+        threads,
+        seed: spec.seed,
+        spec_hash: spec.hash(),
+        git_revision: git_revision(),
+        parameters,
+        train_tokens: corpus.train.len,
+        val_tokens: corpus.val.len,
+        train_sources: corpus.train_sources.clone(),
+        val_sources: corpus.val_sources.clone(),
+        command: std::env::args().collect(),
+    };
+    std::fs::write(run_dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("manifest serialises"))
+        .map_err(|e| input(format!("cannot write manifest.json: {e}")))?;
+
+    let differential = model.lambdas().len() == spec.model.n_layers;
+    let columns = metric_columns(spec.model.n_layers, differential);
+    let keep = last_ckpt.as_ref().map(|_| state.step);
+    let mut log = MetricsLog::open(&run_dir.join("metrics.csv"), &columns, keep)?;
+
+    let eval_offsets = data::eval_offsets(corpus.val.len, tc.context, tc.eval_tokens);
+    let evaluate = |model: &Model| lm_eval(model, &corpus.val, &eval_offsets, tc.context, tc.batch_size, device);
+    let checkpoint_every = if tc.checkpoint_every == 0 { tc.eval_every } else { tc.checkpoint_every };
+    let tokens_per_step = (tc.batch_size * tc.context * tc.grad_accum) as u64;
+
+    let bar = progress_bar(tc.steps, state.step);
+    let start_elapsed = state.elapsed_s;
+    let clock = Instant::now();
+    let mut window_start = Instant::now();
+    let mut window_tokens = 0u64;
+    let mut train_time = 0.0f64;
+    let mut train_tokens_now = 0u64;
+
+    if state.step == 0 && last_ckpt.is_none() {
+        let score = evaluate(&model);
+        state.val_loss = Some(score.loss);
+        state.val_bpb = Some(score.bpb);
+        write_row(&mut log, &model, 0, 0, None, Some(score), 0.0, None, None, 0.0, &bar)?;
+    }
+
+    while state.step < tc.steps {
+        if interrupted() {
+            let ckpt = checkpoint::save(&run_dir, &vs, &opt, &state)?;
+            bar.abandon();
+            return Err(GdaError::Interrupted { step: state.step, checkpoint: ckpt, run_dir });
+        }
+        let step_start = Instant::now();
+        let step = state.step;
+        let lr = learning_rate(tc, step);
+
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+        for micro in 0..tc.grad_accum {
+            let offsets = data::batch_offsets(spec.seed, step, micro, tc.batch_size, tc.context, corpus.train.len);
+            let (x, y) = data::windows(&corpus.train, &offsets, tc.context, device);
+            let loss = Model::loss(&model.forward(&x), &y) / tc.grad_accum as f64;
+            loss.backward();
+            loss_sum += loss.detach();
+        }
+        let grad_norm = opt.clip_grad_norm(tc.grad_clip);
+        let loss = loss_sum.double_value(&[]);
+        let norm = grad_norm.double_value(&[]);
+        if !loss.is_finite() || !norm.is_finite() {
+            bar.abandon();
+            let what = if !loss.is_finite() { format!("train loss is {loss}") } else { format!("gradient norm is {norm}") };
+            return Err(GdaError::Diverged { step: step + 1, reason: what, checkpoint: last_ckpt });
+        }
+        opt.step(lr);
+        opt.zero_grad();
+
+        state.step += 1;
+        state.tokens_seen += tokens_per_step;
+        state.loss_sum += loss;
+        state.loss_count += 1;
+        window_tokens += tokens_per_step;
+        train_tokens_now += tokens_per_step;
+        train_time += step_start.elapsed().as_secs_f64();
+        bar.set_position(state.step as u64);
+        bar.set_message(format!("loss {loss:.4} | {:.0} tok/s", train_tokens_now as f64 / train_time.max(1e-9)));
+
+        let s = state.step;
+        let eval_due = s % tc.eval_every == 0 || s == tc.steps;
+        let score = eval_due.then(|| evaluate(&model));
+        if let Some(sc) = score {
+            state.val_loss = Some(sc.loss);
+            state.val_bpb = Some(sc.bpb);
+        }
+        state.elapsed_s = start_elapsed + clock.elapsed().as_secs_f64();
+        if s % tc.log_every == 0 || eval_due {
+            let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+            let train_loss = state.loss_sum / state.loss_count as f64;
+            write_row(&mut log, &model, s, state.tokens_seen, Some(train_loss), score, lr, Some(norm), Some(tps), state.elapsed_s, &bar)?;
+            state.loss_sum = 0.0;
+            state.loss_count = 0;
+            window_tokens = 0;
+            window_start = Instant::now();
+        }
+        if s % checkpoint_every == 0 || s == tc.steps {
+            if !params_finite(&vs) {
+                bar.abandon();
+                return Err(GdaError::Diverged {
+                    step: s,
+                    reason: "parameters became non-finite after the update".into(),
+                    checkpoint: last_ckpt,
+                });
+            }
+            last_ckpt = Some(checkpoint::save(&run_dir, &vs, &opt, &state)?);
+        }
+    }
+    bar.finish_and_clear();
+
+    let summary = RunSummary {
+        name: spec.name.clone(),
+        steps: state.step,
+        tokens_seen: state.tokens_seen,
+        parameters,
+        val_loss: state.val_loss.unwrap_or(f64::NAN),
+        val_bpb: state.val_bpb.unwrap_or(f64::NAN),
+        elapsed_s: state.elapsed_s,
+        tokens_per_s: if train_time > 0.0 { train_tokens_now as f64 / train_time } else { 0.0 },
+        run_dir: run_dir.clone(),
+    };
+    std::fs::write(run_dir.join("summary.json"), serde_json::to_vec_pretty(&summary).expect("summary serialises"))
+        .map_err(|e| input(format!("cannot write summary.json: {e}")))?;
+    Ok(summary)
+}
+
+fn progress_bar(steps: usize, at: usize) -> ProgressBar {
+    let bar = if std::io::stdout().is_terminal() { ProgressBar::new(steps as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps | {msg} | ETA {eta}").expect("valid template"),
+    );
+    bar.set_position(at as u64);
+    bar
+}
+
+/// One metrics row, echoed as a log line when stdout is not a terminal.
+#[allow(clippy::too_many_arguments)]
+fn write_row(
+    log: &mut MetricsLog,
+    model: &Model,
+    step: usize,
+    tokens: u64,
+    train_loss: Option<f64>,
+    score: Option<LmScore>,
+    lr: f64,
+    grad_norm: Option<f64>,
+    tokens_per_s: Option<f64>,
+    elapsed_s: f64,
+    bar: &ProgressBar,
+) -> Result<(), GdaError> {
+    let lambdas = model.lambdas();
+    let mut row = vec![
+        step.to_string(),
+        tokens.to_string(),
+        cell(train_loss),
+        cell(score.map(|s| s.loss)),
+        cell(score.map(|s| s.bpb)),
+        format!("{lr}"),
+        cell(grad_norm),
+    ];
+    if !lambdas.is_empty() {
+        row.push(format!("{}", lambdas.iter().sum::<f64>() / lambdas.len() as f64));
+        row.extend(lambdas.iter().map(|l| format!("{l}")));
+    }
+    row.push(cell(tokens_per_s.map(|t| t.round())));
+    row.push(format!("{elapsed_s:.3}"));
+    log.row(&row)?;
+    let mut line = format!("step {step}");
+    if let Some(l) = train_loss {
+        line += &format!(" | train {l:.4}");
+    }
+    if let Some(s) = score {
+        line += &format!(" | val {:.4} ({:.4} bpb)", s.loss, s.bpb);
+    }
+    if let Some(t) = tokens_per_s {
+        line += &format!(" | lr {lr:.2e} | {t:.0} tok/s");
+    }
+    line += &format!(" | {elapsed_s:.1}s");
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+    Ok(())
+}
