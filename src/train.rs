@@ -166,6 +166,12 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         None => TrainState { spec_hash: spec.hash(), ..TrainState::default() },
     };
     let mut last_ckpt = last_ckpt;
+    let summary_path = run_dir.join("summary.json");
+    if state.step >= tc.steps {
+        if let Some(done) = std::fs::read(&summary_path).ok().and_then(|b| serde_json::from_slice::<RunSummary>(&b).ok()) {
+            return Ok(done);
+        }
+    }
 
     std::fs::write(run_dir.join("spec.toml"), spec.to_toml()).map_err(|e| input(format!("cannot write spec.toml: {e}")))?;
     let manifest = Manifest {
@@ -183,8 +189,12 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         val_sources: corpus.val_sources.clone(),
         command: std::env::args().collect(),
     };
-    std::fs::write(run_dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("manifest serialises"))
-        .map_err(|e| input(format!("cannot write manifest.json: {e}")))?;
+    // A resumed run keeps the manifest of the run's start.
+    let manifest_path = run_dir.join("manifest.json");
+    if !manifest_path.exists() {
+        std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).expect("manifest serialises"))
+            .map_err(|e| input(format!("cannot write manifest.json: {e}")))?;
+    }
 
     let differential = model.lambdas().len() == spec.model.n_layers;
     let columns = metric_columns(spec.model.n_layers, differential);
@@ -292,7 +302,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         tokens_per_s: if train_time > 0.0 { train_tokens_now as f64 / train_time } else { 0.0 },
         run_dir: run_dir.clone(),
     };
-    std::fs::write(run_dir.join("summary.json"), serde_json::to_vec_pretty(&summary).expect("summary serialises"))
+    std::fs::write(&summary_path, serde_json::to_vec_pretty(&summary).expect("summary serialises"))
         .map_err(|e| input(format!("cannot write summary.json: {e}")))?;
     Ok(summary)
 }

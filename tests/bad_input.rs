@@ -1,0 +1,117 @@
+//! Every bad input is refused before training, with exit code 2, naming the
+//! file, the key and what is allowed, and leaving nothing behind.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// Runs `gda train` on a spec with `text`, expects exit 2 and no run
+/// directory, and returns stderr.
+fn refused(text: &str, extra: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "bad", text);
+    let run = tmp.path().join("run");
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).args(extra).output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(!run.exists(), "a refused run must not create its directory");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+fn assert_names(err: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(err.contains(p), "expected {p:?} in: {err}");
+    }
+}
+
+#[test]
+fn toml_syntax_error_names_the_file_and_line() {
+    let err = refused("[model\nd_model = 32\n", &[]);
+    assert_names(&err, &["bad.toml", "not valid TOML", "line 1"]);
+}
+
+#[test]
+fn unknown_key_names_the_key_and_the_allowed_ones() {
+    let err = refused("[model]\nd_modle = 32\n", &[]);
+    assert_names(&err, &["bad.toml", "model.d_modle", "unknown field", "d_model", "signal_heads"]);
+    let err = refused("[trian]\nsteps = 3\n", &[]);
+    assert_names(&err, &["bad.toml", "trian", "unknown field", "train"]);
+}
+
+#[test]
+fn wrong_type_names_the_key_and_the_expected_type() {
+    let err = refused("[train]\nsteps = \"many\"\n", &[]);
+    assert_names(&err, &["bad.toml", "train.steps", "invalid type", "string \"many\"", "usize"]);
+    let err = refused("[model]\nattention = \"linear\"\n", &[]);
+    assert_names(&err, &["model.attention", "unknown variant `linear`", "gda", "standard"]);
+}
+
+#[test]
+fn impossible_head_allocation_lists_valid_ones() {
+    let err = refused("[model]\nsignal_heads = 8\nnoise_heads = 3\n", &[]);
+    assert_names(&err, &["bad.toml", "model.noise_heads", "8 signal heads", "3 noise heads", "nearest: 2, 4"]);
+    let err = refused("[model]\nsignal_heads = 8\nnoise_heads = 4\nkv_heads = 3\n", &[]);
+    assert_names(&err, &["model.kv_heads", "divisor of noise_heads", "nearest: 2, 4"]);
+}
+
+#[test]
+fn override_errors_name_the_key() {
+    let err = refused(TINY, &["--set", "train.stpes=5"]);
+    assert_names(&err, &["train.stpes", "unknown field"]);
+    let err = refused(TINY, &["--set", "noequals"]);
+    assert_names(&err, &["noequals", "key=value"]);
+    let err = refused(TINY, &["--device", "tpu"]);
+    assert_names(&err, &["train.device", "\"tpu\"", "cuda:N"]);
+}
+
+#[test]
+fn context_longer_than_the_data_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("small.txt");
+    std::fs::write(&data, "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n".repeat(20)).unwrap();
+    let err = refused(TINY, &["--data", data.to_str().unwrap(), "--set", "train.context=512"]);
+    assert_names(&err, &["bad.toml", "train.context", "512 is longer than the data", "validation split has", "at most"]);
+}
+
+#[test]
+fn missing_data_path_is_refused() {
+    let err = refused(TINY, &["--data", "/nonexistent/corpus.txt"]);
+    assert_names(&err, &["/nonexistent/corpus.txt", "does not exist", "shakespeare"]);
+    let err = refused(&format!("{TINY}\n[data]\ncorpus = \"/nonexistent/dir\"\n"), &[]);
+    assert_names(&err, &["/nonexistent/dir", "does not exist"]);
+}
+
+#[test]
+fn unwritable_results_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "bad", TINY);
+    // A path below a regular file cannot be created, even by root.
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let run = blocker.join("run");
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_names(&stderr_of(&out), &["results directory", "a-file/run", "not writable"]);
+    let out = gda().args(["train", "--spec"]).arg(&spec).args(["--set", &format!("output.dir=\"{}\"", blocker.display())]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_names(&stderr_of(&out), &["results directory", "not writable"]);
+}
+
+#[test]
+fn missing_spec_file_is_refused() {
+    let out = gda().args(["train", "--spec", "/nonexistent/spec.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_names(&stderr_of(&out), &["/nonexistent/spec.toml", "cannot read the spec"]);
+}
+
+#[test]
+fn resume_of_an_empty_directory_says_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = gda().args(["train", "--resume", "--run-dir"]).arg(tmp.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_names(&stderr_of(&out), &["holds no run to resume", "--spec"]);
+    assert!(!Path::new(&tmp.path().join("spec.toml")).exists());
+}

@@ -1,0 +1,141 @@
+//! The docs and shipped specs are checked against the code: every spec key is
+//! documented, the tensor reference matches the model, every spec in
+//! experiments/ loads, and the README's commands run.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use gda::config::Spec;
+
+/// Dotted names of every key of a resolved spec.
+fn keys(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    if let toml::Value::Table(t) = value {
+        for (k, v) in t {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            if v.is_table() {
+                keys(v, &key, out);
+            } else {
+                out.insert(key);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_spec_key_is_documented_in_the_reference() {
+    let doc = std::fs::read_to_string(repo().join("docs/spec.md")).unwrap();
+    let value: toml::Value = toml::from_str(&Spec::default().to_toml()).unwrap();
+    let mut all = BTreeSet::new();
+    keys(&value, "", &mut all);
+    assert!(all.len() > 30);
+    let missing: Vec<&String> = all.iter().filter(|k| !doc.contains(&format!("`{k}`"))).collect();
+    assert!(missing.is_empty(), "docs/spec.md does not document: {missing:?}");
+}
+
+#[test]
+fn tensor_reference_lists_exactly_the_default_models_tensors() {
+    let doc = std::fs::read_to_string(repo().join("docs/tensors.md")).unwrap();
+    let spec = Spec::load(None, &[]).unwrap();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _model = gda::model::Model::new(&spec.model, vs.root());
+    let documented: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .map(|l| {
+            let mut cells = l.split('|');
+            let name = cells.next().unwrap().trim().trim_end_matches('`').to_string();
+            let shape = cells.next().unwrap().trim().to_string();
+            format!("{name} {shape}")
+        })
+        .collect();
+    let built: BTreeSet<String> = vs.variables().into_iter().map(|(n, t)| format!("{n} {:?}", t.size())).collect();
+    assert_eq!(documented, built);
+}
+
+#[test]
+fn the_shipped_default_spec_is_the_built_in_default() {
+    let builtin = Spec::load(None, &[]).unwrap();
+    let shipped = Spec::load(Some(&repo().join("experiments/default.toml")), &[]).unwrap();
+    assert_eq!(builtin.to_toml(), shipped.to_toml());
+    assert_eq!(builtin.hash(), shipped.hash());
+}
+
+#[test]
+fn every_shipped_spec_loads() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo().join("experiments")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            let spec = Spec::load(Some(&p), &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert_eq!(spec.name, p.file_stem().unwrap().to_string_lossy());
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+}
+
+#[test]
+fn the_smoke_spec_trains_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("smoke");
+    let out = gda()
+        .current_dir(repo())
+        .args(["train", "--spec", "experiments/smoke.toml", "--run-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let val = column(&run, "val_loss");
+    assert_eq!(val.len(), 4);
+    assert!(val[3].1 < val[0].1 - 1.5, "{val:?}");
+}
+
+/// Lines of the README's shell blocks that invoke gda, in order.
+fn readme_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let mut in_block = false;
+    let mut cmds = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_block = line.trim() == "```sh";
+            continue;
+        }
+        let l = line.trim();
+        if in_block && (l.starts_with("gda ") || l.starts_with("./target/release/gda ")) {
+            cmds.push(l.trim_start_matches("./target/release/").to_string());
+        }
+    }
+    cmds
+}
+
+#[test]
+fn the_readme_commands_run() {
+    let cmds = readme_commands();
+    assert!(cmds.iter().any(|c| c.starts_with("gda train")), "{cmds:?}");
+    // Run where the README is read from, but in a scratch copy so results/
+    // lands in a temporary directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("experiments");
+    std::fs::create_dir(&exp).unwrap();
+    for entry in std::fs::read_dir(repo().join("experiments")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, exp.join(p.file_name().unwrap())).unwrap();
+    }
+    for cmd in &cmds {
+        let args: Vec<String> = cmd.split_whitespace().skip(1).map(|a| a.trim_matches('\'').to_string()).collect();
+        let mut c = gda();
+        c.current_dir(tmp.path()).args(&args);
+        // Shrink training commands to a few steps; a resume continues the
+        // shrunk run with its own saved spec.
+        if args[0] == "train" && !args.iter().any(|a| a == "--resume") {
+            c.args(["--set", "train.steps=4", "--set", "train.eval_every=2", "--set", "train.eval_tokens=512"]);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "README command failed: {cmd}\n{}", stderr_of(&out));
+        if args[0] == "train" {
+            assert!(stdout_of(&out).contains("done: "), "{cmd}: {}", stdout_of(&out));
+        }
+    }
+}
