@@ -133,8 +133,8 @@ fn crate_tables(cfg: &ModelConfig, t: i64) -> (Tensor, Tensor) {
 
 // ------------------------------------------------- independent reference
 
-/// The parameters of one gda layer as plain tensors, so the reference can run
-/// on the layer's own weights or on float64 leaf copies of them.
+/// The parameters of one gda layer as float64 leaf tensors, so the reference
+/// runs in float64 and autograd gives reference gradients.
 struct RefParams {
     q1: Tensor,
     q2: Tensor,
@@ -151,12 +151,10 @@ struct RefParams {
 }
 
 impl RefParams {
-    /// float64 copies of the layer's weights that require grad.
-    fn f64_leaves(a: &GdaAttention) -> RefParams {
-        Self::map(a, |t| t.detach().to_kind(Kind::Double).set_requires_grad(true))
-    }
-
-    fn map(a: &GdaAttention, f: impl Fn(&Tensor) -> Tensor) -> RefParams {
+    /// float64 copies of the layer's weights that require grad; λ_init is
+    /// taken from the config, not from the layer.
+    fn f64_leaves(a: &GdaAttention, lambda_init: f64) -> RefParams {
+        let f = |t: &Tensor| t.detach().to_kind(Kind::Double).set_requires_grad(true);
         RefParams {
             q1: f(&a.q1.weight),
             q2: f(&a.q2.weight),
@@ -169,7 +167,7 @@ impl RefParams {
             lambda_q2: f(&a.lambda_q2),
             lambda_k2: f(&a.lambda_k2),
             subln: f(&a.subln.weight),
-            lambda_init: a.lambda_init,
+            lambda_init,
         }
     }
 
@@ -261,69 +259,6 @@ fn ref_gda(p: &RefParams, cfg: &ModelConfig, x: &Tensor) -> Tensor {
     Tensor::cat(&outs, 2).matmul(&p.o.transpose(0, 1))
 }
 
-/// Max |a − b| must be within `atol · max(1, max|b|)`.
-fn assert_close(a: &Tensor, b: &Tensor, atol: f64, what: &str) {
-    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
-    let scale = max_abs(&b).max(1.0);
-    let diff = max_diff(&a, &b);
-    assert!(diff <= atol * scale, "{what}: max |diff| = {diff:e} > {atol:e}·{scale:e}");
-}
-
-/// Both paths of the layer against the reference run in float64 on the same
-/// weights: the output to 1e-5, and the gradients of sum(out · r) w.r.t. every
-/// parameter and the input to 1e-4 (relative to the gradient's magnitude when
-/// that exceeds 1).
-fn check_against_reference(cfg: &ModelConfig, layer_idx: usize) {
-    let (vs, attn) = layer(cfg, layer_idx);
-    let a = gda(&attn);
-    let what = format!("Hs={} Hn={} Hkv={} layer {layer_idx}", cfg.signal_heads, cfg.noise_heads, cfg.kv_heads);
-    let t = 11;
-    let x0 = Tensor::randn([2, t, cfg.d_model as i64], F32);
-    let r = Tensor::randn([2, t, cfg.d_model as i64], F32);
-
-    let p = RefParams::f64_leaves(a);
-    let x = x0.to_kind(Kind::Double).set_requires_grad(true);
-    let expected = ref_gda(&p, cfg, &x);
-    (&expected * r.to_kind(Kind::Double)).sum(Kind::Double).backward();
-    let mut ref_grads: Vec<(String, Tensor)> = p.named().into_iter().map(|(n, t)| (n.to_string(), t.grad())).collect();
-    ref_grads.push(("x".into(), x.grad()));
-    assert!(max_abs(&expected) > 1e-2, "{what}: reference output is degenerate");
-
-    for path in [Path::Fused, Path::Materialised] {
-        let (out, grads) = forward_and_grads(cfg, &vs, &attn, &x0, &r, path);
-        let diff = max_diff(&out.to_kind(Kind::Double), &expected.detach());
-        assert!(diff <= 1e-5, "{what} {path:?} vs reference: max |diff| = {diff:e}");
-        assert_eq!(grads.len(), ref_grads.len());
-        for ((name, g), (ref_name, rg)) in grads.iter().zip(&ref_grads) {
-            assert_eq!(name, ref_name, "the reference must cover every VarStore variable");
-            assert!(max_abs(rg) > 0.0, "{what}: reference gradient of {name} is zero");
-            assert_close(g, rg, 1e-4, &format!("{what} {path:?}: gradient of {name} vs reference"));
-        }
-    }
-}
-
-// ------------------------------------------------------------------ tests
-
-#[test]
-fn gda_ratio_1_is_differential_attention() {
-    let _rng = seeded(1);
-    // G = 1, one K/V head per noise head: plain DIFF. Layer 1, so λ_init is
-    // not the layer-0 value 0.2.
-    let cfg = gda_cfg(2, 2, 2, 8, 32, 2);
-    assert_eq!(cfg.lambda_init[1], 0.8 - 0.6 * (-0.3f64).exp());
-    check_against_reference(&cfg, 1);
-    check_against_reference(&cfg, 0);
-}
-
-#[test]
-fn grouped_layout_matches_reference() {
-    let _rng = seeded(2);
-    // G = 2 and G = 4, and K/V heads shared by several noise heads.
-    for (hs, hn, kv) in [(4, 2, 2), (4, 1, 1), (8, 4, 2), (8, 2, 1)] {
-        check_against_reference(&gda_cfg(hs, hn, kv, 8, 32, 2), 1);
-    }
-}
-
 /// Output and all gradients (VarStore variables sorted by name, then "x") of
 /// the scalar loss sum(out · r), with every gradient zeroed first.
 fn forward_and_grads(
@@ -373,6 +308,78 @@ fn check_paths_agree(cfg: &ModelConfig, what: &str) {
         assert_eq!(name, name_m);
         assert!(max_abs(gf) > 0.0, "{what}: gradient of {name} is identically zero");
         assert_close(gf, gm, 1e-4, &format!("{what}: gradient of {name}, fused vs materialised"));
+    }
+}
+
+/// Max |a − b| must be within `atol · max(1, max|b|)`.
+fn assert_close(a: &Tensor, b: &Tensor, atol: f64, what: &str) {
+    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
+    let scale = max_abs(&b).max(1.0);
+    let diff = max_diff(&a, &b);
+    assert!(diff <= atol * scale, "{what}: max |diff| = {diff:e} > {atol:e}·{scale:e}");
+}
+
+/// Both paths of the layer against the reference run in float64 on the same
+/// weights: the output to 1e-5, and the gradients of sum(out · r) w.r.t. every
+/// parameter and the input to 1e-4 (relative to the gradient's magnitude when
+/// that exceeds 1).
+fn check_against_reference(cfg: &ModelConfig, layer_idx: usize) {
+    let (vs, attn) = layer(cfg, layer_idx);
+    let a = gda(&attn);
+    let what = format!("Hs={} Hn={} Hkv={} layer {layer_idx}", cfg.signal_heads, cfg.noise_heads, cfg.kv_heads);
+    let t = 11;
+    let x0 = Tensor::randn([2, t, cfg.d_model as i64], F32);
+    let r = Tensor::randn([2, t, cfg.d_model as i64], F32);
+
+    let p = RefParams::f64_leaves(a, cfg.lambda_init[layer_idx]);
+    let x = x0.to_kind(Kind::Double).set_requires_grad(true);
+    let expected = ref_gda(&p, cfg, &x);
+    (&expected * r.to_kind(Kind::Double)).sum(Kind::Double).backward();
+    let mut ref_grads: Vec<(String, Tensor)> = p.named().into_iter().map(|(n, t)| (n.to_string(), t.grad())).collect();
+    ref_grads.push(("x".into(), x.grad()));
+    assert!(max_abs(&expected) > 1e-2, "{what}: reference output is degenerate");
+
+    for path in [Path::Fused, Path::Materialised] {
+        let (out, grads) = forward_and_grads(cfg, &vs, &attn, &x0, &r, path);
+        let diff = max_diff(&out.to_kind(Kind::Double), &expected.detach());
+        assert!(diff <= 1e-5, "{what} {path:?} vs reference: max |diff| = {diff:e}");
+        assert_eq!(grads.len(), ref_grads.len());
+        for ((name, g), (ref_name, rg)) in grads.iter().zip(&ref_grads) {
+            assert_eq!(name, ref_name, "the reference must cover every VarStore variable");
+            assert!(max_abs(rg) > 0.0, "{what}: reference gradient of {name} is zero");
+            assert_close(g, rg, 1e-4, &format!("{what} {path:?}: gradient of {name} vs reference"));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn gda_ratio_1_is_differential_attention() {
+    let _rng = seeded(1);
+    // G = 1, one K/V head per noise head: plain DIFF, on layers 0 and 1
+    // (λ_init 0.2 and 0.8 − 0.6·e^−0.3).
+    let cfg = gda_cfg(2, 2, 2, 8, 32, 2);
+    for l in 0..2 {
+        assert!((cfg.lambda_init[l] - (0.8 - 0.6 * (-0.3 * l as f64).exp())).abs() < 1e-15);
+        check_against_reference(&cfg, l);
+    }
+    // Every layer of a model gets its own λ_init, 0-based.
+    let cfg = gda_cfg(2, 2, 2, 8, 32, 4);
+    let vs = nn::VarStore::new(CPU);
+    let model = Model::new(&cfg, vs.root());
+    for (l, block) in model.blocks.iter().enumerate() {
+        let expected = 0.8 - 0.6 * (-0.3 * l as f64).exp();
+        assert!((gda(&block.attn).lambda_init - expected).abs() < 1e-15, "layer {l}: λ_init");
+    }
+}
+
+#[test]
+fn grouped_layout_matches_reference() {
+    let _rng = seeded(2);
+    // G = 2 and G = 4, and K/V heads shared by several noise heads.
+    for (hs, hn, kv) in [(4, 2, 2), (4, 1, 1), (8, 4, 2), (8, 2, 1)] {
+        check_against_reference(&gda_cfg(hs, hn, kv, 8, 32, 2), 1);
     }
 }
 
@@ -530,6 +537,8 @@ fn materialised_maps_are_consistent() {
 
 #[test]
 fn parameter_count_matches_varstore() {
+    // Model::new draws from the shared RNG, so this test takes the lock too.
+    let _rng = seeded(7);
     let mut cfgs = Vec::new();
     for (hs, hn, kv) in [(8, 2, 0), (8, 8, 0), (8, 4, 2), (4, 1, 0), (6, 3, 1)] {
         cfgs.push(gda_cfg(hs, hn, kv, 8, 48, 2));
@@ -554,18 +563,3 @@ fn parameter_count_matches_varstore() {
 }
 
 
-#[test]
-#[ignore]
-fn zz_scan() {
-    for seed in 100..400 {
-        let _rng = seeded(seed);
-        for (hs, hn, kv) in [(2, 2, 2), (4, 4, 4), (4, 2, 2), (4, 1, 1), (8, 4, 2), (8, 2, 1)] {
-            let cfg = gda_cfg(hs, hn, kv, 8, 32, 2);
-            check_against_reference(&cfg, seed as usize % 2);
-            check_paths_agree(&cfg, &format!("seed {seed} gda Hs={hs} Hn={hn} Hkv={kv}"));
-        }
-        for (heads, kv) in [(4, 2), (4, 4), (4, 1)] {
-            check_paths_agree(&std_cfg(heads, kv, 8, 32, 2), &format!("seed {seed} std {heads} {kv}"));
-        }
-    }
-}

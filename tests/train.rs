@@ -51,7 +51,7 @@ fn training_lowers_validation_loss_and_writes_a_run_directory() {
 
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["device"], "cpu");
-    assert_eq!(manifest["threads"], 2);
+    assert_eq!(manifest["threads"], 1);
     assert_eq!(manifest["seed"], 7);
     assert!(manifest["libtorch_version"].as_str().unwrap().starts_with("2.13"));
     assert_eq!(manifest["parameters"].as_u64().unwrap() as usize, gda::model::param_count(&original.model));
@@ -125,7 +125,7 @@ fn check_resume_equivalence(signal: &str) {
     let text = TINY
         .replace("steps = 60", "steps = 400")
         .replace("eval_every = 20", "eval_every = 100")
-        .replace("threads = 2", "threads = 2\ncheckpoint_every = 25");
+        .replace("[train]", "[train]\ncheckpoint_every = 25");
     let spec = write_spec(tmp.path(), "tiny", &text);
 
     let whole = tmp.path().join("whole");
@@ -178,7 +178,7 @@ fn a_diverging_run_stops_with_step_and_reason_and_keeps_its_last_good_checkpoint
     let tmp = tempfile::tempdir().unwrap();
     // Decoupled weight decay with lr·wd far above 1 multiplies every matrix by
     // a large negative factor each step: activations overflow within a few steps.
-    let text = TINY.replace("threads = 2", "threads = 2\ncheckpoint_every = 1\nweight_decay = 1e4");
+    let text = TINY.replace("[train]", "[train]\ncheckpoint_every = 1\nweight_decay = 1e4");
     let spec = write_spec(tmp.path(), "div", &text);
     let run = tmp.path().join("run");
     let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();

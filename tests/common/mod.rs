@@ -14,7 +14,9 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A small GDA model that trains a few hundred steps per second on 2 threads.
+/// A small GDA model that trains over a hundred steps per second on one
+/// thread (one thread per process: tests run in parallel on 2 cores, and
+/// oversubscribed OpenMP threads slow everything down many times).
 pub const TINY: &str = r#"
 seed = 7
 [model]
