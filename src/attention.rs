@@ -12,7 +12,7 @@
 
 use tch::{nn, Kind, Tensor};
 
-use crate::config::{AttentionKind, ModelConfig};
+use crate::config::{AttentionKind, ModelConfig, NoiseScope};
 use crate::model::{Linear, RmsNorm, Rope};
 
 /// Which computation to run: fused SDPA (training; no T×T map is stored) or
@@ -60,7 +60,11 @@ pub struct GdaAttention {
     signal_heads: i64,
     noise_heads: i64,
     kv_heads: i64,
+    noise_kv_heads: i64,
     head_dim: i64,
+    /// (1, 1, G, 1, 1) weights of the noise map per signal head of a group
+    /// when noise_scope = "one"; `None` means all ones (GDA).
+    scope: Option<Tensor>,
 }
 
 pub enum Attention {
@@ -68,15 +72,25 @@ pub enum Attention {
     Gda(GdaAttention),
 }
 
-/// Attention parameters of one layer for a config (see docs/tensors.md).
-pub fn param_count(cfg: &ModelConfig) -> usize {
+/// Weights of the linear projections of one attention layer (the matmul
+/// parameters; see docs/tensors.md for the shapes).
+pub fn linear_params(cfg: &ModelConfig) -> usize {
     let (c, d, kv) = (cfg.d_model, cfg.head_dim, cfg.kv_heads);
     match cfg.attention {
         AttentionKind::Standard => c * d * (cfg.heads + 2 * kv) + cfg.heads * d * c,
         AttentionKind::Gda => {
-            let (hs, hn) = (cfg.signal_heads, cfg.noise_heads);
-            c * d * (hs + hn + 2 * kv) + c * 2 * d * kv + hs * 2 * d * c + 4 * d + 2 * d
+            let (hs, hn, k2) = (cfg.signal_heads, cfg.noise_heads, cfg.noise_kv_heads);
+            c * d * (hs + hn + kv + k2) + c * 2 * d * kv + hs * 2 * d * c
         }
+    }
+}
+
+/// All parameters of one attention layer: projections, plus λ vectors and
+/// `subln` under gda.
+pub fn param_count(cfg: &ModelConfig) -> usize {
+    match cfg.attention {
+        AttentionKind::Standard => linear_params(cfg),
+        AttentionKind::Gda => linear_params(cfg) + 6 * cfg.head_dim,
     }
 }
 
@@ -155,7 +169,7 @@ impl GdaAttention {
             q1: Linear::new(&vs / "q1", c, hs * d, cfg.init_std),
             q2: Linear::new(&vs / "q2", c, hn * d, cfg.init_std),
             k1: Linear::new(&vs / "k1", c, kv * d, cfg.init_std),
-            k2: Linear::new(&vs / "k2", c, kv * d, cfg.init_std),
+            k2: Linear::new(&vs / "k2", c, cfg.noise_kv_heads * d, cfg.init_std),
             v: Linear::new(&vs / "v", c, kv * 2 * d, cfg.init_std),
             o: Linear::new(&vs / "o", hs * 2 * d, c, out_std),
             lambda_q1: lam("lambda_q1"),
@@ -167,7 +181,28 @@ impl GdaAttention {
             signal_heads: hs as i64,
             noise_heads: hn as i64,
             kv_heads: kv as i64,
+            noise_kv_heads: cfg.noise_kv_heads as i64,
             head_dim: d as i64,
+            scope: match cfg.noise_scope {
+                NoiseScope::Group => None,
+                NoiseScope::One => {
+                    let g = (hs / hn) as i64;
+                    let w: Vec<f32> = (0..g).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
+                    Some(Tensor::from_slice(&w).view([1, 1, g, 1, 1]).to_device(vs.device()))
+                }
+            },
+        }
+    }
+
+    /// The noise term of every signal head, (B, H_n, 1 or G, T, w) → broadcastable
+    /// against the signal heads viewed as (B, H_n, G, T, w).
+    fn scoped(&self, noise: Tensor) -> Tensor {
+        match &self.scope {
+            None => noise,
+            Some(s) => {
+                let kind = noise.kind();
+                noise * s.to_kind(kind)
+            }
         }
     }
 
@@ -179,13 +214,13 @@ impl GdaAttention {
 
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> (Tensor, Option<AttnMaps>) {
         let (b, t) = (x.size()[0], x.size()[1]);
-        let (d, hs, hn, kv) = (self.head_dim, self.signal_heads, self.noise_heads, self.kv_heads);
+        let (d, hs, hn, kv, k2n) = (self.head_dim, self.signal_heads, self.noise_heads, self.kv_heads, self.noise_kv_heads);
         let g = hs / hn;
         let rope = |y: Tensor, h: i64| Rope::apply(&heads(y, h, d), cos, sin);
         let q1 = rope(self.q1.forward(x), hs);
         let q2 = rope(self.q2.forward(x), hn);
         let k1 = rope(self.k1.forward(x), kv);
-        let k2 = rope(self.k2.forward(x), kv);
+        let k2 = rope(self.k2.forward(x), k2n);
         let v = heads(self.v.forward(x), kv, 2 * d);
         let lambda = self.lambda();
         let (out, maps) = match path {
@@ -194,15 +229,21 @@ impl GdaAttention {
                 // its own SDPA call; the noise output (one per group) is
                 // broadcast over the G signal heads of its group, not copied.
                 let signal = sdpa(&q1, &k1, &v).view([b, hn, g, t, 2 * d]);
-                let noise = sdpa(&q2, &k2, &v).unsqueeze(2);
-                let out = signal - noise * lambda.to_kind(x.kind());
+                let noise = if k2n == kv {
+                    sdpa(&q2, &k2, &v)
+                } else {
+                    // K2 and V differ in head count (no-share ablation): SDPA
+                    // needs one K/V layout, so both are expanded to one per noise head.
+                    sdpa(&q2, &expand_kv(&k2, hn / k2n), &expand_kv(&v, hn / kv))
+                };
+                let out = signal - self.scoped(noise.unsqueeze(2) * lambda.to_kind(x.kind()));
                 (out.view([b, hs, t, 2 * d]), None)
             }
             Path::Materialised => {
                 let signal = softmax_map(&q1, &k1);
                 let noise = softmax_map(&q2, &k2);
                 let effective =
-                    (signal.view([b, hn, g, t, t]) - noise.unsqueeze(2) * &lambda).view([b, hs, t, t]);
+                    (signal.view([b, hn, g, t, t]) - self.scoped(noise.unsqueeze(2) * &lambda)).view([b, hs, t, t]);
                 let out = effective.matmul(&expand_kv(&v, hs / kv).to_kind(Kind::Float)).to_kind(x.kind());
                 let lam = lambda.double_value(&[]);
                 (out, Some(AttnMaps { signal, noise: Some(noise), effective, lambda: Some(lam) }))

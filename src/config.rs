@@ -56,7 +56,15 @@ pub struct ModelConfig {
     /// H_n: noise query heads (= groups) of `gda` attention.
     pub noise_heads: usize,
     /// K/V heads; 0 means one per noise head (gda) or per head (standard).
+    /// Under gda these hold K1 and V (and K2 unless noise_kv_heads says otherwise).
     pub kv_heads: usize,
+    /// K2 heads of gda; 0 means kv_heads. The no-share ablation gives every
+    /// noise head its own K2 while K1 and V keep the group structure.
+    pub noise_kv_heads: usize,
+    /// Which signal heads of a group subtract the group's noise map: `group`
+    /// (all G of them: GDA) or `one` (only the first; the others are plain
+    /// softmax heads: the equal-parameter control of the repetition ablation).
+    pub noise_scope: NoiseScope,
     /// SwiGLU hidden width; 0 means 8/3·d_model rounded up to a multiple of 32.
     pub mlp_hidden: usize,
     pub rope_theta: f64,
@@ -67,6 +75,13 @@ pub struct ModelConfig {
     /// Std of the normal init of weight matrices (output projections are
     /// further scaled by 1/√(2·n_layers)).
     pub init_std: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseScope {
+    Group,
+    One,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +164,8 @@ impl Default for ModelConfig {
             signal_heads: 24,
             noise_heads: 6,
             kv_heads: 0,
+            noise_kv_heads: 0,
+            noise_scope: NoiseScope::Group,
             mlp_hidden: 0,
             rope_theta: 10000.0,
             norm_eps: 1e-5,
@@ -319,6 +336,15 @@ impl Spec {
                     return Err(key_err("model.kv_heads", format!(
                         "{} K/V heads cannot be shared evenly by {} noise heads; allowed: a divisor of noise_heads, nearest: {}",
                         m.kv_heads, m.noise_heads, join(&nearest_divisors(m.noise_heads, m.kv_heads))
+                    )));
+                }
+                if m.noise_kv_heads == 0 {
+                    m.noise_kv_heads = m.kv_heads;
+                }
+                if m.noise_heads % m.noise_kv_heads != 0 {
+                    return Err(key_err("model.noise_kv_heads", format!(
+                        "{} K2 heads cannot be shared evenly by {} noise heads; allowed: a divisor of noise_heads, nearest: {}",
+                        m.noise_kv_heads, m.noise_heads, join(&nearest_divisors(m.noise_heads, m.noise_kv_heads))
                     )));
                 }
             }

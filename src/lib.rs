@@ -8,6 +8,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod flops;
 pub mod metrics;
 pub mod model;
 pub mod optim;
