@@ -6,7 +6,11 @@
 //! - signal head i belongs to group g = i / G and uses K/V head
 //!   g / (H_n / H_kv) (contiguous groups, as GQA and SDPA's `enable_gqa`);
 //! - noise head g is computed once and subtracted, scaled by λ, from each of
-//!   the G signal heads of its group;
+//!   the G signal heads of its group (`noise_scope = "one"`: from the first
+//!   only; the others are plain softmax heads);
+//! - K2 heads may differ from K1/V heads (`noise_kv_heads`; the no-share
+//!   ablation gives each noise head its own K2): noise head j reads K2 head
+//!   j / (H_n / H_k2) and V head j / (H_n / H_kv);
 //! - V is 2d wide; each head output goes through the shared `subln` RMSNorm
 //!   over 2d and is scaled by (1 − λ_init).
 
@@ -29,7 +33,9 @@ pub struct AttnMaps {
     pub signal: Tensor,
     /// softmax(Q2 K2ᵀ/√d), one per group: (B, H_n, T, T); `None` for standard.
     pub noise: Option<Tensor>,
-    /// signal − λ·noise (the map actually applied to V): (B, H_s, T, T).
+    /// signal − λ·noise (the map actually applied to V): (B, H_s, T, T);
+    /// under `noise_scope = "one"` just the signal map for all heads but the
+    /// first of each group.
     pub effective: Tensor,
     pub lambda: Option<f64>,
 }

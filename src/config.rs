@@ -28,6 +28,39 @@ pub struct Spec {
     pub data: DataConfig,
     pub train: TrainConfig,
     pub output: OutputConfig,
+    /// Read by `gda sweep` and `gda ablate` only; a single run ignores it.
+    pub sweep: SweepConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPolicy {
+    /// H_s fixed; H_n = H_s / G.
+    Signal,
+    /// H_s + H_n fixed; H_n = total / (G + 1).
+    Total,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepConfig {
+    /// Signal:noise ratios G to train.
+    pub ratios: Vec<usize>,
+    /// What stays fixed across ratios.
+    #[serde(rename = "match")]
+    pub policy: BudgetPolicy,
+    /// Seeds each point is trained with; empty means just `seed`.
+    pub seeds: Vec<u64>,
+    /// Add a plain-Transformer point matched on parameters.
+    pub baseline: bool,
+    /// Use the nearest valid allocation when a ratio cannot be met exactly.
+    pub nearest: bool,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self { ratios: vec![1, 2, 3, 4, 8], policy: BudgetPolicy::Signal, seeds: Vec::new(), baseline: false, nearest: false }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +181,7 @@ impl Default for Spec {
             data: DataConfig::default(),
             train: TrainConfig::default(),
             output: OutputConfig::default(),
+            sweep: SweepConfig::default(),
         }
     }
 }
@@ -412,6 +446,16 @@ impl Spec {
                 return Err(key_err(key, format!("{v} is negative; allowed: a number >= 0")));
             }
         }
+        let sw = &self.sweep;
+        if sw.ratios.is_empty() || sw.ratios.contains(&0) {
+            return Err(key_err("sweep.ratios", format!("{:?} is not allowed; allowed: a non-empty list of positive integers such as [1, 2, 4]", sw.ratios)));
+        }
+        if let Some(r) = first_duplicate(&sw.ratios) {
+            return Err(key_err("sweep.ratios", format!("ratio {r} is listed twice; allowed: each ratio once")));
+        }
+        if let Some(s) = first_duplicate(&sw.seeds) {
+            return Err(key_err("sweep.seeds", format!("seed {s} is listed twice; allowed: each seed once")));
+        }
         crate::device::parse_device(&t.device).map_err(|msg| key_err("train.device", msg))?;
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return Err(key_err("name", format!("{:?} cannot name a directory; allowed: a plain name such as \"default\"", self.name)));
@@ -425,14 +469,20 @@ impl Spec {
     }
 
     /// Identifies what a run computes; runs with equal hashes are the same experiment.
-    /// Device and thread count only change speed, so they are left out.
+    /// Device and thread count only change speed, and the sweep section does
+    /// not change a single run, so they are left out.
     pub fn hash(&self) -> String {
         let mut s = self.clone();
         s.train.device = String::new();
         s.train.threads = 0;
+        s.sweep = SweepConfig::default();
         let digest = Sha256::digest(s.to_toml().as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
+}
+
+fn first_duplicate<T: PartialEq + Copy>(v: &[T]) -> Option<T> {
+    v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)).map(|(_, x)| *x)
 }
 
 fn join(v: &[usize]) -> String {

@@ -22,8 +22,12 @@ pub enum GdaError {
     })]
     Diverged { step: usize, reason: String, checkpoint: Option<PathBuf> },
 
+    /// A sweep or ablation finished, but some of its points failed.
+    #[error("{failed} of {total} points failed (reasons in the summary); {}", dir.display())]
+    PointsFailed { failed: usize, total: usize, dir: PathBuf },
+
     /// Ctrl-C / SIGTERM: a checkpoint was written, `--resume` continues.
-    #[error("interrupted at step {step}; checkpoint written to {}; continue with: gda train --resume --run-dir {}", checkpoint.display(), run_dir.display())]
+    #[error("interrupted at step {step}; checkpoint written to {}; continue with the same command plus --resume (for a sweep: the same command) in {}", checkpoint.display(), run_dir.display())]
     Interrupted { step: usize, checkpoint: PathBuf, run_dir: PathBuf },
 }
 
@@ -32,6 +36,7 @@ impl GdaError {
         match self {
             GdaError::Spec { .. } | GdaError::Input(_) => 2,
             GdaError::Diverged { .. } => 3,
+            GdaError::PointsFailed { .. } => 4,
             GdaError::Interrupted { .. } => 130,
         }
     }

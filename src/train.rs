@@ -231,14 +231,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         let step = state.step;
         let lr = learning_rate(tc, step);
 
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-        for micro in 0..tc.grad_accum {
-            let offsets = data::batch_offsets(spec.seed, step, micro, tc.batch_size, tc.context, corpus.train.len);
-            let (x, y) = data::windows(&corpus.train, &offsets, tc.context, device);
-            let loss = Model::loss(&model.forward(&x), &y) / tc.grad_accum as f64;
-            loss.backward();
-            loss_sum += loss.detach();
-        }
+        let loss_sum = accumulate_gradients(&model, &corpus.train, spec, step, tc.batch_size, device);
         let grad_norm = opt.clip_grad_norm(tc.grad_clip);
         let loss = loss_sum.double_value(&[]);
         let norm = grad_norm.double_value(&[]);
@@ -305,6 +298,55 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     std::fs::write(&summary_path, serde_json::to_vec_pretty(&summary).expect("summary serialises"))
         .map_err(|e| input(format!("cannot write summary.json: {e}")))?;
     Ok(summary)
+}
+
+/// Forward and backward over the micro-batches of `step` (`rows` windows
+/// each); returns the step's mean loss as a 0-dim tensor (no host sync).
+fn accumulate_gradients(model: &Model, split: &data::Split, spec: &Spec, step: usize, rows: usize, device: tch::Device) -> Tensor {
+    let tc = &spec.train;
+    let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+    for micro in 0..tc.grad_accum {
+        let offsets = data::batch_offsets(spec.seed, step, micro, rows, tc.context, split.len);
+        let (x, y) = data::windows(split, &offsets, tc.context, device);
+        let loss = Model::loss(&model.forward(&x), &y) / tc.grad_accum as f64;
+        loss.backward();
+        loss_sum += loss.detach();
+    }
+    loss_sum
+}
+
+/// Estimated wall time (seconds) of a whole run of `spec`, for `--dry-run`:
+/// optimizer steps and evaluation forwards are timed after a warm-up on
+/// batches of about 1024 tokens (fewer rows than the spec's when its batch is
+/// larger) and scaled to the spec's batch, steps and evaluation budget.
+pub fn estimate_seconds(spec: &Spec, corpus: &Corpus, device: tch::Device) -> f64 {
+    let tc = &spec.train;
+    tch::manual_seed(spec.seed as i64);
+    let vs = VarStore::new(device);
+    let mut model = Model::new(&spec.model, vs.root());
+    model.compute_kind = device::compute_kind(device);
+    let mut opt = AdamW::new(&vs, tc);
+    let timed = 2;
+    let rows = (1024 / tc.context).clamp(1, tc.batch_size);
+    let mut step_secs = 0.0;
+    for i in 0..=timed {
+        let start = Instant::now();
+        let loss = accumulate_gradients(&model, &corpus.train, spec, i, rows, device);
+        let _ = opt.clip_grad_norm(tc.grad_clip);
+        opt.step(1e-4);
+        opt.zero_grad();
+        let _ = loss.double_value(&[]);
+        if i > 0 {
+            step_secs += start.elapsed().as_secs_f64() / timed as f64;
+        }
+    }
+    let offsets = data::eval_offsets(corpus.val.len, tc.context, tc.eval_tokens);
+    let start = Instant::now();
+    let probe = &offsets[..rows.min(offsets.len())];
+    let _ = lm_eval(&model, &corpus.val, probe, tc.context, rows, device);
+    let eval_secs = start.elapsed().as_secs_f64() * offsets.len() as f64 / probe.len() as f64;
+    let evals = tc.steps / tc.eval_every + 2;
+    step_secs * (tc.batch_size as f64 / rows as f64) * tc.steps as f64 + eval_secs * evals as f64
 }
 
 fn progress_bar(steps: usize, at: usize) -> ProgressBar {

@@ -2,10 +2,13 @@
 //! an independent reference implementation of differential attention, the
 //! fused and materialised paths against each other (outputs and gradients),
 //! causality, the group structure of noise heads, the attention maps, and the
-//! parameter count. Everything runs on small fp32 CPU tensors.
+//! parameter count; also the two layouts of the repetition ablation (§4):
+//! `noise_kv_heads` (the no-share twin: every signal head its own Q2/K2) and
+//! `noise_scope = "one"` (only the first signal head of a group subtracts the
+//! group's noise map). Everything runs on small fp32 CPU tensors.
 
 use gda::attention::{Attention, GdaAttention, Path};
-use gda::config::{AttentionKind, ModelConfig, Spec};
+use gda::config::{AttentionKind, ModelConfig, NoiseScope, Spec};
 use gda::model::{Model, Rope};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -27,11 +30,29 @@ fn resolve(model: ModelConfig) -> ModelConfig {
 /// A gda config; `kv_heads` 0 means one per noise head. Weights are drawn with
 /// a fairly large std so the attention maps are far from uniform.
 fn gda_cfg(hs: usize, hn: usize, kv: usize, d: usize, c: usize, n_layers: usize) -> ModelConfig {
+    ablation_cfg(hs, hn, kv, 0, NoiseScope::Group, d, c, n_layers)
+}
+
+/// A gda config with the ablation keys: `noise_kv` K2 heads (0 = kv_heads)
+/// and the noise scope.
+#[allow(clippy::too_many_arguments)]
+fn ablation_cfg(
+    hs: usize,
+    hn: usize,
+    kv: usize,
+    noise_kv: usize,
+    scope: NoiseScope,
+    d: usize,
+    c: usize,
+    n_layers: usize,
+) -> ModelConfig {
     resolve(ModelConfig {
         attention: AttentionKind::Gda,
         signal_heads: hs,
         noise_heads: hn,
         kv_heads: kv,
+        noise_kv_heads: noise_kv,
+        noise_scope: scope,
         head_dim: d,
         d_model: c,
         n_layers,
@@ -129,6 +150,29 @@ fn layer(cfg: &ModelConfig, layer: usize) -> (nn::VarStore, Attention) {
 
 fn crate_tables(cfg: &ModelConfig, t: i64) -> (Tensor, Tensor) {
     Rope::new(cfg.head_dim, cfg.rope_theta).tables(t, CPU)
+}
+
+/// "Hs=.. Hn=.. Hkv=.. Hk2=.. scope=..", for messages.
+fn describe(cfg: &ModelConfig) -> String {
+    format!(
+        "Hs={} Hn={} Hkv={} Hk2={} scope={:?}",
+        cfg.signal_heads, cfg.noise_heads, cfg.kv_heads, cfg.noise_kv_heads, cfg.noise_scope
+    )
+}
+
+/// The layouts of the repetition ablation checked below, at d = 8, d_model =
+/// 32, 2 layers: the no-share twins of 4:2 and 4:1 (every signal head its own
+/// Q2/K2; K1 and V stay per original group), a layout with fewer K2 than
+/// K1/V heads, and noise_scope = "one" at G = 2 and G = 4.
+fn ablation_cfgs() -> Vec<ModelConfig> {
+    let mut cfgs = Vec::new();
+    for (hs, hn, kv, nkv) in [(4, 4, 2, 4), (4, 4, 1, 4), (8, 4, 4, 2)] {
+        cfgs.push(ablation_cfg(hs, hn, kv, nkv, NoiseScope::Group, 8, 32, 2));
+    }
+    for (hs, hn, kv) in [(4, 2, 2), (8, 2, 1)] {
+        cfgs.push(ablation_cfg(hs, hn, kv, 0, NoiseScope::One, 8, 32, 2));
+    }
+    cfgs
 }
 
 // ------------------------------------------------- independent reference
@@ -229,13 +273,20 @@ fn ref_proj(x: &Tensor, weight: &Tensor, head: i64, w: i64) -> Tensor {
     x.matmul(&weight.narrow(0, head * w, w).transpose(0, 1))
 }
 
-/// Grouped differential attention straight from §1–2 of the design, one head
-/// at a time: signal head i is in group g = i / G and reads K/V head
-/// g / (H_n / H_kv). With G = 1 and H_kv = H_n this is DIFF. Computes in x's
-/// dtype and is differentiable in every parameter.
+/// Grouped differential attention straight from §1–2 and §4 of the design,
+/// one head at a time. Signal head i is in group g = i / G and reads K1 and V
+/// head i / (H_s / H_kv); noise head g reads K2 head g / (H_n / H_k2) and V
+/// head g / (H_n / H_kv) (the same V head as its signal heads, written out
+/// separately so the reference does not assume it). Under noise_scope "one"
+/// only signal head g·G subtracts the noise term; the others are plain
+/// softmax(Q1 K1ᵀ) V heads, still through subln and (1 − λ_init). With G = 1
+/// and H_kv = H_k2 = H_n this is DIFF. Computes in x's dtype and is
+/// differentiable in every parameter.
 fn ref_gda(p: &RefParams, cfg: &ModelConfig, x: &Tensor) -> Tensor {
     let d = cfg.head_dim as i64;
     let (hs, hn, kv) = (cfg.signal_heads as i64, cfg.noise_heads as i64, cfg.kv_heads as i64);
+    let k2n = cfg.noise_kv_heads as i64;
+    assert!(k2n > 0, "resolve() fills noise_kv_heads");
     let g_ratio = hs / hn;
     let theta = cfg.rope_theta;
     let kind = x.kind();
@@ -244,15 +295,23 @@ fn ref_gda(p: &RefParams, cfg: &ModelConfig, x: &Tensor) -> Tensor {
     let mut outs = Vec::new();
     for i in 0..hs {
         let g = i / g_ratio;
-        let kvh = g / (hn / kv);
+        let kvh = i / (hs / kv);
         let q1 = ref_rope(&ref_proj(x, &p.q1, i, d), theta);
         let k1 = ref_rope(&ref_proj(x, &p.k1, kvh, d), theta);
-        let q2 = ref_rope(&ref_proj(x, &p.q2, g, d), theta);
-        let k2 = ref_rope(&ref_proj(x, &p.k2, kvh, d), theta);
         let v = ref_proj(x, &p.v, kvh, 2 * d);
         let a1 = ref_softmax_map(&q1, &k1);
-        let a2 = ref_softmax_map(&q2, &k2);
-        let o = (a1 - a2 * &lambda).matmul(&v);
+        let subtracts = match cfg.noise_scope {
+            NoiseScope::Group => true,
+            NoiseScope::One => i == g * g_ratio,
+        };
+        let o = if subtracts {
+            let q2 = ref_rope(&ref_proj(x, &p.q2, g, d), theta);
+            let k2 = ref_rope(&ref_proj(x, &p.k2, g / (hn / k2n), d), theta);
+            let v2 = ref_proj(x, &p.v, g / (hn / kv), 2 * d);
+            a1.matmul(&v) - ref_softmax_map(&q2, &k2).matmul(&v2) * &lambda
+        } else {
+            a1.matmul(&v)
+        };
         let rms = ((&o * &o).mean_dim([-1i64].as_slice(), true, kind) + 1e-5).sqrt();
         outs.push(o / rms * &p.subln * (1.0 - p.lambda_init));
     }
@@ -326,7 +385,7 @@ fn assert_close(a: &Tensor, b: &Tensor, atol: f64, what: &str) {
 fn check_against_reference(cfg: &ModelConfig, layer_idx: usize) {
     let (vs, attn) = layer(cfg, layer_idx);
     let a = gda(&attn);
-    let what = format!("Hs={} Hn={} Hkv={} layer {layer_idx}", cfg.signal_heads, cfg.noise_heads, cfg.kv_heads);
+    let what = format!("{} layer {layer_idx}", describe(cfg));
     let t = 11;
     let x0 = Tensor::randn([2, t, cfg.d_model as i64], F32);
     let r = Tensor::randn([2, t, cfg.d_model as i64], F32);
@@ -349,6 +408,82 @@ fn check_against_reference(cfg: &ModelConfig, layer_idx: usize) {
             assert!(max_abs(rg) > 0.0, "{what}: reference gradient of {name} is zero");
             assert_close(g, rg, 1e-4, &format!("{what} {path:?}: gradient of {name} vs reference"));
         }
+    }
+}
+
+/// With an identity output projection (d_model = H_s·2d, so the output is the
+/// concatenation of the signal heads' outputs), perturbs one head's rows of
+/// each projection, or one λ vector, and checks on both paths which signal
+/// heads move: exactly those the layout says (by more than 1e-4), the others
+/// not at all (less than 1e-6). Signal head i is in group g = i / G, reads K1
+/// and V head i / (H_s / H_kv), and subtracts noise head g (which reads K2
+/// head g / (H_n / H_k2)) unless the scope is "one" and i ≠ g·G.
+fn check_head_dependencies(cfg: &ModelConfig) {
+    let (hs, hn, kv, k2n, d) = (
+        cfg.signal_heads as i64,
+        cfg.noise_heads as i64,
+        cfg.kv_heads as i64,
+        cfg.noise_kv_heads as i64,
+        cfg.head_dim as i64,
+    );
+    let c = hs * 2 * d;
+    assert_eq!(cfg.d_model as i64, c, "the identity o-projection needs d_model = Hs·2d");
+    let g = hs / hn;
+    let subtracts = |i: i64| cfg.noise_scope == NoiseScope::Group || i % g == 0;
+    let heads_where = |f: &dyn Fn(i64) -> bool| (0..hs).filter(|&i| f(i)).collect::<Vec<i64>>();
+    let (_vs, attn) = layer(cfg, 1);
+    let a = gda(&attn);
+    assign(&a.o.weight, &Tensor::eye(c, F32));
+    let t = 10;
+    let x = Tensor::randn([2, t, c], F32);
+    let (cos, sin) = crate_tables(cfg, t);
+    let head = |out: &Tensor, i: i64| out.narrow(2, i * 2 * d, 2 * d);
+
+    // (what, variable, first row, rows, signal heads that must change)
+    let mut cases: Vec<(String, &Tensor, i64, i64, Vec<i64>)> = Vec::new();
+    for i in 0..hs {
+        cases.push((format!("q1 of signal head {i}"), &a.q1.weight, i * d, d, vec![i]));
+    }
+    for m in 0..kv {
+        let readers = heads_where(&|i| i / (hs / kv) == m);
+        cases.push((format!("k1 of K/V head {m}"), &a.k1.weight, m * d, d, readers.clone()));
+        cases.push((format!("v of K/V head {m}"), &a.v.weight, m * 2 * d, 2 * d, readers));
+    }
+    for j in 0..hn {
+        let readers = heads_where(&|i| i / g == j && subtracts(i));
+        cases.push((format!("q2 of noise head {j}"), &a.q2.weight, j * d, d, readers));
+    }
+    for m in 0..k2n {
+        let readers = heads_where(&|i| (i / g) / (hn / k2n) == m && subtracts(i));
+        cases.push((format!("k2 of K2 head {m}"), &a.k2.weight, m * d, d, readers));
+    }
+    for (name, v) in [("λq1", &a.lambda_q1), ("λk1", &a.lambda_k1), ("λq2", &a.lambda_q2), ("λk2", &a.lambda_k2)] {
+        cases.push((name.to_string(), v, 0, d, heads_where(&subtracts)));
+    }
+
+    let label = describe(cfg);
+    for path in [Path::Fused, Path::Materialised] {
+        let base = tch::no_grad(|| attn.forward(&x, &cos, &sin, path).0);
+        for (what, var, start, len, affected) in &cases {
+            assert!(!affected.is_empty(), "{label}: {what} serves no signal head");
+            let saved = var.detach().copy();
+            let mut shape = var.size();
+            shape[0] = *len;
+            add_rows(var, *start, *len, &(Tensor::randn(shape, F32) * 0.5));
+            let out = tch::no_grad(|| attn.forward(&x, &cos, &sin, path).0);
+            assign(var, &saved);
+            for i in 0..hs {
+                let diff = max_diff(&head(&out, i), &head(&base, i));
+                if affected.contains(&i) {
+                    assert!(diff > 1e-4, "{label} {path:?}: perturbing {what} did not change signal head {i} ({diff:e})");
+                } else {
+                    assert!(diff < 1e-6, "{label} {path:?}: perturbing {what} changed signal head {i} by {diff:e}");
+                }
+            }
+        }
+        // The weights were restored exactly.
+        let again = tch::no_grad(|| attn.forward(&x, &cos, &sin, path).0);
+        assert_eq!(max_diff(&again, &base), 0.0);
     }
 }
 
@@ -384,11 +519,24 @@ fn grouped_layout_matches_reference() {
 }
 
 #[test]
+fn ablation_layouts_match_reference() {
+    let _rng = seeded(8);
+    // No-share twins of 4:2 and 4:1, fewer K2 than K1/V heads, and
+    // noise_scope = "one" at G = 2 and G = 4.
+    for cfg in ablation_cfgs() {
+        check_against_reference(&cfg, 1);
+    }
+}
+
+#[test]
 fn fused_and_materialised_paths_agree() {
     let _rng = seeded(3);
     for (hs, hn, kv) in [(4, 4, 4), (4, 2, 2), (4, 1, 1), (8, 4, 2), (8, 2, 1)] {
         let cfg = gda_cfg(hs, hn, kv, 8, 32, 2);
         check_paths_agree(&cfg, &format!("gda Hs={hs} Hn={hn} Hkv={kv}"));
+    }
+    for cfg in ablation_cfgs() {
+        check_paths_agree(&cfg, &format!("gda {}", describe(&cfg)));
     }
     for (heads, kv) in [(4, 2), (4, 4), (4, 1)] {
         let cfg = std_cfg(heads, kv, 8, 32, 2);
@@ -487,12 +635,37 @@ fn noise_head_only_affects_its_group() {
 }
 
 #[test]
+fn noise_scope_one_leaves_other_heads_plain() {
+    let _rng = seeded(9);
+    // G = 2 and G = 4: q2, k2 and the λ vectors move only the first signal
+    // head of each group; q1, k1 and v keep their usual reach.
+    for (hs, hn, kv) in [(4, 2, 2), (8, 2, 1)] {
+        check_head_dependencies(&ablation_cfg(hs, hn, kv, 0, NoiseScope::One, 8, hs * 16, 2));
+    }
+}
+
+#[test]
+fn no_share_gives_each_signal_head_its_own_noise() {
+    let _rng = seeded(10);
+    // The no-share twins of 4:2 and 4:1: q2 and k2 of noise head j move only
+    // signal head j, while k1 and v still move their whole original group.
+    for (hs, hn, kv, nkv) in [(4, 4, 2, 4), (4, 4, 1, 4)] {
+        check_head_dependencies(&ablation_cfg(hs, hn, kv, nkv, NoiseScope::Group, 8, hs * 16, 2));
+    }
+    // The converse: fewer K2 than K1/V heads, so one K2 head serves two groups.
+    check_head_dependencies(&ablation_cfg(8, 4, 4, 2, NoiseScope::Group, 8, 128, 2));
+}
+
+#[test]
 fn materialised_maps_are_consistent() {
     let _rng = seeded(6);
     let t = 10i64;
-    for (hs, hn, kv) in [(8i64, 4i64, 2i64), (4, 1, 1), (2, 2, 2)] {
-        let cfg = gda_cfg(hs as usize, hn as usize, kv as usize, 8, 32, 3);
-        let (_vs, attn) = layer(&cfg, 2);
+    let mut cases: Vec<(ModelConfig, usize)> =
+        [(8, 4, 2), (4, 1, 1), (2, 2, 2)].into_iter().map(|(hs, hn, kv)| (gda_cfg(hs, hn, kv, 8, 32, 3), 2)).collect();
+    cases.extend(ablation_cfgs().into_iter().map(|cfg| (cfg, 1)));
+    for (cfg, layer_idx) in cases {
+        let (hs, hn) = (cfg.signal_heads as i64, cfg.noise_heads as i64);
+        let (_vs, attn) = layer(&cfg, layer_idx);
         let a = gda(&attn);
         let x = Tensor::randn([2, t, 32], F32);
         let (cos, sin) = crate_tables(&cfg, t);
@@ -517,9 +690,11 @@ fn materialised_maps_are_consistent() {
         assert_eq!(max_abs(&(&maps.effective * &upper)), 0.0, "effective map attends to the future");
         let g = hs / hn;
         for i in 0..hs {
-            let expected = maps.signal.narrow(1, i, 1) - noise.narrow(1, i / g, 1) * lam;
+            // Under noise_scope "one" only the first head of a group subtracts.
+            let w = if cfg.noise_scope == NoiseScope::Group || i % g == 0 { lam } else { 0.0 };
+            let expected = maps.signal.narrow(1, i, 1) - noise.narrow(1, i / g, 1) * w;
             let diff = max_diff(&maps.effective.narrow(1, i, 1), &expected);
-            assert!(diff < 1e-6, "Hs={hs} Hn={hn}: effective map of head {i} is off by {diff:e}");
+            assert!(diff < 1e-6, "{}: effective map of head {i} is off by {diff:e}", describe(&cfg));
         }
     }
     // Standard attention: no noise map, no λ, effective = signal.
@@ -543,6 +718,17 @@ fn parameter_count_matches_varstore() {
     for (hs, hn, kv) in [(8, 2, 0), (8, 8, 0), (8, 4, 2), (4, 1, 0), (6, 3, 1)] {
         cfgs.push(gda_cfg(hs, hn, kv, 8, 48, 2));
     }
+    // Ablation layouts: no-share twins, fewer K2 than K/V heads, scope "one".
+    for (hs, hn, kv, nkv, scope) in [
+        (4, 4, 2, 4, NoiseScope::Group),
+        (4, 4, 1, 4, NoiseScope::Group),
+        (8, 4, 4, 2, NoiseScope::Group),
+        (8, 8, 2, 8, NoiseScope::Group),
+        (4, 2, 2, 0, NoiseScope::One),
+        (8, 2, 1, 0, NoiseScope::One),
+    ] {
+        cfgs.push(ablation_cfg(hs, hn, kv, nkv, scope, 8, 48, 2));
+    }
     for (heads, kv) in [(4, 0), (4, 2), (6, 1)] {
         cfgs.push(std_cfg(heads, kv, 8, 48, 3));
     }
@@ -555,10 +741,26 @@ fn parameter_count_matches_varstore() {
             let predicted = gda::model::param_count(&cfg);
             assert_eq!(
                 predicted, actual,
-                "{:?} Hs={} Hn={} H={} Hkv={} tie={tie}: param_count {predicted} != VarStore {actual}",
-                cfg.attention, cfg.signal_heads, cfg.noise_heads, cfg.heads, cfg.kv_heads
+                "{:?} Hs={} Hn={} H={} Hkv={} Hk2={} scope={:?} tie={tie}: param_count {predicted} != VarStore {actual}",
+                cfg.attention, cfg.signal_heads, cfg.noise_heads, cfg.heads, cfg.kv_heads, cfg.noise_kv_heads, cfg.noise_scope
             );
         }
+    }
+    // What the ablations cost, counted from the VarStores: a no-share twin adds
+    // exactly the extra Q2 and K2 rows, 2·(H_s − H_n)·d·d_model per layer;
+    // noise_scope "one" adds nothing.
+    let count = |cfg: &ModelConfig| {
+        let vs = nn::VarStore::new(CPU);
+        let _model = Model::new(cfg, vs.root());
+        vs.variables().values().map(|v| v.numel()).sum::<usize>()
+    };
+    let (d, c, layers) = (8, 48, 2);
+    for (hs, hn) in [(4, 2), (4, 1), (8, 2)] {
+        let orig = count(&gda_cfg(hs, hn, 0, d, c, layers));
+        let twin = count(&ablation_cfg(hs, hs, hn, hs, NoiseScope::Group, d, c, layers));
+        let one = count(&ablation_cfg(hs, hn, 0, 0, NoiseScope::One, d, c, layers));
+        assert_eq!(twin - orig, layers * 2 * (hs - hn) * d * c, "no-share twin of {hs}:{hn}");
+        assert_eq!(one, orig, "noise_scope one of {hs}:{hn}");
     }
 }
 

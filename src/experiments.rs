@@ -1,0 +1,471 @@
+//! Multi-run experiments: the ratio sweep and the repetition ablation.
+//!
+//! An experiment is a grid of points, each a complete resolved spec trained
+//! by `gda train` in a child process into `<dir>/points/<name>/`. The
+//! summary is rebuilt from those run directories every time, so a rerun after
+//! any interruption skips finished points, resumes the interrupted one from
+//! its checkpoint, and can neither lose nor duplicate a row.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AttentionKind, BudgetPolicy, ModelConfig, NoiseScope, Spec};
+use crate::error::{input, GdaError};
+use crate::flops;
+use crate::model::param_count;
+use crate::train::{self, RunSummary};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// GDA with shared noise heads.
+    Gda,
+    /// Plain multi-head attention matched on parameters.
+    Baseline,
+    /// Every signal head its own noise head (own Q2, K2).
+    NoShare,
+    /// Shared layout, noise subtracted from one signal head per group.
+    EqualParams,
+}
+
+impl Variant {
+    pub fn label(self) -> &'static str {
+        match self {
+            Variant::Gda => "shared",
+            Variant::Baseline => "baseline",
+            Variant::NoShare => "no-share",
+            Variant::EqualParams => "equal-params",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sweep,
+    Ablate { no_share: bool, equal_params: bool },
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sweep => "sweep",
+            Kind::Ablate { .. } => "ablate",
+        }
+    }
+}
+
+/// One grid point: a run of a resolved spec.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub name: String,
+    pub variant: Variant,
+    /// The ratio asked for (None for the baseline).
+    pub requested: Option<usize>,
+    pub seed: u64,
+    pub spec: Spec,
+}
+
+impl Point {
+    /// H_s / H_n actually trained (None for the baseline).
+    pub fn ratio(&self) -> Option<f64> {
+        let m = &self.spec.model;
+        (m.attention == AttentionKind::Gda).then(|| m.signal_heads as f64 / m.noise_heads as f64)
+    }
+
+    /// Points that differ only in seed share a group.
+    pub fn group(&self) -> String {
+        match (self.variant, self.requested) {
+            (Variant::Baseline, _) => "baseline".into(),
+            (v, Some(r)) => format!("{r}:1 {}", v.label()),
+            (v, None) => v.label().into(),
+        }
+    }
+}
+
+/// (H_s, H_n) for ratio `g` under `policy`, or the nearest valid allocations.
+pub fn allocate(base: &ModelConfig, policy: BudgetPolicy, g: usize) -> Result<(usize, usize), Vec<(usize, usize)>> {
+    let candidates: Vec<(usize, usize)> = match policy {
+        BudgetPolicy::Signal => {
+            let hs = base.signal_heads;
+            (1..=hs).filter(|n| hs % n == 0).map(|n| (hs, n)).collect()
+        }
+        BudgetPolicy::Total => {
+            let total = base.signal_heads + base.noise_heads;
+            (1..total).filter(|n| total % n == 0).map(|n| (total - n, n)).collect()
+        }
+    };
+    if let Some(&exact) = candidates.iter().find(|(s, n)| s / n == g && s % n == 0) {
+        return Ok(exact);
+    }
+    let ratio = |&(s, n): &(usize, usize)| s as f64 / n as f64;
+    let below = candidates.iter().filter(|c| ratio(c) < g as f64).max_by(|a, b| ratio(a).total_cmp(&ratio(b))).copied();
+    let above = candidates.iter().filter(|c| ratio(c) > g as f64).min_by(|a, b| ratio(a).total_cmp(&ratio(b))).copied();
+    Err(below.into_iter().chain(above).collect())
+}
+
+fn describe_alloc((s, n): (usize, usize)) -> String {
+    let r = s as f64 / n as f64;
+    let r = if r.fract() == 0.0 { format!("{r}") } else { format!("{r:.2}") };
+    format!("{r}:1 ({s} signal + {n} noise heads)")
+}
+
+/// Heads of a parameter-matched plain-Transformer baseline: head_dim 2d, the
+/// head count whose parameter total is closest to `target`.
+fn baseline_model(base: &ModelConfig, target: usize) -> ModelConfig {
+    let mut best: Option<(usize, ModelConfig)> = None;
+    for heads in 1..=4 * base.signal_heads.max(8) {
+        let mut m = base.clone();
+        m.attention = AttentionKind::Standard;
+        m.head_dim = 2 * base.head_dim;
+        m.heads = heads;
+        m.kv_heads = heads;
+        let gap = param_count(&m).abs_diff(target);
+        if best.as_ref().is_none_or(|(g, _)| gap < *g) {
+            best = Some((gap, m));
+        }
+    }
+    best.expect("at least one head count").1
+}
+
+/// The grid of an experiment, in training order; every point's spec resolved.
+pub fn grid(base: &Spec, kind: Kind) -> Result<Vec<Point>, GdaError> {
+    let sw = &base.sweep;
+    let seeds = if sw.seeds.is_empty() { vec![base.seed] } else { sw.seeds.clone() };
+    let mut allocations = Vec::new();
+    for &g in &sw.ratios {
+        match allocate(&base.model, sw.policy, g) {
+            Ok(a) => allocations.push((g, a)),
+            Err(near) if sw.nearest && !near.is_empty() => {
+                let best = *near
+                    .iter()
+                    .min_by(|a, b| {
+                        let d = |&(s, n): &(usize, usize)| (s as f64 / n as f64 - g as f64).abs();
+                        d(a).total_cmp(&d(b))
+                    })
+                    .expect("non-empty");
+                allocations.push((g, best));
+            }
+            Err(near) => {
+                let fixed = match sw.policy {
+                    BudgetPolicy::Signal => format!("signal_heads = {} fixed", base.model.signal_heads),
+                    BudgetPolicy::Total => {
+                        format!("signal_heads + noise_heads = {} fixed", base.model.signal_heads + base.model.noise_heads)
+                    }
+                };
+                let near: Vec<String> = near.into_iter().map(describe_alloc).collect();
+                return Err(base.error(
+                    "sweep.ratios",
+                    format!(
+                        "ratio {g}:1 cannot be met exactly under the `{}` policy ({fixed}); nearest valid allocations: {}; pass --nearest to train those, or change the ratios or the heads",
+                        policy_name(sw.policy),
+                        near.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let mut points = Vec::new();
+    let point_spec = |model: ModelConfig, name: &str, seed: u64| -> Result<Spec, GdaError> {
+        let mut s = base.clone();
+        s.model = model;
+        s.name = name.to_string();
+        s.seed = seed;
+        s.sweep = Default::default();
+        s.resolve().map_err(|e| base.error(&e.key, format!("point {name}: {}", e.msg)))?;
+        Ok(s)
+    };
+    let gda_model = |(hs, hn): (usize, usize)| {
+        let mut m = base.model.clone();
+        m.attention = AttentionKind::Gda;
+        m.signal_heads = hs;
+        m.noise_heads = hn;
+        m.kv_heads = 0;
+        m.noise_kv_heads = 0;
+        m.noise_scope = NoiseScope::Group;
+        m
+    };
+    for &(g, alloc) in &allocations {
+        let mut variants = vec![(Variant::Gda, gda_model(alloc))];
+        if let Kind::Ablate { no_share, equal_params } = kind {
+            if no_share {
+                let mut m = gda_model(alloc);
+                m.noise_heads = alloc.0;
+                m.kv_heads = alloc.1;
+                m.noise_kv_heads = alloc.0;
+                variants.push((Variant::NoShare, m));
+            }
+            if equal_params {
+                let mut m = gda_model(alloc);
+                m.noise_scope = NoiseScope::One;
+                variants.push((Variant::EqualParams, m));
+            }
+        }
+        for (variant, model) in variants {
+            for &seed in &seeds {
+                let suffix = if variant == Variant::Gda { String::new() } else { format!("-{}", variant.label()) };
+                let name = format!("g{g}{suffix}-s{seed}");
+                let spec = point_spec(model.clone(), &name, seed)?;
+                points.push(Point { name, variant, requested: Some(g), seed, spec });
+            }
+        }
+    }
+    if sw.baseline {
+        let first = points.first().map(|p| param_count(&p.spec.model)).unwrap_or_else(|| param_count(&base.model));
+        let model = baseline_model(&points[0].spec.model, first);
+        for &seed in &seeds {
+            let name = format!("baseline-s{seed}");
+            let spec = point_spec(model.clone(), &name, seed)?;
+            points.push(Point { name, variant: Variant::Baseline, requested: None, seed, spec });
+        }
+    }
+    Ok(points)
+}
+
+pub fn policy_name(p: BudgetPolicy) -> &'static str {
+    match p {
+        BudgetPolicy::Signal => "signal",
+        BudgetPolicy::Total => "total",
+    }
+}
+
+/// What identifies an experiment directory: the kind and the base spec
+/// (sweep section excluded, so adding ratios or seeds extends it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Identity {
+    kind: String,
+    base_spec_hash: String,
+}
+
+/// The state of one point, read from its run directory.
+#[derive(Debug, Clone)]
+pub enum Status {
+    Pending,
+    /// A checkpoint exists; the next run resumes it.
+    Started(usize),
+    Done(RunSummary),
+    Failed(String),
+}
+
+pub const FAILED_FILE: &str = "failed.txt";
+
+pub fn point_dir(dir: &Path, p: &Point) -> PathBuf {
+    dir.join("points").join(&p.name)
+}
+
+pub fn status(dir: &Path, p: &Point) -> Status {
+    let run = point_dir(dir, p);
+    if let Ok(reason) = std::fs::read_to_string(run.join(FAILED_FILE)) {
+        return Status::Failed(reason.trim().to_string());
+    }
+    if let Some(s) = std::fs::read(run.join("summary.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        return Status::Done(s);
+    }
+    match crate::checkpoint::latest(&run).and_then(|c| crate::checkpoint::read_state(&c).ok()) {
+        Some(st) => Status::Started(st.step),
+        None => Status::Pending,
+    }
+}
+
+pub struct RunOptions {
+    pub dir: PathBuf,
+    pub jobs: usize,
+    /// Total CPU threads to share among concurrent points (0 = all cores).
+    pub threads: usize,
+    pub retry_failed: bool,
+}
+
+/// Creates the experiment directory or checks that it holds this experiment.
+pub fn open_dir(dir: &Path, base: &Spec, kind: Kind) -> Result<(), GdaError> {
+    let id = Identity { kind: kind.name().into(), base_spec_hash: base.hash() };
+    let file = dir.join("experiment.json");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let old: Identity = serde_json::from_str(&text)
+            .map_err(|e| input(format!("{} is not a gda experiment file: {e}", file.display())))?;
+        if old != id {
+            return Err(input(format!(
+                "{} holds a different experiment ({} of spec {}; this is a {} of spec {}); nothing was changed: choose another --out",
+                dir.display(),
+                old.kind,
+                old.base_spec_hash,
+                id.kind,
+                id.base_spec_hash
+            )));
+        }
+        return Ok(());
+    }
+    if dir.join("points").exists() {
+        return Err(input(format!("{} holds runs but no experiment.json; choose another --out", dir.display())));
+    }
+    std::fs::create_dir_all(dir.join("specs"))
+        .and_then(|_| std::fs::write(dir.join("base-spec.toml"), base.to_toml()))
+        .and_then(|_| std::fs::write(&file, serde_json::to_vec_pretty(&id).expect("identity serialises")))
+        .map_err(|e| input(format!("results directory {} is not writable: {e}", dir.display())))
+}
+
+/// Trains every point that is not done, `jobs` at a time, each in a `gda
+/// train` child process. Returns Err(Interrupted) if Ctrl-C stopped it.
+pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
+    let todo: VecDeque<Point> = points
+        .iter()
+        .filter(|p| match status(&opts.dir, p) {
+            Status::Done(_) => false,
+            Status::Failed(_) => opts.retry_failed,
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    let total = points.len();
+    let already = total - todo.len();
+    if already > 0 {
+        println!("{already} of {total} points already finished or failed; {} to train", todo.len());
+    }
+    let jobs = opts.jobs.max(1).min(todo.len().max(1));
+    let cores = if opts.threads > 0 { opts.threads } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) };
+    let threads_each = (cores / jobs).max(1);
+    let cuda = tch::Cuda::device_count() as usize;
+    let queue = Arc::new(Mutex::new(todo));
+    let interrupted = Arc::new(Mutex::new(None::<PathBuf>));
+    let done = Arc::new(Mutex::new(already));
+    let mut workers = Vec::new();
+    for slot in 0..jobs {
+        let (queue, interrupted, done) = (queue.clone(), interrupted.clone(), done.clone());
+        let dir = opts.dir.clone();
+        let retry = opts.retry_failed;
+        let device = if cuda > 0 { Some(format!("cuda:{}", slot % cuda)) } else { None };
+        workers.push(std::thread::spawn(move || -> Result<(), GdaError> {
+            loop {
+                if interrupted.lock().unwrap().is_some() || train::interrupted() {
+                    return Ok(());
+                }
+                let Some(p) = queue.lock().unwrap().pop_front() else { return Ok(()) };
+                let run = point_dir(&dir, &p);
+                if retry {
+                    let _ = std::fs::remove_file(run.join(FAILED_FILE));
+                }
+                let outcome = train_point(&dir, &p, threads_each, device.as_deref())?;
+                let mut n = done.lock().unwrap();
+                match outcome {
+                    Outcome::Done(s) => {
+                        *n += 1;
+                        println!(
+                            "[{}/{total}] {} done | val loss {:.4} | {:.4} bpb | {:.0} tok/s | {:.1}s",
+                            *n, p.name, s.val_loss, s.val_bpb, s.tokens_per_s, s.elapsed_s
+                        );
+                    }
+                    Outcome::Failed(reason) => {
+                        *n += 1;
+                        std::fs::create_dir_all(&run).ok();
+                        std::fs::write(run.join(FAILED_FILE), format!("{reason}\n")).ok();
+                        println!("[{}/{total}] {} failed: {reason}", *n, p.name);
+                    }
+                    Outcome::Interrupted => {
+                        *interrupted.lock().unwrap() = Some(run);
+                        return Ok(());
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.join().expect("worker thread")?;
+    }
+    if let Some(run) = interrupted.lock().unwrap().take() {
+        let step = crate::checkpoint::latest(&run).and_then(|c| crate::checkpoint::read_state(&c).ok()).map(|s| s.step);
+        return Err(GdaError::Interrupted { step: step.unwrap_or(0), checkpoint: run, run_dir: opts.dir.clone() });
+    }
+    if train::interrupted() {
+        return Err(GdaError::Interrupted { step: 0, checkpoint: opts.dir.clone(), run_dir: opts.dir.clone() });
+    }
+    Ok(())
+}
+
+enum Outcome {
+    Done(RunSummary),
+    Failed(String),
+    Interrupted,
+}
+
+/// Runs `gda train` for one point; its output goes to the point's train.log.
+fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> Result<Outcome, GdaError> {
+    let io = |e: std::io::Error| input(format!("cannot run point {} in {}: {e}", p.name, dir.display()));
+    let spec_file = dir.join("specs").join(format!("{}.toml", p.name));
+    let tmp = spec_file.with_extension("toml.tmp");
+    std::fs::write(&tmp, p.spec.to_toml()).and_then(|_| std::fs::rename(&tmp, &spec_file)).map_err(io)?;
+    let run = point_dir(dir, p);
+    std::fs::create_dir_all(&run).map_err(io)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(run.join("train.log")).map_err(io)?;
+    let exe = std::env::current_exe().map_err(io)?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["train", "--resume", "--spec"]).arg(&spec_file).arg("--run-dir").arg(&run);
+    cmd.args(["--threads", &threads.to_string()]);
+    if let Some(d) = device {
+        cmd.args(["--device", d]);
+    }
+    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(Stdio::piped());
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().map_err(io)?;
+    let code = wait_forwarding_interrupt(&mut child).map_err(io)?;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    let _ = (&log).write_all(err.as_bytes());
+    let reason = err.lines().filter(|l| l.starts_with("error: ")).last().map(|l| l.trim_start_matches("error: ").to_string());
+    Ok(match code {
+        Some(0) => match status(dir, p) {
+            Status::Done(s) => Outcome::Done(s),
+            _ => Outcome::Failed("finished without a summary.json".into()),
+        },
+        Some(130) => Outcome::Interrupted,
+        Some(c) => Outcome::Failed(reason.unwrap_or_else(|| format!("gda train exited with code {c}"))),
+        None if train::interrupted() => Outcome::Interrupted,
+        None => Outcome::Failed("gda train was killed by a signal".into()),
+    })
+}
+
+/// Waits for a child; on Ctrl-C passes SIGINT on so it checkpoints first.
+fn wait_forwarding_interrupt(child: &mut Child) -> std::io::Result<Option<i32>> {
+    let mut forwarded = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.code());
+        }
+        if train::interrupted() && !forwarded {
+            // SAFETY: sending a signal to our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            forwarded = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child dies with the experiment process (kill -9 included), so a rerun
+/// never races an orphaned trainer over the same run directory.
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Everything a summary row says about a point's architecture and cost.
+pub fn cost(p: &Point) -> (usize, f64, f64) {
+    let m = &p.spec.model;
+    let t = &p.spec.train;
+    let tokens = (t.steps * t.batch_size * t.context * t.grad_accum) as f64;
+    (param_count(m), flops::attention_flops_per_token(m, t.context), flops::train_flops_per_token(m, t.context) * tokens)
+}
