@@ -326,20 +326,20 @@ pub fn estimate_seconds(spec: &Spec, corpus: &Corpus, device: tch::Device) -> f6
     let mut model = Model::new(&spec.model, vs.root());
     model.compute_kind = device::compute_kind(device);
     let mut opt = AdamW::new(&vs, tc);
-    let timed = 2;
     let rows = (1024 / tc.context).clamp(1, tc.batch_size);
-    let mut step_secs = 0.0;
-    for i in 0..=timed {
+    let mut times = Vec::new();
+    // A warm-up step, then two timed ones; a step slower than 2 s is its own
+    // estimate (large models on a CPU: allocation overhead is small there).
+    while times.len() < 3 && !(times.len() == 1 && times[0] > 2.0) {
         let start = Instant::now();
-        let loss = accumulate_gradients(&model, &corpus.train, spec, i, rows, device);
+        let loss = accumulate_gradients(&model, &corpus.train, spec, times.len(), rows, device);
         let _ = opt.clip_grad_norm(tc.grad_clip);
         opt.step(1e-4);
         opt.zero_grad();
         let _ = loss.double_value(&[]);
-        if i > 0 {
-            step_secs += start.elapsed().as_secs_f64() / timed as f64;
-        }
+        times.push(start.elapsed().as_secs_f64());
     }
+    let step_secs = if times.len() == 1 { times[0] } else { (times[1] + times[2]) / 2.0 };
     let offsets = data::eval_offsets(corpus.val.len, tc.context, tc.eval_tokens);
     let start = Instant::now();
     let probe = &offsets[..rows.min(offsets.len())];

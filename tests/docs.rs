@@ -129,13 +129,18 @@ fn the_readme_commands_run() {
         c.current_dir(tmp.path()).args(&args);
         // Shrink training commands to a few steps; a resume continues the
         // shrunk run with its own saved spec.
-        if args[0] == "train" && !args.iter().any(|a| a == "--resume") {
+        let trains = ["train", "sweep", "ablate"].contains(&args[0].as_str());
+        if trains && !args.iter().any(|a| a == "--resume" || a == "--dry-run") {
             c.args(["--set", "train.steps=4", "--set", "train.eval_every=2", "--set", "train.eval_tokens=512"]);
         }
         let out = c.output().unwrap();
         assert!(out.status.success(), "README command failed: {cmd}\n{}", stderr_of(&out));
-        if args[0] == "train" {
-            assert!(stdout_of(&out).contains("done: "), "{cmd}: {}", stdout_of(&out));
+        match args[0].as_str() {
+            "train" => assert!(stdout_of(&out).contains("done: "), "{cmd}: {}", stdout_of(&out)),
+            "sweep" | "ablate" if !args.iter().any(|a| a == "--dry-run") => {
+                assert!(stdout_of(&out).contains("summary: "), "{cmd}: {}", stdout_of(&out))
+            }
+            _ => {}
         }
     }
 }
