@@ -163,6 +163,9 @@ pub struct TrainConfig {
     pub device: String,
     /// CPU threads; 0 means all cores.
     pub threads: usize,
+    /// Weights to start from (a safetensors file with the model's tensor
+    /// names, e.g. written by `gda grow`); empty means a seeded random init.
+    pub init: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +240,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             device: "auto".into(),
             threads: 0,
+            init: String::new(),
         }
     }
 }
@@ -299,12 +303,11 @@ impl Spec {
     /// every derived default. `None` is the built-in default spec.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Spec, GdaError> {
         let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| BUILTIN.into());
-        let spec_err = |key: Option<String>, msg: String| GdaError::Spec { file: origin.clone(), key, msg };
+        let spec_err = |msg: String| GdaError::Spec { file: origin.clone(), key: None, msg };
         let mut table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| spec_err(None, format!("cannot read the spec: {e}")))?;
-                text.parse::<toml::Table>().map_err(|e| spec_err(None, format!("not valid TOML: {e}")))?
+                let text = std::fs::read_to_string(p).map_err(|e| spec_err(format!("cannot read the spec: {e}")))?;
+                text.parse::<toml::Table>().map_err(|e| spec_err(format!("not valid TOML: {e}")))?
             }
             None => toml::Table::new(),
         };
@@ -314,6 +317,17 @@ impl Spec {
                 table.insert("name".into(), toml::Value::String(stem.to_string_lossy().into_owned()));
             }
         }
+        Self::from_table(table, overrides, origin)
+    }
+
+    /// This spec with `--set key=value` overrides applied and resolved again.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Spec, GdaError> {
+        let table = toml::Table::try_from(self).expect("a spec always serialises");
+        Self::from_table(table, overrides, self.origin.clone())
+    }
+
+    fn from_table(mut table: toml::Table, overrides: &[String], origin: String) -> Result<Spec, GdaError> {
+        let spec_err = |key: Option<String>, msg: String| GdaError::Spec { file: origin.clone(), key, msg };
         for ov in overrides {
             apply_override(&mut table, ov).map_err(|e| spec_err(Some(e.key), e.msg))?;
         }
@@ -357,30 +371,15 @@ impl Spec {
                         "must be a positive integer",
                     ));
                 }
-                if m.signal_heads % m.noise_heads != 0 {
-                    return Err(key_err("model.noise_heads", format!(
-                        "{} signal heads cannot be split evenly among {} noise heads (each noise head serves G signal heads); allowed: a divisor of signal_heads, nearest: {}",
-                        m.signal_heads, m.noise_heads, join(&nearest_divisors(m.signal_heads, m.noise_heads))
-                    )));
-                }
+                require_divisor("model.noise_heads", m.noise_heads, "noise heads", m.signal_heads, "signal heads")?;
                 if m.kv_heads == 0 {
                     m.kv_heads = m.noise_heads;
                 }
-                if m.noise_heads % m.kv_heads != 0 {
-                    return Err(key_err("model.kv_heads", format!(
-                        "{} K/V heads cannot be shared evenly by {} noise heads; allowed: a divisor of noise_heads, nearest: {}",
-                        m.kv_heads, m.noise_heads, join(&nearest_divisors(m.noise_heads, m.kv_heads))
-                    )));
-                }
+                require_divisor("model.kv_heads", m.kv_heads, "K/V heads", m.noise_heads, "noise heads")?;
                 if m.noise_kv_heads == 0 {
                     m.noise_kv_heads = m.kv_heads;
                 }
-                if m.noise_heads % m.noise_kv_heads != 0 {
-                    return Err(key_err("model.noise_kv_heads", format!(
-                        "{} K2 heads cannot be shared evenly by {} noise heads; allowed: a divisor of noise_heads, nearest: {}",
-                        m.noise_kv_heads, m.noise_heads, join(&nearest_divisors(m.noise_heads, m.noise_kv_heads))
-                    )));
-                }
+                require_divisor("model.noise_kv_heads", m.noise_kv_heads, "K2 heads", m.noise_heads, "noise heads")?;
             }
             AttentionKind::Standard => {
                 if m.heads == 0 {
@@ -389,12 +388,7 @@ impl Spec {
                 if m.kv_heads == 0 {
                     m.kv_heads = m.heads;
                 }
-                if m.heads % m.kv_heads != 0 {
-                    return Err(key_err("model.kv_heads", format!(
-                        "{} K/V heads cannot be shared evenly by {} query heads; allowed: a divisor of heads, nearest: {}",
-                        m.kv_heads, m.heads, join(&nearest_divisors(m.heads, m.kv_heads))
-                    )));
-                }
+                require_divisor("model.kv_heads", m.kv_heads, "K/V heads", m.heads, "query heads")?;
             }
         }
         if m.mlp_hidden == 0 {
@@ -479,6 +473,18 @@ impl Spec {
         let digest = Sha256::digest(s.to_toml().as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// Each of `part` heads serves the same number of `whole` heads, or the
+/// error names the nearest counts that would.
+fn require_divisor(key: &str, part: usize, part_name: &str, whole: usize, whole_name: &str) -> Result<(), KeyError> {
+    if whole % part == 0 {
+        return Ok(());
+    }
+    Err(key_err(key, format!(
+        "{whole} {whole_name} cannot be shared evenly by {part} {part_name} (each of them must serve the same number); allowed: a divisor of {whole}, nearest: {}",
+        join(&nearest_divisors(whole, part))
+    )))
 }
 
 fn first_duplicate<T: PartialEq + Copy>(v: &[T]) -> Option<T> {

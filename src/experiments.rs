@@ -345,6 +345,10 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
                 }
                 let Some(p) = queue.lock().unwrap().pop_front() else { return Ok(()) };
                 let run = point_dir(&dir, &p);
+                println!("training {} ({})", p.name, match status(&dir, &p) {
+                    Status::Started(step) => format!("resuming at step {step}"),
+                    _ => "new".to_string(),
+                });
                 if retry {
                     let _ = std::fs::remove_file(run.join(FAILED_FILE));
                 }

@@ -265,6 +265,32 @@ fn plot_err(e: impl std::fmt::Display) -> GdaError {
     input(format!("cannot draw a plot: {e}"))
 }
 
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// An SVG line chart with a caption, axis labels and a legend; `draw` adds
+/// the series.
+fn svg_chart(
+    path: &Path,
+    caption: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x_desc, y_desc): (&str, &str),
+    draw: impl FnOnce(&mut Chart) -> Result<(), GdaError>,
+) -> Result<(), GdaError> {
+    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(plot_err)?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(plot_err)?;
+    draw(&mut chart)?;
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_err)?;
+    root.present().map_err(plot_err)
+}
+
 const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -293,16 +319,8 @@ fn plot_final_loss(path: &Path, rows: &[Row]) -> Result<(), GdaError> {
     let done: Vec<(&Row, f64)> = rows.iter().filter_map(|r| r.val().map(|v| (r, v.0))).collect();
     let (ylo, yhi) = bounds(done.iter().map(|d| d.1)).unwrap_or((0.0, 1.0));
     let rmax = rows.iter().filter_map(|r| r.point.ratio()).fold(1.0, f64::max);
-    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("final validation loss vs signal:noise ratio", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.5f64..rmax + 0.5, ylo..yhi)
-        .map_err(plot_err)?;
-    chart.configure_mesh().x_desc("ratio G (H_s / H_n)").y_desc("val loss (nats/token)").draw().map_err(plot_err)?;
+    let axes = (0.5f64..rmax + 0.5, ylo..yhi);
+    svg_chart(path, "final validation loss vs signal:noise ratio", axes, ("ratio G (H_s / H_n)", "val loss (nats/token)"), |chart| {
     let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
     for (ci, v) in variants.iter().enumerate() {
         let color = COLORS[ci];
@@ -340,9 +358,8 @@ fn plot_final_loss(path: &Path, rows: &[Row]) -> Result<(), GdaError> {
             .label("baseline (standard attention)")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_err)?;
-    root.present().map_err(plot_err)?;
     Ok(())
+    })
 }
 
 /// Validation loss against training tokens for every finished or started run,
@@ -370,16 +387,8 @@ fn plot_curves(dir: &Path, path: &Path, rows: &[Row]) -> Result<(), GdaError> {
     }
     let (ylo, yhi) = bounds(curves.iter().flat_map(|c| c.2.iter().map(|p| p.1))).unwrap_or((0.0, 1.0));
     let xmax = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)).fold(1.0, f64::max);
-    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("validation loss during training", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..xmax, ylo..yhi)
-        .map_err(plot_err)?;
-    chart.configure_mesh().x_desc("training tokens").y_desc("val loss (nats/token)").draw().map_err(plot_err)?;
+    let axes = (0f64..xmax, ylo..yhi);
+    svg_chart(path, "validation loss during training", axes, ("training tokens", "val loss (nats/token)"), |chart| {
     let mut labelled = vec![false; group_ids.len()];
     for (g, gi, pts) in curves {
         let color = COLORS[gi % COLORS.len()];
@@ -389,7 +398,6 @@ fn plot_curves(dir: &Path, path: &Path, rows: &[Row]) -> Result<(), GdaError> {
             series.label(g).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_err)?;
-    root.present().map_err(plot_err)?;
     Ok(())
+    })
 }

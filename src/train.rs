@@ -163,7 +163,12 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let last_ckpt = if opts.resume { checkpoint::latest(&run_dir) } else { None };
     let mut state = match &last_ckpt {
         Some(ckpt) => checkpoint::restore(ckpt, &vs, &mut opt)?,
-        None => TrainState { spec_hash: spec.hash(), ..TrainState::default() },
+        None => {
+            if !tc.init.is_empty() {
+                checkpoint::load_weights(&vs, Path::new(&tc.init))?;
+            }
+            TrainState { spec_hash: spec.hash(), ..TrainState::default() }
+        }
     };
     let mut last_ckpt = last_ckpt;
     let summary_path = run_dir.join("summary.json");

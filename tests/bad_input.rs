@@ -52,9 +52,9 @@ fn wrong_type_names_the_key_and_the_expected_type() {
 #[test]
 fn impossible_head_allocation_lists_valid_ones() {
     let err = refused("[model]\nsignal_heads = 8\nnoise_heads = 3\n", &[]);
-    assert_names(&err, &["bad.toml", "model.noise_heads", "8 signal heads", "3 noise heads", "nearest: 2, 4"]);
+    assert_names(&err, &["bad.toml", "model.noise_heads", "8 signal heads", "3 noise heads", "allowed: a divisor of 8", "nearest: 2, 4"]);
     let err = refused("[model]\nsignal_heads = 8\nnoise_heads = 4\nkv_heads = 3\n", &[]);
-    assert_names(&err, &["model.kv_heads", "divisor of noise_heads", "nearest: 2, 4"]);
+    assert_names(&err, &["model.kv_heads", "4 noise heads", "3 K/V heads", "nearest: 2, 4"]);
 }
 
 #[test]

@@ -341,3 +341,34 @@ fn dry_runs_print_the_grid_and_train_nothing() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("| g4-no-share-s1 | no-share | 1:1 | 4 | 4 | 1 | 4 |"), "{}", stdout_of(&out));
 }
+
+#[test]
+fn jobs_train_points_concurrently_with_the_threads_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 20"));
+    let dir = tmp.path().join("sweep");
+    let out = gda()
+        .args(["sweep", "--spec"])
+        .arg(&spec)
+        .args(["--ratios", "1,2", "--jobs", "2", "--threads", "2", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (runs, _) = summary(&dir);
+    assert_eq!(runs.len(), 2);
+    for r in &runs {
+        assert_eq!(r["status"], "done");
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("points").join(&r["point"]).join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(m["threads"], 1, "2 threads shared by 2 jobs");
+    }
+    // Concurrent points give the same results as sequential ones.
+    let seq = tmp.path().join("seq");
+    let out = gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "1,2", "--threads", "1", "--out"]).arg(&seq).output().unwrap();
+    assert!(out.status.success());
+    let (seq_runs, _) = summary(&seq);
+    for (a, b) in runs.iter().zip(&seq_runs) {
+        assert_eq!(a["val_loss"], b["val_loss"]);
+    }
+}
