@@ -4,6 +4,7 @@
 //! renamed into place, and `LATEST` is replaced by rename, so a crash at any
 //! moment leaves the previous checkpoint usable.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -117,25 +118,26 @@ pub fn read_state(ckpt: &Path) -> Result<TrainState, GdaError> {
 /// match the model exactly.
 pub fn load_weights(vs: &VarStore, path: &Path) -> Result<(), GdaError> {
     let saved = Tensor::read_safetensors(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
-    let mut saved: std::collections::HashMap<String, Tensor> = saved.into_iter().collect();
-    let vars = named(vs);
+    load_map(vs, &saved.into_iter().collect())
+        .map_err(|e| input(format!("{} does not match the model's config: {e}", path.display())))
+}
+
+/// Copies `map` into the model's variables; names and shapes must match the
+/// model exactly (the rules of `checkpoint::load_weights`).
+pub fn load_map(vs: &VarStore, map: &HashMap<String, Tensor>) -> Result<(), String> {
+    let vars = vs.variables();
+    for name in map.keys() {
+        if !vars.contains_key(name) {
+            return Err(format!("unexpected tensor {name} (the model has no such variable)"));
+        }
+    }
     tch::no_grad(|| {
         for (name, var) in &vars {
-            let t = saved.remove(name).ok_or_else(|| {
-                input(format!("{} does not match the model's config: tensor {name} is missing", path.display()))
-            })?;
+            let t = map.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
             if t.size() != var.size() {
-                return Err(input(format!(
-                    "{} does not match the model's config: tensor {name} has shape {:?}, the config gives {:?}",
-                    path.display(),
-                    t.size(),
-                    var.size()
-                )));
+                return Err(format!("tensor {name} has shape {:?}, the model's is {:?}", t.size(), var.size()));
             }
-            var.shallow_clone().copy_(&t);
-        }
-        if let Some(extra) = saved.keys().next() {
-            return Err(input(format!("{} does not match the model's config: unexpected tensor {extra}", path.display())));
+            var.shallow_clone().copy_(t);
         }
         Ok(())
     })

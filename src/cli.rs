@@ -27,6 +27,69 @@ pub enum Command {
     /// The repetition ablation: shared noise heads against their no-share twin
     /// (and the equal-parameter control), per ratio and seed.
     Ablate(AblateArgs),
+    /// Grow a trained model into a larger one computing the same function,
+    /// then keep training it (or compare growth strategies with --compare).
+    Grow(GrowArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("op").required(true).args(["signal_only", "uniform", "width", "depth", "compare"])))]
+pub struct GrowArgs {
+    /// Run directory (its newest checkpoint) or checkpoint directory to grow from.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Clone signal heads only (the paper's proposal): --per-group new heads in every group.
+    #[arg(long)]
+    pub signal_only: bool,
+    /// Clone whole groups (signal heads with their noise head and K/V), keeping G: --groups new groups.
+    #[arg(long)]
+    pub uniform: bool,
+    /// HyperCloning width growth by this factor (d_model, MLP and every head count).
+    #[arg(long, value_name = "N")]
+    pub width: Option<usize>,
+    /// Depth growth: after every block a copy whose output projections are zero.
+    #[arg(long)]
+    pub depth: bool,
+    /// Train signal-only growth, uniform growth matched on added parameters
+    /// and (with --scratch) the grown architecture from scratch; summarise them.
+    #[arg(long)]
+    pub compare: bool,
+    /// With --compare: also train the large model from a random init.
+    #[arg(long)]
+    pub scratch: bool,
+    /// Signal heads added per group (default: G, doubling every group).
+    #[arg(long)]
+    pub per_group: Option<usize>,
+    /// Groups cloned by uniform growth (default: all, doubling; with
+    /// --compare: the count closest to signal-only growth's added parameters).
+    #[arg(long)]
+    pub groups: Option<usize>,
+    /// Symmetric ±noise on cloned blocks with this signal-to-noise ratio
+    /// (std of the noise = std of the block / SNR); keeps the function exact.
+    #[arg(long, value_name = "SNR")]
+    pub clone_noise: Option<f64>,
+    /// Largest allowed |logit difference| between source and grown model.
+    #[arg(long, default_value_t = 1e-4)]
+    pub tolerance: f64,
+    /// Spec for the continued training (default: the source run's); its
+    /// model section is replaced by the grown model.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Override a key of the training spec, e.g. --set train.steps=200 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run directory of the grown model (default: <output.dir>/<source name>-<op>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// With --compare: experiment directory (default: <output.dir>/grow-<source name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// CPU threads (overrides train.threads).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// With --compare: points trained at once.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +203,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             run_grid(&args.grid, Kind::Sweep, overrides)
         }
+        Command::Grow(args) => run_grow(&args),
         Command::Ablate(args) => {
             if !args.no_share && !args.equal_params {
                 return Err(input("gda ablate needs --no-share, --equal-params or both: the twins to train next to each shared model").into());
@@ -155,7 +219,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let spec = args.spec.load(saved)?;
-            let opts = TrainOptions { run_dir: args.run_dir, resume: args.resume, data: args.spec.data.clone() };
+            let opts = TrainOptions { run_dir: args.run_dir, resume: args.resume, data: args.spec.data.clone(), parent: None };
             let s = train::train(&spec, &opts)?;
             println!(
                 "done: {} | {} steps | {} params | val loss {:.4} | val bpb {:.4} | {:.0} tok/s | {:.1}s | {}",
@@ -230,7 +294,7 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     // The summary is rebuilt from the run directories whatever happened.
     let rows = report::rows(&dir, &points);
     let markdown = match kind {
-        Kind::Sweep => report::sweep_markdown(&rows, experiments::policy_name(spec.sweep.policy)),
+        Kind::Sweep | Kind::Grow { .. } => report::sweep_markdown(&rows, experiments::policy_name(spec.sweep.policy)),
         Kind::Ablate { no_share, equal_params } => {
             let mut v = Vec::new();
             if no_share {
@@ -242,7 +306,7 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
             report::ablation_markdown(&rows, &v)
         }
     };
-    report::write(&dir, &rows, spec.sweep.policy, &markdown)?;
+    report::write(&dir, &rows, spec.sweep.policy, &markdown, true)?;
     outcome?;
     println!("\n{markdown}");
     println!("summary: {}", dir.join("summary.csv").display());
@@ -257,7 +321,139 @@ fn kind_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Sweep => "sweep",
         Kind::Ablate { .. } => "ablate",
+        Kind::Grow { .. } => "grow",
     }
+}
+
+fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
+    use crate::grow::{self, CloneNoise, GrowOp};
+    let src = grow::find_source(&args.from)?;
+    let m = &src.spec.model;
+    let g = m.ratio();
+    let noise = args.clone_noise.map(|snr| CloneNoise { snr, seed: src.spec.seed });
+    // The training spec: the source's, or --spec's with the grown model.
+    let mut base = match &args.spec {
+        Some(p) => Spec::load(Some(p), &[])?,
+        None => src.spec.clone(),
+    };
+    base.model = src.spec.model.clone();
+    if let Some(t) = args.threads {
+        base.train.threads = t;
+    }
+    let corpus = Corpus::load(&base.data, None)?;
+    corpus.check_context(&base)?;
+    let signal_op = GrowOp::SignalOnly { per_group: args.per_group.unwrap_or(g) };
+    if !args.compare {
+        let (op, tag) = if args.signal_only {
+            (signal_op, "signal-only")
+        } else if args.uniform {
+            (GrowOp::Uniform { groups: args.groups.unwrap_or(m.noise_heads) }, "uniform")
+        } else if let Some(n) = args.width {
+            (GrowOp::Width { factor: n }, "width")
+        } else {
+            (GrowOp::Depth, "depth")
+        };
+        let name = format!("{}-{tag}", src.spec.name);
+        let run_dir = args.run_dir.clone().unwrap_or_else(|| base.output.dir.join(&name));
+        if run_dir.join("spec.toml").exists() {
+            return Err(input(format!(
+                "run directory {} already holds a run; continue it with gda train --resume --run-dir {}, or choose another --run-dir",
+                run_dir.display(),
+                run_dir.display()
+            ))
+            .into());
+        }
+        let grown = grow::grow_checked(&src, &base, &op, noise.as_ref(), &name, &args.set, &corpus, args.tolerance)?;
+        report_growth(&src, tag, &grown, args.tolerance);
+        let mut spec = grown.spec.clone();
+        std::fs::create_dir_all(&run_dir).map_err(|e| input(format!("results directory {} is not writable: {e}", run_dir.display())))?;
+        let init = std::path::absolute(run_dir.join("init.safetensors")).map_err(|e| input(e.to_string()))?;
+        grow::write_init(&grown, &init)?;
+        spec.train.init = init.to_string_lossy().into_owned();
+        let parent = growth_record(&src, tag, &grown, noise.as_ref());
+        let opts = TrainOptions { run_dir: Some(run_dir), resume: false, data: None, parent: Some(parent) };
+        let s = train::train(&spec, &opts)?;
+        println!(
+            "done: {} | {} steps | {} params | val loss {:.4} | val bpb {:.4} | {:.0} tok/s | {:.1}s | {}",
+            s.name, s.steps, s.parameters, s.val_loss, s.val_bpb, s.tokens_per_s, s.elapsed_s, s.run_dir.display()
+        );
+        return Ok(());
+    }
+
+    // Comparison: signal-only, uniform at the closest added parameters, scratch.
+    let signal = grow::grow_checked(&src, &base, &signal_op, noise.as_ref(), "signal-only", &args.set, &corpus, args.tolerance)?;
+    let groups = match args.groups {
+        Some(k) => k,
+        None => grow::matching_groups(&src.spec.model, signal.added_parameters),
+    };
+    let uniform = grow::grow_checked(&src, &base, &GrowOp::Uniform { groups }, noise.as_ref(), "uniform", &args.set, &corpus, args.tolerance)?;
+    report_growth(&src, "signal-only", &signal, args.tolerance);
+    report_growth(&src, "uniform", &uniform, args.tolerance);
+    let dir = args.out.clone().unwrap_or_else(|| base.output.dir.join(format!("grow-{}", src.spec.name)));
+    let kind = Kind::Grow { step: src.step };
+    experiments::open_dir(&dir, &src.spec, kind)?;
+    let inits = dir.join("inits");
+    std::fs::create_dir_all(&inits).map_err(|e| input(format!("{}: {e}", inits.display())))?;
+    let mut points = Vec::new();
+    for (variant, grown) in [(Variant::SignalOnly, &signal), (Variant::Uniform, &uniform)] {
+        let init = std::path::absolute(inits.join(format!("{}.safetensors", variant.label()))).map_err(|e| input(e.to_string()))?;
+        if !init.exists() {
+            grow::write_init(grown, &init)?;
+        }
+        let mut spec = grown.spec.clone();
+        spec.train.init = init.to_string_lossy().into_owned();
+        points.push(Point { name: variant.label().into(), variant, requested: None, seed: spec.seed, spec });
+    }
+    if args.scratch {
+        let mut spec = signal.spec.clone();
+        spec.name = "scratch".into();
+        points.push(Point { name: "scratch".into(), variant: Variant::Scratch, requested: None, seed: spec.seed, spec });
+    }
+    println!("growth comparison of {} points into {}", points.len(), dir.display());
+    let opts = RunOptions { dir: dir.clone(), jobs: args.jobs, threads: base.train.threads, retry_failed: false };
+    let outcome = experiments::run_points(&points, &opts);
+    let rows = report::rows(&dir, &points);
+    let markdown = report::growth_markdown(&rows, &dir, crate::model::param_count(&src.spec.model));
+    report::write(&dir, &rows, base.sweep.policy, &markdown, false)?;
+    outcome?;
+    println!("\n{markdown}");
+    println!("summary: {}", dir.join("summary.csv").display());
+    Ok(())
+}
+
+fn report_growth(src: &crate::grow::Source, tag: &str, g: &crate::grow::Grown, tolerance: f64) {
+    let m = &g.spec.model;
+    println!(
+        "{tag}: {} -> {} parameters (+{}); H_s {} H_n {} d_model {} layers {}; max |logit difference| {:.2e} <= {tolerance:e}; val loss source {:.6}, grown {:.6} (step {} of {})",
+        crate::model::param_count(&src.spec.model),
+        crate::model::param_count(m),
+        g.added_parameters,
+        m.signal_heads,
+        m.noise_heads,
+        m.d_model,
+        m.n_layers,
+        g.max_logit_diff,
+        g.source_loss,
+        g.grown_loss,
+        src.step,
+        src.run_dir.display()
+    );
+}
+
+/// What the grown run's manifest records about where it came from.
+fn growth_record(src: &crate::grow::Source, op: &str, g: &crate::grow::Grown, noise: Option<&crate::grow::CloneNoise>) -> serde_json::Value {
+    serde_json::json!({
+        "run": src.run_dir,
+        "checkpoint": src.checkpoint,
+        "step": src.step,
+        "operation": op,
+        "clone_noise_snr": noise.map(|n| n.snr),
+        "added_parameters": g.added_parameters,
+        "max_logit_difference": g.max_logit_diff,
+        "source_val_loss": g.source_loss,
+        "grown_val_loss": g.grown_loss,
+        "optimizer": "fresh (AdamW moments start at zero)",
+    })
 }
 
 /// Prints the grid with each point's allocation and cost, and a time

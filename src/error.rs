@@ -22,6 +22,10 @@ pub enum GdaError {
     })]
     Diverged { step: usize, reason: String, checkpoint: Option<PathBuf> },
 
+    /// `gda grow` built a model that does not compute its source's function.
+    #[error("the grown model does not compute the source's function: max |logit difference| = {max_logit_diff:e} > tolerance {tolerance:e} (val loss: source {source_loss:.6}, grown {grown_loss:.6}); nothing was written")]
+    NotPreserved { max_logit_diff: f64, tolerance: f64, source_loss: f64, grown_loss: f64 },
+
     /// A sweep or ablation finished, but some of its points failed.
     #[error("{failed} of {total} points failed (reasons in the summary); {}", dir.display())]
     PointsFailed { failed: usize, total: usize, dir: PathBuf },
@@ -37,6 +41,7 @@ impl GdaError {
             GdaError::Spec { .. } | GdaError::Input(_) => 2,
             GdaError::Diverged { .. } => 3,
             GdaError::PointsFailed { .. } => 4,
+            GdaError::NotPreserved { .. } => 5,
             GdaError::Interrupted { .. } => 130,
         }
     }

@@ -32,6 +32,12 @@ pub enum Variant {
     NoShare,
     /// Shared layout, noise subtracted from one signal head per group.
     EqualParams,
+    /// Grown from a trained model by cloning signal heads.
+    SignalOnly,
+    /// Grown by cloning whole groups (signal and noise heads).
+    Uniform,
+    /// The grown architecture trained from a random init.
+    Scratch,
 }
 
 impl Variant {
@@ -41,6 +47,9 @@ impl Variant {
             Variant::Baseline => "baseline",
             Variant::NoShare => "no-share",
             Variant::EqualParams => "equal-params",
+            Variant::SignalOnly => "signal-only",
+            Variant::Uniform => "uniform",
+            Variant::Scratch => "scratch",
         }
     }
 }
@@ -49,13 +58,16 @@ impl Variant {
 pub enum Kind {
     Sweep,
     Ablate { no_share: bool, equal_params: bool },
+    /// Growth comparison from the checkpoint at `step` of a run.
+    Grow { step: usize },
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Kind::Sweep => "sweep",
-            Kind::Ablate { .. } => "ablate",
+            Kind::Sweep => "sweep".into(),
+            Kind::Ablate { .. } => "ablate".into(),
+            Kind::Grow { step } => format!("grow from step {step}"),
         }
     }
 }
@@ -282,7 +294,7 @@ pub struct RunOptions {
 
 /// Creates the experiment directory or checks that it holds this experiment.
 pub fn open_dir(dir: &Path, base: &Spec, kind: Kind) -> Result<(), GdaError> {
-    let id = Identity { kind: kind.name().into(), base_spec_hash: base.hash() };
+    let id = Identity { kind: kind.name(), base_spec_hash: base.hash() };
     let file = dir.join("experiment.json");
     if let Ok(text) = std::fs::read_to_string(&file) {
         let old: Identity = serde_json::from_str(&text)

@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod experiments;
 pub mod flops;
+pub mod grow;
 pub mod metrics;
 pub mod model;
 pub mod optim;

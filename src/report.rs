@@ -244,13 +244,52 @@ pub fn ablation_markdown(rows: &[Row], variants: &[Variant]) -> String {
     s
 }
 
+/// The growth comparison: one line per strategy, with the size it added and
+/// the validation loss at its first and last evaluation.
+pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String {
+    let mut s = String::from("Val loss in nats/token on the fixed validation tokens. Grown models start from the source's function (first val loss = the source's).\n\n");
+    s += "| strategy | H_s | H_n | K/V | d_model | layers | params | added params | attn MFLOP/tok | first val loss | final val loss | final val bpb | status |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        let p = r.point;
+        let m = &p.spec.model;
+        let (params, attn, _) = cost(p);
+        let first = column_values(&experiments::point_dir(dir, p), "val_loss").first().copied();
+        let (fl, fb) = r.val().map(|(l, b)| (format!("{l:.4}"), format!("{b:.4}"))).unwrap_or(("–".into(), "–".into()));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {params} | {} | {:.2} | {} | {fl} | {fb} | {} |",
+            p.variant.label(),
+            m.signal_heads,
+            m.noise_heads,
+            m.kv_heads,
+            m.d_model,
+            m.n_layers,
+            params as i64 - source_params as i64,
+            attn / 1e6,
+            first.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into()),
+            r.status_text()
+        );
+    }
+    s
+}
+
+/// The non-empty values of one metrics.csv column, in step order.
+fn column_values(run: &Path, col: &str) -> Vec<f64> {
+    let Ok((header, data)) = crate::metrics::read(&run.join("metrics.csv")) else { return Vec::new() };
+    let Some(i) = header.iter().position(|h| h == col) else { return Vec::new() };
+    data.iter().filter_map(|row| row.get(i)?.parse().ok()).collect()
+}
+
 /// Writes summary.csv, summary.md and the plots into `dir`.
-pub fn write(dir: &Path, rows: &[Row], policy: crate::config::BudgetPolicy, markdown: &str) -> Result<(), GdaError> {
+pub fn write(dir: &Path, rows: &[Row], policy: crate::config::BudgetPolicy, markdown: &str, ratio_plot: bool) -> Result<(), GdaError> {
     let io = |e: std::io::Error| input(format!("cannot write the summary in {}: {e}", dir.display()));
     let policy = policy_name(policy);
     atomic_write(&dir.join("summary.csv"), csv(rows, policy).as_bytes()).map_err(io)?;
     atomic_write(&dir.join("summary.md"), markdown.as_bytes()).map_err(io)?;
-    plot_final_loss(&dir.join("final_loss_vs_ratio.svg"), rows)?;
+    if ratio_plot {
+        plot_final_loss(&dir.join("final_loss_vs_ratio.svg"), rows)?;
+    }
     plot_curves(dir, &dir.join("loss_curves.svg"), rows)?;
     Ok(())
 }

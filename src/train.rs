@@ -47,6 +47,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Text file or directory replacing `data.corpus`.
     pub data: Option<PathBuf>,
+    /// Where the run's initial weights came from (`gda grow` records its source here).
+    pub parent: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +66,8 @@ pub struct Manifest {
     pub train_sources: Vec<String>,
     pub val_sources: Vec<String>,
     pub command: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub parent: Option<serde_json::Value>,
 }
 
 /// What a finished run reports (also `summary.json`).
@@ -193,6 +197,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         train_sources: corpus.train_sources.clone(),
         val_sources: corpus.val_sources.clone(),
         command: std::env::args().collect(),
+        parent: opts.parent.clone(),
     };
     // A resumed run keeps the manifest of the run's start.
     let manifest_path = run_dir.join("manifest.json");
