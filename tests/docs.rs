@@ -129,7 +129,7 @@ fn the_readme_commands_run() {
         c.current_dir(tmp.path()).args(&args);
         // Shrink training commands to a few steps; a resume continues the
         // shrunk run with its own saved spec.
-        let trains = ["train", "sweep", "ablate"].contains(&args[0].as_str());
+        let trains = ["train", "sweep", "ablate", "grow"].contains(&args[0].as_str());
         if trains && !args.iter().any(|a| a == "--resume" || a == "--dry-run") {
             c.args(["--set", "train.steps=4", "--set", "train.eval_every=2", "--set", "train.eval_tokens=512"]);
         }
@@ -140,6 +140,10 @@ fn the_readme_commands_run() {
             "sweep" | "ablate" if !args.iter().any(|a| a == "--dry-run") => {
                 assert!(stdout_of(&out).contains("summary: "), "{cmd}: {}", stdout_of(&out))
             }
+            "grow" if args.iter().any(|a| a == "--compare") => {
+                assert!(stdout_of(&out).contains("summary: "), "{cmd}: {}", stdout_of(&out))
+            }
+            "grow" => assert!(stdout_of(&out).contains("done: "), "{cmd}: {}", stdout_of(&out)),
             _ => {}
         }
     }
