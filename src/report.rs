@@ -254,7 +254,7 @@ pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String
         let p = r.point;
         let m = &p.spec.model;
         let (params, attn, _) = cost(p);
-        let first = column_values(&experiments::point_dir(dir, p), "val_loss").first().copied();
+        let first = column_pairs(&experiments::point_dir(dir, p), "step", "val_loss").first().map(|p| p.1);
         let (fl, fb) = r.val().map(|(l, b)| (format!("{l:.4}"), format!("{b:.4}"))).unwrap_or(("–".into(), "–".into()));
         let _ = writeln!(
             s,
@@ -274,11 +274,14 @@ pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String
     s
 }
 
-/// The non-empty values of one metrics.csv column, in step order.
-fn column_values(run: &Path, col: &str) -> Vec<f64> {
+/// (x, y) from two columns of a run's metrics.csv, for the rows where both
+/// are filled, in step order.
+fn column_pairs(run: &Path, x: &str, y: &str) -> Vec<(f64, f64)> {
     let Ok((header, data)) = crate::metrics::read(&run.join("metrics.csv")) else { return Vec::new() };
-    let Some(i) = header.iter().position(|h| h == col) else { return Vec::new() };
-    data.iter().filter_map(|row| row.get(i)?.parse().ok()).collect()
+    let (Some(xi), Some(yi)) = (header.iter().position(|h| h == x), header.iter().position(|h| h == y)) else {
+        return Vec::new();
+    };
+    data.iter().filter_map(|row| Some((row.get(xi)?.parse().ok()?, row.get(yi)?.parse().ok()?))).collect()
 }
 
 /// Writes summary.csv, summary.md and the plots into `dir`.
@@ -407,13 +410,7 @@ fn plot_curves(dir: &Path, path: &Path, rows: &[Row]) -> Result<(), GdaError> {
     let mut curves: Vec<(String, usize, Vec<(f64, f64)>)> = Vec::new();
     let mut group_ids: Vec<String> = Vec::new();
     for r in rows {
-        let run = experiments::point_dir(dir, r.point);
-        let Ok((header, data)) = crate::metrics::read(&run.join("metrics.csv")) else { continue };
-        let (Some(ti), Some(vi)) = (header.iter().position(|h| h == "tokens"), header.iter().position(|h| h == "val_loss")) else {
-            continue;
-        };
-        let pts: Vec<(f64, f64)> =
-            data.iter().filter_map(|row| Some((row.get(ti)?.parse().ok()?, row.get(vi)?.parse().ok()?))).collect();
+        let pts = column_pairs(&experiments::point_dir(dir, r.point), "tokens", "val_loss");
         if pts.is_empty() {
             continue;
         }

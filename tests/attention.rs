@@ -7,28 +7,20 @@
 //! `noise_scope = "one"` (only the first signal head of a group subtracts the
 //! group's noise map). Everything runs on small fp32 CPU tensors.
 
-use gda::attention::{Attention, GdaAttention, Path};
-use gda::config::{AttentionKind, ModelConfig, NoiseScope, Spec};
-use gda::model::{Model, Rope};
-use tch::{nn, Device, Kind, Tensor};
+mod common;
 
-const CPU: Device = Device::Cpu;
-const F32: (Kind, Device) = (Kind::Float, Device::Cpu);
+use common::{assign, gda_config, gda_layer, max_abs, max_diff, randomize_gda, randomize_model, seeded, std_config, CPU, F32};
+use gda::attention::{Attention, GdaAttention, Path};
+use gda::config::{ModelConfig, NoiseScope};
+use gda::model::{Model, Rope};
+use tch::{nn, Kind, Tensor};
+
+/// Weight init std: fairly large, so the attention maps are far from uniform.
 const ATTN_STD: f64 = 0.2;
 
 // ---------------------------------------------------------------- helpers
 
-fn resolve(model: ModelConfig) -> ModelConfig {
-    let mut spec = Spec::default();
-    spec.model = model;
-    if let Err(e) = spec.resolve() {
-        panic!("config does not resolve: {}: {}", e.key, e.msg);
-    }
-    spec.model
-}
-
-/// A gda config; `kv_heads` 0 means one per noise head. Weights are drawn with
-/// a fairly large std so the attention maps are far from uniform.
+/// A gda config; `kv_heads` 0 means one per noise head.
 fn gda_cfg(hs: usize, hn: usize, kv: usize, d: usize, c: usize, n_layers: usize) -> ModelConfig {
     ablation_cfg(hs, hn, kv, 0, NoiseScope::Group, d, c, n_layers)
 }
@@ -46,49 +38,11 @@ fn ablation_cfg(
     c: usize,
     n_layers: usize,
 ) -> ModelConfig {
-    resolve(ModelConfig {
-        attention: AttentionKind::Gda,
-        signal_heads: hs,
-        noise_heads: hn,
-        kv_heads: kv,
-        noise_kv_heads: noise_kv,
-        noise_scope: scope,
-        head_dim: d,
-        d_model: c,
-        n_layers,
-        init_std: ATTN_STD,
-        ..ModelConfig::default()
-    })
+    gda_config(hs, hn, kv, noise_kv, scope, d, c, n_layers, ATTN_STD)
 }
 
 fn std_cfg(heads: usize, kv: usize, d: usize, c: usize, n_layers: usize) -> ModelConfig {
-    resolve(ModelConfig {
-        attention: AttentionKind::Standard,
-        heads,
-        kv_heads: kv,
-        head_dim: d,
-        d_model: c,
-        n_layers,
-        init_std: ATTN_STD,
-        ..ModelConfig::default()
-    })
-}
-
-fn max_abs(t: &Tensor) -> f64 {
-    t.abs().max().double_value(&[])
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size(), "shape mismatch");
-    max_abs(&(a - b))
-}
-
-/// Overwrites a (possibly grad-requiring) variable in place.
-fn assign(var: &Tensor, src: &Tensor) {
-    tch::no_grad(|| {
-        let mut w = var.shallow_clone();
-        w.copy_(src);
-    });
+    std_config(heads, kv, d, c, n_layers, ATTN_STD)
 }
 
 /// Adds `delta` to rows [start, start+len) of a weight, in place.
@@ -96,46 +50,6 @@ fn add_rows(var: &Tensor, start: i64, len: i64, delta: &Tensor) {
     tch::no_grad(|| {
         let _ = var.shallow_clone().narrow(0, start, len).g_add_(delta);
     });
-}
-
-/// Random λ vectors and subln weight, so that λ ≠ λ_init and the norm's
-/// weight matters. λ is re-drawn until it is also well away from 1: at λ ≈ 1
-/// the first position's pre-norm output (1 − λ)·v₀ nearly cancels, and the
-/// RMSNorm amplifies fp32 rounding by 1/|1 − λ| (the math of DIFF itself,
-/// not a defect of either path), which would make every tolerance arbitrary.
-fn randomize_gda(a: &GdaAttention) {
-    for _ in 0..100 {
-        for v in [&a.lambda_q1, &a.lambda_k1, &a.lambda_q2, &a.lambda_k2] {
-            assign(v, &(Tensor::randn(v.size(), F32) * 0.3));
-        }
-        let lam = a.lambda().double_value(&[]);
-        if (lam - a.lambda_init).abs() > 0.02 && (1.0 - lam).abs() > 0.25 {
-            let w = &a.subln.weight;
-            assign(w, &(Tensor::rand(w.size(), F32) + 0.5));
-            return;
-        }
-    }
-    panic!("could not draw a well-conditioned λ");
-}
-
-/// The tests share libtorch's global RNG; holding this lock while seeding and
-/// drawing keeps each test deterministic when the harness runs them in parallel.
-/// The tensors are tiny, so libtorch's intra-op threads only cost time (a lot
-/// of it on a busy machine): one thread.
-static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
-    let guard = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    tch::manual_seed(seed);
-    guard
-}
-
-fn gda(attn: &Attention) -> &GdaAttention {
-    match attn {
-        Attention::Gda(a) => a,
-        Attention::Standard(_) => panic!("expected a gda layer"),
-    }
 }
 
 /// An attention layer of `cfg` at `layer`, in its own VarStore.
@@ -384,7 +298,7 @@ fn assert_close(a: &Tensor, b: &Tensor, atol: f64, what: &str) {
 /// that exceeds 1).
 fn check_against_reference(cfg: &ModelConfig, layer_idx: usize) {
     let (vs, attn) = layer(cfg, layer_idx);
-    let a = gda(&attn);
+    let a = gda_layer(&attn);
     let what = format!("{} layer {layer_idx}", describe(cfg));
     let t = 11;
     let x0 = Tensor::randn([2, t, cfg.d_model as i64], F32);
@@ -432,7 +346,7 @@ fn check_head_dependencies(cfg: &ModelConfig) {
     let subtracts = |i: i64| cfg.noise_scope == NoiseScope::Group || i % g == 0;
     let heads_where = |f: &dyn Fn(i64) -> bool| (0..hs).filter(|&i| f(i)).collect::<Vec<i64>>();
     let (_vs, attn) = layer(cfg, 1);
-    let a = gda(&attn);
+    let a = gda_layer(&attn);
     assign(&a.o.weight, &Tensor::eye(c, F32));
     let t = 10;
     let x = Tensor::randn([2, t, c], F32);
@@ -505,7 +419,7 @@ fn gda_ratio_1_is_differential_attention() {
     let model = Model::new(&cfg, vs.root());
     for (l, block) in model.blocks.iter().enumerate() {
         let expected = 0.8 - 0.6 * (-0.3 * l as f64).exp();
-        assert!((gda(&block.attn).lambda_init - expected).abs() < 1e-15, "layer {l}: λ_init");
+        assert!((gda_layer(&block.attn).lambda_init - expected).abs() < 1e-15, "layer {l}: λ_init");
     }
 }
 
@@ -555,11 +469,7 @@ fn attention_is_causal() {
     for cfg in &cfgs {
         let vs = nn::VarStore::new(CPU);
         let model = Model::new(cfg, vs.root());
-        for blk in &model.blocks {
-            if let Attention::Gda(a) = &blk.attn {
-                randomize_gda(a);
-            }
-        }
+        randomize_model(&model, false);
         let vocab = cfg.vocab_size as i64;
         let tokens = Tensor::randint(vocab, [b, t], (Kind::Int64, CPU));
         for path in [Path::Fused, Path::Materialised] {
@@ -592,7 +502,7 @@ fn noise_head_only_affects_its_group() {
     let c = hs * 2 * d;
     let cfg = gda_cfg(hs as usize, hn as usize, kv as usize, d as usize, c as usize, 2);
     let (_vs, attn) = layer(&cfg, 1);
-    let a = gda(&attn);
+    let a = gda_layer(&attn);
     // Identity output projection: the output is the concatenation of heads.
     assign(&a.o.weight, &Tensor::eye(c, F32));
     let t = 10;
@@ -666,7 +576,7 @@ fn materialised_maps_are_consistent() {
     for (cfg, layer_idx) in cases {
         let (hs, hn) = (cfg.signal_heads as i64, cfg.noise_heads as i64);
         let (_vs, attn) = layer(&cfg, layer_idx);
-        let a = gda(&attn);
+        let a = gda_layer(&attn);
         let x = Tensor::randn([2, t, 32], F32);
         let (cos, sin) = crate_tables(&cfg, t);
         let (_, maps) = tch::no_grad(|| attn.forward(&x, &cos, &sin, Path::Materialised));

@@ -8,17 +8,18 @@
 //! and every invalid request must be refused with a message. Small fp32 CPU
 //! models throughout.
 
+mod common;
+
 use std::collections::HashMap;
 
-use gda::attention::{Attention, GdaAttention, Path};
-use gda::config::{AttentionKind, ModelConfig, NoiseScope, Spec};
+use common::{gda_config, gda_layer, max_abs, max_diff, randomize_model, resolve, seeded, std_config, CPU, F32};
+use gda::attention::Path;
+use gda::config::{AttentionKind, ModelConfig, NoiseScope};
 use gda::checkpoint::load_map;
 use gda::grow::{grow, CloneNoise, GrowOp};
 use gda::model::Model;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
-const CPU: Device = Device::Cpu;
-const F32: (Kind, Device) = (Kind::Float, Device::Cpu);
 /// Weight init std: large enough that attention maps are far from uniform
 /// and the logits are O(1), so 1e-4 is a meaningful tolerance.
 const INIT_STD: f64 = 0.1;
@@ -30,29 +31,9 @@ const T: i64 = 16;
 
 // ---------------------------------------------------------------- helpers
 
-fn resolve(model: ModelConfig) -> ModelConfig {
-    let mut spec = Spec { model, ..Spec::default() };
-    if let Err(e) = spec.resolve() {
-        panic!("config does not resolve: {}: {}", e.key, e.msg);
-    }
-    spec.model
-}
-
 /// A gda config at d = 8, d_model = 32, 2 layers; 0 means the default count.
 fn gda_cfg(hs: usize, hn: usize, kv: usize, noise_kv: usize, scope: NoiseScope) -> ModelConfig {
-    resolve(ModelConfig {
-        attention: AttentionKind::Gda,
-        signal_heads: hs,
-        noise_heads: hn,
-        kv_heads: kv,
-        noise_kv_heads: noise_kv,
-        noise_scope: scope,
-        head_dim: 8,
-        d_model: 32,
-        n_layers: 2,
-        init_std: INIT_STD,
-        ..ModelConfig::default()
-    })
+    gda_config(hs, hn, kv, noise_kv, scope, 8, 32, 2, INIT_STD)
 }
 
 fn plain(hs: usize, hn: usize, kv: usize) -> ModelConfig {
@@ -60,16 +41,7 @@ fn plain(hs: usize, hn: usize, kv: usize) -> ModelConfig {
 }
 
 fn std_cfg(heads: usize, kv: usize) -> ModelConfig {
-    resolve(ModelConfig {
-        attention: AttentionKind::Standard,
-        heads,
-        kv_heads: kv,
-        head_dim: 8,
-        d_model: 32,
-        n_layers: 2,
-        init_std: INIT_STD,
-        ..ModelConfig::default()
-    })
+    std_config(heads, kv, 8, 32, 2, INIT_STD)
 }
 
 fn describe(cfg: &ModelConfig) -> String {
@@ -82,63 +54,12 @@ fn describe(cfg: &ModelConfig) -> String {
     }
 }
 
-/// The tests share libtorch's global RNG; holding this lock while seeding and
-/// drawing keeps each test deterministic when the harness runs them in
-/// parallel. Tiny tensors: one thread.
-static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
-    let guard = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    tch::manual_seed(seed);
-    guard
-}
-
-fn assign(var: &Tensor, src: &Tensor) {
-    tch::no_grad(|| {
-        let mut w = var.shallow_clone();
-        w.copy_(src);
-    });
-}
-
-/// Random λ vectors and subln weight (as in tests/attention.rs): λ away from
-/// λ_init, so the λ vectors matter, and away from 1, where the RMSNorm would
-/// amplify rounding by 1/|1 − λ|.
-fn randomize_gda(a: &GdaAttention) {
-    for _ in 0..100 {
-        for v in [&a.lambda_q1, &a.lambda_k1, &a.lambda_q2, &a.lambda_k2] {
-            assign(v, &(Tensor::randn(v.size(), F32) * 0.3));
-        }
-        let lam = a.lambda().double_value(&[]);
-        if (lam - a.lambda_init).abs() > 0.02 && (1.0 - lam).abs() > 0.25 {
-            assign(&a.subln.weight, &(Tensor::rand(a.subln.weight.size(), F32) + 0.5));
-            return;
-        }
-    }
-    panic!("could not draw a well-conditioned λ");
-}
-
-fn gda_layer(attn: &Attention) -> &GdaAttention {
-    match attn {
-        Attention::Gda(a) => a,
-        Attention::Standard(_) => panic!("expected a gda layer"),
-    }
-}
-
 /// A source model with random weights, λ vectors, subln and norm weights (the
 /// norms are not all ones, so repeating them is actually tested).
 fn source(cfg: &ModelConfig) -> (nn::VarStore, Model) {
     let vs = nn::VarStore::new(CPU);
     let model = Model::new(cfg, vs.root());
-    let norm = |w: &Tensor| assign(w, &(Tensor::rand(w.size(), F32) + 0.5));
-    for block in &model.blocks {
-        if let Attention::Gda(a) = &block.attn {
-            randomize_gda(a);
-        }
-        norm(&block.attn_norm.weight);
-        norm(&block.mlp_norm.weight);
-    }
-    norm(&model.norm.weight);
+    randomize_model(&model, true);
     (vs, model)
 }
 
@@ -149,15 +70,6 @@ fn tensors(vs: &nn::VarStore) -> HashMap<String, Tensor> {
 /// A deep copy (tch's Tensor is not Clone).
 fn deep(m: &HashMap<String, Tensor>) -> HashMap<String, Tensor> {
     m.iter().map(|(k, v)| (k.clone(), v.copy())).collect()
-}
-
-fn max_abs(t: &Tensor) -> f64 {
-    t.abs().max().double_value(&[])
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size(), "shape mismatch");
-    max_abs(&(a - b))
 }
 
 fn logits(model: &Model, tokens: &Tensor, path: Path) -> Tensor {

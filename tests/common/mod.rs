@@ -78,3 +78,150 @@ pub fn stderr_of(out: &std::process::Output) -> String {
 pub fn stdout_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+// ------------------------------------------- numerical helpers (tch, CPU)
+//
+// Used by tests/attention.rs and tests/grow.rs: config builders, the shared
+// RNG lock, weight randomizers and tensor comparisons.
+
+use gda::attention::{Attention, GdaAttention};
+use gda::config::{AttentionKind, ModelConfig, NoiseScope, Spec};
+use gda::model::Model;
+use tch::{Device, Kind, Tensor};
+
+pub const CPU: Device = Device::Cpu;
+pub const F32: (Kind, Device) = (Kind::Float, Device::Cpu);
+
+/// `model` resolved as the model section of a default spec; panics with the
+/// offending key if it does not resolve.
+pub fn resolve(model: ModelConfig) -> ModelConfig {
+    let mut spec = Spec { model, ..Spec::default() };
+    if let Err(e) = spec.resolve() {
+        panic!("config does not resolve: {}: {}", e.key, e.msg);
+    }
+    spec.model
+}
+
+/// A resolved gda config. `kv` 0 means one K/V head per noise head and
+/// `noise_kv` 0 means as many K2 heads as K/V heads (resolve's defaults).
+#[allow(clippy::too_many_arguments)]
+pub fn gda_config(
+    hs: usize,
+    hn: usize,
+    kv: usize,
+    noise_kv: usize,
+    scope: NoiseScope,
+    head_dim: usize,
+    d_model: usize,
+    n_layers: usize,
+    init_std: f64,
+) -> ModelConfig {
+    resolve(ModelConfig {
+        attention: AttentionKind::Gda,
+        signal_heads: hs,
+        noise_heads: hn,
+        kv_heads: kv,
+        noise_kv_heads: noise_kv,
+        noise_scope: scope,
+        head_dim,
+        d_model,
+        n_layers,
+        init_std,
+        ..ModelConfig::default()
+    })
+}
+
+/// A resolved standard-attention config; `kv` 0 means one K/V head per head.
+pub fn std_config(heads: usize, kv: usize, head_dim: usize, d_model: usize, n_layers: usize, init_std: f64) -> ModelConfig {
+    resolve(ModelConfig {
+        attention: AttentionKind::Standard,
+        heads,
+        kv_heads: kv,
+        head_dim,
+        d_model,
+        n_layers,
+        init_std,
+        ..ModelConfig::default()
+    })
+}
+
+/// The tests of one binary share libtorch's global RNG; holding this lock
+/// while seeding and drawing keeps each test deterministic when the harness
+/// runs them in parallel. The tensors are tiny, so libtorch's intra-op
+/// threads only cost time (a lot of it on a busy machine): one thread.
+static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
+    let guard = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    tch::manual_seed(seed);
+    guard
+}
+
+/// Overwrites a (possibly grad-requiring) variable in place.
+pub fn assign(var: &Tensor, src: &Tensor) {
+    tch::no_grad(|| {
+        let mut w = var.shallow_clone();
+        w.copy_(src);
+    });
+}
+
+pub fn max_abs(t: &Tensor) -> f64 {
+    t.abs().max().double_value(&[])
+}
+
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shape mismatch");
+    max_abs(&(a - b))
+}
+
+/// The gda layer inside `attn`; panics on a standard layer.
+pub fn gda_layer(attn: &Attention) -> &GdaAttention {
+    match attn {
+        Attention::Gda(a) => a,
+        Attention::Standard(_) => panic!("expected a gda layer"),
+    }
+}
+
+/// Overwrites a norm-like weight with uniform draws in [0.5, 1.5), so that it
+/// is not all ones and actually matters.
+pub fn randomize_norm(w: &Tensor) {
+    assign(w, &(Tensor::rand(w.size(), F32) + 0.5));
+}
+
+/// Random λ vectors and subln weight, so that λ ≠ λ_init and the norm's
+/// weight matters. λ is re-drawn until it is also well away from 1: at λ ≈ 1
+/// the first position's pre-norm output (1 − λ)·v₀ nearly cancels, and the
+/// RMSNorm amplifies fp32 rounding by 1/|1 − λ| (the math of DIFF itself,
+/// not a defect of either path), which would make every tolerance arbitrary.
+pub fn randomize_gda(a: &GdaAttention) {
+    for _ in 0..100 {
+        for v in [&a.lambda_q1, &a.lambda_k1, &a.lambda_q2, &a.lambda_k2] {
+            assign(v, &(Tensor::randn(v.size(), F32) * 0.3));
+        }
+        let lam = a.lambda().double_value(&[]);
+        if (lam - a.lambda_init).abs() > 0.02 && (1.0 - lam).abs() > 0.25 {
+            randomize_norm(&a.subln.weight);
+            return;
+        }
+    }
+    panic!("could not draw a well-conditioned λ");
+}
+
+/// Randomizes every gda layer of `model` (`randomize_gda`) and, with `norms`,
+/// also each block's attn_norm and mlp_norm weights and the final norm. The
+/// draws happen block by block in that order, then the final norm.
+pub fn randomize_model(model: &Model, norms: bool) {
+    for block in &model.blocks {
+        if let Attention::Gda(a) = &block.attn {
+            randomize_gda(a);
+        }
+        if norms {
+            randomize_norm(&block.attn_norm.weight);
+            randomize_norm(&block.mlp_norm.weight);
+        }
+    }
+    if norms {
+        randomize_norm(&model.norm.weight);
+    }
+}
