@@ -30,6 +30,27 @@ pub enum Command {
     /// Grow a trained model into a larger one computing the same function,
     /// then keep training it (or compare growth strategies with --compare).
     Grow(GrowArgs),
+    /// Time training steps of a spec and print tokens/s as JSON (used by
+    /// scripts/bench.sh, which compares against PyTorch).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Optimizer steps per timed repetition.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Also write the resolved spec here (the PyTorch side reads it).
+    #[arg(long)]
+    pub write_spec: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +225,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             run_grid(&args.grid, Kind::Sweep, overrides)
         }
         Command::Grow(args) => run_grow(&args),
+        Command::Bench(args) => run_bench(&args),
         Command::Ablate(args) => {
             if !args.no_share && !args.equal_params {
                 return Err(input("gda ablate needs --no-share, --equal-params or both: the twins to train next to each shared model").into());
@@ -511,4 +533,45 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Corpus, jobs: usize) -> Resul
 
 fn fmt_secs(s: f64) -> String {
     if s < 120.0 { format!("{s:.0}s") } else if s < 7200.0 { format!("{:.1}min", s / 60.0) } else { format!("{:.1}h", s / 3600.0) }
+}
+
+fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let spec = args.spec.load(None)?;
+    if let Some(p) = &args.write_spec {
+        std::fs::write(p, spec.to_toml()).map_err(|e| input(format!("cannot write {}: {e}", p.display())))?;
+    }
+    let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
+    let threads = crate::device::set_threads(spec.train.threads);
+    let corpus = Corpus::load(&spec.data, args.spec.data.as_deref())?;
+    corpus.check_context(&spec)?;
+    let tc = &spec.train;
+    let mut timer = train::StepTimer::new(&spec, &corpus, device);
+    for _ in 0..args.warmup {
+        timer.step(tc.batch_size);
+    }
+    let tokens = (args.steps * tc.batch_size * tc.context * tc.grad_accum) as f64;
+    let mut rates: Vec<f64> = (0..args.repeats.max(1))
+        .map(|_| tokens / (0..args.steps.max(1)).map(|_| timer.step(tc.batch_size)).sum::<f64>())
+        .collect();
+    let all = rates.clone();
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    // SAFETY: getrusage only fills the struct we pass.
+    let peak_rss_mb = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u.ru_maxrss as f64 / 1024.0
+    };
+    let out = serde_json::json!({
+        "impl": "gda",
+        "device": crate::device::describe(device),
+        "threads": threads,
+        "parameters": crate::model::param_count(&spec.model),
+        "train_flops_per_token": crate::flops::train_flops_per_token(&spec.model, tc.context),
+        "tokens_per_s": all,
+        "median_tokens_per_s": median,
+        "peak_rss_mb": peak_rss_mb,
+    });
+    println!("{out}");
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Device choice and CPU thread control.
 
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 /// Parses a `train.device` value without touching the hardware.
 pub fn parse_device(s: &str) -> Result<Option<Device>, String> {
@@ -53,4 +53,23 @@ pub fn describe(device: Device) -> String {
         Device::Cuda(n) => format!("cuda:{n}"),
         other => format!("{other:?}").to_lowercase(),
     }
+}
+
+/// Measured dense matmul throughput (FLOP/s) of `device` in its compute
+/// dtype (fp32 on CPU, bf16 on CUDA): the denominator of MFU. Square 512
+/// matmuls after a warm-up; constant inputs, so no RNG is used.
+pub fn matmul_peak_flops(device: Device) -> f64 {
+    let n = if device.is_cuda() { 4096 } else { 512 };
+    let a = Tensor::ones([n, n], (compute_kind(device), device));
+    let reps = if device.is_cuda() { 20 } else { 8 };
+    tch::no_grad(|| {
+        let _ = a.matmul(&a).sum(Kind::Float).double_value(&[]);
+        let start = std::time::Instant::now();
+        let mut acc = Tensor::zeros([], (Kind::Float, device));
+        for _ in 0..reps {
+            acc += a.matmul(&a).narrow(0, 0, 1).sum(Kind::Float);
+        }
+        let _ = acc.double_value(&[]);
+        2.0 * (n as f64).powi(3) * reps as f64 / start.elapsed().as_secs_f64()
+    })
 }

@@ -61,6 +61,10 @@ pub struct Manifest {
     pub spec_hash: String,
     pub git_revision: Option<String>,
     pub parameters: usize,
+    /// Training FLOPs per token (src/flops.rs) and the measured matmul peak
+    /// of the device (FLOP/s) that the CSV's `mfu` divides by.
+    pub train_flops_per_token: f64,
+    pub matmul_peak_flops: f64,
     pub train_tokens: usize,
     pub val_tokens: usize,
     pub train_sources: Vec<String>,
@@ -134,7 +138,7 @@ pub fn metric_columns(layers: usize, differential: bool) -> Vec<String> {
         c.push("lambda_mean".into());
         c.extend((0..layers).map(|l| format!("lambda_{l}")));
     }
-    c.extend(["tokens_per_s", "elapsed_s"].iter().map(|s| s.to_string()));
+    c.extend(["tokens_per_s", "mfu", "elapsed_s"].iter().map(|s| s.to_string()));
     c
 }
 
@@ -182,6 +186,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         }
     }
 
+    // MFU = model FLOP/s (src/flops.rs) / this device's measured matmul peak.
+    let flops_per_token = crate::flops::train_flops_per_token(&spec.model, tc.context);
+    let peak = device::matmul_peak_flops(device);
     std::fs::write(run_dir.join("spec.toml"), spec.to_toml()).map_err(|e| input(format!("cannot write spec.toml: {e}")))?;
     let manifest = Manifest {
         gda_version: env!("CARGO_PKG_VERSION").into(),
@@ -192,6 +199,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         spec_hash: spec.hash(),
         git_revision: git_revision(),
         parameters,
+        train_flops_per_token: flops_per_token,
+        matmul_peak_flops: peak,
         train_tokens: corpus.train.len,
         val_tokens: corpus.val.len,
         train_sources: corpus.train_sources.clone(),
@@ -274,7 +283,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         if s % tc.log_every == 0 || eval_due {
             let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
             let train_loss = state.loss_sum / state.loss_count as f64;
-            write_row(&mut log, &model, s, state.tokens_seen, Some(train_loss), score, lr, Some(norm), Some(tps), state.elapsed_s, &bar)?;
+            let speed = Speed { tokens_per_s: tps, mfu: tps * flops_per_token / peak };
+            write_row(&mut log, &model, s, state.tokens_seen, Some(train_loss), score, lr, Some(norm), Some(speed), state.elapsed_s, &bar)?;
             state.loss_sum = 0.0;
             state.loss_count = 0;
             window_tokens = 0;
@@ -325,35 +335,61 @@ fn accumulate_gradients(model: &Model, split: &data::Split, spec: &Spec, step: u
     loss_sum
 }
 
+/// A model and optimizer for timing training steps outside a run.
+pub struct StepTimer<'a> {
+    spec: &'a Spec,
+    corpus: &'a Corpus,
+    device: tch::Device,
+    _vs: VarStore,
+    model: Model,
+    opt: AdamW,
+    steps: usize,
+}
+
+impl<'a> StepTimer<'a> {
+    pub fn new(spec: &'a Spec, corpus: &'a Corpus, device: tch::Device) -> StepTimer<'a> {
+        tch::manual_seed(spec.seed as i64);
+        let vs = VarStore::new(device);
+        let mut model = Model::new(&spec.model, vs.root());
+        model.compute_kind = device::compute_kind(device);
+        let opt = AdamW::new(&vs, &spec.train);
+        StepTimer { spec, corpus, device, _vs: vs, model, opt, steps: 0 }
+    }
+
+    /// Seconds of one full optimizer step (forward, backward, clip, AdamW) on
+    /// micro-batches of `rows` windows, ending with a host read of the loss so
+    /// asynchronous devices are timed to completion.
+    pub fn step(&mut self, rows: usize) -> f64 {
+        let start = Instant::now();
+        let loss = accumulate_gradients(&self.model, &self.corpus.train, self.spec, self.steps, rows, self.device);
+        let _ = self.opt.clip_grad_norm(self.spec.train.grad_clip);
+        self.opt.step(1e-4);
+        self.opt.zero_grad();
+        let _ = loss.double_value(&[]);
+        self.steps += 1;
+        start.elapsed().as_secs_f64()
+    }
+}
+
 /// Estimated wall time (seconds) of a whole run of `spec`, for `--dry-run`:
 /// optimizer steps and evaluation forwards are timed after a warm-up on
 /// batches of about 1024 tokens (fewer rows than the spec's when its batch is
 /// larger) and scaled to the spec's batch, steps and evaluation budget.
 pub fn estimate_seconds(spec: &Spec, corpus: &Corpus, device: tch::Device) -> f64 {
     let tc = &spec.train;
-    tch::manual_seed(spec.seed as i64);
-    let vs = VarStore::new(device);
-    let mut model = Model::new(&spec.model, vs.root());
-    model.compute_kind = device::compute_kind(device);
-    let mut opt = AdamW::new(&vs, tc);
+    let mut timer = StepTimer::new(spec, corpus, device);
     let rows = (1024 / tc.context).clamp(1, tc.batch_size);
     let mut times = Vec::new();
     // A warm-up step, then two timed ones; a step slower than 2 s is its own
     // estimate (large models on a CPU: allocation overhead is small there).
     while times.len() < 3 && !(times.len() == 1 && times[0] > 2.0) {
-        let start = Instant::now();
-        let loss = accumulate_gradients(&model, &corpus.train, spec, times.len(), rows, device);
-        let _ = opt.clip_grad_norm(tc.grad_clip);
-        opt.step(1e-4);
-        opt.zero_grad();
-        let _ = loss.double_value(&[]);
-        times.push(start.elapsed().as_secs_f64());
+        times.push(timer.step(rows));
     }
     let step_secs = if times.len() == 1 { times[0] } else { (times[1] + times[2]) / 2.0 };
     let offsets = data::eval_offsets(corpus.val.len, tc.context, tc.eval_tokens);
     let start = Instant::now();
     let probe = &offsets[..rows.min(offsets.len())];
-    let _ = lm_eval(&model, &corpus.val, probe, tc.context, rows, device);
+    let _ = lm_eval(&timer.model, &corpus.val, probe, tc.context, rows, device);
     let eval_secs = start.elapsed().as_secs_f64() * offsets.len() as f64 / probe.len() as f64;
     let evals = tc.steps / tc.eval_every + 2;
     step_secs * (tc.batch_size as f64 / rows as f64) * tc.steps as f64 + eval_secs * evals as f64
@@ -368,6 +404,14 @@ fn progress_bar(steps: usize, at: usize) -> ProgressBar {
     bar
 }
 
+/// Training throughput over the steps since the previous metrics row.
+#[derive(Clone, Copy)]
+struct Speed {
+    tokens_per_s: f64,
+    /// Model FLOP/s over the device's measured matmul peak.
+    mfu: f64,
+}
+
 /// One metrics row, echoed as a log line when stdout is not a terminal.
 #[allow(clippy::too_many_arguments)]
 fn write_row(
@@ -379,7 +423,7 @@ fn write_row(
     score: Option<LmScore>,
     lr: f64,
     grad_norm: Option<f64>,
-    tokens_per_s: Option<f64>,
+    speed: Option<Speed>,
     elapsed_s: f64,
     bar: &ProgressBar,
 ) -> Result<(), GdaError> {
@@ -397,7 +441,8 @@ fn write_row(
         row.push(format!("{}", lambdas.iter().sum::<f64>() / lambdas.len() as f64));
         row.extend(lambdas.iter().map(|l| format!("{l}")));
     }
-    row.push(cell(tokens_per_s.map(|t| t.round())));
+    row.push(cell(speed.map(|s| s.tokens_per_s.round())));
+    row.push(speed.map(|s| format!("{:.4}", s.mfu)).unwrap_or_default());
     row.push(format!("{elapsed_s:.3}"));
     log.row(&row)?;
     let mut line = format!("step {step}");
@@ -407,8 +452,8 @@ fn write_row(
     if let Some(s) = score {
         line += &format!(" | val {:.4} ({:.4} bpb)", s.loss, s.bpb);
     }
-    if let Some(t) = tokens_per_s {
-        line += &format!(" | lr {lr:.2e} | {t:.0} tok/s");
+    if let Some(s) = speed {
+        line += &format!(" | lr {lr:.2e} | {:.0} tok/s | MFU {:.1}%", s.tokens_per_s, 100.0 * s.mfu);
     }
     line += &format!(" | {elapsed_s:.1}s");
     if bar.is_hidden() {

@@ -34,11 +34,14 @@ fn training_lowers_validation_loss_and_writes_a_run_directory() {
 
     // Every row has every column; rows are logged at multiples of log_every.
     let (header, rows) = metrics(&run);
-    for col in ["step", "tokens", "train_loss", "val_loss", "val_bpb", "lr", "grad_norm", "lambda_mean", "lambda_0", "lambda_1", "tokens_per_s", "elapsed_s"] {
+    for col in ["step", "tokens", "train_loss", "val_loss", "val_bpb", "lr", "grad_norm", "lambda_mean", "lambda_0", "lambda_1", "tokens_per_s", "mfu", "elapsed_s"] {
         assert!(header.iter().any(|h| h == col), "missing column {col}");
     }
     assert_eq!(rows.len(), 16);
     assert!(rows.iter().all(|r| r.len() == header.len()));
+    let mfu = column(&run, "mfu");
+    assert_eq!(mfu.len(), 15, "every row after step 0 has an MFU");
+    assert!(mfu.iter().all(|m| m.1 > 0.0));
     let tokens = column(&run, "tokens");
     assert_eq!(tokens.last().unwrap().1 as usize, 150 * 8 * 32);
 

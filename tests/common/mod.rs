@@ -62,7 +62,7 @@ pub fn column(run_dir: &Path, col: &str) -> Vec<(usize, f64)> {
 pub fn deterministic_rows(run_dir: &Path) -> Vec<Vec<String>> {
     let (header, rows) = metrics(run_dir);
     let keep: Vec<usize> =
-        (0..header.len()).filter(|&i| header[i] != "tokens_per_s" && header[i] != "elapsed_s").collect();
+        (0..header.len()).filter(|&i| !["tokens_per_s", "mfu", "elapsed_s"].contains(&header[i].as_str())).collect();
     rows.iter().map(|r| keep.iter().map(|&i| r[i].clone()).collect()).collect()
 }
 
