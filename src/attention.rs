@@ -100,10 +100,31 @@ pub fn param_count(cfg: &ModelConfig) -> usize {
     }
 }
 
-/// (B, T, H·w) → (B, H, T, w)
-fn heads(x: Tensor, h: i64, w: i64) -> Tensor {
+/// All of a layer's input projections in one matmul (their weights stacked
+/// row-wise), and RoPE applied once to the query/key part: fewer, larger
+/// kernels than one per projection. `rotated` gives the head counts of the
+/// d-wide projections whose weights come first in `weights`; the last weight
+/// is V with `v_heads` heads of width `v_width`. Returns the rotated
+/// projections and V, each (B, H, T, width).
+#[allow(clippy::too_many_arguments)]
+fn project(
+    x: &Tensor,
+    weights: &[&Tensor],
+    rotated: &[i64],
+    d: i64,
+    (v_heads, v_width): (i64, i64),
+    cos: &Tensor,
+    sin: &Tensor,
+) -> (Vec<Tensor>, Tensor) {
     let (b, t) = (x.size()[0], x.size()[1]);
-    x.view([b, t, h, w]).transpose(1, 2)
+    let w = Tensor::cat(weights, 0).to_kind(x.kind());
+    let y = x.linear::<Tensor>(&w, None);
+    let hr: i64 = rotated.iter().sum();
+    let parts = y.split_with_sizes([hr * d, v_heads * v_width], 2);
+    // (B, T, H, d) layout: the tables broadcast as (T, 1, d/2).
+    let qk = Rope::apply(&parts[0].view([b, t, hr, d]), &cos.unsqueeze(1), &sin.unsqueeze(1)).transpose(1, 2);
+    let v = parts[1].view([b, t, v_heads, v_width]).transpose(1, 2);
+    (qk.split_with_sizes(rotated, 1), v)
 }
 
 /// Repeats each K/V head `n` times along dim 1 (the GQA expansion), for the
@@ -150,13 +171,13 @@ impl StandardAttention {
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> (Tensor, Option<AttnMaps>) {
         let (b, t) = (x.size()[0], x.size()[1]);
         let d = self.head_dim;
-        let q = Rope::apply(&heads(self.q.forward(x), self.heads, d), cos, sin);
-        let k = Rope::apply(&heads(self.k.forward(x), self.kv_heads, d), cos, sin);
-        let v = heads(self.v.forward(x), self.kv_heads, d);
+        let weights = [&self.q.weight, &self.k.weight, &self.v.weight];
+        let (qk, v) = project(x, &weights, &[self.heads, self.kv_heads], d, (self.kv_heads, d), cos, sin);
+        let (q, k) = (&qk[0], &qk[1]);
         let (out, maps) = match path {
-            Path::Fused => (sdpa(&q, &k, &v), None),
+            Path::Fused => (sdpa(q, k, &v), None),
             Path::Materialised => {
-                let map = softmax_map(&q, &k);
+                let map = softmax_map(q, k);
                 let out = map.matmul(&expand_kv(&v, self.heads / self.kv_heads).to_kind(Kind::Float)).to_kind(x.kind());
                 (out, Some(AttnMaps { signal: map.shallow_clone(), noise: None, effective: map, lambda: None }))
             }
@@ -222,32 +243,33 @@ impl GdaAttention {
         let (b, t) = (x.size()[0], x.size()[1]);
         let (d, hs, hn, kv, k2n) = (self.head_dim, self.signal_heads, self.noise_heads, self.kv_heads, self.noise_kv_heads);
         let g = hs / hn;
-        let rope = |y: Tensor, h: i64| Rope::apply(&heads(y, h, d), cos, sin);
-        let q1 = rope(self.q1.forward(x), hs);
-        let q2 = rope(self.q2.forward(x), hn);
-        let k1 = rope(self.k1.forward(x), kv);
-        let k2 = rope(self.k2.forward(x), k2n);
-        let v = heads(self.v.forward(x), kv, 2 * d);
+        let weights = [&self.q1.weight, &self.q2.weight, &self.k1.weight, &self.k2.weight, &self.v.weight];
+        let (qk, v) = project(x, &weights, &[hs, hn, kv, k2n], d, (kv, 2 * d), cos, sin);
+        let (q1, q2, k1, k2) = (&qk[0], &qk[1], &qk[2], &qk[3]);
         let lambda = self.lambda();
         let (out, maps) = match path {
             Path::Fused => {
                 // The subtraction distributes over V, so each map is applied by
                 // its own SDPA call; the noise output (one per group) is
                 // broadcast over the G signal heads of its group, not copied.
-                let signal = sdpa(&q1, &k1, &v).view([b, hn, g, t, 2 * d]);
+                let signal = sdpa(q1, k1, &v).view([b, hn, g, t, 2 * d]);
                 let noise = if k2n == kv {
-                    sdpa(&q2, &k2, &v)
+                    sdpa(q2, k2, &v)
                 } else {
                     // K2 and V differ in head count (no-share ablation): SDPA
                     // needs one K/V layout, so both are expanded to one per noise head.
-                    sdpa(&q2, &expand_kv(&k2, hn / k2n), &expand_kv(&v, hn / kv))
+                    sdpa(q2, &expand_kv(k2, hn / k2n), &expand_kv(&v, hn / kv))
                 };
-                let out = signal - self.scoped(noise.unsqueeze(2) * lambda.to_kind(x.kind()));
+                let out = match &self.scope {
+                    // signal − λ·noise in one kernel.
+                    None => signal.addcmul(&noise.unsqueeze(2), &-lambda.to_kind(x.kind())),
+                    Some(_) => signal - self.scoped(noise.unsqueeze(2) * lambda.to_kind(x.kind())),
+                };
                 (out.view([b, hs, t, 2 * d]), None)
             }
             Path::Materialised => {
-                let signal = softmax_map(&q1, &k1);
-                let noise = softmax_map(&q2, &k2);
+                let signal = softmax_map(q1, k1);
+                let noise = softmax_map(q2, k2);
                 let effective =
                     (signal.view([b, hn, g, t, t]) - self.scoped(noise.unsqueeze(2) * &lambda)).view([b, hs, t, t]);
                 let out = effective.matmul(&expand_kv(&v, hs / kv).to_kind(Kind::Float)).to_kind(x.kind());
@@ -255,7 +277,7 @@ impl GdaAttention {
                 (out, Some(AttnMaps { signal, noise: Some(noise), effective, lambda: Some(lam) }))
             }
         };
-        let out = self.subln.forward(&out) * (1.0 - self.lambda_init);
+        let out = self.subln.forward_scaled(&out, 1.0 - self.lambda_init);
         let out = out.transpose(1, 2).contiguous().view([b, t, hs * 2 * d]);
         (self.o.forward(&out), maps)
     }

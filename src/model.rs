@@ -39,8 +39,15 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_scaled(x, 1.0)
+    }
+
+    /// RMSNorm followed by a constant factor, folded into the (small) weight
+    /// so the full-size tensor is touched once.
+    pub fn forward_scaled(&self, x: &Tensor, scale: f64) -> Tensor {
         let kind = x.kind();
-        x.to_kind(Kind::Float).rms_norm([self.weight.size()[0]], Some(&self.weight), self.eps).to_kind(kind)
+        let w = if scale == 1.0 { self.weight.shallow_clone() } else { &self.weight * scale };
+        x.to_kind(Kind::Float).rms_norm([self.weight.size()[0]], Some(&w), self.eps).to_kind(kind)
     }
 }
 
@@ -90,8 +97,11 @@ impl Mlp {
         }
     }
 
+    /// Gate and up projections in one matmul (weights stacked), then split.
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.down.forward(&(self.gate.forward(x).silu() * self.up.forward(x)))
+        let w = Tensor::cat(&[&self.gate.weight, &self.up.weight], 0).to_kind(x.kind());
+        let gu = x.linear::<Tensor>(&w, None).chunk(2, -1);
+        self.down.forward(&(gu[0].silu() * &gu[1]))
     }
 }
 
