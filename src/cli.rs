@@ -164,7 +164,7 @@ pub struct AblateArgs {
     pub equal_params: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SpecArgs {
     /// Experiment spec (TOML); default: the built-in default spec.
     #[arg(long)]
@@ -184,10 +184,6 @@ pub struct SpecArgs {
 }
 
 impl SpecArgs {
-    /// A copy with the same paths and flags but no overrides.
-    pub fn clone_paths(&self) -> SpecArgs {
-        SpecArgs { spec: self.spec.clone(), set: Vec::new(), data: self.data.clone(), device: self.device.clone(), threads: self.threads }
-    }
 
     /// The spec with `--set`, `--device` and `--threads` applied.
     pub fn load(&self, fallback: Option<PathBuf>) -> anyhow::Result<Spec> {
@@ -287,7 +283,7 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     if args.nearest {
         overrides.push("sweep.nearest=true".into());
     }
-    let mut spec_args = SpecArgs { set: args.spec.set.clone(), ..args.spec.clone_paths() };
+    let mut spec_args = args.spec.clone();
     spec_args.set.extend(overrides);
     let mut spec = spec_args.load(None)?;
     if let Some(s) = &args.seeds {
@@ -301,7 +297,7 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
         spec.data.corpus = abs.to_string_lossy().into_owned();
     }
     let points = experiments::grid(&spec, kind)?;
-    let dir = args.out.clone().unwrap_or_else(|| spec.output.dir.join(format!("{}-{}", kind_name(kind), spec.name)));
+    let dir = args.out.clone().unwrap_or_else(|| spec.output.dir.join(format!("{}-{}", kind.dir_prefix(), spec.name)));
     let corpus = Corpus::load(&spec.data, None)?;
     corpus.check_context(&spec)?;
     if args.dry_run {
@@ -310,7 +306,7 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     }
     drop(corpus);
     experiments::open_dir(&dir, &spec, kind)?;
-    println!("{} of {} points into {}", kind_name(kind), points.len(), dir.display());
+    println!("{} of {} points into {}", kind.dir_prefix(), points.len(), dir.display());
     let opts = RunOptions { dir: dir.clone(), jobs: args.jobs, threads: spec.train.threads, retry_failed: args.retry_failed };
     let outcome = experiments::run_points(&points, &opts);
     // The summary is rebuilt from the run directories whatever happened.
@@ -337,14 +333,6 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
         return Err(GdaError::PointsFailed { failed, total: rows.len(), dir }.into());
     }
     Ok(())
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Sweep => "sweep",
-        Kind::Ablate { .. } => "ablate",
-        Kind::Grow { .. } => "grow",
-    }
 }
 
 fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {

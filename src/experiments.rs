@@ -63,11 +63,20 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn name(self) -> String {
+    /// The command's name; experiment directories default to `<prefix>-<name>`.
+    pub fn dir_prefix(self) -> &'static str {
         match self {
-            Kind::Sweep => "sweep".into(),
-            Kind::Ablate { .. } => "ablate".into(),
+            Kind::Sweep => "sweep",
+            Kind::Ablate { .. } => "ablate",
+            Kind::Grow { .. } => "grow",
+        }
+    }
+
+    /// What experiment.json records (a growth comparison also names its source step).
+    fn name(self) -> String {
+        match self {
             Kind::Grow { step } => format!("grow from step {step}"),
+            other => other.dir_prefix().into(),
         }
     }
 }
