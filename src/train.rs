@@ -228,7 +228,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let bar = progress_bar(tc.steps, state.step);
     let start_elapsed = state.elapsed_s;
     let clock = Instant::now();
-    let mut window_start = Instant::now();
+    // Training time and tokens since the last metrics row (evaluation excluded).
+    let mut window_time = 0.0f64;
     let mut window_tokens = 0u64;
     let mut train_time = 0.0f64;
     let mut train_tokens_now = 0u64;
@@ -268,7 +269,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         state.loss_count += 1;
         window_tokens += tokens_per_step;
         train_tokens_now += tokens_per_step;
-        train_time += step_start.elapsed().as_secs_f64();
+        let step_time = step_start.elapsed().as_secs_f64();
+        train_time += step_time;
+        window_time += step_time;
         bar.set_position(state.step as u64);
         bar.set_message(format!("loss {loss:.4} | {:.0} tok/s", train_tokens_now as f64 / train_time.max(1e-9)));
 
@@ -281,14 +284,14 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         }
         state.elapsed_s = start_elapsed + clock.elapsed().as_secs_f64();
         if s % tc.log_every == 0 || eval_due {
-            let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+            let tps = window_tokens as f64 / window_time.max(1e-9);
             let train_loss = state.loss_sum / state.loss_count as f64;
             let speed = Speed { tokens_per_s: tps, mfu: tps * flops_per_token / peak };
             write_row(&mut log, &model, s, state.tokens_seen, Some(train_loss), score, lr, Some(norm), Some(speed), state.elapsed_s, &bar)?;
             state.loss_sum = 0.0;
             state.loss_count = 0;
             window_tokens = 0;
-            window_start = Instant::now();
+            window_time = 0.0;
         }
         if s % checkpoint_every == 0 || s == tc.steps {
             if !params_finite(&vs) {
