@@ -142,21 +142,37 @@ fn signal_only(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, p: usize, jitter
     }
     // Group g: its G originals, then copies of its first p heads.
     let heads: Vec<usize> = (0..hn).flat_map(|grp| (0..g).chain(0..p).map(move |j| grp * g + j)).collect();
+    let all = |n: usize| (0..n).collect::<Vec<_>>();
+    Ok(select_heads(cfg, src, [&heads, &all(hn), &all(cfg.kv_heads), &all(cfg.noise_kv_heads)], jitter))
+}
+
+/// The attention tensors of a model whose heads are copies of the source's:
+/// new signal, noise, K1/V and K2 head j is old head `lists[..][j]`. Output
+/// columns follow the signal list, split between a head and its copies.
+fn select_heads(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, lists: [&[usize]; 4], jitter: &mut Option<Jitter>) -> (ModelConfig, Named) {
+    let [sig, noise, kvh, k2h] = lists;
     let mut new = cfg.clone();
-    new.signal_heads = hn * (g + p);
+    new.signal_heads = sig.len();
+    new.noise_heads = noise.len();
+    new.kv_heads = kvh.len();
+    new.noise_kv_heads = k2h.len();
     let d = cfg.head_dim as i64;
     let out = src
         .iter()
         .map(|(&name, t)| {
             let grown = match block_suffix(name).map(|(_, s)| s) {
-                Some("attn.q1.weight") => pick_heads(t, 0, d, &heads),
-                Some("attn.o.weight") => split_columns(t, 2 * d, &heads, jitter),
+                Some("attn.q1.weight") => pick_heads(t, 0, d, sig),
+                Some("attn.q2.weight") => pick_heads(t, 0, d, noise),
+                Some("attn.k1.weight") => pick_heads(t, 0, d, kvh),
+                Some("attn.v.weight") => pick_heads(t, 0, 2 * d, kvh),
+                Some("attn.k2.weight") => pick_heads(t, 0, d, k2h),
+                Some("attn.o.weight") => split_columns(t, 2 * d, sig, jitter),
                 _ => t.copy(),
             };
             (name.to_string(), grown)
         })
         .collect();
-    Ok((new, out))
+    (new, out)
 }
 
 fn uniform(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, k: usize, jitter: &mut Option<Jitter>) -> Result<(ModelConfig, Named), String> {
@@ -173,28 +189,7 @@ fn uniform(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, k: usize, jitter: &m
     }
     let append = |n: usize, extra: usize| -> Vec<usize> { (0..n).chain(0..extra).collect() };
     let (sig, noise, kvh, k2h) = (append(hs, k * g), append(hn, k), append(kv, k / r), append(k2, k / r2));
-    let mut new = cfg.clone();
-    new.signal_heads = sig.len();
-    new.noise_heads = noise.len();
-    new.kv_heads = kvh.len();
-    new.noise_kv_heads = k2h.len();
-    let d = cfg.head_dim as i64;
-    let out = src
-        .iter()
-        .map(|(&name, t)| {
-            let grown = match block_suffix(name).map(|(_, s)| s) {
-                Some("attn.q1.weight") => pick_heads(t, 0, d, &sig),
-                Some("attn.q2.weight") => pick_heads(t, 0, d, &noise),
-                Some("attn.k1.weight") => pick_heads(t, 0, d, &kvh),
-                Some("attn.v.weight") => pick_heads(t, 0, 2 * d, &kvh),
-                Some("attn.k2.weight") => pick_heads(t, 0, d, &k2h),
-                Some("attn.o.weight") => split_columns(t, 2 * d, &sig, jitter),
-                _ => t.copy(),
-            };
-            (name.to_string(), grown)
-        })
-        .collect();
-    Ok((new, out))
+    Ok(select_heads(cfg, src, [&sig, &noise, &kvh, &k2h], jitter))
 }
 
 fn width(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, n: usize, jitter: &mut Option<Jitter>) -> Result<(ModelConfig, Named), String> {
