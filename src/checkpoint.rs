@@ -108,6 +108,11 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     p.join(STATE_FILE).is_file().then_some(p)
 }
 
+/// The step of a run's newest readable checkpoint.
+pub fn latest_step(run_dir: &Path) -> Option<usize> {
+    latest(run_dir).and_then(|c| read_state(&c).ok()).map(|s| s.step)
+}
+
 pub fn read_state(ckpt: &Path) -> Result<TrainState, GdaError> {
     let p = ckpt.join(STATE_FILE);
     let text = fs::read_to_string(&p).map_err(|e| input(format!("cannot read {}: {e}", p.display())))?;

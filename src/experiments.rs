@@ -284,11 +284,11 @@ pub fn status(dir: &Path, p: &Point) -> Status {
     if let Ok(reason) = std::fs::read_to_string(run.join(FAILED_FILE)) {
         return Status::Failed(reason.trim().to_string());
     }
-    if let Some(s) = std::fs::read(run.join("summary.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+    if let Some(s) = train::finished(&run) {
         return Status::Done(s);
     }
-    match crate::checkpoint::latest(&run).and_then(|c| crate::checkpoint::read_state(&c).ok()) {
-        Some(st) => Status::Started(st.step),
+    match crate::checkpoint::latest_step(&run) {
+        Some(step) => Status::Started(step),
         None => Status::Pending,
     }
 }
@@ -401,7 +401,7 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
         w.join().expect("worker thread")?;
     }
     if let Some(run) = interrupted.lock().unwrap().take() {
-        let step = crate::checkpoint::latest(&run).and_then(|c| crate::checkpoint::read_state(&c).ok()).map(|s| s.step);
+        let step = crate::checkpoint::latest_step(&run);
         return Err(GdaError::Interrupted { step: step.unwrap_or(0), checkpoint: run, run_dir: opts.dir.clone() });
     }
     if train::interrupted() {

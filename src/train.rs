@@ -89,6 +89,13 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
 }
 
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// The summary of a finished run, if the run directory holds one.
+pub fn finished(run_dir: &Path) -> Option<RunSummary> {
+    std::fs::read(run_dir.join(SUMMARY_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
 pub fn run_dir_for(spec: &Spec, opts: &TrainOptions) -> PathBuf {
     opts.run_dir.clone().unwrap_or_else(|| spec.output.dir.join(&spec.name))
 }
@@ -179,9 +186,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         }
     };
     let mut last_ckpt = last_ckpt;
-    let summary_path = run_dir.join("summary.json");
     if state.step >= tc.steps {
-        if let Some(done) = std::fs::read(&summary_path).ok().and_then(|b| serde_json::from_slice::<RunSummary>(&b).ok()) {
+        if let Some(done) = finished(&run_dir) {
             return Ok(done);
         }
     }
@@ -318,7 +324,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         tokens_per_s: if train_time > 0.0 { train_tokens_now as f64 / train_time } else { 0.0 },
         run_dir: run_dir.clone(),
     };
-    std::fs::write(&summary_path, serde_json::to_vec_pretty(&summary).expect("summary serialises"))
+    std::fs::write(run_dir.join(SUMMARY_FILE), serde_json::to_vec_pretty(&summary).expect("summary serialises"))
         .map_err(|e| input(format!("cannot write summary.json: {e}")))?;
     Ok(summary)
 }

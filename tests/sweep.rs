@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -123,14 +123,6 @@ fn sweep_trains_every_point_and_summarises_with_seed_spread_and_plots() {
     assert_eq!(std::fs::read_to_string(dir.join("summary.csv")).unwrap(), before);
 }
 
-fn wait_for(mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Interrupts a sweep in the middle of its second point with `signal`, reruns
 /// it, and compares with an uninterrupted sweep of the same grid.
 fn check_sweep_resumes(signal: &str) {
@@ -149,7 +141,7 @@ fn check_sweep_resumes(signal: &str) {
     let cut = tmp.path().join("cut");
     let child = args(&cut).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let second = cut.join("points/g2-s7/checkpoints/LATEST");
-    wait_for(|| second.exists());
+    wait_for(Duration::from_secs(120), || second.exists());
     let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();

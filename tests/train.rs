@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -106,14 +106,6 @@ fn spawn_train(spec: &Path, run: &Path, resume: bool) -> Child {
 }
 
 /// Waits until `ready` holds (polling), panicking after a minute.
-fn wait_for(mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn last_logged_step(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.csv"))
         .ok()
@@ -138,7 +130,7 @@ fn check_resume_equivalence(signal: &str) {
     let cut = tmp.path().join("cut");
     let child = spawn_train(&spec, &cut, false);
     // Interrupt mid-run: after a checkpoint, at some step that is not one.
-    wait_for(|| last_logged_step(&cut) >= 130);
+    wait_for(Duration::from_secs(60), || last_logged_step(&cut) >= 130);
     let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();

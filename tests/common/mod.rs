@@ -71,6 +71,15 @@ pub fn latest_checkpoint(run_dir: &Path) -> PathBuf {
     gda::checkpoint::latest(run_dir).expect("run has a checkpoint")
 }
 
+/// Polls `ready` until it holds, panicking after `limit`.
+pub fn wait_for(limit: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "timed out");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 pub fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
