@@ -34,6 +34,16 @@ pub struct TrainState {
     /// The newest validation result, if any.
     pub val_loss: Option<f64>,
     pub val_bpb: Option<f64>,
+    #[serde(default)]
+    pub val_acc: Option<f64>,
+}
+
+impl TrainState {
+    pub fn record(&mut self, score: crate::eval::Score) {
+        self.val_loss = Some(score.loss);
+        self.val_bpb = score.bpb;
+        self.val_acc = score.acc;
+    }
 }
 
 pub fn dir(run_dir: &Path) -> PathBuf {

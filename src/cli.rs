@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Spec;
-use crate::data::Corpus;
+use crate::data::Dataset;
 use crate::error::{input, GdaError};
 use crate::experiments::{self, Kind, Point, RunOptions, Variant};
 use crate::report;
@@ -30,9 +30,59 @@ pub enum Command {
     /// Grow a trained model into a larger one computing the same function,
     /// then keep training it (or compare growth strategies with --compare).
     Grow(GrowArgs),
+    /// Score trained runs: held-out language modelling at several context
+    /// lengths, retrieval accuracy (MQAR, NIAH) and attention analysis.
+    Eval(EvalArgs),
+    /// Redraw the tables and plots of a run, an experiment or an eval directory.
+    Report(ReportArgs),
     /// Time training steps of a spec and print tokens/s as JSON (used by
     /// scripts/bench.sh, which compares against PyTorch).
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run directory, or a sweep/ablation/growth directory (all its points
+    /// with a checkpoint); repeatable.
+    #[arg(long = "run", value_name = "DIR", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Suites: lm, mqar, niah, attention (default: lm for text runs; the
+    /// run's task and attention for task runs).
+    #[arg(long = "suite", value_enum, value_delimiter = ',', value_name = "SUITE,...")]
+    pub suites: Vec<crate::eval::Suite>,
+    /// Context lengths to evaluate at (default: the training context).
+    #[arg(long, value_delimiter = ',', value_name = "T,...")]
+    pub contexts: Vec<usize>,
+    /// Text file or directory for the lm suite (default: the run's validation split).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// lm suite: target tokens scored per context (default: train.eval_tokens).
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Retrieval examples per context and depth (default: task.eval_examples).
+    #[arg(long)]
+    pub examples: Option<usize>,
+    /// NIAH needle depths, fractions of the haystack (default: 0,0.25,0.5,0.75,1).
+    #[arg(long, value_delimiter = ',', value_name = "D,...")]
+    pub depths: Vec<f64>,
+    /// Override a task.* key of the retrieval generators, e.g. --set task.pairs=16 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Where the tables and plots go (default: <DIR>/eval for a single --run).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Device: auto, cpu, cuda, cuda:N (default: the run's train.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// CPU threads, 0 = all cores (default: the run's train.threads).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run directory, a sweep/ablation/growth directory, or an eval directory.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +272,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Grow(args) => run_grow(&args),
         Command::Bench(args) => run_bench(&args),
+        Command::Eval(args) => {
+            let opts = crate::eval::EvalOptions {
+                runs: args.runs,
+                suites: args.suites,
+                contexts: args.contexts,
+                data: args.data,
+                tokens: args.tokens,
+                examples: args.examples,
+                depths: args.depths,
+                task_set: args.set,
+                out: args.out,
+                device: args.device,
+                threads: args.threads,
+            };
+            let out = crate::eval::run_eval(&opts)?;
+            println!("\n{}", report::eval_report(&out)?);
+            println!("tables and plots: {}", out.display());
+            Ok(())
+        }
+        Command::Report(args) => run_report(&args.dir),
         Command::Ablate(args) => {
             if !args.no_share && !args.equal_params {
                 return Err(input("gda ablate needs --no-share, --equal-params or both: the twins to train next to each shared model").into());
@@ -239,20 +309,48 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let spec = args.spec.load(saved)?;
             let opts = TrainOptions { run_dir: args.run_dir, resume: args.resume, data: args.spec.data.clone(), parent: None };
             let s = train::train(&spec, &opts)?;
-            println!(
-                "done: {} | {} steps | {} params | val loss {:.4} | val bpb {:.4} | {:.0} tok/s | {:.1}s | {}",
-                s.name,
-                s.steps,
-                s.parameters,
-                s.val_loss,
-                s.val_bpb,
-                s.tokens_per_s,
-                s.elapsed_s,
-                s.run_dir.display()
-            );
+            print_done(&s);
             Ok(())
         }
     }
+}
+
+/// `gda report`: redraws whatever `dir` holds.
+fn run_report(dir: &std::path::Path) -> anyhow::Result<()> {
+    let eval_dir = |d: &std::path::Path| [crate::eval::LM_CSV, crate::eval::RETRIEVAL_CSV, crate::eval::ATTENTION_CSV].iter().any(|f| d.join(f).is_file());
+    let mut drew = false;
+    if dir.join("spec.toml").is_file() {
+        println!("{}", report::run_report(dir)?);
+        drew = true;
+    }
+    for d in [dir.to_path_buf(), dir.join("eval")] {
+        if eval_dir(&d) {
+            println!("{}", report::eval_report(&d)?);
+            drew = true;
+        }
+    }
+    if !drew {
+        return Err(input(format!(
+            "{} is not a gda run, experiment or eval directory; allowed: a directory holding spec.toml, experiment.json or eval CSV files",
+            dir.display()
+        ))
+        .into());
+    }
+    println!("written into {}", dir.display());
+    Ok(())
+}
+
+fn print_done(s: &train::RunSummary) {
+    println!(
+        "done: {} | {} steps | {} params | {} | {:.0} tok/s | {:.1}s | {}",
+        s.name,
+        s.steps,
+        s.parameters,
+        s.quality(),
+        s.tokens_per_s,
+        s.elapsed_s,
+        s.run_dir.display()
+    );
 }
 
 /// `--seeds`: a count N (seeds `base`..`base`+N−1) or a comma-separated list.
@@ -298,8 +396,7 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     }
     let points = experiments::grid(&spec, kind)?;
     let dir = args.out.clone().unwrap_or_else(|| spec.output.dir.join(format!("{}-{}", kind.dir_prefix(), spec.name)));
-    let corpus = Corpus::load(&spec.data, None)?;
-    corpus.check_context(&spec)?;
+    let corpus = Dataset::load(&spec, None)?;
     if args.dry_run {
         dry_run(&spec, &points, &corpus, args.jobs)?;
         return Ok(());
@@ -350,8 +447,7 @@ fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         base.train.threads = t;
     }
-    let corpus = Corpus::load(&base.data, None)?;
-    corpus.check_context(&base)?;
+    let corpus = Dataset::load(&base, None)?;
     let signal_op = GrowOp::SignalOnly { per_group: args.per_group.unwrap_or(g) };
     if !args.compare {
         let (op, tag) = if args.signal_only {
@@ -383,10 +479,7 @@ fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
         let parent = growth_record(&src, tag, &grown, noise.as_ref());
         let opts = TrainOptions { run_dir: Some(run_dir), resume: false, data: None, parent: Some(parent) };
         let s = train::train(&spec, &opts)?;
-        println!(
-            "done: {} | {} steps | {} params | val loss {:.4} | val bpb {:.4} | {:.0} tok/s | {:.1}s | {}",
-            s.name, s.steps, s.parameters, s.val_loss, s.val_bpb, s.tokens_per_s, s.elapsed_s, s.run_dir.display()
-        );
+        print_done(&s);
         return Ok(());
     }
 
@@ -468,7 +561,7 @@ fn growth_record(src: &crate::grow::Source, op: &str, g: &crate::grow::Grown, no
 
 /// Prints the grid with each point's allocation and cost, and a time
 /// estimate from a few timed steps per architecture; trains nothing.
-fn dry_run(spec: &Spec, points: &[Point], corpus: &Corpus, jobs: usize) -> Result<(), GdaError> {
+fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Result<(), GdaError> {
     let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
     let cores = crate::device::set_threads(spec.train.threads);
     if !device.is_cuda() {
@@ -530,8 +623,7 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
     let threads = crate::device::set_threads(spec.train.threads);
-    let corpus = Corpus::load(&spec.data, args.spec.data.as_deref())?;
-    corpus.check_context(&spec)?;
+    let corpus = Dataset::load(&spec, args.spec.data.as_deref())?;
     let tc = &spec.train;
     let mut timer = train::StepTimer::new(&spec, &corpus, device);
     for _ in 0..args.warmup {

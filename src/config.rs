@@ -28,6 +28,9 @@ pub struct Spec {
     pub data: DataConfig,
     pub train: TrainConfig,
     pub output: OutputConfig,
+    /// Parameters of the retrieval tasks (training data when `data.task` names
+    /// one; also the defaults of `gda eval`'s retrieval suites).
+    pub task: TaskConfig,
     /// Read by `gda sweep` and `gda ablate` only; a single run ignores it.
     pub sweep: SweepConfig,
 }
@@ -127,6 +130,9 @@ pub enum TokenizerKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
+    /// What the model is trained on: `text` (the corpus) or a synthetic
+    /// retrieval task (`mqar`, `niah`; parameters in `[task]`).
+    pub task: TaskKind,
     /// `"shakespeare"` (the corpus the setup fetches) or a path to a text file
     /// or a directory of text files.
     pub corpus: String,
@@ -134,6 +140,60 @@ pub struct DataConfig {
     /// Share of the corpus held out for validation (whole files when the
     /// corpus is a directory).
     pub val_fraction: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    Text,
+    /// Multi-query associative recall.
+    Mqar,
+    /// Needle in a haystack with distractor needles.
+    Niah,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Text => "text",
+            TaskKind::Mqar => "mqar",
+            TaskKind::Niah => "niah",
+        }
+    }
+}
+
+/// Retrieval task parameters (src/tasks.rs has the generators).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskConfig {
+    /// Tokens the tasks draw from (≤ model.vocab_size): markers, then equal
+    /// ranges of keys, values and filler.
+    pub vocab: usize,
+    /// MQAR: key-value pairs per example.
+    pub pairs: usize,
+    /// MQAR: pairs asked about; 0 means all of them.
+    pub queries: usize,
+    /// NIAH: needles per example (the real one plus distractors).
+    pub needles: usize,
+    /// NIAH: value tokens per needle (all must be right for a hit).
+    pub value_len: usize,
+    /// NIAH: depths (0 = start, 1 = end of the haystack) the real needle is
+    /// drawn from; empty means uniform in [0, 1].
+    pub depths: Vec<f64>,
+    /// Examples in the fixed evaluation set scored during training.
+    pub eval_examples: usize,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self { vocab: 256, pairs: 8, queries: 0, needles: 4, value_len: 2, depths: Vec::new(), eval_examples: 256 }
+    }
+}
+
+impl TaskConfig {
+    pub fn mqar_queries(&self) -> usize {
+        if self.queries == 0 { self.pairs } else { self.queries }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +244,7 @@ impl Default for Spec {
             data: DataConfig::default(),
             train: TrainConfig::default(),
             output: OutputConfig::default(),
+            task: TaskConfig::default(),
             sweep: SweepConfig::default(),
         }
     }
@@ -215,7 +276,7 @@ impl Default for ModelConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { corpus: "shakespeare".into(), tokenizer: TokenizerKind::Bytes, val_fraction: 0.1 }
+        Self { task: TaskKind::Text, corpus: "shakespeare".into(), tokenizer: TokenizerKind::Bytes, val_fraction: 0.1 }
     }
 }
 
@@ -451,6 +512,10 @@ impl Spec {
             return Err(key_err("sweep.seeds", format!("seed {s} is listed twice; allowed: each seed once")));
         }
         crate::device::parse_device(&t.device).map_err(|msg| key_err("train.device", msg))?;
+        crate::tasks::check(&self.task, self.data.task, t.context, self.model.vocab_size)?;
+        if self.data.task != TaskKind::Text && self.task.eval_examples == 0 {
+            return Err(key_err("task.eval_examples", "must be a positive integer"));
+        }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return Err(key_err("name", format!("{:?} cannot name a directory; allowed: a plain name such as \"default\"", self.name)));
         }
@@ -464,15 +529,34 @@ impl Spec {
 
     /// Identifies what a run computes; runs with equal hashes are the same experiment.
     /// Device and thread count only change speed, and the sweep section does
-    /// not change a single run, so they are left out.
+    /// not change a single run, so they are left out. Only keys whose values
+    /// differ from the built-in defaults are hashed: a key added to the schema
+    /// later (with a default that keeps the old behaviour) leaves the hashes
+    /// of existing runs, and so their resumption, unchanged.
     pub fn hash(&self) -> String {
         let mut s = self.clone();
         s.train.device = String::new();
         s.train.threads = 0;
         s.sweep = SweepConfig::default();
-        let digest = Sha256::digest(s.to_toml().as_bytes());
+        let mut table = toml::Table::try_from(&s).expect("a spec always serialises");
+        let defaults = toml::Table::try_from(Spec::default()).expect("a spec always serialises");
+        drop_defaults(&mut table, &defaults);
+        let digest = Sha256::digest(toml::to_string(&table).expect("a table serialises").as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// Removes from `table` every value equal to the one in `defaults`, and
+/// tables left empty.
+fn drop_defaults(table: &mut toml::Table, defaults: &toml::Table) {
+    table.retain(|k, v| match (v, defaults.get(k)) {
+        (toml::Value::Table(t), Some(toml::Value::Table(d))) => {
+            drop_defaults(t, d);
+            !t.is_empty()
+        }
+        (v, Some(d)) => v != d,
+        (_, None) => true,
+    });
 }
 
 /// Each of `part` heads serves the same number of `whole` heads, or the

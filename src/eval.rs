@@ -1,9 +1,36 @@
-//! Held-out language-modelling quality on a fixed set of windows.
+//! Scoring a model: held-out language modelling on a fixed set of windows,
+//! and exact-match retrieval on a fixed set of task examples.
 
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::data::{windows, Split};
+use crate::config::Spec;
+use crate::data::{eval_offsets, windows, Dataset, Split};
 use crate::model::Model;
+use crate::tasks::{self, Example, IGNORE};
+
+/// What a run's periodic evaluation reports: bits per byte for text,
+/// accuracy for a retrieval task.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    pub loss: f64,
+    pub bpb: Option<f64>,
+    pub acc: Option<f64>,
+}
+
+/// Scores `model` on the fixed evaluation set of `data`.
+pub fn evaluate(model: &Model, data: &Dataset, spec: &Spec, device: Device) -> Score {
+    let tc = &spec.train;
+    match data {
+        Dataset::Text(c) => {
+            let s = lm_eval(model, &c.val, &eval_offsets(c.val.len, tc.context, tc.eval_tokens), tc.context, tc.batch_size, device);
+            Score { loss: s.loss, bpb: Some(s.bpb), acc: None }
+        }
+        Dataset::Task { eval, .. } => {
+            let s = retrieval_eval(model, eval, tc.batch_size, device);
+            Score { loss: s.loss, bpb: None, acc: Some(s.acc) }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LmScore {
@@ -38,4 +65,300 @@ fn target_bytes(split: &Split, offsets: &[i64], context: usize) -> f64 {
     let t = context as i64;
     let idx = Tensor::from_slice(offsets).view([-1, 1]) + 1 + Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
     split.token_bytes.take(&idx).sum(Kind::Double).double_value(&[])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetrievalScore {
+    /// Mean cross-entropy over answer tokens (nats).
+    pub loss: f64,
+    /// Share of questions whose every answer token is the argmax (teacher
+    /// forcing; equal to greedy decoding being exactly right).
+    pub acc: f64,
+    /// Share of answer tokens that are the argmax.
+    pub token_acc: f64,
+    pub queries: usize,
+}
+
+/// Scores `examples` (all of one context length) in batches of `batch`.
+pub fn retrieval_eval(model: &Model, examples: &[Example], batch: usize, device: Device) -> RetrievalScore {
+    tch::no_grad(|| {
+        let (mut nats, mut tokens, mut right_tokens, mut right, mut queries) = (0.0, 0usize, 0usize, 0usize, 0usize);
+        for chunk in examples.chunks(batch.max(1)) {
+            let (x, y) = tasks::batch(chunk, device);
+            let logits = model.forward(&x);
+            let v = logits.size()[2];
+            let sum = logits.view([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, IGNORE, 0.0);
+            nats += sum.double_value(&[]);
+            let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false).reshape([-1]).to_device(Device::Cpu)).expect("int64 predictions");
+            let t = chunk[0].labels.len();
+            for (i, e) in chunk.iter().enumerate() {
+                for q in &e.queries {
+                    let ok = q.labels.iter().filter(|&&p| pred[i * t + p] == e.labels[p]).count();
+                    tokens += q.labels.len();
+                    right_tokens += ok;
+                    right += usize::from(ok == q.labels.len());
+                    queries += 1;
+                }
+            }
+        }
+        RetrievalScore {
+            loss: nats / tokens.max(1) as f64,
+            acc: right as f64 / queries.max(1) as f64,
+            token_acc: right_tokens as f64 / tokens.max(1) as f64,
+            queries,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The `gda eval` command: score trained runs on several suites and write
+// lm.csv, retrieval.csv and attention.csv (then report::eval_report renders
+// the tables and plots from those files).
+
+/// What `gda eval` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Held-out language modelling: loss, perplexity, bits per byte.
+    Lm,
+    /// Multi-query associative recall accuracy.
+    Mqar,
+    /// Needle-in-a-haystack accuracy with distractor needles, per depth.
+    Niah,
+    /// Attention mass on the answer vs. elsewhere, per layer and head group,
+    /// on each retrieval suite evaluated.
+    Attention,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    /// Run directories or experiment directories (all their points).
+    pub runs: Vec<std::path::PathBuf>,
+    /// Empty: `lm` for text runs; the run's task and `attention` for task runs.
+    pub suites: Vec<Suite>,
+    /// Empty: each run's training context.
+    pub contexts: Vec<usize>,
+    /// Text for the `lm` suite instead of the run's validation split.
+    pub data: Option<std::path::PathBuf>,
+    /// `lm` token budget per context (default: the run's train.eval_tokens).
+    pub tokens: Option<usize>,
+    /// Retrieval examples per context (and depth); default task.eval_examples.
+    pub examples: Option<usize>,
+    /// NIAH depths; empty: 0, 0.25, 0.5, 0.75, 1.
+    pub depths: Vec<f64>,
+    /// `task.*` overrides for the retrieval generators.
+    pub task_set: Vec<String>,
+    pub out: Option<std::path::PathBuf>,
+    pub device: Option<String>,
+    pub threads: Option<usize>,
+}
+
+pub const LM_CSV: &str = "lm.csv";
+pub const RETRIEVAL_CSV: &str = "retrieval.csv";
+pub const ATTENTION_CSV: &str = "attention.csv";
+pub const LM_COLUMNS: &[&str] = &["run", "context", "train_context", "tokens", "loss", "ppl", "bpb"];
+pub const RETRIEVAL_COLUMNS: &[&str] =
+    &["run", "task", "context", "train_context", "depth", "examples", "queries", "loss", "acc", "token_acc"];
+pub const ATTENTION_COLUMNS: &[&str] = &[
+    "run", "task", "context", "layer", "group", "heads", "lambda", "answer_mass", "noise_mass", "entropy", "sparsity", "rows",
+];
+
+/// One run to evaluate: its label in the tables and its directory.
+struct Target {
+    label: String,
+    dir: std::path::PathBuf,
+}
+
+/// Expands experiment directories into their points that have a checkpoint.
+fn targets(runs: &[std::path::PathBuf]) -> Result<Vec<Target>, crate::error::GdaError> {
+    use crate::error::input;
+    let mut out = Vec::new();
+    for r in runs {
+        let label = |d: &std::path::Path| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string());
+        if r.join("spec.toml").is_file() {
+            out.push(Target { label: label(r), dir: r.clone() });
+        } else if r.join("experiment.json").is_file() {
+            let mut points: Vec<std::path::PathBuf> = std::fs::read_dir(r.join("points"))
+                .map_err(|e| input(format!("cannot list the points of {}: {e}", r.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("spec.toml").is_file())
+                .collect();
+            points.sort();
+            let (ready, waiting): (Vec<_>, Vec<_>) = points.into_iter().partition(|p| crate::checkpoint::latest(p).is_some());
+            for p in &waiting {
+                eprintln!("note: {} has no checkpoint yet; skipped", p.display());
+            }
+            if ready.is_empty() {
+                return Err(input(format!("experiment {} has no point with a checkpoint to evaluate", r.display())));
+            }
+            out.extend(ready.into_iter().map(|p| Target { label: label(&p), dir: p }));
+        } else {
+            return Err(input(format!(
+                "{} is not a gda run or experiment directory; allowed: a run directory (spec.toml, checkpoints/) or a sweep/ablation/growth directory (experiment.json)",
+                r.display()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Where the CSV files go: `--out`, or `eval/` inside the one directory given.
+pub fn out_dir(opts: &EvalOptions) -> Result<std::path::PathBuf, crate::error::GdaError> {
+    match (&opts.out, opts.runs.as_slice()) {
+        (Some(o), _) => Ok(o.clone()),
+        (None, [one]) => Ok(one.join("eval")),
+        (None, _) => Err(crate::error::input("several --run directories need --out DIR for the combined tables")),
+    }
+}
+
+/// Runs the suites on every run, then writes the CSV files into the output
+/// directory (all at the end, each by rename: an error leaves nothing half-written).
+pub fn run_eval(opts: &EvalOptions) -> Result<std::path::PathBuf, crate::error::GdaError> {
+    use crate::config::TaskKind;
+    use crate::error::input;
+    let out = out_dir(opts)?;
+    let targets = targets(&opts.runs)?;
+    let (mut lm, mut ret, mut att) = (Vec::new(), Vec::new(), Vec::new());
+    for t in &targets {
+        let src = crate::grow::find_source(&t.dir)?;
+        let mut overrides = opts.task_set.clone();
+        if let Some(d) = &opts.device {
+            overrides.push(format!("train.device=\"{d}\""));
+        }
+        if let Some(n) = opts.threads {
+            overrides.push(format!("train.threads={n}"));
+        }
+        if let Some(bad) = opts.task_set.iter().find(|o| !o.trim_start().starts_with("task.")) {
+            return Err(input(format!("--set {bad}: gda eval only changes task.* keys (the generators); the model and data come from the run")));
+        }
+        // Task keys are checked per evaluated context below, not at the training context.
+        let mut spec = src.spec.clone();
+        spec.data.task = TaskKind::Text;
+        let mut spec = spec.with_overrides(&overrides)?;
+        spec.data.task = src.spec.data.task;
+        let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
+        crate::device::set_threads(spec.train.threads);
+        let vs = tch::nn::VarStore::new(device);
+        let model = Model::new(&spec.model, vs.root());
+        crate::checkpoint::load_weights(&vs, &src.checkpoint.join(crate::checkpoint::MODEL_FILE))?;
+        let own = spec.data.task;
+        let suites: Vec<Suite> = if !opts.suites.is_empty() {
+            opts.suites.clone()
+        } else if own == TaskKind::Text {
+            vec![Suite::Lm]
+        } else {
+            vec![if own == TaskKind::Mqar { Suite::Mqar } else { Suite::Niah }, Suite::Attention]
+        };
+        let mut tasks: Vec<TaskKind> = suites
+            .iter()
+            .filter_map(|s| match s {
+                Suite::Mqar => Some(TaskKind::Mqar),
+                Suite::Niah => Some(TaskKind::Niah),
+                _ => None,
+            })
+            .collect();
+        let analyse = suites.contains(&Suite::Attention);
+        if analyse && tasks.is_empty() {
+            if own == TaskKind::Text {
+                return Err(input(format!(
+                    "the attention suite analyses retrieval examples, and run {} was trained on text: add --suite mqar or --suite niah",
+                    t.label
+                )));
+            }
+            tasks.push(own);
+        }
+        let train_ctx = spec.train.context;
+        let contexts = if opts.contexts.is_empty() { vec![train_ctx] } else { opts.contexts.clone() };
+        for &c in &contexts {
+            if c == 0 {
+                return Err(input("--contexts: 0 is not a context length; allowed: positive integers"));
+            }
+            if c > train_ctx {
+                eprintln!("warning: {}: context {c} is longer than the training context {train_ctx}; RoPE has no hard limit, but quality past the training length is extrapolation", t.label);
+            }
+        }
+        println!("evaluating {} ({}, step {})", t.label, t.dir.display(), src.step);
+        if suites.contains(&Suite::Lm) {
+            let mut data_cfg = spec.data.clone();
+            data_cfg.task = TaskKind::Text;
+            let corpus = crate::data::Corpus::load(&data_cfg, opts.data.as_deref())?;
+            let budget = opts.tokens.unwrap_or(spec.train.eval_tokens);
+            for &c in &contexts {
+                if c + 1 > corpus.val.len {
+                    return Err(input(format!("--contexts {c} is longer than the validation text ({} tokens)", corpus.val.len)));
+                }
+                let offsets = eval_offsets(corpus.val.len, c, budget);
+                let rows = (spec.train.batch_size * spec.train.context / c).max(1);
+                let s = lm_eval(&model, &corpus.val, &offsets, c, rows, device);
+                lm.push(vec![t.label.clone(), c.to_string(), train_ctx.to_string(), s.tokens.to_string(), format!("{}", s.loss), format!("{}", s.loss.exp()), format!("{}", s.bpb)]);
+            }
+        }
+        for &kind in &tasks {
+            let depths: Vec<Option<f64>> = match kind {
+                TaskKind::Niah if opts.depths.is_empty() => [0.0, 0.25, 0.5, 0.75, 1.0].into_iter().map(Some).collect(),
+                TaskKind::Niah => opts.depths.iter().copied().map(Some).collect(),
+                _ => vec![None],
+            };
+            let n = opts.examples.unwrap_or(spec.task.eval_examples).max(1);
+            for &c in &contexts {
+                crate::tasks::check(&spec.task, kind, c, spec.model.vocab_size).map_err(|e| {
+                    input(format!("{} at context {c} (run {}): key `{}`: {}", kind.name(), t.label, e.key, e.msg))
+                })?;
+                let mut all = Vec::new();
+                for &depth in &depths {
+                    if let Some(d) = depth.filter(|d| !(0.0..=1.0).contains(d)) {
+                        return Err(input(format!("--depths {d} is out of range; allowed: fractions in [0, 1]")));
+                    }
+                    let examples = crate::tasks::eval_set(&spec.task, kind, c, n, depth);
+                    let rows = (spec.train.batch_size * spec.train.context / c).max(1);
+                    let s = retrieval_eval(&model, &examples, rows, device);
+                    ret.push(vec![
+                        t.label.clone(),
+                        kind.name().into(),
+                        c.to_string(),
+                        train_ctx.to_string(),
+                        depth.map(|d| format!("{d}")).unwrap_or_default(),
+                        n.to_string(),
+                        s.queries.to_string(),
+                        format!("{}", s.loss),
+                        format!("{}", s.acc),
+                        format!("{}", s.token_acc),
+                    ]);
+                    all.extend(examples);
+                }
+                if analyse {
+                    for g in crate::analysis::analyse(&model, &all, device) {
+                        att.push(vec![
+                            t.label.clone(),
+                            kind.name().into(),
+                            c.to_string(),
+                            g.layer.to_string(),
+                            g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
+                            g.heads.to_string(),
+                            g.lambda.map(|l| format!("{l}")).unwrap_or_default(),
+                            format!("{}", g.stats.answer),
+                            format!("{}", g.stats.noise),
+                            format!("{}", g.stats.entropy),
+                            format!("{}", g.stats.sparsity),
+                            g.rows.to_string(),
+                        ]);
+                    }
+                }
+            }
+        }
+    }
+    std::fs::create_dir_all(&out).map_err(|e| input(format!("cannot create {}: {e}", out.display())))?;
+    for (name, cols, rows) in [(LM_CSV, LM_COLUMNS, &lm), (RETRIEVAL_CSV, RETRIEVAL_COLUMNS, &ret), (ATTENTION_CSV, ATTENTION_COLUMNS, &att)] {
+        let path = out.join(name);
+        if rows.is_empty() {
+            // A table of an earlier evaluation with other suites would mix in; drop it.
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let mut text = cols.join(",") + "\n";
+        for r in rows {
+            text += &(r.join(",") + "\n");
+        }
+        crate::report::atomic_write(&path, text.as_bytes()).map_err(|e| input(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(out)
 }

@@ -379,8 +379,8 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
                     Outcome::Done(s) => {
                         *n += 1;
                         println!(
-                            "[{}/{total}] {} done | val loss {:.4} | {:.4} bpb | {:.0} tok/s | {:.1}s",
-                            *n, p.name, s.val_loss, s.val_bpb, s.tokens_per_s, s.elapsed_s
+                            "[{}/{total}] {} done | {} | {:.0} tok/s | {:.1}s",
+                            *n, p.name, s.quality(), s.tokens_per_s, s.elapsed_s
                         );
                     }
                     Outcome::Failed(reason) => {

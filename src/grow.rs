@@ -54,9 +54,9 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::checkpoint::{self, load_map};
 use crate::config::{AttentionKind, ModelConfig, NoiseScope, Spec};
-use crate::data::{self, Corpus};
+use crate::data::Dataset;
 use crate::error::{input, GdaError};
-use crate::eval::lm_eval;
+use crate::eval::evaluate;
 use crate::model::{self, Model};
 
 /// One growth step; see the module docs for the exact head order each produces.
@@ -441,7 +441,7 @@ pub fn find_source(from: &Path) -> Result<Source, GdaError> {
     };
     let (run_dir, checkpoint) = if from.join("spec.toml").is_file() {
         let ck = checkpoint::latest(from)
-            .ok_or_else(|| input(format!("run directory {} has no checkpoint to grow from", from.display())))?;
+            .ok_or_else(|| input(format!("run directory {} has no checkpoint yet (train it first: gda train --resume --run-dir {})", from.display(), from.display())))?;
         (from.to_path_buf(), ck)
     } else if from.join(checkpoint::MODEL_FILE).is_file() && from.join(checkpoint::STATE_FILE).is_file() {
         let run = from.parent().and_then(Path::parent).filter(|r| r.join("spec.toml").is_file()).ok_or_else(not_gda)?;
@@ -483,7 +483,7 @@ pub fn grow_checked(
     noise: Option<&CloneNoise>,
     name: &str,
     overrides: &[String],
-    corpus: &Corpus,
+    data: &Dataset,
     tolerance: f64,
 ) -> Result<Grown, GdaError> {
     let file = src.checkpoint.join(checkpoint::MODEL_FILE);
@@ -505,12 +505,10 @@ pub fn grow_checked(
     let (_gvs, grown) = model_from(&cfg, &tensors)?;
 
     let tc = &spec.train;
-    let offsets = data::eval_offsets(corpus.val.len, tc.context, tc.eval_tokens);
-    let first = &offsets[..offsets.len().min(tc.batch_size)];
-    let (x, _) = data::windows(&corpus.val, first, tc.context, Device::Cpu);
+    let x = data.eval_inputs(&spec, tc.batch_size, Device::Cpu);
     let max_logit_diff = tch::no_grad(|| (source.forward(&x) - grown.forward(&x)).abs().max().double_value(&[]));
-    let source_loss = lm_eval(&source, &corpus.val, &offsets, tc.context, tc.batch_size, Device::Cpu).loss;
-    let grown_loss = lm_eval(&grown, &corpus.val, &offsets, tc.context, tc.batch_size, Device::Cpu).loss;
+    let source_loss = evaluate(&source, data, &spec, Device::Cpu).loss;
+    let grown_loss = evaluate(&grown, data, &spec, Device::Cpu).loss;
     if !(max_logit_diff <= tolerance) {
         return Err(GdaError::NotPreserved { max_logit_diff, tolerance, source_loss, grown_loss });
     }

@@ -1,5 +1,6 @@
 //! gda: an experiment runner for Grouped Differential Attention transformers.
 
+pub mod analysis;
 pub mod attention;
 pub mod checkpoint;
 pub mod cli;
@@ -15,4 +16,5 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod report;
+pub mod tasks;
 pub mod train;

@@ -20,7 +20,7 @@ pub struct Row<'a> {
 impl Row<'_> {
     fn val(&self) -> Option<(f64, f64)> {
         match &self.status {
-            Status::Done(s) => Some((s.val_loss, s.val_bpb)),
+            Status::Done(s) => Some((s.val_loss, s.metric())),
             _ => None,
         }
     }
@@ -33,6 +33,13 @@ impl Row<'_> {
             Status::Failed(r) => format!("failed: {r}"),
         }
     }
+}
+
+/// The second metric of an experiment's runs: `bpb` for text, `acc` for a
+/// retrieval task (all points of an experiment train on the same data).
+pub fn metric_name(rows: &[Row]) -> &'static str {
+    let task = rows.first().is_some_and(|r| r.point.spec.data.task != crate::config::TaskKind::Text);
+    if task { "acc" } else { "bpb" }
 }
 
 pub fn rows<'a>(dir: &Path, points: &'a [Point]) -> Vec<Row<'a>> {
@@ -84,7 +91,8 @@ pub const CSV_COLUMNS: &[&str] = &[
 
 /// summary.csv: a `run` row per point, then a `mean` row per group of seeds.
 pub fn csv(rows: &[Row], policy: &str) -> String {
-    let mut out = CSV_COLUMNS.join(",") + "\n";
+    let metric = metric_name(rows);
+    let mut out = CSV_COLUMNS.iter().map(|c| c.replace("bpb", metric)).collect::<Vec<_>>().join(",") + "\n";
     let arch = |p: &Point| {
         let m = &p.spec.model;
         let (params, attn, train) = cost(p);
@@ -164,8 +172,9 @@ fn pm(v: &[f64], digits: usize) -> String {
 
 /// The sweep table: one line per group of seeds.
 pub fn sweep_markdown(rows: &[Row], policy: &str) -> String {
-    let mut s = format!("Budget policy: `{policy}`. Loss in nats/token on the fixed validation tokens; ± is the sample std over seeds.\n\n");
-    s += "| point | ratio | H_s | H_n | K/V | params | attn MFLOP/tok | train PFLOP | val loss | val bpb | per-seed val loss | status |\n";
+    let metric = metric_name(rows);
+    let mut s = format!("Budget policy: `{policy}`. Loss in nats/token on the fixed validation set; ± is the sample std over seeds.\n\n");
+    s += &format!("| point | ratio | H_s | H_n | K/V | params | attn MFLOP/tok | train PFLOP | val loss | val {metric} | per-seed val loss | status |\n");
     s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (group, members) in groups(rows) {
         let p = members[0].point;
@@ -248,7 +257,7 @@ pub fn ablation_markdown(rows: &[Row], variants: &[Variant]) -> String {
 /// the validation loss at its first and last evaluation.
 pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String {
     let mut s = String::from("Val loss in nats/token on the fixed validation tokens. Grown models start from the source's function (first val loss = the source's).\n\n");
-    s += "| strategy | H_s | H_n | K/V | d_model | layers | params | added params | attn MFLOP/tok | first val loss | final val loss | final val bpb | status |\n";
+    s += &format!("| strategy | H_s | H_n | K/V | d_model | layers | params | added params | attn MFLOP/tok | first val loss | final val loss | final val {} | status |\n", metric_name(rows));
     s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in rows {
         let p = r.point;
@@ -291,7 +300,10 @@ pub fn write(dir: &Path, rows: &[Row], policy: crate::config::BudgetPolicy, mark
     atomic_write(&dir.join("summary.csv"), csv(rows, policy).as_bytes()).map_err(io)?;
     atomic_write(&dir.join("summary.md"), markdown.as_bytes()).map_err(io)?;
     if ratio_plot {
-        plot_final_loss(&dir.join("final_loss_vs_ratio.svg"), rows)?;
+        plot_final(&dir.join("final_loss_vs_ratio.svg"), rows, 0, "val loss (nats/token)")?;
+        if metric_name(rows) == "acc" {
+            plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)")?;
+        }
     }
     plot_curves(dir, &dir.join("loss_curves.svg"), rows)?;
     Ok(())
@@ -355,14 +367,16 @@ fn bounds(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     Some((lo - pad, hi + pad))
 }
 
-/// Final validation loss against the ratio: per variant, the seed mean with a
-/// ±1 std error bar and every seed as a dot; the baseline as a dashed line.
-fn plot_final_loss(path: &Path, rows: &[Row]) -> Result<(), GdaError> {
-    let done: Vec<(&Row, f64)> = rows.iter().filter_map(|r| r.val().map(|v| (r, v.0))).collect();
+/// A final validation metric (`which`: 0 loss, 1 bpb or accuracy) against
+/// the ratio: per variant, the seed mean with a ±1 std error bar and every
+/// seed as a dot; the baseline as a dashed line.
+fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(), GdaError> {
+    let done: Vec<(&Row, f64)> = rows.iter().filter_map(|r| r.val().map(|v| (r, if which == 0 { v.0 } else { v.1 }))).collect();
     let (ylo, yhi) = bounds(done.iter().map(|d| d.1)).unwrap_or((0.0, 1.0));
     let rmax = rows.iter().filter_map(|r| r.point.ratio()).fold(1.0, f64::max);
     let axes = (0.5f64..rmax + 0.5, ylo..yhi);
-    svg_chart(path, "final validation loss vs signal:noise ratio", axes, ("ratio G (H_s / H_n)", "val loss (nats/token)"), |chart| {
+    let caption = format!("final {} vs signal:noise ratio", y_desc.split(" (").next().unwrap_or(y_desc));
+    svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), |chart| {
     let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
     for (ci, v) in variants.iter().enumerate() {
         let color = COLORS[ci];
@@ -436,4 +450,176 @@ fn plot_curves(dir: &Path, path: &Path, rows: &[Row]) -> Result<(), GdaError> {
     }
     Ok(())
     })
+}
+
+// ---------------------------------------------------------------------------
+// `gda eval` tables and plots, rendered from the CSV files it writes, so
+// `gda report` can redraw them at any time.
+
+/// Rows of a CSV as maps from column name to cell (empty when the file is absent).
+fn table(path: &Path) -> Vec<BTreeMap<String, String>> {
+    let Ok((header, rows)) = crate::metrics::read(path) else { return Vec::new() };
+    rows.into_iter().map(|r| header.iter().cloned().zip(r).collect()).collect()
+}
+
+fn num(row: &BTreeMap<String, String>, key: &str) -> f64 {
+    row.get(key).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+}
+
+fn cellf(row: &BTreeMap<String, String>, key: &str, digits: usize) -> String {
+    let v = num(row, key);
+    if v.is_nan() { "–".into() } else { format!("{v:.digits$}") }
+}
+
+/// Lines keyed by a label, in first-seen order, each a list of (x, y).
+fn series(rows: &[BTreeMap<String, String>], label: impl Fn(&BTreeMap<String, String>) -> String, x: &str, y: &str) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in rows {
+        let (l, px, py) = (label(r), num(r, x), num(r, y));
+        if !px.is_finite() || !py.is_finite() {
+            continue;
+        }
+        match out.iter_mut().find(|s| s.0 == l) {
+            Some(s) => s.1.push((px, py)),
+            None => out.push((l, vec![(px, py)])),
+        }
+    }
+    for s in &mut out {
+        s.1.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
+/// A line chart of labelled series; `dashed` series (same colour as the
+/// solid one at the same index) are drawn dashed.
+fn plot_lines(path: &Path, caption: &str, axes_desc: (&str, &str), solid: &[(String, Vec<(f64, f64)>)], dashed: &[(String, Vec<(f64, f64)>)]) -> Result<(), GdaError> {
+    let all = || solid.iter().chain(dashed).flat_map(|s| s.1.iter());
+    let (xlo, xhi) = bounds(all().map(|p| p.0)).unwrap_or((0.0, 1.0));
+    let (ylo, yhi) = bounds(all().map(|p| p.1)).unwrap_or((0.0, 1.0));
+    svg_chart(path, caption, (xlo..xhi, ylo..yhi), axes_desc, |chart| {
+        for (i, (label, pts)) in solid.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)).point_size(3))
+                .map_err(plot_err)?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        for (i, (label, pts)) in dashed.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1)));
+        }
+        Ok(())
+    })
+}
+
+/// Renders `summary.md` and the plots of an eval directory from its CSV
+/// files; returns the Markdown.
+pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
+    use crate::eval::{ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
+    let lm = table(&dir.join(LM_CSV));
+    let ret = table(&dir.join(RETRIEVAL_CSV));
+    let att = table(&dir.join(ATTENTION_CSV));
+    if lm.is_empty() && ret.is_empty() && att.is_empty() {
+        return Err(input(format!("{} holds no evaluation results ({LM_CSV}, {RETRIEVAL_CSV}, {ATTENTION_CSV}); run gda eval first", dir.display())));
+    }
+    let get = |r: &BTreeMap<String, String>, k: &str| r.get(k).cloned().unwrap_or_default();
+    let mut s = String::new();
+    if !lm.is_empty() {
+        s += "## Held-out language modelling\n\nLoss in nats/token over a fixed token budget of the validation text; contexts past `train ctx` are extrapolation.\n\n";
+        s += "| run | context | train ctx | tokens | loss | ppl | bpb |\n|---|---|---|---|---|---|---|\n";
+        for r in &lm {
+            let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} | {} |", get(r, "run"), get(r, "context"), get(r, "train_context"), get(r, "tokens"), cellf(r, "loss", 4), cellf(r, "ppl", 3), cellf(r, "bpb", 4));
+        }
+        let bpb = series(&lm, |r| get(r, "run"), "context", "bpb");
+        plot_lines(&dir.join("bpb_vs_context.svg"), "bits per byte vs context length", ("context (tokens)", "bits per byte"), &bpb, &[])?;
+        s += "\n";
+    }
+    if !ret.is_empty() {
+        s += "## Retrieval\n\nExact match: a question counts only if every answer token is the model's top choice. NIAH rows are per needle depth (0 = start of the haystack).\n\n";
+        s += "| run | task | context | train ctx | depth | questions | acc | token acc | answer loss |\n|---|---|---|---|---|---|---|---|---|\n";
+        for r in &ret {
+            let depth = get(r, "depth");
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                get(r, "run"), get(r, "task"), get(r, "context"), get(r, "train_context"),
+                if depth.is_empty() { "–".into() } else { depth },
+                get(r, "queries"), cellf(r, "acc", 3), cellf(r, "token_acc", 3), cellf(r, "loss", 4)
+            );
+        }
+        // Accuracy per context: the mean over depths for NIAH.
+        let mut mean_rows: Vec<BTreeMap<String, String>> = Vec::new();
+        for r in &ret {
+            let key = |m: &BTreeMap<String, String>| (get(m, "run"), get(m, "task"), get(m, "context"));
+            if mean_rows.iter().any(|m| key(m) == key(r)) {
+                continue;
+            }
+            let accs: Vec<f64> = ret.iter().filter(|m| key(m) == key(r)).map(|m| num(m, "acc")).collect();
+            let mut m = r.clone();
+            m.insert("acc".into(), format!("{}", mean_std(&accs).0));
+            mean_rows.push(m);
+        }
+        let acc = series(&mean_rows, |r| format!("{} {}", get(r, "run"), get(r, "task")), "context", "acc");
+        plot_lines(&dir.join("accuracy_vs_context.svg"), "retrieval accuracy vs context length", ("context (tokens)", "exact-match accuracy"), &acc, &[])?;
+        s += "\n";
+    }
+    if !att.is_empty() {
+        s += "## Attention on retrieval questions\n\nEffective maps (signal − λ·noise for gda, softmax for standard) at each question's position, averaged over all heads of a layer (per-group rows are in attention.csv). Answer mass: weight on the answer span; noise mass: |weight| everywhere else; entropy in nats of |weights| normalised; sparsity: Hoyer (1 = one position, 0 = uniform).\n\n";
+        s += "| run | task | context | layer | λ | answer mass | noise mass | entropy | sparsity |\n|---|---|---|---|---|---|---|---|---|\n";
+        let all: Vec<BTreeMap<String, String>> = att.iter().filter(|r| get(r, "group") == "all").cloned().collect();
+        for r in &all {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                get(r, "run"), get(r, "task"), get(r, "context"), get(r, "layer"), cellf(r, "lambda", 3),
+                cellf(r, "answer_mass", 3), cellf(r, "noise_mass", 3), cellf(r, "entropy", 3), cellf(r, "sparsity", 3)
+            );
+        }
+        let label = |r: &BTreeMap<String, String>| format!("{} {}@{}", get(r, "run"), get(r, "task"), get(r, "context"));
+        let noise = series(&all, label, "layer", "noise_mass");
+        let answer: Vec<(String, Vec<(f64, f64)>)> =
+            series(&all, label, "layer", "answer_mass").into_iter().map(|(l, p)| (format!("{l} (answer, dashed)"), p)).collect();
+        plot_lines(&dir.join("attention_noise.svg"), "attention noise (solid) and answer mass (dashed) per layer", ("layer", "attention mass"), &noise, &answer)?;
+    }
+    atomic_write(&dir.join("summary.md"), s.as_bytes()).map_err(|e| input(format!("cannot write {}: {e}", dir.join("summary.md").display())))?;
+    Ok(s)
+}
+
+/// A single run's `report.md` and `loss_curve.svg` (train and validation
+/// loss against tokens), from its metrics.csv and summary.json.
+pub fn run_report(run: &Path) -> Result<String, GdaError> {
+    let metrics = run.join("metrics.csv");
+    if !metrics.is_file() {
+        return Err(input(format!("{} has no metrics.csv: not a gda run, or one that never started", run.display())));
+    }
+    let train = column_pairs(run, "tokens", "train_loss");
+    let val = column_pairs(run, "tokens", "val_loss");
+    plot_lines(
+        &run.join("loss_curve.svg"),
+        "training (solid) and validation (dashed) loss",
+        ("training tokens", "loss (nats/token)"),
+        &[("train loss".to_string(), train)],
+        &[("val loss".to_string(), val.clone())],
+    )?;
+    let mut s = format!("# Run {}\n\n", run.display());
+    match crate::train::finished(run) {
+        Some(sum) => {
+            let _ = writeln!(s, "Finished: {} steps, {} tokens, {} parameters; {}; {:.0} tokens/s; {:.1} s.\n", sum.steps, sum.tokens_seen, sum.parameters, sum.quality(), sum.tokens_per_s, sum.elapsed_s);
+        }
+        None => {
+            let step = crate::checkpoint::latest_step(run).map(|s| format!("checkpoint at step {s}")).unwrap_or_else(|| "no checkpoint yet".into());
+            let _ = writeln!(s, "Not finished ({step}); resume with `gda train --resume --run-dir {}`.\n", run.display());
+        }
+    }
+    s += "| tokens | val loss |\n|---|---|\n";
+    for (t, l) in &val {
+        let _ = writeln!(s, "| {t} | {l:.4} |");
+    }
+    atomic_write(&run.join("report.md"), s.as_bytes()).map_err(|e| input(format!("cannot write {}: {e}", run.join("report.md").display())))?;
+    Ok(s)
 }

@@ -15,10 +15,10 @@ use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::Spec;
-use crate::data::{self, Corpus};
+use crate::data::Dataset;
 use crate::device;
 use crate::error::{input, GdaError};
-use crate::eval::{lm_eval, LmScore};
+use crate::eval::{evaluate, Score};
 use crate::metrics::{cell, MetricsLog};
 use crate::model::{self, Model};
 use crate::optim::{learning_rate, AdamW};
@@ -82,11 +82,35 @@ pub struct RunSummary {
     pub tokens_seen: u64,
     pub parameters: usize,
     pub val_loss: f64,
-    pub val_bpb: f64,
+    /// Text runs only.
+    #[serde(default)]
+    pub val_bpb: Option<f64>,
+    /// Retrieval-task runs only: exact-match accuracy on the fixed evaluation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_acc: Option<f64>,
     pub elapsed_s: f64,
     /// Training throughput over the whole run (evaluation time excluded).
     pub tokens_per_s: f64,
     pub run_dir: PathBuf,
+}
+
+impl RunSummary {
+    /// "val loss 1.9406 | val bpb 2.7996" for text, "val loss … | val acc …" for a task.
+    pub fn quality(&self) -> String {
+        let mut s = format!("val loss {:.4}", self.val_loss);
+        if let Some(b) = self.val_bpb {
+            s += &format!(" | val bpb {b:.4}");
+        }
+        if let Some(a) = self.val_acc {
+            s += &format!(" | val acc {a:.4}");
+        }
+        s
+    }
+
+    /// The second headline metric: bits per byte for text, accuracy for a task.
+    pub fn metric(&self) -> f64 {
+        self.val_bpb.or(self.val_acc).unwrap_or(f64::NAN)
+    }
 }
 
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -137,10 +161,12 @@ fn git_revision() -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Column names of metrics.csv for a model with `layers` layers.
-pub fn metric_columns(layers: usize, differential: bool) -> Vec<String> {
+/// Column names of metrics.csv for a model with `layers` layers, trained on
+/// text (`val_bpb`) or on a retrieval task (`val_acc`).
+pub fn metric_columns(layers: usize, differential: bool, task: bool) -> Vec<String> {
+    let quality = if task { "val_acc" } else { "val_bpb" };
     let mut c: Vec<String> =
-        ["step", "tokens", "train_loss", "val_loss", "val_bpb", "lr", "grad_norm"].iter().map(|s| s.to_string()).collect();
+        ["step", "tokens", "train_loss", "val_loss", quality, "lr", "grad_norm"].iter().map(|s| s.to_string()).collect();
     if differential {
         c.push("lambda_mean".into());
         c.extend((0..layers).map(|l| format!("lambda_{l}")));
@@ -163,8 +189,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let tc = &spec.train;
     let device = device::select(&tc.device).map_err(|m| spec.error("train.device", m))?;
     let threads = device::set_threads(tc.threads);
-    let corpus = Corpus::load(&spec.data, opts.data.as_deref())?;
-    corpus.check_context(spec)?;
+    let data = Dataset::load(spec, opts.data.as_deref())?;
     let run_dir = run_dir_for(spec, opts);
     prepare_run_dir(spec, &run_dir, opts.resume)?;
 
@@ -207,10 +232,10 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         parameters,
         train_flops_per_token: flops_per_token,
         matmul_peak_flops: peak,
-        train_tokens: corpus.train.len,
-        val_tokens: corpus.val.len,
-        train_sources: corpus.train_sources.clone(),
-        val_sources: corpus.val_sources.clone(),
+        train_tokens: data.train_tokens(),
+        val_tokens: data.val_tokens(spec),
+        train_sources: data.sources(true),
+        val_sources: data.sources(false),
         command: std::env::args().collect(),
         parent: opts.parent.clone(),
     };
@@ -222,12 +247,12 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     }
 
     let differential = model.lambdas().len() == spec.model.n_layers;
-    let columns = metric_columns(spec.model.n_layers, differential);
+    let task = !matches!(data, Dataset::Text(_));
+    let columns = metric_columns(spec.model.n_layers, differential, task);
     let keep = last_ckpt.as_ref().map(|_| state.step);
     let mut log = MetricsLog::open(&run_dir.join("metrics.csv"), &columns, keep)?;
 
-    let eval_offsets = data::eval_offsets(corpus.val.len, tc.context, tc.eval_tokens);
-    let evaluate = |model: &Model| lm_eval(model, &corpus.val, &eval_offsets, tc.context, tc.batch_size, device);
+    let evaluate = |model: &Model| evaluate(model, &data, spec, device);
     let checkpoint_every = if tc.checkpoint_every == 0 { tc.eval_every } else { tc.checkpoint_every };
     let tokens_per_step = (tc.batch_size * tc.context * tc.grad_accum) as u64;
 
@@ -242,8 +267,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
 
     if state.step == 0 && last_ckpt.is_none() {
         let score = evaluate(&model);
-        state.val_loss = Some(score.loss);
-        state.val_bpb = Some(score.bpb);
+        state.record(score);
         write_row(&mut log, &model, 0, 0, None, Some(score), 0.0, None, None, 0.0, &bar)?;
     }
 
@@ -257,7 +281,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         let step = state.step;
         let lr = learning_rate(tc, step);
 
-        let loss_sum = accumulate_gradients(&model, &corpus.train, spec, step, tc.batch_size, device);
+        let loss_sum = accumulate_gradients(&model, &data, spec, step, tc.batch_size, device);
         let grad_norm = opt.clip_grad_norm(tc.grad_clip);
         let loss = loss_sum.double_value(&[]);
         let norm = grad_norm.double_value(&[]);
@@ -285,8 +309,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         let eval_due = s % tc.eval_every == 0 || s == tc.steps;
         let score = eval_due.then(|| evaluate(&model));
         if let Some(sc) = score {
-            state.val_loss = Some(sc.loss);
-            state.val_bpb = Some(sc.bpb);
+            state.record(sc);
         }
         state.elapsed_s = start_elapsed + clock.elapsed().as_secs_f64();
         if s % tc.log_every == 0 || eval_due {
@@ -319,7 +342,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         tokens_seen: state.tokens_seen,
         parameters,
         val_loss: state.val_loss.unwrap_or(f64::NAN),
-        val_bpb: state.val_bpb.unwrap_or(f64::NAN),
+        val_bpb: state.val_bpb,
+        val_acc: state.val_acc,
         elapsed_s: state.elapsed_s,
         tokens_per_s: if train_time > 0.0 { train_tokens_now as f64 / train_time } else { 0.0 },
         run_dir: run_dir.clone(),
@@ -331,12 +355,11 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
 
 /// Forward and backward over the micro-batches of `step` (`rows` windows
 /// each); returns the step's mean loss as a 0-dim tensor (no host sync).
-fn accumulate_gradients(model: &Model, split: &data::Split, spec: &Spec, step: usize, rows: usize, device: tch::Device) -> Tensor {
+fn accumulate_gradients(model: &Model, data: &Dataset, spec: &Spec, step: usize, rows: usize, device: tch::Device) -> Tensor {
     let tc = &spec.train;
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     for micro in 0..tc.grad_accum {
-        let offsets = data::batch_offsets(spec.seed, step, micro, rows, tc.context, split.len);
-        let (x, y) = data::windows(split, &offsets, tc.context, device);
+        let (x, y) = data.batch(spec, step, micro, rows, device);
         let loss = Model::loss(&model.forward(&x), &y) / tc.grad_accum as f64;
         loss.backward();
         loss_sum += loss.detach();
@@ -347,7 +370,7 @@ fn accumulate_gradients(model: &Model, split: &data::Split, spec: &Spec, step: u
 /// A model and optimizer for timing training steps outside a run.
 pub struct StepTimer<'a> {
     spec: &'a Spec,
-    corpus: &'a Corpus,
+    data: &'a Dataset,
     device: tch::Device,
     _vs: VarStore,
     model: Model,
@@ -356,13 +379,13 @@ pub struct StepTimer<'a> {
 }
 
 impl<'a> StepTimer<'a> {
-    pub fn new(spec: &'a Spec, corpus: &'a Corpus, device: tch::Device) -> StepTimer<'a> {
+    pub fn new(spec: &'a Spec, data: &'a Dataset, device: tch::Device) -> StepTimer<'a> {
         tch::manual_seed(spec.seed as i64);
         let vs = VarStore::new(device);
         let mut model = Model::new(&spec.model, vs.root());
         model.compute_kind = device::compute_kind(device);
         let opt = AdamW::new(&vs, &spec.train);
-        StepTimer { spec, corpus, device, _vs: vs, model, opt, steps: 0 }
+        StepTimer { spec, data, device, _vs: vs, model, opt, steps: 0 }
     }
 
     /// Seconds of one full optimizer step (forward, backward, clip, AdamW) on
@@ -370,7 +393,7 @@ impl<'a> StepTimer<'a> {
     /// asynchronous devices are timed to completion.
     pub fn step(&mut self, rows: usize) -> f64 {
         let start = Instant::now();
-        let loss = accumulate_gradients(&self.model, &self.corpus.train, self.spec, self.steps, rows, self.device);
+        let loss = accumulate_gradients(&self.model, self.data, self.spec, self.steps, rows, self.device);
         let _ = self.opt.clip_grad_norm(self.spec.train.grad_clip);
         self.opt.step(1e-4);
         self.opt.zero_grad();
@@ -384,9 +407,9 @@ impl<'a> StepTimer<'a> {
 /// optimizer steps and evaluation forwards are timed after a warm-up on
 /// batches of about 1024 tokens (fewer rows than the spec's when its batch is
 /// larger) and scaled to the spec's batch, steps and evaluation budget.
-pub fn estimate_seconds(spec: &Spec, corpus: &Corpus, device: tch::Device) -> f64 {
+pub fn estimate_seconds(spec: &Spec, data: &Dataset, device: tch::Device) -> f64 {
     let tc = &spec.train;
-    let mut timer = StepTimer::new(spec, corpus, device);
+    let mut timer = StepTimer::new(spec, data, device);
     let rows = (1024 / tc.context).clamp(1, tc.batch_size);
     let mut times = Vec::new();
     // A warm-up step, then two timed ones; a step slower than 2 s is its own
@@ -395,11 +418,10 @@ pub fn estimate_seconds(spec: &Spec, corpus: &Corpus, device: tch::Device) -> f6
         times.push(timer.step(rows));
     }
     let step_secs = if times.len() == 1 { times[0] } else { (times[1] + times[2]) / 2.0 };
-    let offsets = data::eval_offsets(corpus.val.len, tc.context, tc.eval_tokens);
+    let probe = data.eval_inputs(spec, rows, device);
     let start = Instant::now();
-    let probe = &offsets[..rows.min(offsets.len())];
-    let _ = lm_eval(&timer.model, &corpus.val, probe, tc.context, rows, device);
-    let eval_secs = start.elapsed().as_secs_f64() * offsets.len() as f64 / probe.len() as f64;
+    let _ = tch::no_grad(|| timer.model.forward(&probe).sum(Kind::Float).double_value(&[]));
+    let eval_secs = start.elapsed().as_secs_f64() * data.eval_rows(spec) as f64 / probe.size()[0] as f64;
     let evals = tc.steps / tc.eval_every + 2;
     step_secs * (tc.batch_size as f64 / rows as f64) * tc.steps as f64 + eval_secs * evals as f64
 }
@@ -429,7 +451,7 @@ fn write_row(
     step: usize,
     tokens: u64,
     train_loss: Option<f64>,
-    score: Option<LmScore>,
+    score: Option<Score>,
     lr: f64,
     grad_norm: Option<f64>,
     speed: Option<Speed>,
@@ -442,7 +464,7 @@ fn write_row(
         tokens.to_string(),
         cell(train_loss),
         cell(score.map(|s| s.loss)),
-        cell(score.map(|s| s.bpb)),
+        cell(score.and_then(|s| s.bpb.or(s.acc))),
         format!("{lr}"),
         cell(grad_norm),
     ];
@@ -459,7 +481,13 @@ fn write_row(
         line += &format!(" | train {l:.4}");
     }
     if let Some(s) = score {
-        line += &format!(" | val {:.4} ({:.4} bpb)", s.loss, s.bpb);
+        line += &format!(" | val {:.4}", s.loss);
+        if let Some(b) = s.bpb {
+            line += &format!(" ({b:.4} bpb)");
+        }
+        if let Some(a) = s.acc {
+            line += &format!(" (acc {a:.4})");
+        }
     }
     if let Some(s) = speed {
         line += &format!(" | lr {lr:.2e} | {:.0} tok/s | MFU {:.1}%", s.tokens_per_s, 100.0 * s.mfu);

@@ -1,0 +1,138 @@
+//! Attention analysis on retrieval examples (the DIFF paper's Table 3): how
+//! much of a query's attention lands on the answer span and how much is
+//! spread over everything else, per layer and per head group, read from the
+//! materialised maps.
+//!
+//! The maps analysed are the effective ones: signal − λ·noise under gda
+//! (whose rows sum to 1 − λ and may hold negative weights), the softmax map
+//! for standard attention. For one query row `a` over the causal positions:
+//! - answer mass = Σ_{j ∈ answer} a_j;
+//! - noise mass = Σ_{j ∉ answer} |a_j| (negative weights are noise too);
+//! - entropy = −Σ p_j ln p_j with p = |a| / Σ|a| (nats);
+//! - sparsity = Hoyer's (√n − ‖a‖₁/‖a‖₂) / (√n − 1): 1 for one position,
+//!   0 for uniform weights.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::attention::Path;
+use crate::config::AttentionKind;
+use crate::model::Model;
+use crate::tasks::{self, Example};
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RowStats {
+    pub answer: f64,
+    pub noise: f64,
+    pub entropy: f64,
+    pub sparsity: f64,
+}
+
+/// Statistics of one attention row (`row[j]` = weight on position j, for the
+/// causal positions only) against the positions of the answer span.
+pub fn row_stats(row: &[f32], answer: &[usize]) -> RowStats {
+    let mut s = RowStats::default();
+    let (mut l1, mut l2) = (0.0f64, 0.0f64);
+    for (j, &w) in row.iter().enumerate() {
+        let w = w as f64;
+        if answer.contains(&j) {
+            s.answer += w;
+        } else {
+            s.noise += w.abs();
+        }
+        l1 += w.abs();
+        l2 += w * w;
+    }
+    if l1 > 0.0 {
+        s.entropy = -row.iter().map(|&w| (w as f64).abs() / l1).filter(|&p| p > 0.0).map(|p| p * p.ln()).sum::<f64>();
+    }
+    let n = row.len() as f64;
+    s.sparsity = if n <= 1.0 || l2 == 0.0 { 1.0 } else { (n.sqrt() - l1 / l2.sqrt()) / (n.sqrt() - 1.0) };
+    s
+}
+
+/// Mean statistics of one layer over a set of heads (a group, or all).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupStats {
+    pub layer: usize,
+    /// Head group (GDA: the signal heads sharing noise head g; standard: the
+    /// query heads sharing K/V head g); `None` for all heads of the layer.
+    pub group: Option<usize>,
+    pub heads: usize,
+    pub lambda: Option<f64>,
+    pub stats: RowStats,
+    /// Query rows averaged (examples × questions × heads).
+    pub rows: usize,
+}
+
+/// Head groups of a model: (groups, heads per group).
+fn head_groups(model: &Model) -> (usize, usize) {
+    let m = &model.cfg;
+    match m.attention {
+        AttentionKind::Gda => (m.noise_heads, m.ratio()),
+        AttentionKind::Standard => (m.kv_heads, m.heads / m.kv_heads),
+    }
+}
+
+/// Analyses the effective attention maps of `model` at every question's
+/// focus position of `examples` (all of one context length). Returns, per
+/// layer, one row per head group followed by the row over all heads.
+pub fn analyse(model: &Model, examples: &[Example], device: Device) -> Vec<GroupStats> {
+    let cfg = &model.cfg;
+    let (groups, per_group) = head_groups(model);
+    let heads = groups * per_group;
+    let layers = cfg.n_layers;
+    let t = examples[0].labels.len();
+    // Materialised maps of every layer are held at once: keep a batch near
+    // 2^26 floats (signal, noise and effective maps included).
+    let per_example = 3 * layers * heads * t * t;
+    let batch = ((1usize << 26) / per_example.max(1)).clamp(1, 64);
+    let mut sums = vec![vec![RowStats::default(); heads]; layers];
+    let mut lambdas = vec![None; layers];
+    let mut rows = 0usize;
+    tch::no_grad(|| {
+        for chunk in examples.chunks(batch) {
+            let (x, _) = tasks::batch(chunk, device);
+            let (_, maps) = model.forward_path(&x, Path::Materialised);
+            for (l, m) in maps.iter().enumerate() {
+                lambdas[l] = m.lambda;
+                let eff = m.effective.to_kind(Kind::Float).to_device(Device::Cpu);
+                for (b, e) in chunk.iter().enumerate() {
+                    let focus: Vec<i64> = e.queries.iter().map(|q| q.focus as i64).collect();
+                    // (H, Q, T): the focus rows of every head.
+                    let sel = eff.get(b as i64).index_select(1, &Tensor::from_slice(&focus)).contiguous();
+                    let v: Vec<f32> = Vec::try_from(sel.reshape([-1])).expect("f32 map");
+                    for h in 0..heads {
+                        for (qi, q) in e.queries.iter().enumerate() {
+                            let start = (h * focus.len() + qi) * t;
+                            let st = row_stats(&v[start..start + q.focus + 1], &q.answer_span);
+                            let acc = &mut sums[l][h];
+                            acc.answer += st.answer;
+                            acc.noise += st.noise;
+                            acc.entropy += st.entropy;
+                            acc.sparsity += st.sparsity;
+                        }
+                    }
+                }
+            }
+            rows += chunk.iter().map(|e| e.queries.len()).sum::<usize>();
+        }
+    });
+    let mean = |hs: &[RowStats]| {
+        let n = (hs.len() * rows).max(1) as f64;
+        RowStats {
+            answer: hs.iter().map(|s| s.answer).sum::<f64>() / n,
+            noise: hs.iter().map(|s| s.noise).sum::<f64>() / n,
+            entropy: hs.iter().map(|s| s.entropy).sum::<f64>() / n,
+            sparsity: hs.iter().map(|s| s.sparsity).sum::<f64>() / n,
+        }
+    };
+    let mut out = Vec::new();
+    for (l, layer) in sums.iter().enumerate() {
+        for g in 0..groups {
+            let hs = &layer[g * per_group..(g + 1) * per_group];
+            out.push(GroupStats { layer: l, group: Some(g), heads: per_group, lambda: lambdas[l], stats: mean(hs), rows: rows * per_group });
+        }
+        out.push(GroupStats { layer: l, group: None, heads, lambda: lambdas[l], stats: mean(layer), rows: rows * heads });
+    }
+    out
+}

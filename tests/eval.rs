@@ -1,0 +1,229 @@
+//! `gda eval` and `gda report` end to end: real runs trained by the binary,
+//! evaluated by the binary, with the numbers checked against what training
+//! reported on the same fixed evaluation sets.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+
+/// TINY trained on MQAR with 4 pairs in windows of 32 tokens.
+fn tiny_mqar() -> String {
+    format!("{TINY}\n[data]\ntask = \"mqar\"\n[task]\npairs = 4\neval_examples = 64\n")
+}
+
+fn train(dir: &Path, name: &str, spec: &str) -> std::path::PathBuf {
+    let spec = write_spec(dir, name, spec);
+    let run = dir.join(name);
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    run
+}
+
+fn eval(args: &[&str]) -> std::process::Output {
+    gda().arg("eval").args(args).output().unwrap()
+}
+
+/// A CSV file as rows of column → cell.
+fn csv(path: &Path) -> Vec<BTreeMap<String, String>> {
+    let (header, rows) = gda::metrics::read(path).unwrap();
+    rows.into_iter().map(|r| header.iter().cloned().zip(r).collect()).collect()
+}
+
+fn f(row: &BTreeMap<String, String>, key: &str) -> f64 {
+    row[key].parse().unwrap_or_else(|_| panic!("{key} = {:?}", row[key]))
+}
+
+fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap()
+}
+
+fn assert_svg(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(text.len() > 1000 && text.contains("<svg") && text.contains("<polyline"), "{} is not a drawn plot", path.display());
+}
+
+#[test]
+fn lm_suite_reports_bpb_at_several_contexts_and_matches_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = train(tmp.path(), "text", TINY);
+    let out = eval(&["--run", run.to_str().unwrap(), "--contexts", "32,64", "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("context 64 is longer than the training context 32"), "{}", stderr_of(&out));
+    let rows = csv(&run.join("eval/lm.csv"));
+    assert_eq!(rows.iter().map(|r| r["context"].as_str()).collect::<Vec<_>>(), ["32", "64"]);
+    // At the training context, eval scores the very windows training scored last.
+    let s = summary(&run);
+    let (loss, bpb) = (s["val_loss"].as_f64().unwrap(), s["val_bpb"].as_f64().unwrap());
+    assert!((f(&rows[0], "loss") - loss).abs() < 1e-6 * loss, "{} vs {loss}", f(&rows[0], "loss"));
+    assert!((f(&rows[0], "bpb") - bpb).abs() < 1e-6 * bpb);
+    for r in &rows {
+        // Bytes tokenizer: bpb = loss / ln 2, perplexity = e^loss; 2048 tokens each.
+        assert!((f(r, "bpb") - f(r, "loss") / std::f64::consts::LN_2).abs() < 1e-9);
+        assert!((f(r, "ppl") - f(r, "loss").exp()).abs() < 1e-9 * f(r, "ppl"));
+        assert_eq!(r["tokens"], "2048");
+    }
+    assert_ne!(rows[0]["loss"], rows[1]["loss"]);
+    assert_svg(&run.join("eval/bpb_vs_context.svg"));
+    let md = std::fs::read_to_string(run.join("eval/summary.md")).unwrap();
+    assert!(md.contains("| text | 64 | 32 | 2048 |"), "{md}");
+    assert!(stdout_of(&out).contains("Held-out language modelling"));
+}
+
+#[test]
+fn a_retrieval_run_is_scored_and_its_attention_analysed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = train(tmp.path(), "mqar", &tiny_mqar());
+    // Training on a task reports accuracy, not bits per byte.
+    let cols = metrics(&run).0;
+    assert!(cols.contains(&"val_acc".to_string()) && !cols.contains(&"val_bpb".to_string()));
+    let out = eval(&["--run", run.to_str().unwrap(), "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let ret = csv(&run.join("eval/retrieval.csv"));
+    assert_eq!(ret.len(), 1);
+    assert_eq!((ret[0]["task"].as_str(), ret[0]["context"].as_str(), ret[0]["queries"].as_str()), ("mqar", "32", "256"));
+    // The same 64 evaluation examples training scored: the same accuracy.
+    let s = summary(&run);
+    assert_eq!(f(&ret[0], "acc"), s["val_acc"].as_f64().unwrap());
+    assert!((f(&ret[0], "loss") - s["val_loss"].as_f64().unwrap()).abs() < 1e-5);
+    let acc = f(&ret[0], "acc");
+    assert!((0.0..=1.0).contains(&acc) && f(&ret[0], "token_acc") >= acc);
+
+    let att = csv(&run.join("eval/attention.csv"));
+    // 2 layers × (2 groups + all).
+    assert_eq!(att.len(), 6);
+    let lambda_last = column(&run, "lambda_1").last().unwrap().1;
+    let l1 = att.iter().find(|r| r["layer"] == "1" && r["group"] == "all").unwrap();
+    assert!((f(l1, "lambda") - lambda_last).abs() < 1e-6);
+    for r in &att {
+        assert!(f(r, "noise_mass") >= 0.0 && (0.0..=1.0 + 1e-9).contains(&f(r, "sparsity")));
+        // The layer row is the mean of its two equal-sized groups.
+    }
+    for layer in ["0", "1"] {
+        let of = |g: &str| att.iter().find(|r| r["layer"] == layer && r["group"] == g).unwrap();
+        for k in ["answer_mass", "noise_mass", "entropy", "sparsity"] {
+            let mean = (f(of("0"), k) + f(of("1"), k)) / 2.0;
+            assert!((f(of("all"), k) - mean).abs() < 1e-9, "{k}");
+        }
+    }
+    assert_svg(&run.join("eval/accuracy_vs_context.svg"));
+    assert_svg(&run.join("eval/attention_noise.svg"));
+
+    // NIAH on the same model at two depths, into another directory.
+    let out_dir = tmp.path().join("niah");
+    let out = eval(&[
+        "--run", run.to_str().unwrap(), "--suite", "niah,attention", "--set", "task.needles=2",
+        "--depths", "0,1", "--examples", "16", "--threads", "1", "--out", out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let ret = csv(&out_dir.join("retrieval.csv"));
+    assert_eq!(ret.iter().map(|r| (r["task"].as_str(), r["depth"].as_str(), r["queries"].as_str())).collect::<Vec<_>>(), [("niah", "0", "16"), ("niah", "1", "16")]);
+    assert!(out_dir.join("attention.csv").is_file() && !out_dir.join("lm.csv").exists());
+}
+
+#[test]
+fn a_retrieval_sweep_reports_accuracy_per_ratio_and_evaluates_every_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "mq", &tiny_mqar().replace("steps = 60", "steps = 30"));
+    let dir = tmp.path().join("sweep");
+    let out = gda()
+        .args(["sweep", "--spec"]).arg(&spec)
+        .args(["--ratios", "1,2", "--baseline", "--out"]).arg(&dir)
+        .output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = csv(&dir.join("summary.csv"));
+    assert!(rows[0].contains_key("val_acc") && !rows[0].contains_key("val_bpb"));
+    let runs: Vec<&BTreeMap<String, String>> = rows.iter().filter(|r| r["row_type"] == "run").collect();
+    assert_eq!(runs.len(), 3);
+    for r in &runs {
+        let s = summary(&dir.join("points").join(&r["point"]));
+        assert_eq!(f(r, "val_acc"), s["val_acc"].as_f64().unwrap());
+    }
+    assert_svg(&dir.join("final_acc_vs_ratio.svg"));
+    assert!(std::fs::read_to_string(dir.join("summary.md")).unwrap().contains("val acc"));
+
+    let out = eval(&["--run", dir.to_str().unwrap(), "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let ret = csv(&dir.join("eval/retrieval.csv"));
+    let att = csv(&dir.join("eval/attention.csv"));
+    let mut evaluated: Vec<&str> = ret.iter().map(|r| r["run"].as_str()).collect();
+    let mut points: Vec<&str> = runs.iter().map(|r| r["point"].as_str()).collect();
+    evaluated.sort();
+    points.sort();
+    assert_eq!(evaluated, points);
+    // The baseline has no λ; every gda layer has one.
+    for r in att.iter().filter(|r| r["group"] == "all") {
+        assert_eq!(r["lambda"].is_empty(), r["run"].starts_with("baseline"), "{r:?}");
+    }
+    // gda report redraws the eval tables from the CSV files alone.
+    std::fs::remove_file(dir.join("eval/summary.md")).unwrap();
+    std::fs::remove_file(dir.join("eval/attention_noise.svg")).unwrap();
+    let out = gda().arg("report").arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(std::fs::read_to_string(dir.join("eval/summary.md")).unwrap().contains("Attention on retrieval questions"));
+    assert_svg(&dir.join("eval/attention_noise.svg"));
+}
+
+#[test]
+fn report_draws_a_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = train(tmp.path(), "r", TINY);
+    let out = gda().arg("report").arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_svg(&run.join("loss_curve.svg"));
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    let last = column(&run, "val_loss").last().unwrap().1;
+    assert!(md.contains("Finished: 60 steps") && md.contains(&format!("{last:.4}")), "{md}");
+}
+
+#[test]
+fn bad_eval_input_is_refused_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = train(tmp.path(), "mq", &tiny_mqar());
+    let code = |o: &std::process::Output| o.status.code().unwrap();
+
+    // A task that cannot fit the context: the key and the limit are named.
+    let out = eval(&["--run", run.to_str().unwrap(), "--set", "task.pairs=40", "--threads", "1"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr_of(&out);
+    assert!(err.contains("task.pairs") && err.contains("at most 8 pairs"), "{err}");
+    assert!(!run.join("eval").exists(), "nothing may be written");
+
+    // Keys other than task.* cannot change what a run is.
+    let out = eval(&["--run", run.to_str().unwrap(), "--set", "model.d_model=64"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr_of(&out).contains("only changes task.* keys"));
+
+    // Attention analysis needs retrieval examples; a text run has none of its own.
+    let text = train(tmp.path(), "text", TINY);
+    let out = eval(&["--run", text.to_str().unwrap(), "--suite", "attention"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr_of(&out).contains("add --suite mqar or --suite niah"));
+
+    // A run directory without a checkpoint.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::copy(run.join("spec.toml"), empty.join("spec.toml")).unwrap();
+    let out = eval(&["--run", empty.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr_of(&out).contains("has no checkpoint yet"), "{}", stderr_of(&out));
+
+    // A checkpoint that does not fit its spec (an incompatible version or a
+    // hand-edited spec).
+    let spec = std::fs::read_to_string(run.join("spec.toml")).unwrap().replace("d_model = 32", "d_model = 48");
+    std::fs::write(run.join("spec.toml"), spec).unwrap();
+    let out = eval(&["--run", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr_of(&out).contains("does not match the model's config"), "{}", stderr_of(&out));
+
+    // Not a gda directory at all; several runs without --out.
+    let out = eval(&["--run", tmp.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr_of(&out).contains("is not a gda run or experiment directory"));
+    let out = eval(&["--run", run.to_str().unwrap(), "--run", text.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr_of(&out).contains("need --out"));
+    assert!(!run.join("eval").exists() && !text.join("eval").exists());
+}
