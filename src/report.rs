@@ -328,8 +328,12 @@ fn svg_chart(
     caption: &str,
     (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
     (x_desc, y_desc): (&str, &str),
+    integer_x: bool,
     draw: impl FnOnce(&mut Chart) -> Result<(), GdaError>,
 ) -> Result<(), GdaError> {
+    // Whole numbers without a trailing ".0"; an integer axis (layers) gets a
+    // label at every integer and none between.
+    let x_labels = if integer_x { (x.end - x.start).ceil() as usize + 1 } else { 10 };
     let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)
@@ -339,7 +343,16 @@ fn svg_chart(
         .y_label_area_size(60)
         .build_cartesian_2d(x, y)
         .map_err(plot_err)?;
-    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(plot_err)?;
+    let fmt = |v: &f64| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.3}").trim_end_matches('0').to_string() };
+    chart
+        .configure_mesh()
+        .x_labels(x_labels)
+        .x_label_formatter(&|v: &f64| if integer_x && v.fract() != 0.0 { String::new() } else { fmt(v) })
+        .y_label_formatter(&fmt)
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(plot_err)?;
     draw(&mut chart)?;
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_err)?;
     root.present().map_err(plot_err)
@@ -376,7 +389,7 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(
     let rmax = rows.iter().filter_map(|r| r.point.ratio()).fold(1.0, f64::max);
     let axes = (0.5f64..rmax + 0.5, ylo..yhi);
     let caption = format!("final {} vs signal:noise ratio", y_desc.split(" (").next().unwrap_or(y_desc));
-    svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), |chart| {
+    svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), false, |chart| {
     let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
     for (ci, v) in variants.iter().enumerate() {
         let color = COLORS[ci];
@@ -438,7 +451,7 @@ fn plot_curves(dir: &Path, path: &Path, rows: &[Row]) -> Result<(), GdaError> {
     let (ylo, yhi) = bounds(curves.iter().flat_map(|c| c.2.iter().map(|p| p.1))).unwrap_or((0.0, 1.0));
     let xmax = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)).fold(1.0, f64::max);
     let axes = (0f64..xmax, ylo..yhi);
-    svg_chart(path, "validation loss during training", axes, ("training tokens", "val loss (nats/token)"), |chart| {
+    svg_chart(path, "validation loss during training", axes, ("training tokens", "val loss (nats/token)"), false, |chart| {
     let mut labelled = vec![false; group_ids.len()];
     for (g, gi, pts) in curves {
         let color = COLORS[gi % COLORS.len()];
@@ -492,11 +505,11 @@ fn series(rows: &[BTreeMap<String, String>], label: impl Fn(&BTreeMap<String, St
 
 /// A line chart of labelled series; `dashed` series (same colour as the
 /// solid one at the same index) are drawn dashed.
-fn plot_lines(path: &Path, caption: &str, axes_desc: (&str, &str), solid: &[(String, Vec<(f64, f64)>)], dashed: &[(String, Vec<(f64, f64)>)]) -> Result<(), GdaError> {
+fn plot_lines(path: &Path, caption: &str, axes_desc: (&str, &str), integer_x: bool, solid: &[(String, Vec<(f64, f64)>)], dashed: &[(String, Vec<(f64, f64)>)]) -> Result<(), GdaError> {
     let all = || solid.iter().chain(dashed).flat_map(|s| s.1.iter());
     let (xlo, xhi) = bounds(all().map(|p| p.0)).unwrap_or((0.0, 1.0));
     let (ylo, yhi) = bounds(all().map(|p| p.1)).unwrap_or((0.0, 1.0));
-    svg_chart(path, caption, (xlo..xhi, ylo..yhi), axes_desc, |chart| {
+    svg_chart(path, caption, (xlo..xhi, ylo..yhi), axes_desc, integer_x, |chart| {
         for (i, (label, pts)) in solid.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             chart
@@ -536,7 +549,7 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
             let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} | {} |", get(r, "run"), get(r, "context"), get(r, "train_context"), get(r, "tokens"), cellf(r, "loss", 4), cellf(r, "ppl", 3), cellf(r, "bpb", 4));
         }
         let bpb = series(&lm, |r| get(r, "run"), "context", "bpb");
-        plot_lines(&dir.join("bpb_vs_context.svg"), "bits per byte vs context length", ("context (tokens)", "bits per byte"), &bpb, &[])?;
+        plot_lines(&dir.join("bpb_vs_context.svg"), "bits per byte vs context length", ("context (tokens)", "bits per byte"), false, &bpb, &[])?;
         s += "\n";
     }
     if !ret.is_empty() {
@@ -565,7 +578,7 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
             mean_rows.push(m);
         }
         let acc = series(&mean_rows, |r| format!("{} {}", get(r, "run"), get(r, "task")), "context", "acc");
-        plot_lines(&dir.join("accuracy_vs_context.svg"), "retrieval accuracy vs context length", ("context (tokens)", "exact-match accuracy"), &acc, &[])?;
+        plot_lines(&dir.join("accuracy_vs_context.svg"), "retrieval accuracy vs context length", ("context (tokens)", "exact-match accuracy"), false, &acc, &[])?;
         s += "\n";
     }
     if !att.is_empty() {
@@ -584,7 +597,7 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
         let noise = series(&all, label, "layer", "noise_mass");
         let answer: Vec<(String, Vec<(f64, f64)>)> =
             series(&all, label, "layer", "answer_mass").into_iter().map(|(l, p)| (format!("{l} (answer, dashed)"), p)).collect();
-        plot_lines(&dir.join("attention_noise.svg"), "attention noise (solid) and answer mass (dashed) per layer", ("layer", "attention mass"), &noise, &answer)?;
+        plot_lines(&dir.join("attention_noise.svg"), "attention noise (solid) and answer mass (dashed) per layer", ("layer", "attention mass"), true, &noise, &answer)?;
     }
     atomic_write(&dir.join("summary.md"), s.as_bytes()).map_err(|e| input(format!("cannot write {}: {e}", dir.join("summary.md").display())))?;
     Ok(s)
@@ -603,6 +616,7 @@ pub fn run_report(run: &Path) -> Result<String, GdaError> {
         &run.join("loss_curve.svg"),
         "training (solid) and validation (dashed) loss",
         ("training tokens", "loss (nats/token)"),
+        false,
         &[("train loss".to_string(), train)],
         &[("val loss".to_string(), val.clone())],
     )?;
