@@ -8,6 +8,7 @@ use crate::config::Spec;
 use crate::data::Dataset;
 use crate::error::{input, GdaError};
 use crate::experiments::{self, Kind, Point, RunOptions, Variant};
+use crate::launcher::{self, Grid, LauncherArgs};
 use crate::report;
 use crate::train::{self, TrainOptions};
 
@@ -38,6 +39,16 @@ pub enum Command {
     /// Time training steps of a spec and print tokens/s as JSON (used by
     /// scripts/bench.sh, which compares against PyTorch).
     Bench(BenchArgs),
+    /// Show each point of a sweep, ablation or growth comparison: pending,
+    /// running, done (with its validation loss) or failed (with the reason),
+    /// from the run directories and, for Slurm jobs, squeue/sacct.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Experiment directory (a sweep's, an ablation's or a growth comparison's).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +172,8 @@ pub struct GrowArgs {
     /// With --compare: points trained at once.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    #[command(flatten)]
+    pub launch: LauncherArgs,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +204,8 @@ pub struct GridArgs {
     /// Train points recorded as failed again.
     #[arg(long)]
     pub retry_failed: bool,
+    #[command(flatten)]
+    pub launch: LauncherArgs,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +215,10 @@ pub struct SweepArgs {
     /// Add a plain-Transformer point matched on parameters (overrides sweep.baseline).
     #[arg(long)]
     pub baseline: bool,
+    /// Build the summary of an existing experiment directory from the points
+    /// done so far (wherever they ran) and list the missing ones; train nothing.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["ratios", "seeds", "dry_run", "out", "baseline"])]
+    pub collect: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +282,8 @@ pub struct TrainArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Status(args) => launcher::status(&args.dir),
+        Command::Sweep(args) if args.collect.is_some() => launcher::collect(args.collect.as_deref().expect("checked")),
         Command::Sweep(args) => {
             let mut overrides = Vec::new();
             if args.baseline {
@@ -321,6 +342,10 @@ fn run_report(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut drew = false;
     if dir.join("spec.toml").is_file() {
         println!("{}", report::run_report(dir)?);
+        drew = true;
+    } else if dir.join("experiment.json").is_file() {
+        let summary = Grid::load(dir)?.summarize(dir)?;
+        println!("{}", summary.markdown);
         drew = true;
     }
     for d in [dir.to_path_buf(), dir.join("eval")] {
@@ -397,43 +422,25 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     let points = experiments::grid(&spec, kind)?;
     let dir = args.out.clone().unwrap_or_else(|| spec.output.dir.join(format!("{}-{}", kind.dir_prefix(), spec.name)));
     let corpus = Dataset::load(&spec, None)?;
+    args.launch.check()?;
     if args.dry_run {
-        dry_run(&spec, &points, &corpus, args.jobs)?;
+        dry_run(&spec, &points, &corpus, args.launch.concurrency(args.jobs))?;
         return Ok(());
     }
     drop(corpus);
     experiments::open_dir(&dir, &spec, kind)?;
     println!("{} of {} points into {}", kind.dir_prefix(), points.len(), dir.display());
-    let opts = RunOptions { dir: dir.clone(), jobs: args.jobs, threads: spec.train.threads, retry_failed: args.retry_failed };
-    let outcome = experiments::run_points(&points, &opts);
-    // The summary is rebuilt from the run directories whatever happened.
-    let rows = report::rows(&dir, &points);
-    let markdown = match kind {
-        Kind::Sweep | Kind::Grow { .. } => report::sweep_markdown(&rows, experiments::policy_name(spec.sweep.policy)),
-        Kind::Ablate { no_share, equal_params } => {
-            let mut v = Vec::new();
-            if no_share {
-                v.push(Variant::NoShare);
-            }
-            if equal_params {
-                v.push(Variant::EqualParams);
-            }
-            report::ablation_markdown(&rows, &v)
-        }
-    };
-    report::write(&dir, &rows, spec.sweep.policy, &markdown, true)?;
-    outcome?;
-    println!("\n{markdown}");
-    println!("summary: {}", dir.join("summary.csv").display());
-    let failed = rows.iter().filter(|r| matches!(r.status, experiments::Status::Failed(_))).count();
-    if failed > 0 {
-        return Err(GdaError::PointsFailed { failed, total: rows.len(), dir }.into());
-    }
-    Ok(())
+    let opts = RunOptions { dir, jobs: args.jobs, threads: spec.train.threads, retry_failed: args.retry_failed, devices: args.launch.devices.clone() };
+    let grid = Grid { kind, policy: spec.sweep.policy, source_parameters: None, points };
+    launcher::run(&grid, &opts, &args.launch)
 }
 
 fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
     use crate::grow::{self, CloneNoise, GrowOp};
+    if !args.compare && (args.launch.launcher != launcher::Launcher::Local || !args.launch.devices.is_empty()) {
+        return Err(input("--launcher and --devices apply to gda grow --compare, which trains several runs").into());
+    }
+    args.launch.check()?;
     let src = grow::find_source(&args.from)?;
     let m = &src.spec.model;
     let g = m.ratio();
@@ -513,15 +520,9 @@ fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
         points.push(Point { name: "scratch".into(), variant: Variant::Scratch, requested: None, seed: spec.seed, spec });
     }
     println!("growth comparison of {} points into {}", points.len(), dir.display());
-    let opts = RunOptions { dir: dir.clone(), jobs: args.jobs, threads: base.train.threads, retry_failed: false };
-    let outcome = experiments::run_points(&points, &opts);
-    let rows = report::rows(&dir, &points);
-    let markdown = report::growth_markdown(&rows, &dir, crate::model::param_count(&src.spec.model));
-    report::write(&dir, &rows, base.sweep.policy, &markdown, false)?;
-    outcome?;
-    println!("\n{markdown}");
-    println!("summary: {}", dir.join("summary.csv").display());
-    Ok(())
+    let opts = RunOptions { dir, jobs: args.jobs, threads: base.train.threads, retry_failed: false, devices: args.launch.devices.clone() };
+    let grid = Grid { kind, policy: base.sweep.policy, source_parameters: Some(crate::model::param_count(&src.spec.model)), points };
+    launcher::run(&grid, &opts, &args.launch)
 }
 
 fn report_growth(src: &crate::grow::Source, tag: &str, g: &crate::grow::Grown, tolerance: f64) {

@@ -30,6 +30,10 @@ pub enum GdaError {
     #[error("{failed} of {total} points failed (reasons in the summary); {}", dir.display())]
     PointsFailed { failed: usize, total: usize, dir: PathBuf },
 
+    /// The cluster scheduler refused a submission; nothing was submitted.
+    #[error("Slurm refused the submission (nothing was submitted; the batch script is {}); sbatch said:\n{stderr}", script.display())]
+    Rejected { stderr: String, script: PathBuf },
+
     /// Ctrl-C / SIGTERM: a checkpoint was written, `--resume` continues.
     #[error("interrupted at step {step}; checkpoint written to {}; continue with the same command plus --resume (for a sweep: the same command) in {}", checkpoint.display(), run_dir.display())]
     Interrupted { step: usize, checkpoint: PathBuf, run_dir: PathBuf },
@@ -42,6 +46,7 @@ impl GdaError {
             GdaError::Diverged { .. } => 3,
             GdaError::PointsFailed { .. } => 4,
             GdaError::NotPreserved { .. } => 5,
+            GdaError::Rejected { .. } => 6,
             GdaError::Interrupted { .. } => 130,
         }
     }

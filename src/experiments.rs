@@ -54,7 +54,8 @@ impl Variant {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Sweep,
     Ablate { no_share: bool, equal_params: bool },
@@ -299,6 +300,9 @@ pub struct RunOptions {
     /// Total CPU threads to share among concurrent points (0 = all cores).
     pub threads: usize,
     pub retry_failed: bool,
+    /// One concurrent point per entry (`--devices`), each child trained on
+    /// that device; empty: `jobs` points at once on the default devices.
+    pub devices: Vec<String>,
 }
 
 /// Creates the experiment directory or checks that it holds this experiment.
@@ -346,19 +350,24 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
     if already > 0 {
         println!("{already} of {total} points already finished or failed; {} to train", todo.len());
     }
-    let jobs = opts.jobs.max(1).min(todo.len().max(1));
+    // One slot per concurrent point, each with its device (None: the spec's).
+    let mut slots: Vec<Option<String>> = if opts.devices.is_empty() {
+        let cuda = tch::Cuda::device_count() as usize;
+        (0..opts.jobs.max(1)).map(|slot| (cuda > 0).then(|| format!("cuda:{}", slot % cuda))).collect()
+    } else {
+        opts.devices.iter().cloned().map(Some).collect()
+    };
+    slots.truncate(todo.len().max(1));
     let cores = if opts.threads > 0 { opts.threads } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) };
-    let threads_each = (cores / jobs).max(1);
-    let cuda = tch::Cuda::device_count() as usize;
+    let threads_each = (cores / slots.len()).max(1);
     let queue = Arc::new(Mutex::new(todo));
     let interrupted = Arc::new(Mutex::new(None::<PathBuf>));
     let done = Arc::new(Mutex::new(already));
     let mut workers = Vec::new();
-    for slot in 0..jobs {
+    for device in slots {
         let (queue, interrupted, done) = (queue.clone(), interrupted.clone(), done.clone());
         let dir = opts.dir.clone();
         let retry = opts.retry_failed;
-        let device = if cuda > 0 { Some(format!("cuda:{}", slot % cuda)) } else { None };
         workers.push(std::thread::spawn(move || -> Result<(), GdaError> {
             loop {
                 if interrupted.lock().unwrap().is_some() || train::interrupted() {
@@ -416,26 +425,55 @@ enum Outcome {
     Interrupted,
 }
 
+pub fn spec_file(dir: &Path, p: &Point) -> PathBuf {
+    dir.join("specs").join(format!("{}.toml", p.name))
+}
+
+/// Writes the point's resolved spec where its command line reads it.
+pub fn write_spec(dir: &Path, p: &Point) -> std::io::Result<()> {
+    let spec_file = spec_file(dir, p);
+    let tmp = spec_file.with_extension("toml.tmp");
+    std::fs::write(&tmp, p.spec.to_toml()).and_then(|_| std::fs::rename(&tmp, &spec_file))
+}
+
+/// The command line that trains one point, program first: `gda train
+/// --resume --spec <dir>/specs/<p>.toml --run-dir <dir>/points/<p>`, with
+/// the threads and device of its slot. The local launcher runs it as a child
+/// process, the Slurm batch script as one array task; rerunning it resumes
+/// the point from its last checkpoint.
+pub fn point_command(exe: &Path, dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> = vec![exe.into(), "train".into(), "--resume".into(), "--spec".into()];
+    argv.extend([spec_file(dir, p).into(), "--run-dir".into(), point_dir(dir, p).into()]);
+    argv.extend(["--threads".into(), threads.to_string().into()]);
+    if let Some(d) = device {
+        argv.extend(["--device".into(), d.into()]);
+    }
+    argv
+}
+
+/// A point being trained by a local child process holds this file (`<pid>
+/// <host>`), so `gda status` can tell running from interrupted.
+pub const RUNNING_FILE: &str = "running";
+
 /// Runs `gda train` for one point; its output goes to the point's train.log.
 fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> Result<Outcome, GdaError> {
     let io = |e: std::io::Error| input(format!("cannot run point {} in {}: {e}", p.name, dir.display()));
-    let spec_file = dir.join("specs").join(format!("{}.toml", p.name));
-    let tmp = spec_file.with_extension("toml.tmp");
-    std::fs::write(&tmp, p.spec.to_toml()).and_then(|_| std::fs::rename(&tmp, &spec_file)).map_err(io)?;
+    write_spec(dir, p).map_err(io)?;
     let run = point_dir(dir, p);
     std::fs::create_dir_all(&run).map_err(io)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(run.join("train.log")).map_err(io)?;
     let exe = std::env::current_exe().map_err(io)?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["train", "--resume", "--spec"]).arg(&spec_file).arg("--run-dir").arg(&run);
-    cmd.args(["--threads", &threads.to_string()]);
-    if let Some(d) = device {
-        cmd.args(["--device", d]);
-    }
+    let argv = point_command(&exe, dir, p, threads, device);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(Stdio::piped());
     die_with_parent(&mut cmd);
     let mut child = cmd.spawn().map_err(io)?;
-    let code = wait_forwarding_interrupt(&mut child).map_err(io)?;
+    let marker = run.join(RUNNING_FILE);
+    let _ = std::fs::write(&marker, format!("{} {}\n", child.id(), crate::launcher::hostname()));
+    let code = wait_forwarding_interrupt(&mut child);
+    let _ = std::fs::remove_file(&marker);
+    let code = code.map_err(io)?;
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;

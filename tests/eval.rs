@@ -158,10 +158,15 @@ fn a_retrieval_sweep_reports_accuracy_per_ratio_and_evaluates_every_point() {
         assert_eq!(r["lambda"].is_empty(), r["run"].starts_with("baseline"), "{r:?}");
     }
     // gda report redraws the eval tables from the CSV files alone.
-    std::fs::remove_file(dir.join("eval/summary.md")).unwrap();
-    std::fs::remove_file(dir.join("eval/attention_noise.svg")).unwrap();
+    // And the experiment's own summary from its run directories.
+    let table = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    for f in ["eval/summary.md", "eval/attention_noise.svg", "summary.md", "final_acc_vs_ratio.svg"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
     let out = gda().arg("report").arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(std::fs::read_to_string(dir.join("summary.md")).unwrap(), table);
+    assert_svg(&dir.join("final_acc_vs_ratio.svg"));
     assert!(std::fs::read_to_string(dir.join("eval/summary.md")).unwrap().contains("Attention on retrieval questions"));
     assert_svg(&dir.join("eval/attention_noise.svg"));
 }

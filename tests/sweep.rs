@@ -37,7 +37,7 @@ fn summary(dir: &Path) -> (Vec<BTreeMap<String, String>>, Vec<BTreeMap<String, S
 }
 
 fn point_summary(dir: &Path, point: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("points").join(point).join("summary.json")).unwrap()).unwrap()
+    point_json(dir, point, "summary.json")
 }
 
 #[test]
@@ -334,16 +334,18 @@ fn dry_runs_print_the_grid_and_train_nothing() {
     assert!(stdout_of(&out).contains("| g4-no-share-s1 | no-share | 1:1 | 4 | 4 | 1 | 4 |"), "{}", stdout_of(&out));
 }
 
-#[test]
-fn jobs_train_points_concurrently_with_the_threads_split() {
+/// Trains two points at once with `concurrency` flags and 2 threads in all;
+/// each gets one thread and the results of a sequential sweep.
+fn check_concurrent(concurrency: &[&str], child_device: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 20"));
     let dir = tmp.path().join("sweep");
     let out = gda()
         .args(["sweep", "--spec"])
         .arg(&spec)
-        .args(["--ratios", "1,2", "--jobs", "2", "--threads", "2", "--out"])
+        .args(["--ratios", "1,2", "--threads", "2", "--out"])
         .arg(&dir)
+        .args(concurrency)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
@@ -351,9 +353,12 @@ fn jobs_train_points_concurrently_with_the_threads_split() {
     assert_eq!(runs.len(), 2);
     for r in &runs {
         assert_eq!(r["status"], "done");
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("points").join(&r["point"]).join("manifest.json")).unwrap()).unwrap();
-        assert_eq!(m["threads"], 1, "2 threads shared by 2 jobs");
+        let m = point_json(&dir, &r["point"], "manifest.json");
+        assert_eq!(m["threads"], 1, "2 threads shared by 2 points at once");
+        if let Some(d) = child_device {
+            assert_eq!(m["device"], d);
+            assert!(m["command"].to_string().contains(&format!("\"--device\",\"{d}\"")), "{m}");
+        }
     }
     // Concurrent points give the same results as sequential ones.
     let seq = tmp.path().join("seq");
@@ -363,4 +368,15 @@ fn jobs_train_points_concurrently_with_the_threads_split() {
     for (a, b) in runs.iter().zip(&seq_runs) {
         assert_eq!(a["val_loss"], b["val_loss"]);
     }
+}
+
+#[test]
+fn jobs_train_points_concurrently_with_the_threads_split() {
+    check_concurrent(&["--jobs", "2"], None);
+}
+
+/// `--devices cpu,cpu`: two CPU thread groups, each child told its device.
+#[test]
+fn devices_train_one_point_per_device_with_the_threads_split() {
+    check_concurrent(&["--devices", "cpu,cpu"], Some("cpu"));
 }

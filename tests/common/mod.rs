@@ -66,6 +66,11 @@ pub fn deterministic_rows(run_dir: &Path) -> Vec<Vec<String>> {
     rows.iter().map(|r| keep.iter().map(|&i| r[i].clone()).collect()).collect()
 }
 
+/// A JSON file (summary.json, manifest.json) of an experiment's point.
+pub fn point_json(dir: &Path, point: &str, file: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("points").join(point).join(file)).unwrap()).unwrap()
+}
+
 /// Path of a run's newest checkpoint.
 pub fn latest_checkpoint(run_dir: &Path) -> PathBuf {
     gda::checkpoint::latest(run_dir).expect("run has a checkpoint")

@@ -1,0 +1,428 @@
+//! `--launcher slurm`: the grid as one Slurm job array.
+//!
+//! `<dir>/slurm/sweep.sbatch` is a readable batch script: array task i runs
+//! grid point i with the command the local launcher runs
+//! (`experiments::point_command`), its output appended to the point's
+//! train.log. `sbatch --parsable` submits the points that are neither done nor
+//! already queued; only after sbatch accepted them is the job recorded in
+//! `<dir>/slurm/jobs.json`. Each task also appends its start and exit to
+//! `<dir>/slurm/tasks.log`, so jobs submitted by hand are found too.
+//! `gda status` reads the recorded jobs' states from `squeue` (and `sacct`
+//! for jobs the controller has forgotten) and works without either.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{input, GdaError};
+use crate::experiments::{self, RunOptions, Status};
+use crate::launcher::{self, Grid, LauncherArgs};
+
+pub const SCRIPT: &str = "sweep.sbatch";
+const JOBS: &str = "jobs.json";
+const TASKS_LOG: &str = "tasks.log";
+
+/// One accepted `sbatch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Submission {
+    job_id: String,
+    /// The array tasks submitted, as passed to --array.
+    array: String,
+    /// Array task i trains points[i].
+    points: Vec<String>,
+    script: PathBuf,
+    submitted_unix_s: u64,
+}
+
+/// An executable named `cmd` on PATH.
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(cmd)).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// A word for the shell: left bare when it cannot be misread, else quoted.
+fn sh_quote(s: &OsStr) -> String {
+    let s = s.to_string_lossy();
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c)) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// `0-3`, `1,3,5-7`: the --array form of task indexes.
+fn array_ranges(idx: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && idx[j + 1] == idx[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j > i { format!("{}-{}", idx[i], idx[j]) } else { idx[i].to_string() });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// Compute nodes see only shared filesystems; /tmp is never one.
+fn warn_if_node_local(what: &str, p: &Path) {
+    if ["/tmp", "/var/tmp", "/dev/shm"].iter().any(|t| p.starts_with(t)) {
+        eprintln!(
+            "warning: the {what} {} is under {}, which compute nodes usually do not share with this machine: their tasks could not read or write it. Put it on a shared filesystem (e.g. with --out under your home or project directory) unless the jobs run on this very machine",
+            p.display(),
+            p.components().take(2).collect::<PathBuf>().display()
+        );
+    }
+}
+
+/// The batch script of a grid: one array task per point.
+fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &LauncherArgs) -> Result<String, GdaError> {
+    let q = |p: &Path| sh_quote(p.as_os_str());
+    let slurm_dir = dir.join("slurm");
+    let script = slurm_dir.join(SCRIPT);
+    let cwd = std::env::current_dir().map_err(|e| input(format!("current directory: {e}")))?;
+    let n = grid.points.len();
+    let name = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "experiment".into());
+    let mut s = format!(
+        "#!/bin/bash\n\
+         # gda {kind} in {d}: one grid point per Slurm array task, written by gda.\n\
+         # Edit it freely: gda status and gda sweep --collect read only the point directories.\n\
+         #   every point:          sbatch {sc}\n\
+         #   one point (task i):   sbatch --array=i {sc}\n\
+         # A task that is requeued (preemption, node failure, scontrol requeue) or\n\
+         # resubmitted resumes its point from the point's newest checkpoint.\n",
+        kind = grid.kind.dir_prefix(),
+        d = dir.display(),
+        sc = q(&script),
+    );
+    let mut directives = vec![
+        format!("--job-name={}", sh_quote(format!("gda-{name}").as_ref())),
+        format!("--array=0-{}", n.saturating_sub(1)),
+        format!("--output={}", q(&slurm_dir.join("%A_%a.out"))),
+        "--open-mode=append".into(),
+        "--requeue".into(),
+        format!("--chdir={}", q(&cwd)),
+        format!("--cpus-per-task={cpus}"),
+    ];
+    let opt = |flag: &str, v: &Option<String>| v.as_ref().map(|v| format!("--{flag}={}", sh_quote(v.as_ref())));
+    directives.extend(opt("partition", &launch.partition));
+    directives.extend(opt("account", &launch.account));
+    directives.extend(opt("time", &launch.time));
+    directives.extend(opt("mem", &launch.mem));
+    directives.extend(launch.gpus_per_run.map(|g| format!("--gres=gpu:{g}")));
+    directives.extend(launch.sbatch_args.iter().cloned());
+    for d in directives {
+        s += &format!("#SBATCH {d}\n");
+    }
+    s += &format!(
+        "\nset -u\nSLURM_DIR={}\n\n\
+         # Array task -> grid point, and the command that trains it (the one gda runs locally).\n\
+         case \"${{SLURM_ARRAY_TASK_ID:-}}\" in\n",
+        q(&slurm_dir)
+    );
+    for (i, p) in grid.points.iter().enumerate() {
+        let argv = experiments::point_command(exe, dir, p, cpus, None);
+        let cmd: Vec<String> = argv.iter().map(|a| sh_quote(a)).collect();
+        s += &format!("  {i}) POINT={}; CMD=({}) ;;\n", sh_quote(p.name.as_ref()), cmd.join(" "));
+    }
+    s += &format!(
+        "  *) echo \"array task ${{SLURM_ARRAY_TASK_ID:-(none)}} has no grid point; allowed: 0-{last}\" >&2; exit 2 ;;\n\
+         esac\n\
+         RUN={points}/$POINT\n\
+         TASK=${{SLURM_ARRAY_JOB_ID:-local}}_$SLURM_ARRAY_TASK_ID\n\
+         mkdir -p \"$RUN\"\n\
+         rm -f \"$RUN/{failed}\"  # a resubmitted failed point trains again\n\
+         log() {{ echo \"$(date -Is) $TASK $POINT $*\" | tee -a \"$SLURM_DIR/{tasks}\"; }}\n\
+         log \"start on $(hostname) restart=${{SLURM_RESTART_COUNT:-0}}\"\n\
+         # scancel, preemption and the time limit send SIGTERM to gda train too: it\n\
+         # writes a checkpoint and exits with code 130. This shell waits for it.\n\
+         trap 'log \"SIGTERM: gda train writes a checkpoint and stops\"' TERM\n\
+         first=$(( $(cat \"$RUN/train.log\" 2>/dev/null | wc -l) + 1 ))\n\
+         \"${{CMD[@]}}\" >> \"$RUN/train.log\" 2>&1\n\
+         code=$?\n\
+         if [ \"$code\" != 0 ] && [ \"$code\" != 130 ]; then\n\
+         \x20 # Recorded as a local run records it: the point's last error line.\n\
+         \x20 reason=$(tail -n +\"$first\" \"$RUN/train.log\" | grep '^error: ' | tail -n 1 | sed 's/^error: //')\n\
+         \x20 echo \"${{reason:-gda train exited with code $code}}\" > \"$RUN/{failed}\"\n\
+         fi\n\
+         log \"exit $code\"\n\
+         exit \"$code\"\n",
+        last = n.saturating_sub(1),
+        points = q(&dir.join("points")),
+        failed = experiments::FAILED_FILE,
+        tasks = TASKS_LOG,
+    );
+    Ok(s)
+}
+
+/// Writes the batch script and submits the points that are neither done nor
+/// queued (nor failed, unless --retry-failed); prints the job and how to
+/// follow it. With everything done, prints the summary as the local launcher does.
+pub fn launch(grid: &Grid, opts: &RunOptions, launch: &LauncherArgs) -> anyhow::Result<()> {
+    let dir = launcher::absolute(&opts.dir)?;
+    let exe = std::env::current_exe().map_err(|e| input(format!("cannot find the gda binary: {e}")))?;
+    warn_if_node_local("experiment directory", &dir);
+    warn_if_node_local("gda binary", &exe);
+    let cpus = launch.cpus_per_run.unwrap_or(if opts.threads > 0 { opts.threads } else { 1 });
+    let slurm_dir = dir.join("slurm");
+    let script_path = slurm_dir.join(SCRIPT);
+    let text = script(grid, &dir, &exe, cpus, launch)?;
+    let io = |e: std::io::Error| input(format!("cannot write {}: {e}", script_path.display()));
+    std::fs::create_dir_all(&slurm_dir).map_err(io)?;
+    crate::report::atomic_write(&script_path, text.as_bytes()).map_err(io)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    }
+
+    let queue = Queue::read(&dir);
+    let (mut todo, mut queued, mut failed, mut done) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for (i, p) in grid.points.iter().enumerate() {
+        match experiments::status(&dir, p) {
+            Status::Done(_) => done += 1,
+            Status::Failed(_) if !opts.retry_failed => failed.push(p.name.as_str()),
+            _ if queue.task(&p.name).is_some_and(|t| t.is_running() || t.is_waiting()) => queued.push(p.name.as_str()),
+            _ => todo.push(i),
+        }
+    }
+    let n = grid.points.len();
+    let script_q = sh_quote(script_path.as_os_str());
+    let dir_q = sh_quote(dir.as_os_str());
+    if todo.is_empty() {
+        if queued.is_empty() {
+            println!("all {n} points are done or failed; nothing to submit");
+            return Ok(grid.summarize(&dir)?.report(&dir)?);
+        }
+        println!("nothing to submit: {done} of {n} points done, {} queued or running in Slurm ({}), {} failed", queued.len(), queue.jobs(), failed.len());
+        println!("follow them: gda status {dir_q}");
+        return Ok(());
+    }
+    let array = array_ranges(&todo);
+    if !failed.is_empty() {
+        println!("{} failed points are not submitted (add --retry-failed to train them again): {}", failed.len(), failed.join(", "));
+    }
+    if launch.no_submit {
+        println!("wrote {} ({n} array tasks, one per point); nothing was submitted", script_path.display());
+        println!("submit the {} points not done with:\n  sbatch --array={array} {script_q}", todo.len());
+        return Ok(());
+    }
+    let job = submit(&script_path, &array)?;
+    let sub = Submission {
+        job_id: job.clone(),
+        array: array.clone(),
+        points: grid.points.iter().map(|p| p.name.clone()).collect(),
+        script: script_path.clone(),
+        submitted_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    };
+    let mut subs = submissions(&dir);
+    subs.push(sub);
+    let jobs = slurm_dir.join(JOBS);
+    crate::report::atomic_write(&jobs, &serde_json::to_vec_pretty(&subs).expect("jobs serialise"))
+        .map_err(|e| input(format!("Slurm job {job} was submitted, but {} could not be written: {e}", jobs.display())))?;
+    println!("submitted Slurm job {job}: array tasks {array} ({} of {n} points) of {}", todo.len(), script_path.display());
+    println!("follow it:  gda status {dir_q}   (or squeue -j {job})");
+    println!("when done:  gda sweep --collect {dir_q}   (or rerun this command)");
+    Ok(())
+}
+
+/// `sbatch --parsable --array=A script`: the job id, or sbatch's own error.
+fn submit(script: &Path, array: &str) -> Result<String, GdaError> {
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(format!("--array={array}"))
+        .arg(script)
+        .output()
+        .map_err(|e| input(format!("cannot run sbatch: {e}; nothing was submitted")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let job = stdout.lines().next().unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+    if !out.status.success() || job.is_empty() || !job.chars().all(|c| c.is_ascii_digit()) {
+        let said = if stderr.is_empty() { format!("(exit status {}, output {:?})", out.status, stdout.trim()) } else { stderr };
+        return Err(GdaError::Rejected { stderr: said, script: script.to_path_buf() });
+    }
+    if !stderr.is_empty() {
+        eprintln!("{stderr}");
+    }
+    Ok(job)
+}
+
+fn submissions(dir: &Path) -> Vec<Submission> {
+    std::fs::read(dir.join("slurm").join(JOBS)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// What Slurm says about one array task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub job: String,
+    pub task: usize,
+    pub state: String,
+    pub reason: String,
+    pub node: String,
+}
+
+impl Task {
+    pub fn id(&self) -> String {
+        format!("{}_{}", self.job, self.task)
+    }
+
+    pub fn is_running(&self) -> bool {
+        ["RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"].contains(&self.state.as_str())
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        ["PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"].contains(&self.state.as_str())
+    }
+
+    fn rank(&self) -> (u8, u64, usize) {
+        let live = if self.is_running() { 2 } else { u8::from(self.is_waiting()) };
+        (live, self.job.parse().unwrap_or(0), self.task)
+    }
+}
+
+/// The Slurm side of an experiment: its jobs and their tasks' states.
+pub struct Queue {
+    jobs: Vec<String>,
+    /// (job, task) -> point.
+    map: Vec<(String, usize, String)>,
+    tasks: Vec<Task>,
+    /// Why Slurm could not be asked, if it could not.
+    unreachable: Option<String>,
+}
+
+impl Queue {
+    /// The jobs recorded in jobs.json and tasks.log, and what squeue (or,
+    /// for jobs it no longer knows, sacct) says of their tasks.
+    pub fn read(dir: &Path) -> Queue {
+        let mut map: Vec<(String, usize, String)> = Vec::new();
+        for s in submissions(dir) {
+            map.extend(s.points.iter().enumerate().map(|(i, p)| (s.job_id.clone(), i, p.clone())));
+        }
+        let log = std::fs::read_to_string(dir.join("slurm").join(TASKS_LOG)).unwrap_or_default();
+        for line in log.lines() {
+            let mut w = line.split_whitespace().skip(1);
+            if let (Some(id), Some(point)) = (w.next(), w.next()) {
+                if let Some((job, Ok(task))) = id.split_once('_').map(|(j, t)| (j, t.parse::<usize>())) {
+                    if !map.iter().any(|(j, t, _)| j == job && *t == task) {
+                        map.push((job.to_string(), task, point.to_string()));
+                    }
+                }
+            }
+        }
+        let mut jobs: Vec<String> = Vec::new();
+        for (j, _, _) in &map {
+            if !jobs.contains(j) {
+                jobs.push(j.clone());
+            }
+        }
+        let mut q = Queue { jobs, map, tasks: Vec::new(), unreachable: None };
+        if q.jobs.is_empty() {
+            return q;
+        }
+        if which("squeue").is_none() {
+            q.unreachable = Some("squeue is not on PATH".into());
+            return q;
+        }
+        let ids = q.jobs.join(",");
+        // -t all: finished tasks too, while the controller remembers them.
+        match Command::new("squeue").args(["-h", "-r", "-t", "all", "-j", &ids, "-o", "%F|%K|%T|%r|%N"]).output() {
+            Ok(out) => {
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    let f: Vec<&str> = line.split('|').collect();
+                    if let [job, task, state, reason, node] = f[..] {
+                        if let Ok(task) = task.parse() {
+                            q.tasks.push(Task { job: job.into(), task, state: state.into(), reason: reason.into(), node: node.into() });
+                        }
+                    }
+                }
+            }
+            Err(e) => q.unreachable = Some(format!("squeue failed: {e}")),
+        }
+        // Jobs the controller has forgotten: the accounting database, if any.
+        let forgotten: Vec<&str> = q.jobs.iter().filter(|j| !q.tasks.iter().any(|t| &t.job == *j)).map(String::as_str).collect();
+        if !forgotten.is_empty() && which("sacct").is_some() {
+            let ids = forgotten.join(",");
+            if let Ok(out) = Command::new("sacct").args(["-n", "-P", "-X", "-j", &ids, "-o", "JobID,State,NodeList"]).output() {
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    let f: Vec<&str> = line.split('|').collect();
+                    if let [id, state, node] = f[..] {
+                        if let Some((job, Ok(task))) = id.split_once('_').map(|(j, t)| (j, t.parse::<usize>())) {
+                            let state = state.split_whitespace().next().unwrap_or("").to_string();
+                            q.tasks.push(Task { job: job.into(), task, state, reason: String::new(), node: node.into() });
+                        }
+                    }
+                }
+            }
+        }
+        q
+    }
+
+    /// The task that speaks for a point: a running one, else a waiting
+    /// one, else the newest that ended.
+    pub fn task(&self, point: &str) -> Option<&Task> {
+        self.tasks
+            .iter()
+            .filter(|t| self.map.iter().any(|(j, i, p)| *j == t.job && *i == t.task && p == point))
+            .max_by_key(|t| t.rank())
+    }
+
+    pub fn jobs(&self) -> String {
+        self.jobs.join(", ")
+    }
+
+    /// A note for the status header.
+    pub fn describe(&self) -> String {
+        match (&self.unreachable, self.jobs.is_empty()) {
+            (_, true) => String::new(),
+            (None, false) => format!(" (Slurm jobs {})", self.jobs()),
+            (Some(why), false) => format!(" (Slurm jobs {}; {why}: states from the run directories only)", self.jobs()),
+        }
+    }
+}
+
+/// How to train `points` of a `kind` experiment again: the sbatch line when
+/// the batch script maps them, and the rerun of the gda command.
+pub fn resubmit_hint(dir: &Path, kind: &str, points: &[&str], marked_failed: bool) -> String {
+    let script = dir.join("slurm").join(SCRIPT);
+    let text = std::fs::read_to_string(&script).unwrap_or_default();
+    let index = |point: &str| {
+        text.lines().find_map(|l| {
+            let (i, rest) = l.trim_start().split_once(") POINT=")?;
+            (rest.split(';').next()? == sh_quote(point.as_ref())).then(|| i.parse::<usize>().ok()).flatten()
+        })
+    };
+    let retry = if marked_failed { " --retry-failed" } else { "" };
+    match points.iter().map(|p| index(p)).collect::<Option<Vec<usize>>>() {
+        Some(mut idx) if !text.is_empty() => {
+            idx.sort_unstable();
+            let array = array_ranges(&idx);
+            format!("resubmit: sbatch --array={array} {}   (or rerun the gda {kind} command with --launcher slurm{retry})", sh_quote(script.as_os_str()))
+        }
+        _ => format!("to train them again: rerun the gda {kind} command{retry}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_ranges_compress_runs() {
+        assert_eq!(array_ranges(&[0, 1, 2, 3]), "0-3");
+        assert_eq!(array_ranges(&[1, 3, 5, 6, 7]), "1,3,5-7");
+        assert_eq!(array_ranges(&[4]), "4");
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(sh_quote("/a/b-c_d.toml".as_ref()), "/a/b-c_d.toml");
+        assert_eq!(sh_quote("a b".as_ref()), "'a b'");
+        assert_eq!(sh_quote("it's".as_ref()), r"'it'\''s'");
+        assert_eq!(sh_quote("".as_ref()), "''");
+    }
+}
