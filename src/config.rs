@@ -171,7 +171,7 @@ pub struct TaskConfig {
     pub vocab: usize,
     /// MQAR: key-value pairs per example.
     pub pairs: usize,
-    /// MQAR: pairs asked about; 0 means all of them.
+    /// MQAR: questions per example (each a pair drawn with replacement); 0 means `pairs`.
     pub queries: usize,
     /// NIAH: needles per example (the real one plus distractors).
     pub needles: usize,

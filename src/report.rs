@@ -389,7 +389,7 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(
     let rmax = rows.iter().filter_map(|r| r.point.ratio()).fold(1.0, f64::max);
     let axes = (0.5f64..rmax + 0.5, ylo..yhi);
     let caption = format!("final {} vs signal:noise ratio", y_desc.split(" (").next().unwrap_or(y_desc));
-    svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), false, |chart| {
+    svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), true, |chart| {
     let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
     for (ci, v) in variants.iter().enumerate() {
         let color = COLORS[ci];
