@@ -73,6 +73,16 @@ fn head_groups(model: &Model) -> (usize, usize) {
     }
 }
 
+/// Bytes of the materialised maps of one example at context `t` (signal,
+/// noise and effective maps of every layer, fp32).
+pub fn map_bytes(cfg: &crate::config::ModelConfig, t: usize) -> usize {
+    4 * 3 * cfg.n_layers * cfg.query_heads() * t * t
+}
+
+/// The most a single example's maps may take: beyond it the analysis would
+/// exhaust memory rather than run slowly.
+pub const MAX_MAP_BYTES: usize = 8 << 30;
+
 /// Analyses the effective attention maps of `model` at every question's
 /// focus position of `examples` (all of one context length). Returns, per
 /// layer, one row per head group followed by the row over all heads.
@@ -84,7 +94,7 @@ pub fn analyse(model: &Model, examples: &[Example], device: Device) -> Vec<Group
     let t = examples[0].labels.len();
     // Materialised maps of every layer are held at once: keep a batch near
     // 2^26 floats (signal, noise and effective maps included).
-    let per_example = 3 * layers * heads * t * t;
+    let per_example = map_bytes(cfg, t) / 4;
     let batch = ((1usize << 26) / per_example.max(1)).clamp(1, 64);
     let mut sums = vec![vec![RowStats::default(); heads]; layers];
     let mut lambdas = vec![None; layers];

@@ -272,6 +272,15 @@ pub fn run_eval(opts: &EvalOptions) -> Result<std::path::PathBuf, crate::error::
             if c == 0 {
                 return Err(input("--contexts: 0 is not a context length; allowed: positive integers"));
             }
+            let bytes = crate::analysis::map_bytes(&spec.model, c);
+            if analyse && bytes > crate::analysis::MAX_MAP_BYTES {
+                return Err(input(format!(
+                    "the attention suite at context {c} materialises {:.1} GiB of maps per example for {} (limit {} GiB); allowed: shorter --contexts for the attention suite",
+                    bytes as f64 / (1u64 << 30) as f64,
+                    t.label,
+                    crate::analysis::MAX_MAP_BYTES >> 30
+                )));
+            }
             if c > train_ctx {
                 eprintln!("warning: {}: context {c} is longer than the training context {train_ctx}; RoPE has no hard limit, but quality past the training length is extrapolation", t.label);
             }

@@ -73,6 +73,55 @@ fn lm_suite_reports_bpb_at_several_contexts_and_matches_training() {
 }
 
 #[test]
+fn lm_suite_scores_other_text_given_with_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One real work of the default corpus; a single file is split by bytes.
+    let corpus = gda::data::corpus_path("shakespeare").unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("_gut.txt"))
+        .collect();
+    files.sort();
+    let text = files[0].to_str().unwrap().to_string();
+    // A run trained on that file scored its held-out part; eval --data on the
+    // same file must score exactly those windows again.
+    let spec = write_spec(tmp.path(), "one", TINY);
+    let run = tmp.path().join("one");
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).args(["--data", &text]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = eval(&["--run", run.to_str().unwrap(), "--data", &text, "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let with_data = csv(&run.join("eval/lm.csv"));
+    let s = summary(&run);
+    let loss = s["val_loss"].as_f64().unwrap();
+    assert!((f(&with_data[0], "loss") - loss).abs() < 1e-6 * loss, "{} vs {loss}", f(&with_data[0], "loss"));
+    // Without --data the run's spec names the whole default corpus: other text.
+    let out = eval(&["--run", run.to_str().unwrap(), "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_ne!(csv(&run.join("eval/lm.csv"))[0]["loss"], with_data[0]["loss"]);
+    let out = eval(&["--run", run.to_str().unwrap(), "--data", "/no/such/text"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("does not exist"));
+}
+
+#[test]
+fn a_model_trains_on_niah_and_reports_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = format!("{TINY}\n[data]\ntask = \"niah\"\n[task]\nneedles = 2\neval_examples = 32\n");
+    let run = train(tmp.path(), "niah", &spec);
+    let acc = column(&run, "val_acc");
+    assert_eq!(acc.len(), 4, "an evaluation at steps 0, 20, 40, 60");
+    assert!(acc.iter().all(|(_, a)| (0.0..=1.0).contains(a)));
+    // 32 examples, one question each: accuracy is a multiple of 1/32.
+    assert!(acc.iter().all(|(_, a)| (a * 32.0 - (a * 32.0).round()).abs() < 1e-9));
+    let out = eval(&["--run", run.to_str().unwrap(), "--depths", "0.5", "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let ret = csv(&run.join("eval/retrieval.csv"));
+    assert_eq!((ret[0]["task"].as_str(), ret[0]["depth"].as_str(), ret[0]["queries"].as_str()), ("niah", "0.5", "32"));
+}
+
+#[test]
 fn a_retrieval_run_is_scored_and_its_attention_analysed() {
     let tmp = tempfile::tempdir().unwrap();
     let run = train(tmp.path(), "mqar", &tiny_mqar());
@@ -195,6 +244,12 @@ fn bad_eval_input_is_refused_and_writes_nothing() {
     let err = stderr_of(&out);
     assert!(err.contains("task.pairs") && err.contains("at most 8 pairs"), "{err}");
     assert!(!run.join("eval").exists(), "nothing may be written");
+
+    // Attention maps too large to materialise are refused up front.
+    let out = eval(&["--run", run.to_str().unwrap(), "--contexts", "32,20000", "--set", "task.pairs=2"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr_of(&out).contains("materialises") && stderr_of(&out).contains("context 20000"), "{}", stderr_of(&out));
+    assert!(!run.join("eval").exists());
 
     // Keys other than task.* cannot change what a run is.
     let out = eval(&["--run", run.to_str().unwrap(), "--set", "model.d_model=64"]);
