@@ -1,10 +1,13 @@
 //! Scoring a model: held-out language modelling on a fixed set of windows,
 //! and exact-match retrieval on a fixed set of task examples.
 
+use std::path::PathBuf;
+
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::config::Spec;
-use crate::data::{eval_offsets, windows, Dataset, Split};
+use crate::config::{Spec, TaskKind};
+use crate::data::{eval_offsets, windows, Corpus, Dataset, Split};
+use crate::error::{input, GdaError};
 use crate::model::Model;
 use crate::tasks::{self, Example, IGNORE};
 
@@ -132,13 +135,13 @@ pub enum Suite {
 #[derive(Debug, Clone, Default)]
 pub struct EvalOptions {
     /// Run directories or experiment directories (all their points).
-    pub runs: Vec<std::path::PathBuf>,
+    pub runs: Vec<PathBuf>,
     /// Empty: `lm` for text runs; the run's task and `attention` for task runs.
     pub suites: Vec<Suite>,
     /// Empty: each run's training context.
     pub contexts: Vec<usize>,
     /// Text for the `lm` suite instead of the run's validation split.
-    pub data: Option<std::path::PathBuf>,
+    pub data: Option<PathBuf>,
     /// `lm` token budget per context (default: the run's train.eval_tokens).
     pub tokens: Option<usize>,
     /// Retrieval examples per context (and depth); default task.eval_examples.
@@ -147,7 +150,7 @@ pub struct EvalOptions {
     pub depths: Vec<f64>,
     /// `task.*` overrides for the retrieval generators.
     pub task_set: Vec<String>,
-    pub out: Option<std::path::PathBuf>,
+    pub out: Option<PathBuf>,
     pub device: Option<String>,
     pub threads: Option<usize>,
 }
@@ -165,32 +168,31 @@ pub const ATTENTION_COLUMNS: &[&str] = &[
 /// One run to evaluate: its label in the tables and its directory.
 struct Target {
     label: String,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
 }
 
-/// Expands experiment directories into their points that have a checkpoint.
-fn targets(runs: &[std::path::PathBuf]) -> Result<Vec<Target>, crate::error::GdaError> {
-    use crate::error::input;
+/// Expands experiment directories into their points (from the grid record,
+/// in grid order) that have a checkpoint.
+fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
     let mut out = Vec::new();
     for r in runs {
-        let label = |d: &std::path::Path| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string());
         if r.join("spec.toml").is_file() {
-            out.push(Target { label: label(r), dir: r.clone() });
+            let label = r.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| r.display().to_string());
+            out.push(Target { label, dir: r.clone() });
         } else if r.join("experiment.json").is_file() {
-            let mut points: Vec<std::path::PathBuf> = std::fs::read_dir(r.join("points"))
-                .map_err(|e| input(format!("cannot list the points of {}: {e}", r.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("spec.toml").is_file())
-                .collect();
-            points.sort();
-            let (ready, waiting): (Vec<_>, Vec<_>) = points.into_iter().partition(|p| crate::checkpoint::latest(p).is_some());
-            for p in &waiting {
-                eprintln!("note: {} has no checkpoint yet; skipped", p.display());
+            let grid = crate::launcher::Grid::load(r)?;
+            let before = out.len();
+            for p in &grid.points {
+                let dir = crate::experiments::point_dir(r, p);
+                if crate::checkpoint::latest(&dir).is_some() {
+                    out.push(Target { label: p.name.clone(), dir });
+                } else {
+                    eprintln!("note: point {} has no checkpoint yet; skipped", p.name);
+                }
             }
-            if ready.is_empty() {
+            if out.len() == before {
                 return Err(input(format!("experiment {} has no point with a checkpoint to evaluate", r.display())));
             }
-            out.extend(ready.into_iter().map(|p| Target { label: label(&p), dir: p }));
         } else {
             return Err(input(format!(
                 "{} is not a gda run or experiment directory; allowed: a run directory (spec.toml, checkpoints/) or a sweep/ablation/growth directory (experiment.json)",
@@ -202,161 +204,41 @@ fn targets(runs: &[std::path::PathBuf]) -> Result<Vec<Target>, crate::error::Gda
 }
 
 /// Where the CSV files go: `--out`, or `eval/` inside the one directory given.
-pub fn out_dir(opts: &EvalOptions) -> Result<std::path::PathBuf, crate::error::GdaError> {
+pub fn out_dir(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
     match (&opts.out, opts.runs.as_slice()) {
         (Some(o), _) => Ok(o.clone()),
         (None, [one]) => Ok(one.join("eval")),
-        (None, _) => Err(crate::error::input("several --run directories need --out DIR for the combined tables")),
+        (None, _) => Err(input("several --run directories need --out DIR for the combined tables")),
     }
+}
+
+/// Rows of the three result tables, in the column order of their *_COLUMNS.
+#[derive(Default)]
+struct Tables {
+    lm: Vec<Vec<String>>,
+    retrieval: Vec<Vec<String>>,
+    attention: Vec<Vec<String>>,
 }
 
 /// Runs the suites on every run, then writes the CSV files into the output
 /// directory (all at the end, each by rename: an error leaves nothing half-written).
-pub fn run_eval(opts: &EvalOptions) -> Result<std::path::PathBuf, crate::error::GdaError> {
-    use crate::config::TaskKind;
-    use crate::error::input;
+pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
     let out = out_dir(opts)?;
-    let targets = targets(&opts.runs)?;
-    let (mut lm, mut ret, mut att) = (Vec::new(), Vec::new(), Vec::new());
-    for t in &targets {
-        let src = crate::grow::find_source(&t.dir)?;
-        let mut overrides = opts.task_set.clone();
-        if let Some(d) = &opts.device {
-            overrides.push(format!("train.device=\"{d}\""));
-        }
-        if let Some(n) = opts.threads {
-            overrides.push(format!("train.threads={n}"));
-        }
-        if let Some(bad) = opts.task_set.iter().find(|o| !o.trim_start().starts_with("task.")) {
-            return Err(input(format!("--set {bad}: gda eval only changes task.* keys (the generators); the model and data come from the run")));
-        }
-        // Task keys are checked per evaluated context below, not at the training context.
-        let mut spec = src.spec.clone();
-        spec.data.task = TaskKind::Text;
-        let mut spec = spec.with_overrides(&overrides)?;
-        spec.data.task = src.spec.data.task;
-        let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
-        crate::device::set_threads(spec.train.threads);
-        let vs = tch::nn::VarStore::new(device);
-        let model = Model::new(&spec.model, vs.root());
-        crate::checkpoint::load_weights(&vs, &src.checkpoint.join(crate::checkpoint::MODEL_FILE))?;
-        let own = spec.data.task;
-        let suites: Vec<Suite> = if !opts.suites.is_empty() {
-            opts.suites.clone()
-        } else if own == TaskKind::Text {
-            vec![Suite::Lm]
-        } else {
-            vec![if own == TaskKind::Mqar { Suite::Mqar } else { Suite::Niah }, Suite::Attention]
-        };
-        let mut tasks: Vec<TaskKind> = suites
-            .iter()
-            .filter_map(|s| match s {
-                Suite::Mqar => Some(TaskKind::Mqar),
-                Suite::Niah => Some(TaskKind::Niah),
-                _ => None,
-            })
-            .collect();
-        let analyse = suites.contains(&Suite::Attention);
-        if analyse && tasks.is_empty() {
-            if own == TaskKind::Text {
-                return Err(input(format!(
-                    "the attention suite analyses retrieval examples, and run {} was trained on text: add --suite mqar or --suite niah",
-                    t.label
-                )));
-            }
-            tasks.push(own);
-        }
-        let train_ctx = spec.train.context;
-        let contexts = if opts.contexts.is_empty() { vec![train_ctx] } else { opts.contexts.clone() };
-        for &c in &contexts {
-            if c == 0 {
-                return Err(input("--contexts: 0 is not a context length; allowed: positive integers"));
-            }
-            let bytes = crate::analysis::map_bytes(&spec.model, c);
-            if analyse && bytes > crate::analysis::MAX_MAP_BYTES {
-                return Err(input(format!(
-                    "the attention suite at context {c} materialises {:.1} GiB of maps per example for {} (limit {} GiB); allowed: shorter --contexts for the attention suite",
-                    bytes as f64 / (1u64 << 30) as f64,
-                    t.label,
-                    crate::analysis::MAX_MAP_BYTES >> 30
-                )));
-            }
-            if c > train_ctx {
-                eprintln!("warning: {}: context {c} is longer than the training context {train_ctx}; RoPE has no hard limit, but quality past the training length is extrapolation", t.label);
-            }
-        }
-        println!("evaluating {} ({}, step {})", t.label, t.dir.display(), src.step);
-        if suites.contains(&Suite::Lm) {
-            let mut data_cfg = spec.data.clone();
-            data_cfg.task = TaskKind::Text;
-            let corpus = crate::data::Corpus::load(&data_cfg, opts.data.as_deref())?;
-            let budget = opts.tokens.unwrap_or(spec.train.eval_tokens);
-            for &c in &contexts {
-                if c + 1 > corpus.val.len {
-                    return Err(input(format!("--contexts {c} is longer than the validation text ({} tokens)", corpus.val.len)));
-                }
-                let offsets = eval_offsets(corpus.val.len, c, budget);
-                let rows = (spec.train.batch_size * spec.train.context / c).max(1);
-                let s = lm_eval(&model, &corpus.val, &offsets, c, rows, device);
-                lm.push(vec![t.label.clone(), c.to_string(), train_ctx.to_string(), s.tokens.to_string(), format!("{}", s.loss), format!("{}", s.loss.exp()), format!("{}", s.bpb)]);
-            }
-        }
-        for &kind in &tasks {
-            let depths: Vec<Option<f64>> = match kind {
-                TaskKind::Niah if opts.depths.is_empty() => [0.0, 0.25, 0.5, 0.75, 1.0].into_iter().map(Some).collect(),
-                TaskKind::Niah => opts.depths.iter().copied().map(Some).collect(),
-                _ => vec![None],
-            };
-            let n = opts.examples.unwrap_or(spec.task.eval_examples).max(1);
-            for &c in &contexts {
-                crate::tasks::check(&spec.task, kind, c, spec.model.vocab_size).map_err(|e| {
-                    input(format!("{} at context {c} (run {}): key `{}`: {}", kind.name(), t.label, e.key, e.msg))
-                })?;
-                let mut all = Vec::new();
-                for &depth in &depths {
-                    if let Some(d) = depth.filter(|d| !(0.0..=1.0).contains(d)) {
-                        return Err(input(format!("--depths {d} is out of range; allowed: fractions in [0, 1]")));
-                    }
-                    let examples = crate::tasks::eval_set(&spec.task, kind, c, n, depth);
-                    let rows = (spec.train.batch_size * spec.train.context / c).max(1);
-                    let s = retrieval_eval(&model, &examples, rows, device);
-                    ret.push(vec![
-                        t.label.clone(),
-                        kind.name().into(),
-                        c.to_string(),
-                        train_ctx.to_string(),
-                        depth.map(|d| format!("{d}")).unwrap_or_default(),
-                        n.to_string(),
-                        s.queries.to_string(),
-                        format!("{}", s.loss),
-                        format!("{}", s.acc),
-                        format!("{}", s.token_acc),
-                    ]);
-                    all.extend(examples);
-                }
-                if analyse {
-                    for g in crate::analysis::analyse(&model, &all, device) {
-                        att.push(vec![
-                            t.label.clone(),
-                            kind.name().into(),
-                            c.to_string(),
-                            g.layer.to_string(),
-                            g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
-                            g.heads.to_string(),
-                            g.lambda.map(|l| format!("{l}")).unwrap_or_default(),
-                            format!("{}", g.stats.answer),
-                            format!("{}", g.stats.noise),
-                            format!("{}", g.stats.entropy),
-                            format!("{}", g.stats.sparsity),
-                            g.rows.to_string(),
-                        ]);
-                    }
-                }
-            }
-        }
+    if let Some(bad) = opts.task_set.iter().find(|o| !o.trim_start().starts_with("task.")) {
+        return Err(input(format!("--set {bad}: gda eval only changes task.* keys (the generators); the model and data come from the run")));
+    }
+    let mut tables = Tables::default();
+    // Points of a sweep share their text: load and tokenize it once.
+    let mut corpora: Vec<(crate::config::DataConfig, Corpus)> = Vec::new();
+    for t in &targets(&opts.runs)? {
+        eval_run(t, opts, &mut corpora, &mut tables)?;
     }
     std::fs::create_dir_all(&out).map_err(|e| input(format!("cannot create {}: {e}", out.display())))?;
-    for (name, cols, rows) in [(LM_CSV, LM_COLUMNS, &lm), (RETRIEVAL_CSV, RETRIEVAL_COLUMNS, &ret), (ATTENTION_CSV, ATTENTION_COLUMNS, &att)] {
+    for (name, cols, rows) in [
+        (LM_CSV, LM_COLUMNS, &tables.lm),
+        (RETRIEVAL_CSV, RETRIEVAL_COLUMNS, &tables.retrieval),
+        (ATTENTION_CSV, ATTENTION_COLUMNS, &tables.attention),
+    ] {
         let path = out.join(name);
         if rows.is_empty() {
             // A table of an earlier evaluation with other suites would mix in; drop it.
@@ -370,4 +252,175 @@ pub fn run_eval(opts: &EvalOptions) -> Result<std::path::PathBuf, crate::error::
         crate::report::atomic_write(&path, text.as_bytes()).map_err(|e| input(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(out)
+}
+
+/// The run's spec with `--set task.*`, `--device` and `--threads` applied.
+fn eval_spec(src: &Spec, opts: &EvalOptions) -> Result<Spec, GdaError> {
+    let mut overrides = opts.task_set.clone();
+    if let Some(d) = &opts.device {
+        overrides.push(format!("train.device=\"{d}\""));
+    }
+    if let Some(n) = opts.threads {
+        overrides.push(format!("train.threads={n}"));
+    }
+    // Task keys are checked per evaluated context (in eval_run), not at the
+    // training context that resolving the spec would check them against.
+    let mut spec = src.clone();
+    spec.data.task = TaskKind::Text;
+    let mut spec = spec.with_overrides(&overrides)?;
+    spec.data.task = src.data.task;
+    Ok(spec)
+}
+
+/// The suites asked for, or the run's defaults; and the retrieval tasks to
+/// generate (the attention suite analyses those, or the run's own task).
+fn plan(suites: &[Suite], own: TaskKind, label: &str) -> Result<(Vec<Suite>, Vec<TaskKind>), GdaError> {
+    let suites: Vec<Suite> = if !suites.is_empty() {
+        suites.to_vec()
+    } else if own == TaskKind::Text {
+        vec![Suite::Lm]
+    } else {
+        vec![if own == TaskKind::Mqar { Suite::Mqar } else { Suite::Niah }, Suite::Attention]
+    };
+    let mut tasks: Vec<TaskKind> = suites
+        .iter()
+        .filter_map(|s| match s {
+            Suite::Mqar => Some(TaskKind::Mqar),
+            Suite::Niah => Some(TaskKind::Niah),
+            _ => None,
+        })
+        .collect();
+    if suites.contains(&Suite::Attention) && tasks.is_empty() {
+        if own == TaskKind::Text {
+            return Err(input(format!(
+                "the attention suite analyses retrieval examples, and run {label} was trained on text: add --suite mqar or --suite niah"
+            )));
+        }
+        tasks.push(own);
+    }
+    Ok((suites, tasks))
+}
+
+/// Evaluates one run and appends its rows to `tables`.
+fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::DataConfig, Corpus)>, tables: &mut Tables) -> Result<(), GdaError> {
+    let src = crate::grow::find_source(&t.dir)?;
+    let spec = eval_spec(&src.spec, opts)?;
+    let (suites, tasks) = plan(&opts.suites, spec.data.task, &t.label)?;
+    let analyse = suites.contains(&Suite::Attention);
+    let train_ctx = spec.train.context;
+    let contexts = if opts.contexts.is_empty() { vec![train_ctx] } else { opts.contexts.clone() };
+    for &c in &contexts {
+        if c == 0 {
+            return Err(input("--contexts: 0 is not a context length; allowed: positive integers"));
+        }
+        let bytes = crate::analysis::map_bytes(&spec.model, c);
+        if analyse && bytes > crate::analysis::MAX_MAP_BYTES {
+            return Err(input(format!(
+                "the attention suite at context {c} materialises {:.1} GiB of maps per example for {} (limit {} GiB); allowed: shorter --contexts for the attention suite",
+                bytes as f64 / (1u64 << 30) as f64,
+                t.label,
+                crate::analysis::MAX_MAP_BYTES >> 30
+            )));
+        }
+        if c > train_ctx {
+            eprintln!("warning: {}: context {c} is longer than the training context {train_ctx}; RoPE has no hard limit, but quality past the training length is extrapolation", t.label);
+        }
+    }
+    for &kind in &tasks {
+        for &c in &contexts {
+            crate::tasks::check(&spec.task, kind, c, spec.model.vocab_size)
+                .map_err(|e| input(format!("{} at context {c} (run {}): key `{}`: {}", kind.name(), t.label, e.key, e.msg)))?;
+        }
+    }
+    if let Some(d) = opts.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
+        return Err(input(format!("--depths {d} is out of range; allowed: fractions in [0, 1]")));
+    }
+
+    let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
+    crate::device::set_threads(spec.train.threads);
+    let vs = tch::nn::VarStore::new(device);
+    let model = Model::new(&spec.model, vs.root());
+    crate::checkpoint::load_weights(&vs, &src.checkpoint.join(crate::checkpoint::MODEL_FILE))?;
+    println!("evaluating {} ({}, step {})", t.label, t.dir.display(), src.step);
+    // Batches of about the training batch's tokens, whatever the context.
+    let rows = |c: usize| (spec.train.batch_size * train_ctx / c).max(1);
+
+    if suites.contains(&Suite::Lm) {
+        let mut data_cfg = spec.data.clone();
+        data_cfg.task = TaskKind::Text;
+        if let Some(d) = &opts.data {
+            data_cfg.corpus = d.to_string_lossy().into_owned();
+        }
+        let at = match corpora.iter().position(|(k, _)| *k == data_cfg) {
+            Some(i) => i,
+            None => {
+                corpora.push((data_cfg.clone(), Corpus::load(&data_cfg, None)?));
+                corpora.len() - 1
+            }
+        };
+        let val = &corpora[at].1.val;
+        let budget = opts.tokens.unwrap_or(spec.train.eval_tokens);
+        for &c in &contexts {
+            if c + 1 > val.len {
+                return Err(input(format!("--contexts {c} is longer than the validation text ({} tokens)", val.len)));
+            }
+            let s = lm_eval(&model, val, &eval_offsets(val.len, c, budget), c, rows(c), device);
+            tables.lm.push(vec![
+                t.label.clone(),
+                c.to_string(),
+                train_ctx.to_string(),
+                s.tokens.to_string(),
+                format!("{}", s.loss),
+                format!("{}", s.loss.exp()),
+                format!("{}", s.bpb),
+            ]);
+        }
+    }
+    let n = opts.examples.unwrap_or(spec.task.eval_examples).max(1);
+    for &kind in &tasks {
+        let depths: Vec<Option<f64>> = match kind {
+            TaskKind::Niah if opts.depths.is_empty() => [0.0, 0.25, 0.5, 0.75, 1.0].into_iter().map(Some).collect(),
+            TaskKind::Niah => opts.depths.iter().copied().map(Some).collect(),
+            _ => vec![None],
+        };
+        for &c in &contexts {
+            let mut all = Vec::new();
+            for &depth in &depths {
+                let examples = crate::tasks::eval_set(&spec.task, kind, c, n, depth);
+                let s = retrieval_eval(&model, &examples, rows(c), device);
+                tables.retrieval.push(vec![
+                    t.label.clone(),
+                    kind.name().into(),
+                    c.to_string(),
+                    train_ctx.to_string(),
+                    depth.map(|d| format!("{d}")).unwrap_or_default(),
+                    n.to_string(),
+                    s.queries.to_string(),
+                    format!("{}", s.loss),
+                    format!("{}", s.acc),
+                    format!("{}", s.token_acc),
+                ]);
+                all.extend(examples);
+            }
+            if analyse {
+                for g in crate::analysis::analyse(&model, &all, device) {
+                    tables.attention.push(vec![
+                        t.label.clone(),
+                        kind.name().into(),
+                        c.to_string(),
+                        g.layer.to_string(),
+                        g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
+                        g.heads.to_string(),
+                        g.lambda.map(|l| format!("{l}")).unwrap_or_default(),
+                        format!("{}", g.stats.answer),
+                        format!("{}", g.stats.noise),
+                        format!("{}", g.stats.entropy),
+                        format!("{}", g.stats.sparsity),
+                        g.rows.to_string(),
+                    ]);
+                }
+            }
+        }
+    }
+    Ok(())
 }

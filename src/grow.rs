@@ -381,26 +381,20 @@ impl Jitter {
     }
 }
 
-/// SplitMix64 with Box–Muller: a small self-contained normal generator, so
-/// the noise depends only on the seed (not on libtorch's global RNG, device or
-/// version).
+/// Box–Muller over the project's counter-based generator, so the noise
+/// depends only on the seed.
 struct Normal {
-    state: u64,
+    rng: crate::data::Rng,
 }
 
 impl Normal {
     fn new(seed: u64) -> Normal {
-        Normal { state: seed }
+        Normal { rng: crate::data::Rng::from_counter(seed) }
     }
 
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(1);
-        crate::data::splitmix64(self.state)
-    }
-
-    /// Uniform in (0, 1).
+    /// Uniform in (0, 1): open at both ends, for the logarithm.
     fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        ((self.rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
     fn tensor_like(&mut self, like: &Tensor, std: f64) -> Tensor {

@@ -13,7 +13,7 @@
 use tch::{Device, Tensor};
 
 use crate::config::{KeyError, TaskConfig, TaskKind};
-use crate::data::splitmix64;
+use crate::data::{splitmix64, Rng};
 
 pub const IGNORE: i64 = -100;
 pub const NEEDLE: i64 = 1;
@@ -38,41 +38,6 @@ pub struct Example {
     pub tokens: Vec<i64>,
     pub labels: Vec<i64>,
     pub queries: Vec<Query>,
-}
-
-/// A counter-based generator (SplitMix64), so examples need no shared state.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(splitmix64(seed))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(1);
-        splitmix64(self.0)
-    }
-
-    /// Uniform in [0, n).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// `k` distinct values of [0, n), in random order (partial Fisher–Yates).
-    pub fn distinct(&mut self, k: usize, n: usize) -> Vec<usize> {
-        let mut all: Vec<usize> = (0..n).collect();
-        for i in 0..k {
-            let j = i + self.below(n - i);
-            all.swap(i, j);
-        }
-        all.truncate(k);
-        all
-    }
 }
 
 /// Token ranges of a task vocabulary.
