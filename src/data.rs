@@ -198,6 +198,13 @@ impl Dataset {
                 Ok(Dataset::Text(corpus))
             }
             kind => {
+                if let Some(p) = data_override {
+                    return Err(input(format!(
+                        "--data {} does not apply: data.task = \"{}\" generates its examples; allowed: --data with data.task = \"text\"",
+                        p.display(),
+                        kind.name()
+                    )));
+                }
                 let cfg = spec.task.clone();
                 let eval = tasks::eval_set(&cfg, kind, spec.train.context, cfg.eval_examples, None);
                 Ok(Dataset::Task { cfg, kind, eval })

@@ -173,19 +173,24 @@ struct Target {
 
 /// Expands experiment directories into their points (from the grid record,
 /// in grid order) that have a checkpoint.
+/// Runs are labelled by directory name; points of an experiment by point
+/// name, prefixed by the experiment's name when several directories are
+/// evaluated together. Repeated labels get `#2`, `#3`…, and characters that
+/// would break a CSV cell become `_`.
 fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
-    let mut out = Vec::new();
+    let name = |d: &std::path::Path| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string());
+    let mut out: Vec<Target> = Vec::new();
     for r in runs {
         if r.join("spec.toml").is_file() {
-            let label = r.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| r.display().to_string());
-            out.push(Target { label, dir: r.clone() });
+            out.push(Target { label: name(r), dir: r.clone() });
         } else if r.join("experiment.json").is_file() {
             let grid = crate::launcher::Grid::load(r)?;
             let before = out.len();
             for p in &grid.points {
                 let dir = crate::experiments::point_dir(r, p);
                 if crate::checkpoint::latest(&dir).is_some() {
-                    out.push(Target { label: p.name.clone(), dir });
+                    let label = if runs.len() > 1 { format!("{}/{}", name(r), p.name) } else { p.name.clone() };
+                    out.push(Target { label, dir });
                 } else {
                     eprintln!("note: point {} has no checkpoint yet; skipped", p.name);
                 }
@@ -199,6 +204,17 @@ fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
                 r.display()
             )));
         }
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for t in &mut out {
+        t.label = t.label.replace([',', '"', '\n', '\r'], "_");
+        let base = t.label.clone();
+        let mut k = 1;
+        while seen.contains(&t.label) {
+            k += 1;
+            t.label = format!("{base}#{k}");
+        }
+        seen.push(t.label.clone());
     }
     Ok(out)
 }

@@ -310,8 +310,13 @@ pub fn open_dir(dir: &Path, base: &Spec, kind: Kind) -> Result<(), GdaError> {
     let id = Identity { kind: kind.name(), base_spec_hash: base.hash() };
     let file = dir.join("experiment.json");
     if let Ok(text) = std::fs::read_to_string(&file) {
-        let old: Identity = serde_json::from_str(&text)
+        let mut old: Identity = serde_json::from_str(&text)
             .map_err(|e| input(format!("{} is not a gda experiment file: {e}", file.display())))?;
+        // The stored hash may come from an older way of hashing; the saved
+        // base spec, hashed now, is what the current spec must match.
+        if let Ok(saved) = Spec::load(Some(&dir.join("base-spec.toml")), &[]) {
+            old.base_spec_hash = saved.hash();
+        }
         if old != id {
             return Err(input(format!(
                 "{} holds a different experiment ({} of spec {}; this is a {} of spec {}); nothing was changed: choose another --out",

@@ -537,6 +537,12 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
     let lm = table(&dir.join(LM_CSV));
     let ret = table(&dir.join(RETRIEVAL_CSV));
     let att = table(&dir.join(ATTENTION_CSV));
+    // A plot whose table is gone belongs to an earlier evaluation.
+    for (rows, plot) in [(&lm, "bpb_vs_context.svg"), (&ret, "accuracy_vs_context.svg"), (&att, "attention_noise.svg")] {
+        if rows.is_empty() {
+            let _ = std::fs::remove_file(dir.join(plot));
+        }
+    }
     if lm.is_empty() && ret.is_empty() && att.is_empty() {
         return Err(input(format!("{} holds no evaluation results ({LM_CSV}, {RETRIEVAL_CSV}, {ATTENTION_CSV}); run gda eval first", dir.display())));
     }

@@ -170,16 +170,21 @@ fn mqar(cfg: &TaskConfig, context: usize, rng: &mut Rng) -> Example {
     let asked: Vec<usize> = (0..q).map(|_| rng.below(pairs)).collect();
     let mut at = rng.distinct(q, slots);
     at.sort_unstable();
-    let queries = asked
-        .iter()
-        .zip(&at)
-        .map(|(&i, &slot)| {
-            let p = start + 2 * slot;
-            tokens[p] = r.key(keys[i]);
-            tokens[p + 1] = r.value(values[i]);
-            Query { labels: vec![p], answer_span: vec![2 * i, 2 * i + 1], focus: p }
-        })
-        .collect();
+    let mut queries: Vec<Query> = Vec::with_capacity(q);
+    for (&i, &slot) in asked.iter().zip(&at) {
+        let p = start + 2 * slot;
+        tokens[p] = r.key(keys[i]);
+        tokens[p + 1] = r.value(values[i]);
+        // The answer sits in its pair and in every earlier question of the
+        // same pair: attention to any of them is attention to the answer.
+        let mut answer_span = vec![2 * i, 2 * i + 1];
+        for (&j, o) in asked.iter().zip(&queries) {
+            if j == i {
+                answer_span.extend([o.focus, o.focus + 1]);
+            }
+        }
+        queries.push(Query { labels: vec![p], answer_span, focus: p });
+    }
     finish(tokens, queries)
 }
 

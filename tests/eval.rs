@@ -287,3 +287,27 @@ fn bad_eval_input_is_refused_and_writes_nothing() {
     assert!(stderr_of(&out).contains("need --out"));
     assert!(!run.join("eval").exists() && !text.join("eval").exists());
 }
+
+#[test]
+fn runs_evaluated_together_keep_apart_even_with_equal_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let ra = train(&a, "run", TINY);
+    let rb = train(&b, "run", &TINY.replace("seed = 7", "seed = 8"));
+    let out_dir = tmp.path().join("both");
+    let out = eval(&["--run", ra.to_str().unwrap(), "--run", rb.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows = csv(&out_dir.join("lm.csv"));
+    assert_eq!(rows.iter().map(|r| r["run"].as_str()).collect::<Vec<_>>(), ["run", "run#2"]);
+    assert_eq!(f(&rows[0], "loss"), summary(&ra)["val_loss"].as_f64().unwrap());
+    assert_eq!(f(&rows[1], "loss"), summary(&rb)["val_loss"].as_f64().unwrap());
+    // A later evaluation without the lm suite drops lm.csv and its plot, so
+    // the directory never mixes two evaluations.
+    let mq = train(tmp.path(), "mq", &tiny_mqar());
+    let out = eval(&["--run", mq.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!out_dir.join("lm.csv").exists() && !out_dir.join("bpb_vs_context.svg").exists());
+    assert!(out_dir.join("retrieval.csv").is_file() && out_dir.join("accuracy_vs_context.svg").is_file());
+}

@@ -75,7 +75,9 @@ fn mqar_pairs_queries_and_labels() {
             let key = e.tokens[p];
             let i = pairs.iter().position(|pr| pr.0 == key).expect("a question asks a key of the prompt");
             assert_eq!(e.labels[p], pairs[i].1, "the label is that key's value");
-            assert_eq!(q.answer_span, vec![2 * i, 2 * i + 1]);
+            // The answer span: the pair, then every earlier question of it.
+            let earlier: Vec<usize> = e.queries.iter().filter(|o| o.focus < p && e.tokens[o.focus] == key).flat_map(|o| [o.focus, o.focus + 1]).collect();
+            assert_eq!(q.answer_span, [vec![2 * i, 2 * i + 1], earlier].concat());
             // No leakage: between the pairs and this question, keys and values
             // occur only as earlier questions and their answers.
             for j in 12..p {
