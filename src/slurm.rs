@@ -182,6 +182,15 @@ pub fn launch(grid: &Grid, opts: &RunOptions, launch: &LauncherArgs) -> anyhow::
     }
 
     let queue = Queue::read(&dir);
+    if let Some(why) = &queue.unreachable {
+        // Without the queue, points still queued or running would be submitted twice.
+        return Err(input(format!(
+            "cannot ask Slurm about the jobs recorded in {} ({}): {why}; nothing was submitted. Retry when squeue answers",
+            slurm_dir.join(JOBS).display(),
+            queue.jobs()
+        ))
+        .into());
+    }
     let (mut todo, mut queued, mut failed, mut done) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for (i, p) in grid.points.iter().enumerate() {
         match experiments::status(&dir, p) {
@@ -213,6 +222,11 @@ pub fn launch(grid: &Grid, opts: &RunOptions, launch: &LauncherArgs) -> anyhow::
         return Ok(());
     }
     let job = submit(&script_path, &array)?;
+    // Retried points are queued now, not failed (the task would clear the
+    // record only when it starts).
+    for &i in &todo {
+        let _ = std::fs::remove_file(experiments::point_dir(&dir, &grid.points[i]).join(experiments::FAILED_FILE));
+    }
     let sub = Submission {
         job_id: job.clone(),
         array: array.clone(),
@@ -307,8 +321,10 @@ impl Queue {
         for line in log.lines() {
             let mut w = line.split_whitespace().skip(1);
             if let (Some(id), Some(point)) = (w.next(), w.next()) {
+                // Tasks of the script run by hand log `local_N`: no Slurm job to ask about.
                 if let Some((job, Ok(task))) = id.split_once('_').map(|(j, t)| (j, t.parse::<usize>())) {
-                    if !map.iter().any(|(j, t, _)| j == job && *t == task) {
+                    let slurm_job = !job.is_empty() && job.chars().all(|c| c.is_ascii_digit());
+                    if slurm_job && !map.iter().any(|(j, t, _)| j == job && *t == task) {
                         map.push((job.to_string(), task, point.to_string()));
                     }
                 }
@@ -331,6 +347,12 @@ impl Queue {
         let ids = q.jobs.join(",");
         // -t all: finished tasks too, while the controller remembers them.
         match Command::new("squeue").args(["-h", "-r", "-t", "all", "-j", &ids, "-o", "%F|%K|%T|%r|%N"]).output() {
+            // squeue fails on a lone job id it has forgotten (not an outage:
+            // the sacct fallback below covers it) and on a controller it
+            // cannot reach (an outage: the queue is then unknown).
+            Ok(out) if !out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("Invalid job id specified") => {
+                q.unreachable = Some(format!("squeue failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
             Ok(out) => {
                 for line in String::from_utf8_lossy(&out.stdout).lines() {
                     let f: Vec<&str> = line.split('|').collect();

@@ -264,6 +264,11 @@ fn slurm_input_is_checked_before_anything_is_submitted() {
     let out = gda().args(["sweep", "--collect"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("1 of 2 points have no result yet: g1-s1 (not started)"), "{}", stdout_of(&out));
+    // The task run by hand logged itself as `local_1`: no Slurm job to ask
+    // squeue about, so a rerun offers just the point that is left.
+    let out = sweep(&dir, "1,2", "1", &[]).args(["--launcher", "slurm", "--no-submit"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains(&format!("sbatch --array=0 {}", script.display())), "{}", stdout_of(&out));
 
     for (args, msg) in [
         (&["--partition", "p"][..], "--partition is an option of --launcher slurm"),
