@@ -243,6 +243,13 @@ pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
     if let Some(bad) = opts.task_set.iter().find(|o| !o.trim_start().starts_with("task.")) {
         return Err(input(format!("--set {bad}: gda eval only changes task.* keys (the generators); the model and data come from the run")));
     }
+    // Checks of the options alone, once for all runs.
+    if opts.contexts.contains(&0) {
+        return Err(input("--contexts: 0 is not a context length; allowed: positive integers"));
+    }
+    if let Some(d) = opts.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
+        return Err(input(format!("--depths {d} is out of range; allowed: fractions in [0, 1]")));
+    }
     let mut tables = Tables::default();
     // Points of a sweep share their text: load and tokenize it once.
     let mut corpora: Vec<(crate::config::DataConfig, Corpus)> = Vec::new();
@@ -326,9 +333,6 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::Da
     let train_ctx = spec.train.context;
     let contexts = if opts.contexts.is_empty() { vec![train_ctx] } else { opts.contexts.clone() };
     for &c in &contexts {
-        if c == 0 {
-            return Err(input("--contexts: 0 is not a context length; allowed: positive integers"));
-        }
         let bytes = crate::analysis::map_bytes(&spec.model, c);
         if analyse && bytes > crate::analysis::MAX_MAP_BYTES {
             return Err(input(format!(
@@ -347,9 +351,6 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::Da
             crate::tasks::check(&spec.task, kind, c, spec.model.vocab_size)
                 .map_err(|e| input(format!("{} at context {c} (run {}): key `{}`: {}", kind.name(), t.label, e.key, e.msg)))?;
         }
-    }
-    if let Some(d) = opts.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
-        return Err(input(format!("--depths {d} is out of range; allowed: fractions in [0, 1]")));
     }
 
     let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
