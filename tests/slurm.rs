@@ -198,7 +198,17 @@ fn a_cancelled_task_requeued_resumes_to_the_uninterrupted_result() {
     wait_status(&dir, Duration::from_secs(300), |s| s.contains("1 done"));
     assert_eq!(val_loss(&dir, "g2-s1"), val_loss(&local, "g2-s1"));
     assert_eq!(deterministic_rows(&run), deterministic_rows(&local.join("points/g2-s1")));
-    let out = std::fs::read_to_string(dir.join(format!("slurm/{task}.out"))).unwrap();
+    // The point is done once gda writes its summary; the task's own "exit"
+    // line follows when the batch script regains control, a moment later.
+    let log = dir.join(format!("slurm/{task}.out"));
+    let start = Instant::now();
+    let out = loop {
+        let out = std::fs::read_to_string(&log).unwrap();
+        if out.contains("exit 0") || start.elapsed() > Duration::from_secs(60) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(out.contains("SIGTERM") && out.contains("restart=0") && out.contains("restart=1") && out.contains("exit 0"), "{out}");
 }
 
