@@ -264,7 +264,23 @@ impl SpecArgs {
             overrides.push(format!("train.threads={t}"));
         }
         let path = self.spec.clone().or(fallback);
-        Ok(Spec::load(path.as_deref(), &overrides)?)
+        let mut spec = Spec::load(path.as_deref(), &overrides)?;
+        if let Some(d) = &self.data {
+            // Recorded in the spec, so that children, resumes and `gda eval`
+            // read the same text.
+            if spec.data.task != crate::config::TaskKind::Text {
+                return Err(input(format!(
+                    "--data {} does not apply: data.task = \"{}\" generates its examples; allowed: --data with data.task = \"text\"",
+                    d.display(),
+                    spec.data.task.name()
+                ))
+                .into());
+            }
+            let abs = std::path::absolute(d).map_err(|e| input(format!("{}: {e}", d.display())))?;
+            crate::data::corpus_path(&abs.to_string_lossy())?;
+            spec.data.corpus = abs.to_string_lossy().into_owned();
+        }
+        Ok(spec)
     }
 }
 
@@ -328,7 +344,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let spec = args.spec.load(saved)?;
-            let opts = TrainOptions { run_dir: args.run_dir, resume: args.resume, data: args.spec.data.clone(), parent: None };
+            let opts = TrainOptions { run_dir: args.run_dir, resume: args.resume, parent: None };
             let s = train::train(&spec, &opts)?;
             print_done(&s);
             Ok(())
@@ -413,15 +429,9 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
         spec.sweep.seeds = parse_seeds(s, spec.seed)?;
         spec.resolve().map_err(|e| spec.error(&e.key, e.msg))?;
     }
-    if let Some(d) = &args.spec.data {
-        // Children read the corpus from their spec, so it must name the path.
-        let abs = std::path::absolute(d).map_err(|e| input(format!("{}: {e}", d.display())))?;
-        crate::data::corpus_path(&abs.to_string_lossy())?;
-        spec.data.corpus = abs.to_string_lossy().into_owned();
-    }
     let points = experiments::grid(&spec, kind)?;
     let dir = args.out.clone().unwrap_or_else(|| spec.output.dir.join(format!("{}-{}", kind.dir_prefix(), spec.name)));
-    let corpus = Dataset::load(&spec, None)?;
+    let corpus = Dataset::load(&spec)?;
     args.launch.check()?;
     if args.dry_run {
         dry_run(&spec, &points, &corpus, args.launch.concurrency(args.jobs))?;
@@ -454,7 +464,7 @@ fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         base.train.threads = t;
     }
-    let corpus = Dataset::load(&base, None)?;
+    let corpus = Dataset::load(&base)?;
     let signal_op = GrowOp::SignalOnly { per_group: args.per_group.unwrap_or(g) };
     if !args.compare {
         let (op, tag) = if args.signal_only {
@@ -484,7 +494,7 @@ fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
         grow::write_init(&grown, &init)?;
         spec.train.init = init.to_string_lossy().into_owned();
         let parent = growth_record(&src, tag, &grown, noise.as_ref());
-        let opts = TrainOptions { run_dir: Some(run_dir), resume: false, data: None, parent: Some(parent) };
+        let opts = TrainOptions { run_dir: Some(run_dir), resume: false, parent: Some(parent) };
         let s = train::train(&spec, &opts)?;
         print_done(&s);
         return Ok(());
@@ -624,7 +634,7 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
     let threads = crate::device::set_threads(spec.train.threads);
-    let corpus = Dataset::load(&spec, args.spec.data.as_deref())?;
+    let corpus = Dataset::load(&spec)?;
     let tc = &spec.train;
     let mut timer = train::StepTimer::new(&spec, &corpus, device);
     for _ in 0..args.warmup {

@@ -117,11 +117,8 @@ fn val_indices(n: usize, fraction: f64) -> Vec<usize> {
 impl Corpus {
     /// Loads and tokenizes a corpus: a directory is split by whole files, a
     /// single file by its last `val_fraction` of bytes.
-    pub fn load(cfg: &DataConfig, data_override: Option<&Path>) -> Result<Corpus, GdaError> {
-        let path = match data_override {
-            Some(p) => corpus_path(&p.to_string_lossy())?,
-            None => corpus_path(&cfg.corpus)?,
-        };
+    pub fn load(cfg: &DataConfig) -> Result<Corpus, GdaError> {
+        let path = corpus_path(&cfg.corpus)?;
         let read = |p: &Path| std::fs::read(p).map_err(|e| input(format!("cannot read {}: {e}", p.display())));
         let tok = Tokenizer::new(cfg.tokenizer);
         let (train_parts, val_parts, train_sources, val_sources) = if path.is_dir() {
@@ -188,23 +185,15 @@ pub enum Dataset {
 }
 
 impl Dataset {
-    /// The data of `spec` (`data_override` replaces a text corpus), checked
-    /// against its context.
-    pub fn load(spec: &Spec, data_override: Option<&Path>) -> Result<Dataset, GdaError> {
+    /// The data of `spec`, checked against its context.
+    pub fn load(spec: &Spec) -> Result<Dataset, GdaError> {
         match spec.data.task {
             TaskKind::Text => {
-                let corpus = Corpus::load(&spec.data, data_override)?;
+                let corpus = Corpus::load(&spec.data)?;
                 corpus.check_context(spec)?;
                 Ok(Dataset::Text(corpus))
             }
             kind => {
-                if let Some(p) = data_override {
-                    return Err(input(format!(
-                        "--data {} does not apply: data.task = \"{}\" generates its examples; allowed: --data with data.task = \"text\"",
-                        p.display(),
-                        kind.name()
-                    )));
-                }
                 let cfg = spec.task.clone();
                 let eval = tasks::eval_set(&cfg, kind, spec.train.context, cfg.eval_examples, None);
                 Ok(Dataset::Task { cfg, kind, eval })

@@ -371,7 +371,7 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::Da
         let at = match corpora.iter().position(|(k, _)| *k == data_cfg) {
             Some(i) => i,
             None => {
-                corpora.push((data_cfg.clone(), Corpus::load(&data_cfg, None)?));
+                corpora.push((data_cfg.clone(), Corpus::load(&data_cfg)?));
                 corpora.len() - 1
             }
         };

@@ -45,8 +45,6 @@ pub struct TrainOptions {
     pub run_dir: Option<PathBuf>,
     /// Continue from the run directory's last checkpoint.
     pub resume: bool,
-    /// Text file or directory replacing `data.corpus`.
-    pub data: Option<PathBuf>,
     /// Where the run's initial weights came from (`gda grow` records its source here).
     pub parent: Option<serde_json::Value>,
 }
@@ -189,7 +187,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let tc = &spec.train;
     let device = device::select(&tc.device).map_err(|m| spec.error("train.device", m))?;
     let threads = device::set_threads(tc.threads);
-    let data = Dataset::load(spec, opts.data.as_deref())?;
+    let data = Dataset::load(spec)?;
     let run_dir = run_dir_for(spec, opts);
     prepare_run_dir(spec, &run_dir, opts.resume)?;
 

@@ -82,6 +82,10 @@ fn missing_data_path_is_refused() {
     assert_names(&err, &["/nonexistent/corpus.txt", "does not exist", "shakespeare"]);
     let err = refused(&format!("{TINY}\n[data]\ncorpus = \"/nonexistent/dir\"\n"), &[]);
     assert_names(&err, &["/nonexistent/dir", "does not exist"]);
+    // A retrieval task generates its examples: a text would be ignored.
+    let mqar = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/mqar.toml")).unwrap();
+    let err = refused(&mqar, &["--data", concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")]);
+    assert_names(&err, &["--data", "README.md", "does not apply", "data.task = \"mqar\"", "allowed: --data with data.task = \"text\""]);
 }
 
 #[test]

@@ -84,22 +84,25 @@ fn lm_suite_scores_other_text_given_with_data() {
         .collect();
     files.sort();
     let text = files[0].to_str().unwrap().to_string();
-    // A run trained on that file scored its held-out part; eval --data on the
-    // same file must score exactly those windows again.
+    // A run trained on that file records it in its spec, so evaluating the
+    // run scores exactly its own held-out windows again.
     let spec = write_spec(tmp.path(), "one", TINY);
     let run = tmp.path().join("one");
     let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).args(["--data", &text]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let out = eval(&["--run", run.to_str().unwrap(), "--data", &text, "--threads", "1"]);
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let with_data = csv(&run.join("eval/lm.csv"));
-    let s = summary(&run);
-    let loss = s["val_loss"].as_f64().unwrap();
-    assert!((f(&with_data[0], "loss") - loss).abs() < 1e-6 * loss, "{} vs {loss}", f(&with_data[0], "loss"));
-    // Without --data the run's spec names the whole default corpus: other text.
+    let saved = std::fs::read_to_string(run.join("spec.toml")).unwrap();
+    assert!(saved.contains(&format!("corpus = \"{text}\"")), "{saved}");
     let out = eval(&["--run", run.to_str().unwrap(), "--threads", "1"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert_ne!(csv(&run.join("eval/lm.csv"))[0]["loss"], with_data[0]["loss"]);
+    let own = csv(&run.join("eval/lm.csv"));
+    let s = summary(&run);
+    let loss = s["val_loss"].as_f64().unwrap();
+    assert!((f(&own[0], "loss") - loss).abs() < 1e-6 * loss, "{} vs {loss}", f(&own[0], "loss"));
+    // --data scores other text: another play.
+    let other = files[1].to_str().unwrap();
+    let out = eval(&["--run", run.to_str().unwrap(), "--data", other, "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_ne!(csv(&run.join("eval/lm.csv"))[0]["loss"], own[0]["loss"]);
     let out = eval(&["--run", run.to_str().unwrap(), "--data", "/no/such/text"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("does not exist"));
