@@ -274,6 +274,18 @@ pub enum Status {
     Failed(String),
 }
 
+impl Status {
+    /// The state in a few words, for tables and lists of missing points.
+    pub fn describe(&self) -> String {
+        match self {
+            Status::Pending => "not started".into(),
+            Status::Started(step) => format!("checkpoint at step {step}"),
+            Status::Done(_) => "done".into(),
+            Status::Failed(r) => format!("failed: {r}"),
+        }
+    }
+}
+
 pub const FAILED_FILE: &str = "failed.txt";
 
 pub fn point_dir(dir: &Path, p: &Point) -> PathBuf {

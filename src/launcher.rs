@@ -211,18 +211,9 @@ impl Grid {
         let missing = rows
             .iter()
             .filter(|r| !matches!(r.status, Status::Done(_)))
-            .map(|r| (r.point.name.clone(), status_word(&r.status)))
+            .map(|r| (r.point.name.clone(), r.status.describe()))
             .collect();
         Ok(Summary { markdown, total: rows.len(), failed, missing })
-    }
-}
-
-fn status_word(s: &Status) -> String {
-    match s {
-        Status::Pending => "not started".into(),
-        Status::Started(step) => format!("stopped at step {step}"),
-        Status::Done(_) => "done".into(),
-        Status::Failed(r) => format!("failed: {r}"),
     }
 }
 

@@ -24,15 +24,6 @@ impl Row<'_> {
             _ => None,
         }
     }
-
-    fn status_text(&self) -> String {
-        match &self.status {
-            Status::Pending => "pending".into(),
-            Status::Started(step) => format!("started (step {step})"),
-            Status::Done(_) => "done".into(),
-            Status::Failed(r) => format!("failed: {r}"),
-        }
-    }
 }
 
 /// The second metric of an experiment's runs: `bpb` for text, `acc` for a
@@ -128,7 +119,7 @@ pub fn csv(rows: &[Row], policy: &str) -> String {
             fmt_ratio(p.ratio()),
         ];
         cells.extend(arch(p));
-        cells.extend([r.status_text(), loss, bpb, String::new(), String::new(), "1".into(), String::new(), tps, secs]);
+        cells.extend([r.status.describe(), loss, bpb, String::new(), String::new(), "1".into(), String::new(), tps, secs]);
         out += &(cells.iter().map(|c| csv_escape(c)).collect::<Vec<_>>().join(",") + "\n");
     }
     for (group, members) in groups(rows) {
@@ -206,7 +197,7 @@ pub fn sweep_markdown(rows: &[Row], policy: &str) -> String {
 }
 
 fn summarize_status(members: &[&Row]) -> String {
-    members.iter().map(|r| r.status_text()).collect::<Vec<_>>().join("; ")
+    members.iter().map(|r| r.status.describe()).collect::<Vec<_>>().join("; ")
 }
 
 /// The ablation table: one line per ratio, shared and its twins side by side,
@@ -277,7 +268,7 @@ pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String
             params as i64 - source_params as i64,
             attn / 1e6,
             first.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into()),
-            r.status_text()
+            r.status.describe()
         );
     }
     s

@@ -62,6 +62,6 @@ fn status_tells_running_from_stopped_and_collect_lists_what_is_missing() {
     let out = gda().args(["sweep", "--collect"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let text = stdout_of(&out);
-    assert!(text.contains("2 of 2 points have no result yet: g1-s7 (stopped at step ") && text.contains("g2-s7 (not started)"), "{text}");
+    assert!(text.contains("2 of 2 points have no result yet: g1-s7 (checkpoint at step ") && text.contains("g2-s7 (not started)"), "{text}");
     assert!(dir.join("summary.csv").exists() && dir.join("summary.md").exists());
 }
