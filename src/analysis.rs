@@ -11,6 +11,10 @@
 //! - entropy = −Σ p_j ln p_j with p = |a| / Σ|a| (nats);
 //! - sparsity = Hoyer's (√n − ‖a‖₁/‖a‖₂) / (√n − 1): 1 for one position,
 //!   0 for uniform weights.
+//!
+//! Under gda the answer mass of the signal map and of the head's noise map
+//! are kept as well: what the subtraction removed from the answer and what
+//! it removed elsewhere (answer = signal − λ·noise on the answer span).
 
 use tch::{Device, Kind, Tensor};
 
@@ -60,6 +64,9 @@ pub struct GroupStats {
     pub heads: usize,
     pub lambda: Option<f64>,
     pub stats: RowStats,
+    /// Answer mass of the signal and of the noise maps (gda only).
+    pub signal_answer: Option<f64>,
+    pub noise_answer: Option<f64>,
     /// Query rows averaged (examples × questions × heads).
     pub rows: usize,
 }
@@ -97,6 +104,9 @@ pub fn analyse(model: &Model, examples: &[Example], device: Device) -> Vec<Group
     let per_example = map_bytes(cfg, t) / 4;
     let batch = ((1usize << 26) / per_example.max(1)).clamp(1, 64);
     let mut sums = vec![vec![RowStats::default(); heads]; layers];
+    // Answer mass of the signal and noise maps per head: (signal, noise).
+    let mut parts = vec![vec![(0.0f64, 0.0f64); heads]; layers];
+    let differential = cfg.attention == AttentionKind::Gda;
     let mut lambdas = vec![None; layers];
     let mut rows = 0usize;
     tch::no_grad(|| {
@@ -105,21 +115,37 @@ pub fn analyse(model: &Model, examples: &[Example], device: Device) -> Vec<Group
             let (_, maps) = model.forward_path(&x, Path::Materialised);
             for (l, m) in maps.iter().enumerate() {
                 lambdas[l] = m.lambda;
-                let eff = m.effective.to_kind(Kind::Float).to_device(Device::Cpu);
                 for (b, e) in chunk.iter().enumerate() {
-                    let focus: Vec<i64> = e.queries.iter().map(|q| q.focus as i64).collect();
-                    // (H, Q, T): the focus rows of every head.
-                    let sel = eff.get(b as i64).index_select(1, &Tensor::from_slice(&focus)).contiguous();
-                    let v: Vec<f32> = Vec::try_from(sel.reshape([-1])).expect("f32 map");
+                    let focus = Tensor::from_slice(&e.queries.iter().map(|q| q.focus as i64).collect::<Vec<_>>());
+                    // (H, Q, T) flattened: the focus rows of every head.
+                    let rows_of = |map: &Tensor| -> Vec<f32> {
+                        let sel = map.get(b as i64).index_select(1, &focus.to_device(map.device()));
+                        Vec::try_from(sel.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().reshape([-1])).expect("f32 map")
+                    };
+                    // Where head h's causal row for question qi lies in those.
+                    let row = |h: usize, qi: usize| {
+                        let start = (h * e.queries.len() + qi) * t;
+                        start..start + e.queries[qi].focus + 1
+                    };
+                    let mass = |r: &[f32], span: &[usize]| span.iter().filter(|&&j| j < r.len()).map(|&j| r[j] as f64).sum::<f64>();
+                    let eff = rows_of(&m.effective);
+                    let split = match (&m.noise, differential) {
+                        (Some(noise), true) => Some((rows_of(&m.signal), rows_of(noise))),
+                        _ => None,
+                    };
                     for h in 0..heads {
                         for (qi, q) in e.queries.iter().enumerate() {
-                            let start = (h * focus.len() + qi) * t;
-                            let st = row_stats(&v[start..start + q.focus + 1], &q.answer_span);
+                            let st = row_stats(&eff[row(h, qi)], &q.answer_span);
                             let acc = &mut sums[l][h];
                             acc.answer += st.answer;
                             acc.noise += st.noise;
                             acc.entropy += st.entropy;
                             acc.sparsity += st.sparsity;
+                            if let Some((signal, noise)) = &split {
+                                parts[l][h].0 += mass(&signal[row(h, qi)], &q.answer_span);
+                                // Signal head h subtracts noise head h / G.
+                                parts[l][h].1 += mass(&noise[row(h / per_group, qi)], &q.answer_span);
+                            }
                         }
                     }
                 }
@@ -136,13 +162,32 @@ pub fn analyse(model: &Model, examples: &[Example], device: Device) -> Vec<Group
             sparsity: hs.iter().map(|s| s.sparsity).sum::<f64>() / n,
         }
     };
+    let part_means = |ps: &[(f64, f64)]| {
+        let n = (ps.len() * rows).max(1) as f64;
+        let (s, z) = ps.iter().fold((0.0, 0.0), |a, p| (a.0 + p.0, a.1 + p.1));
+        if differential { (Some(s / n), Some(z / n)) } else { (None, None) }
+    };
     let mut out = Vec::new();
     for (l, layer) in sums.iter().enumerate() {
-        for g in 0..groups {
-            let hs = &layer[g * per_group..(g + 1) * per_group];
-            out.push(GroupStats { layer: l, group: Some(g), heads: per_group, lambda: lambdas[l], stats: mean(hs), rows: rows * per_group });
-        }
-        out.push(GroupStats { layer: l, group: None, heads, lambda: lambdas[l], stats: mean(layer), rows: rows * heads });
+        let group = |g: Option<usize>| {
+            let hs = match g {
+                Some(g) => g * per_group..(g + 1) * per_group,
+                None => 0..heads,
+            };
+            let (signal_answer, noise_answer) = part_means(&parts[l][hs.clone()]);
+            GroupStats {
+                layer: l,
+                group: g,
+                heads: hs.len(),
+                lambda: lambdas[l],
+                stats: mean(&layer[hs.clone()]),
+                signal_answer,
+                noise_answer,
+                rows: rows * hs.len(),
+            }
+        };
+        out.extend((0..groups).map(|g| group(Some(g))));
+        out.push(group(None));
     }
     out
 }

@@ -162,7 +162,7 @@ pub const LM_COLUMNS: &[&str] = &["run", "context", "train_context", "tokens", "
 pub const RETRIEVAL_COLUMNS: &[&str] =
     &["run", "task", "context", "train_context", "depth", "examples", "queries", "loss", "acc", "token_acc"];
 pub const ATTENTION_COLUMNS: &[&str] = &[
-    "run", "task", "context", "layer", "group", "heads", "lambda", "answer_mass", "noise_mass", "entropy", "sparsity", "rows",
+    "run", "task", "context", "layer", "group", "heads", "lambda", "answer_mass", "noise_mass", "entropy", "sparsity", "signal_answer", "noise_answer", "rows",
 ];
 
 /// One run to evaluate: its label in the tables and its directory.
@@ -433,6 +433,8 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::Da
                         format!("{}", g.stats.noise),
                         format!("{}", g.stats.entropy),
                         format!("{}", g.stats.sparsity),
+                        g.signal_answer.map(|x| format!("{x}")).unwrap_or_default(),
+                        g.noise_answer.map(|x| format!("{x}")).unwrap_or_default(),
                         g.rows.to_string(),
                     ]);
                 }

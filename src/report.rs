@@ -579,15 +579,16 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
         s += "\n";
     }
     if !att.is_empty() {
-        s += "## Attention on retrieval questions\n\nEffective maps (signal − λ·noise for gda, softmax for standard) at each question's position, averaged over all heads of a layer (per-group rows are in attention.csv). Answer mass: weight on the answer span; noise mass: |weight| everywhere else; entropy in nats of |weights| normalised; sparsity: Hoyer (1 = one position, 0 = uniform).\n\n";
-        s += "| run | task | context | layer | λ | answer mass | noise mass | entropy | sparsity |\n|---|---|---|---|---|---|---|---|---|\n";
+        s += "## Attention on retrieval questions\n\nEffective maps (signal − λ·noise for gda, softmax for standard) at each question's position, averaged over all heads of a layer (per-group rows are in attention.csv). Answer mass: weight on the answer span; noise mass: |weight| everywhere else; entropy in nats of |weights| normalised; sparsity: Hoyer (1 = one position, 0 = uniform). Under gda, signal and noise answer: the answer mass of the signal map and of the subtracted noise map.\n\n";
+        s += "| run | task | context | layer | λ | answer mass | noise mass | entropy | sparsity | signal answer | noise answer |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
         let all: Vec<BTreeMap<String, String>> = att.iter().filter(|r| get(r, "group") == "all").cloned().collect();
         for r in &all {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 get(r, "run"), get(r, "task"), get(r, "context"), get(r, "layer"), cellf(r, "lambda", 3),
-                cellf(r, "answer_mass", 3), cellf(r, "noise_mass", 3), cellf(r, "entropy", 3), cellf(r, "sparsity", 3)
+                cellf(r, "answer_mass", 3), cellf(r, "noise_mass", 3), cellf(r, "entropy", 3), cellf(r, "sparsity", 3),
+                cellf(r, "signal_answer", 3), cellf(r, "noise_answer", 3)
             );
         }
         let label = |r: &BTreeMap<String, String>| format!("{} {}@{}", get(r, "run"), get(r, "task"), get(r, "context"));

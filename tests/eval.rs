@@ -151,11 +151,14 @@ fn a_retrieval_run_is_scored_and_its_attention_analysed() {
     assert!((f(l1, "lambda") - lambda_last).abs() < 1e-6);
     for r in &att {
         assert!(f(r, "noise_mass") >= 0.0 && (0.0..=1.0 + 1e-9).contains(&f(r, "sparsity")));
-        // The layer row is the mean of its two equal-sized groups.
+        // The map applied on the answer span is signal − λ·noise.
+        let split = f(r, "signal_answer") - f(r, "lambda") * f(r, "noise_answer");
+        assert!((f(r, "answer_mass") - split).abs() < 1e-5, "{r:?}");
     }
+    // The layer row is the mean of its two equal-sized groups.
     for layer in ["0", "1"] {
         let of = |g: &str| att.iter().find(|r| r["layer"] == layer && r["group"] == g).unwrap();
-        for k in ["answer_mass", "noise_mass", "entropy", "sparsity"] {
+        for k in ["answer_mass", "noise_mass", "entropy", "sparsity", "signal_answer", "noise_answer"] {
             let mean = (f(of("0"), k) + f(of("1"), k)) / 2.0;
             assert!((f(of("all"), k) - mean).abs() < 1e-9, "{k}");
         }
@@ -205,9 +208,12 @@ fn a_retrieval_sweep_reports_accuracy_per_ratio_and_evaluates_every_point() {
     evaluated.sort();
     points.sort();
     assert_eq!(evaluated, points);
-    // The baseline has no λ; every gda layer has one.
+    // The baseline has no λ and no noise map; every gda layer has both.
     for r in att.iter().filter(|r| r["group"] == "all") {
-        assert_eq!(r["lambda"].is_empty(), r["run"].starts_with("baseline"), "{r:?}");
+        let baseline = r["run"].starts_with("baseline");
+        for k in ["lambda", "signal_answer", "noise_answer"] {
+            assert_eq!(r[k].is_empty(), baseline, "{k}: {r:?}");
+        }
     }
     // gda report redraws the eval tables from the CSV files alone.
     // And the experiment's own summary from its run directories.

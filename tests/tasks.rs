@@ -227,18 +227,35 @@ fn the_analysis_reads_the_maps_the_model_applies() {
     let (_, maps) = tch::no_grad(|| model.forward_path(&x, gda::attention::Path::Materialised));
     for (l, m) in maps.iter().enumerate() {
         let mut sum = [0.0f64; 4];
+        // Answer mass of the signal and noise maps, per group.
+        let mut parts = [[0.0f64; 2]; 2];
         let mut n = 0.0;
+        let row = |map: &tch::Tensor, b: usize, h: i64, focus: usize| -> Vec<f32> {
+            Vec::try_from(map.get(b as i64).get(h).get(focus as i64).narrow(0, 0, focus as i64 + 1)).unwrap()
+        };
+        let mass = |r: &[f32], span: &[usize]| span.iter().map(|&j| r[j] as f64).sum::<f64>();
         for (b, e) in examples.iter().enumerate() {
             for q in &e.queries {
                 for h in 0..4 {
-                    let row: Vec<f32> = Vec::try_from(m.effective.get(b as i64).get(h).get(q.focus as i64).narrow(0, 0, q.focus as i64 + 1)).unwrap();
-                    let s = row_stats(&row, &q.answer_span);
+                    let s = row_stats(&row(&m.effective, b, h, q.focus), &q.answer_span);
                     for (acc, v) in sum.iter_mut().zip([s.answer, s.noise, s.entropy, s.sparsity]) {
                         *acc += v;
                     }
+                    // Signal heads 0,1 share noise head 0; 2,3 share noise head 1.
+                    parts[h as usize / 2][0] += mass(&row(&m.signal, b, h, q.focus), &q.answer_span);
+                    parts[h as usize / 2][1] += mass(&row(m.noise.as_ref().unwrap(), b, h / 2, q.focus), &q.answer_span);
                     n += 1.0;
                 }
             }
+        }
+        for g in 0..2 {
+            let group = stats.iter().find(|s| s.layer == l && s.group == Some(g)).unwrap();
+            let (signal, noise) = (group.signal_answer.unwrap(), group.noise_answer.unwrap());
+            assert!((signal - parts[g][0] / (n / 2.0)).abs() < 1e-9, "layer {l} group {g}: signal {signal}");
+            assert!((noise - parts[g][1] / (n / 2.0)).abs() < 1e-9, "layer {l} group {g}: noise {noise}");
+            // What the model applies on the answer span is signal − λ·noise.
+            let lambda = group.lambda.unwrap();
+            assert!((group.stats.answer - (signal - lambda * noise)).abs() < 1e-5, "layer {l} group {g}");
         }
         let all = stats.iter().find(|s| s.layer == l && s.group.is_none()).unwrap();
         let got = [all.stats.answer, all.stats.noise, all.stats.entropy, all.stats.sparsity];
