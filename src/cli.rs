@@ -64,7 +64,7 @@ pub struct EvalArgs {
     /// Context lengths to evaluate at (default: the training context).
     #[arg(long, value_delimiter = ',', value_name = "T,...")]
     pub contexts: Vec<usize>,
-    /// Text file or directory for the lm suite (default: the run's validation split).
+    /// Text file or directory the lm suite scores, all of it (default: the run's validation split).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// lm suite: target tokens scored per context (default: train.eval_tokens).
@@ -172,6 +172,9 @@ pub struct GrowArgs {
     /// With --compare: points trained at once.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// With --compare: train points recorded as failed again.
+    #[arg(long)]
+    pub retry_failed: bool,
     #[command(flatten)]
     pub launch: LauncherArgs,
 }
@@ -447,8 +450,8 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
 
 fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
     use crate::grow::{self, CloneNoise, GrowOp};
-    if !args.compare && (args.launch.launcher != launcher::Launcher::Local || !args.launch.devices.is_empty()) {
-        return Err(input("--launcher and --devices apply to gda grow --compare, which trains several runs").into());
+    if !args.compare && (args.launch.launcher != launcher::Launcher::Local || !args.launch.devices.is_empty() || args.retry_failed) {
+        return Err(input("--launcher, --devices and --retry-failed apply to gda grow --compare, which trains several runs").into());
     }
     args.launch.check()?;
     let src = grow::find_source(&args.from)?;
@@ -530,7 +533,7 @@ fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
         points.push(Point { name: "scratch".into(), variant: Variant::Scratch, requested: None, seed: spec.seed, spec });
     }
     println!("growth comparison of {} points into {}", points.len(), dir.display());
-    let opts = RunOptions { dir, jobs: args.jobs, threads: base.train.threads, retry_failed: false, devices: args.launch.devices.clone() };
+    let opts = RunOptions { dir, jobs: args.jobs, threads: base.train.threads, retry_failed: args.retry_failed, devices: args.launch.devices.clone() };
     let grid = Grid { kind, policy: base.sweep.policy, source_parameters: Some(crate::model::param_count(&src.spec.model)), points };
     launcher::run(&grid, &opts, &args.launch)
 }

@@ -89,6 +89,21 @@ pub fn corpus_path(corpus: &str) -> Result<PathBuf, GdaError> {
     Ok(p)
 }
 
+fn read(p: &Path) -> Result<Vec<u8>, GdaError> {
+    std::fs::read(p).map_err(|e| input(format!("cannot read {}: {e}", p.display())))
+}
+
+/// The files of a data directory, recursively, sorted, hidden ones skipped.
+fn text_files(dir: &Path) -> Result<Vec<PathBuf>, GdaError> {
+    let mut files = Vec::new();
+    list_files(dir, &mut files).map_err(|e| input(format!("cannot list {}: {e}", dir.display())))?;
+    files.sort();
+    if files.is_empty() {
+        return Err(input(format!("data directory {} holds no files", dir.display())));
+    }
+    Ok(files)
+}
+
 fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -119,15 +134,9 @@ impl Corpus {
     /// single file by its last `val_fraction` of bytes.
     pub fn load(cfg: &DataConfig) -> Result<Corpus, GdaError> {
         let path = corpus_path(&cfg.corpus)?;
-        let read = |p: &Path| std::fs::read(p).map_err(|e| input(format!("cannot read {}: {e}", p.display())));
         let tok = Tokenizer::new(cfg.tokenizer);
         let (train_parts, val_parts, train_sources, val_sources) = if path.is_dir() {
-            let mut files = Vec::new();
-            list_files(&path, &mut files).map_err(|e| input(format!("cannot list {}: {e}", path.display())))?;
-            files.sort();
-            if files.is_empty() {
-                return Err(input(format!("data directory {} holds no files", path.display())));
-            }
+            let files = text_files(&path)?;
             if files.len() == 1 {
                 let bytes = read(&files[0])?;
                 let (a, b) = split_bytes(&bytes, cfg.val_fraction);
@@ -160,6 +169,15 @@ impl Corpus {
             return Err(input(format!("data at {} is too small to split into training and validation text", path.display())));
         }
         Ok(Corpus { train, val, train_sources, val_sources })
+    }
+
+    /// All of the text at `path` (a file, or a directory's files in order),
+    /// unsplit: what `gda eval --data` scores.
+    pub fn whole(path: &Path, tokenizer: crate::config::TokenizerKind) -> Result<Split, GdaError> {
+        let path = corpus_path(&path.to_string_lossy())?;
+        let files = if path.is_dir() { text_files(&path)? } else { vec![path.clone()] };
+        let parts = files.iter().map(|f| read(f)).collect::<Result<Vec<_>, _>>()?;
+        Ok(encode_split(&Tokenizer::new(tokenizer), &parts))
     }
 
     /// Checks that one training window (context + 1 tokens) fits in each split.

@@ -34,6 +34,10 @@ pub enum GdaError {
     #[error("Slurm refused the submission (nothing was submitted; the batch script is {}); sbatch said:\n{stderr}", script.display())]
     Rejected { stderr: String, script: PathBuf },
 
+    /// Another process holds the run directory's lock.
+    #[error("run directory {} is in use: another gda train ({holder}) is training it; nothing was changed", run_dir.display())]
+    Busy { run_dir: PathBuf, holder: String },
+
     /// Ctrl-C / SIGTERM: a checkpoint was written, `--resume` continues.
     #[error("interrupted at step {step}; checkpoint written to {}; continue with the same command plus --resume (for a sweep: the same command) in {}", checkpoint.display(), run_dir.display())]
     Interrupted { step: usize, checkpoint: PathBuf, run_dir: PathBuf },
@@ -47,6 +51,7 @@ impl GdaError {
             GdaError::PointsFailed { .. } => 4,
             GdaError::NotPreserved { .. } => 5,
             GdaError::Rejected { .. } => 6,
+            GdaError::Busy { .. } => 7,
             GdaError::Interrupted { .. } => 130,
         }
     }

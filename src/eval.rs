@@ -140,7 +140,7 @@ pub struct EvalOptions {
     pub suites: Vec<Suite>,
     /// Empty: each run's training context.
     pub contexts: Vec<usize>,
-    /// Text for the `lm` suite instead of the run's validation split.
+    /// Text the `lm` suite scores whole, instead of the run's validation split.
     pub data: Option<PathBuf>,
     /// `lm` token budget per context (default: the run's train.eval_tokens).
     pub tokens: Option<usize>,
@@ -158,11 +158,11 @@ pub struct EvalOptions {
 pub const LM_CSV: &str = "lm.csv";
 pub const RETRIEVAL_CSV: &str = "retrieval.csv";
 pub const ATTENTION_CSV: &str = "attention.csv";
-pub const LM_COLUMNS: &[&str] = &["run", "context", "train_context", "tokens", "loss", "ppl", "bpb"];
+pub const LM_COLUMNS: &[&str] = &["run", "step", "context", "train_context", "tokens", "loss", "ppl", "bpb"];
 pub const RETRIEVAL_COLUMNS: &[&str] =
-    &["run", "task", "context", "train_context", "depth", "examples", "queries", "loss", "acc", "token_acc"];
+    &["run", "step", "task", "context", "train_context", "depth", "examples", "queries", "loss", "acc", "token_acc"];
 pub const ATTENTION_COLUMNS: &[&str] = &[
-    "run", "task", "context", "layer", "group", "heads", "lambda", "answer_mass", "noise_mass", "entropy", "sparsity", "signal_answer", "noise_answer", "rows",
+    "run", "step", "task", "context", "layer", "group", "heads", "lambda", "answer_mass", "noise_mass", "entropy", "sparsity", "signal_answer", "noise_answer", "rows",
 ];
 
 /// One run to evaluate: its label in the tables and its directory.
@@ -250,9 +250,13 @@ pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
     if let Some(d) = opts.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
         return Err(input(format!("--depths {d} is out of range; allowed: fractions in [0, 1]")));
     }
+    if opts.tokens == Some(0) || opts.examples == Some(0) {
+        let flag = if opts.tokens == Some(0) { "--tokens" } else { "--examples" };
+        return Err(input(format!("{flag} 0 would score nothing; allowed: a positive count")));
+    }
     let mut tables = Tables::default();
     // Points of a sweep share their text: load and tokenize it once.
-    let mut corpora: Vec<(crate::config::DataConfig, Corpus)> = Vec::new();
+    let mut corpora: Vec<(String, Split)> = Vec::new();
     for t in &targets(&opts.runs)? {
         eval_run(t, opts, &mut corpora, &mut tables)?;
     }
@@ -325,11 +329,18 @@ fn plan(suites: &[Suite], own: TaskKind, label: &str) -> Result<(Vec<Suite>, Vec
 }
 
 /// Evaluates one run and appends its rows to `tables`.
-fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::DataConfig, Corpus)>, tables: &mut Tables) -> Result<(), GdaError> {
+fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(String, Split)>, tables: &mut Tables) -> Result<(), GdaError> {
     let src = crate::grow::find_source(&t.dir)?;
     let spec = eval_spec(&src.spec, opts)?;
     let (suites, tasks) = plan(&opts.suites, spec.data.task, &t.label)?;
     let analyse = suites.contains(&Suite::Attention);
+    // Options no suite of this run reads would be silently ignored.
+    if opts.data.is_some() && !suites.contains(&Suite::Lm) {
+        return Err(input(format!("--data applies to the lm suite, which run {} does not run here; allowed: add --suite lm", t.label)));
+    }
+    if !opts.depths.is_empty() && !tasks.contains(&TaskKind::Niah) {
+        return Err(input(format!("--depths applies to the niah suite, which run {} does not run here; allowed: add --suite niah", t.label)));
+    }
     let train_ctx = spec.train.context;
     let contexts = if opts.contexts.is_empty() { vec![train_ctx] } else { opts.contexts.clone() };
     for &c in &contexts {
@@ -359,31 +370,46 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::Da
     let model = Model::new(&spec.model, vs.root());
     crate::checkpoint::load_weights(&vs, &src.checkpoint.join(crate::checkpoint::MODEL_FILE))?;
     println!("evaluating {} ({}, step {})", t.label, t.dir.display(), src.step);
+    if src.step < spec.train.steps {
+        eprintln!("warning: {} has not finished training (checkpoint at step {} of {}); the tables give that checkpoint's scores", t.label, src.step, spec.train.steps);
+    }
     // Batches of about the training batch's tokens, whatever the context.
     let rows = |c: usize| (spec.train.batch_size * train_ctx / c).max(1);
 
     if suites.contains(&Suite::Lm) {
+        // The run's validation split, or all of the --data text.
         let mut data_cfg = spec.data.clone();
         data_cfg.task = TaskKind::Text;
-        if let Some(d) = &opts.data {
-            data_cfg.corpus = d.to_string_lossy().into_owned();
-        }
-        let at = match corpora.iter().position(|(k, _)| *k == data_cfg) {
+        let (key, what) = match &opts.data {
+            Some(d) => (format!("whole {} {:?}", d.display(), data_cfg.tokenizer), format!("--data {}", d.display())),
+            None => (format!("{data_cfg:?}"), "the run's validation split".to_string()),
+        };
+        let at = match corpora.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                corpora.push((data_cfg.clone(), Corpus::load(&data_cfg)?));
+                let text = match &opts.data {
+                    Some(d) => Corpus::whole(d, data_cfg.tokenizer)?,
+                    None => Corpus::load(&data_cfg)?.val,
+                };
+                corpora.push((key, text));
                 corpora.len() - 1
             }
         };
-        let val = &corpora[at].1.val;
+        let val = &corpora[at].1;
         let budget = opts.tokens.unwrap_or(spec.train.eval_tokens);
         for &c in &contexts {
             if c + 1 > val.len {
-                return Err(input(format!("--contexts {c} is longer than the validation text ({} tokens)", val.len)));
+                return Err(input(format!(
+                    "context {c} of run {} is longer than {what} ({} tokens); allowed: --contexts of at most {}",
+                    t.label,
+                    val.len,
+                    val.len.saturating_sub(1)
+                )));
             }
             let s = lm_eval(&model, val, &eval_offsets(val.len, c, budget), c, rows(c), device);
             tables.lm.push(vec![
                 t.label.clone(),
+                src.step.to_string(),
                 c.to_string(),
                 train_ctx.to_string(),
                 s.tokens.to_string(),
@@ -393,7 +419,10 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::Da
             ]);
         }
     }
-    let n = opts.examples.unwrap_or(spec.task.eval_examples).max(1);
+    let n = opts.examples.unwrap_or(spec.task.eval_examples);
+    if n == 0 && !tasks.is_empty() {
+        return Err(input("task.eval_examples = 0 would score nothing; allowed: a positive count"));
+    }
     for &kind in &tasks {
         let depths: Vec<Option<f64>> = match kind {
             TaskKind::Niah if opts.depths.is_empty() => [0.0, 0.25, 0.5, 0.75, 1.0].into_iter().map(Some).collect(),
@@ -407,6 +436,7 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::Da
                 let s = retrieval_eval(&model, &examples, rows(c), device);
                 tables.retrieval.push(vec![
                     t.label.clone(),
+                    src.step.to_string(),
                     kind.name().into(),
                     c.to_string(),
                     train_ctx.to_string(),
@@ -423,6 +453,7 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(crate::config::Da
                 for g in crate::analysis::analyse(&model, &all, device) {
                     tables.attention.push(vec![
                         t.label.clone(),
+                        src.step.to_string(),
                         kind.name().into(),
                         c.to_string(),
                         g.layer.to_string(),

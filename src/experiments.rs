@@ -368,8 +368,10 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
         println!("{already} of {total} points already finished or failed; {} to train", todo.len());
     }
     // One slot per concurrent point, each with its device (None: the spec's).
+    // Slots spread over the GPUs only where the spec leaves the device to gda.
     let mut slots: Vec<Option<String>> = if opts.devices.is_empty() {
-        let cuda = tch::Cuda::device_count() as usize;
+        let auto = points.iter().all(|p| p.spec.train.device == "auto");
+        let cuda = if auto { tch::Cuda::device_count() as usize } else { 0 };
         (0..opts.jobs.max(1)).map(|slot| (cuda > 0).then(|| format!("cuda:{}", slot % cuda))).collect()
     } else {
         opts.devices.iter().cloned().map(Some).collect()
@@ -419,6 +421,7 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
                         *interrupted.lock().unwrap() = Some(run);
                         return Ok(());
                     }
+                    Outcome::Busy(why) => println!("{} skipped: {why}", p.name),
                 }
             }
         }));
@@ -440,6 +443,8 @@ enum Outcome {
     Done(RunSummary),
     Failed(String),
     Interrupted,
+    /// Another process trains the point (exit 7): neither done nor failed.
+    Busy(String),
 }
 
 pub fn spec_file(dir: &Path, p: &Point) -> PathBuf {
@@ -468,10 +473,6 @@ pub fn point_command(exe: &Path, dir: &Path, p: &Point, threads: usize, device: 
     argv
 }
 
-/// A point being trained by a local child process holds this file (`<pid>
-/// <host>`), so `gda status` can tell running from interrupted.
-pub const RUNNING_FILE: &str = "running";
-
 /// Runs `gda train` for one point; its output goes to the point's train.log.
 fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> Result<Outcome, GdaError> {
     let io = |e: std::io::Error| input(format!("cannot run point {} in {}: {e}", p.name, dir.display()));
@@ -486,11 +487,7 @@ fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> R
     cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(Stdio::piped());
     die_with_parent(&mut cmd);
     let mut child = cmd.spawn().map_err(io)?;
-    let marker = run.join(RUNNING_FILE);
-    let _ = std::fs::write(&marker, format!("{} {}\n", child.id(), crate::launcher::hostname()));
-    let code = wait_forwarding_interrupt(&mut child);
-    let _ = std::fs::remove_file(&marker);
-    let code = code.map_err(io)?;
+    let code = wait_forwarding_interrupt(&mut child).map_err(io)?;
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
@@ -504,6 +501,7 @@ fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> R
             _ => Outcome::Failed("finished without a summary.json".into()),
         },
         Some(130) => Outcome::Interrupted,
+        Some(7) => Outcome::Busy(reason.unwrap_or_default()),
         Some(c) => Outcome::Failed(reason.unwrap_or_else(|| format!("gda train exited with code {c}"))),
         None if train::interrupted() => Outcome::Interrupted,
         None => Outcome::Failed("gda train was killed by a signal".into()),

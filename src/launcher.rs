@@ -263,13 +263,29 @@ pub fn hostname() -> String {
     if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() }
 }
 
-/// The local child training a point, if one is alive on this host.
+/// The process training a point on this host: the one its run lock names,
+/// if that process still holds the lock (a dead trainer's pid may have been
+/// reused; /proc/locks tells).
 fn local_trainer(run: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(run.join(experiments::RUNNING_FILE)).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    let path = run.join(crate::train::LOCK_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
     let mut it = text.split_whitespace();
     let pid: u32 = it.next()?.parse().ok()?;
-    // SAFETY: signal 0 only checks that the process exists.
-    (it.next() == Some(hostname().as_str()) && unsafe { libc::kill(pid as i32, 0) } == 0).then_some(pid)
+    if it.next() != Some(hostname().as_str()) {
+        return None;
+    }
+    let inode = std::fs::metadata(&path).ok()?.ino();
+    match std::fs::read_to_string("/proc/locks") {
+        // "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF"
+        Ok(locks) => locks
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .any(|f| f.len() > 5 && f[4] == pid.to_string() && f[5].rsplit(':').next() == Some(&inode.to_string()))
+            .then_some(pid),
+        // SAFETY: signal 0 only checks that the process exists.
+        Err(_) => (unsafe { libc::kill(pid as i32, 0) } == 0).then_some(pid),
+    }
 }
 
 /// The newest step a run logged (metrics.csv), else its newest checkpoint's.
@@ -294,30 +310,30 @@ pub fn status(dir: &Path) -> anyhow::Result<()> {
     for p in &grid.points {
         let run = experiments::point_dir(dir, p);
         let step = || progress(&run).map(|s| format!("step {s}/{}", p.spec.train.steps)).unwrap_or_else(|| "starting".into());
-        let (state, detail) = match experiments::status(dir, p) {
-            Status::Done(s) => ("done", format!("{} | {} steps | {:.1}s", s.quality(), s.steps, s.elapsed_s)),
-            Status::Failed(reason) => {
+        // A queued or live trainer outranks an earlier failure: the point
+        // was resubmitted, and must not be offered for resubmission again.
+        // A queued or live trainer outranks an earlier failure: the point
+        // was resubmitted, and must not be offered for resubmission again.
+        let (state, detail) = match (experiments::status(dir, p), queue.task(&p.name), local_trainer(&run)) {
+            (Status::Done(s), _, _) => ("done", format!("{} | {} steps | {:.1}s", s.quality(), s.steps, s.elapsed_s)),
+            (_, Some(t), _) if t.is_running() => ("running", format!("{} (Slurm {} on {})", step(), t.id(), t.node)),
+            (_, Some(t), _) if t.is_waiting() => ("pending", format!("queued as Slurm {} ({})", t.id(), t.reason)),
+            (_, _, Some(pid)) => ("running", format!("{} (pid {pid})", step())),
+            (Status::Failed(reason), _, None) => {
                 resubmit.push(p.name.as_str());
                 marked_failed = true;
                 ("failed", reason)
             }
-            other => match (queue.task(&p.name), local_trainer(&run)) {
-                (Some(t), _) if t.is_running() => ("running", format!("{} (Slurm {} on {})", step(), t.id(), t.node)),
-                (Some(t), _) if t.is_waiting() => ("pending", format!("queued as Slurm {} ({})", t.id(), t.reason)),
-                (_, Some(pid)) => ("running", format!("{} (pid {pid})", step())),
-                (Some(t), None) => {
-                    resubmit.push(p.name.as_str());
-                    let at = match other {
-                        Status::Started(s) => format!("its checkpoint at step {s} is kept; a resubmit resumes from it"),
-                        _ => "no checkpoint was written".into(),
-                    };
-                    ("failed", format!("Slurm task {} ended {} before the point finished; {at}", t.id(), t.state))
-                }
-                (None, None) => match other {
-                    Status::Started(s) => ("pending", format!("stopped at step {s}; the next run resumes from its checkpoint")),
-                    _ => ("pending", String::new()),
-                },
-            },
+            (other, Some(t), None) => {
+                resubmit.push(p.name.as_str());
+                let at = match other {
+                    Status::Started(s) => format!("its checkpoint at step {s} is kept; a resubmit resumes from it"),
+                    _ => "no checkpoint was written".into(),
+                };
+                ("failed", format!("Slurm task {} ended {} before the point finished; {at}", t.id(), t.state))
+            }
+            (Status::Started(s), None, None) => ("pending", format!("stopped at step {s}; the next run resumes from its checkpoint")),
+            (_, None, None) => ("pending", String::new()),
         };
         *counts.entry(state).or_default() += 1;
         println!("{:width$}  {state:8} {detail}", p.name);

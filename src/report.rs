@@ -300,8 +300,13 @@ pub fn write(dir: &Path, rows: &[Row], policy: crate::config::BudgetPolicy, mark
     Ok(())
 }
 
+/// Writes by rename, so a reader sees the old file or the new one. The
+/// temporary name is per file and per process: a sweep finishing while
+/// `--collect` runs must not rename one's summary.md onto the other's .csv.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

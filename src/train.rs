@@ -154,6 +154,34 @@ fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError
     Ok(())
 }
 
+/// Held while a run trains: two processes on one run directory (a sweep
+/// rerun beside a running one, a Slurm task beside a local sweep) would
+/// interleave their steps and checkpoints. The file names its holder
+/// (`<pid> <host>`) for `gda status`; the kernel drops the lock when the
+/// process ends, kill -9 included.
+pub const LOCK_FILE: &str = "lock";
+
+fn lock_run_dir(dir: &Path) -> Result<std::fs::File, GdaError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let io = |e: std::io::Error| input(format!("cannot lock {}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    // SAFETY: flock on a descriptor this File owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.split_whitespace().collect::<Vec<_>>()[..] {
+            [pid, host] => format!("pid {pid} on {host}"),
+            _ => "a process".to_string(),
+        };
+        return Err(GdaError::Busy { run_dir: dir.to_path_buf(), holder });
+    }
+    file.set_len(0).and_then(|_| file.rewind()).map_err(io)?;
+    writeln!(file, "{} {}", std::process::id(), crate::launcher::hostname()).map_err(io)?;
+    Ok(file)
+}
+
 fn git_revision() -> Option<String> {
     let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -190,6 +218,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let data = Dataset::load(spec)?;
     let run_dir = run_dir_for(spec, opts);
     prepare_run_dir(spec, &run_dir, opts.resume)?;
+    let _lock = lock_run_dir(&run_dir)?;
 
     // Model and optimizer, from the seed; a checkpoint then overwrites both.
     tch::manual_seed(spec.seed as i64);

@@ -64,6 +64,7 @@ fn lm_suite_reports_bpb_at_several_contexts_and_matches_training() {
         assert!((f(r, "bpb") - f(r, "loss") / std::f64::consts::LN_2).abs() < 1e-9);
         assert!((f(r, "ppl") - f(r, "loss").exp()).abs() < 1e-9 * f(r, "ppl"));
         assert_eq!(r["tokens"], "2048");
+        assert_eq!(r["step"], s["steps"].to_string(), "the checkpoint scored");
     }
     assert_ne!(rows[0]["loss"], rows[1]["loss"]);
     assert_svg(&run.join("eval/bpb_vs_context.svg"));
@@ -98,11 +99,15 @@ fn lm_suite_scores_other_text_given_with_data() {
     let s = summary(&run);
     let loss = s["val_loss"].as_f64().unwrap();
     assert!((f(&own[0], "loss") - loss).abs() < 1e-6 * loss, "{} vs {loss}", f(&own[0], "loss"));
-    // --data scores other text: another play.
+    // --data scores other text, all of it: another play, with a budget
+    // larger than the play, is scored in every whole window that fits.
     let other = files[1].to_str().unwrap();
-    let out = eval(&["--run", run.to_str().unwrap(), "--data", other, "--threads", "1"]);
+    let len = std::fs::read(other).unwrap().len();
+    let out = eval(&["--run", run.to_str().unwrap(), "--data", other, "--tokens", "100000000", "--threads", "1"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert_ne!(csv(&run.join("eval/lm.csv"))[0]["loss"], own[0]["loss"]);
+    let whole = csv(&run.join("eval/lm.csv"));
+    assert_ne!(whole[0]["loss"], own[0]["loss"]);
+    assert_eq!(whole[0]["tokens"], ((len - 1) / 32 * 32).to_string(), "bytes tokenizer, context 32: every window of the {len} bytes");
     let out = eval(&["--run", run.to_str().unwrap(), "--data", "/no/such/text"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("does not exist"));
@@ -258,6 +263,20 @@ fn bad_eval_input_is_refused_and_writes_nothing() {
     let out = eval(&["--run", run.to_str().unwrap(), "--contexts", "32,20000", "--set", "task.pairs=2"]);
     assert_eq!(code(&out), 2);
     assert!(stderr_of(&out).contains("materialises") && stderr_of(&out).contains("context 20000"), "{}", stderr_of(&out));
+    assert!(!run.join("eval").exists());
+
+    // Options that would score nothing, or that no suite of the run reads.
+    for (args, msg) in [
+        (&["--tokens", "0"][..], "--tokens 0 would score nothing"),
+        (&["--examples", "0"][..], "--examples 0 would score nothing"),
+        (&["--set", "task.eval_examples=0"][..], "task.eval_examples = 0 would score nothing"),
+        (&["--depths", "0.5"][..], "--depths applies to the niah suite"),
+        (&["--data", "Cargo.toml"][..], "--data applies to the lm suite"),
+    ] {
+        let out = eval(&[&["--run", run.to_str().unwrap()][..], args].concat());
+        assert_eq!(code(&out), 2, "{args:?}");
+        assert!(stderr_of(&out).contains(msg), "{args:?}: {}", stderr_of(&out));
+    }
     assert!(!run.join("eval").exists());
 
     // Keys other than task.* cannot change what a run is.

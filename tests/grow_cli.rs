@@ -106,6 +106,24 @@ fn growth_from_a_checkpoint_directory_and_the_comparison_mode() {
     assert!(std::fs::read_to_string(dir.join("loss_curves.svg")).unwrap().contains("<polyline"));
     assert_eq!(std::fs::read_to_string(dir.join("summary.csv")).unwrap().lines().filter(|l| l.starts_with("run,")).count(), 3);
     assert!(stdout_of(&out).contains(&line("uniform")));
+
+    // A failed point stays failed on a rerun (exit 4) until --retry-failed,
+    // which trains it again to the same result.
+    let scratch_dir = dir.join("points/scratch");
+    assert!(scratch_dir.join("summary.json").exists(), "{:?}", std::fs::read_dir(dir.join("points")).unwrap().collect::<Vec<_>>());
+    std::fs::remove_dir_all(&scratch_dir).unwrap();
+    std::fs::create_dir_all(&scratch_dir).unwrap();
+    std::fs::write(scratch_dir.join("failed.txt"), "made to fail by the test\n").unwrap();
+    let rerun = |extra: &[&str]| gda().args(["grow", "--compare", "--scratch", "--from"]).arg(&ckpt).args(["--set", "train.steps=20", "--out"]).arg(&dir).args(extra).output().unwrap();
+    let out = rerun(&[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("failed: made to fail by the test"), "{}", stdout_of(&out));
+    let out = rerun(&["--retry-failed"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(cells("scratch"), {
+        let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+        md.lines().find(|l| l.starts_with("| scratch |")).unwrap().split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>()
+    });
 }
 
 #[test]
@@ -125,6 +143,8 @@ fn bad_growth_input_is_refused_and_writes_nothing() {
     assert!(err.contains("cannot grow"), "{err}");
     let err = refuse(&src, &["--uniform", "--groups", "3"], 2);
     assert!(err.contains("cannot grow"), "{err}");
+    let err = refuse(&src, &["--signal-only", "--retry-failed"], 2);
+    assert!(err.contains("apply to gda grow --compare"), "{err}");
     let err = refuse(&src, &["--signal-only", "--set", "model.d_model=64"], 2);
     assert!(err.contains("may not change model keys"), "{err}");
     // Symmetric clone noise is exact only up to rounding: a zero tolerance refuses it.

@@ -52,6 +52,15 @@ fn status_tells_running_from_stopped_and_collect_lists_what_is_missing() {
     assert!(s.contains("g1-s7  running  step ") && s.contains("/2000 (pid "), "{s}");
     assert!(s.contains("g2-s7  pending") && s.contains("0 done, 1 running, 1 pending, 0 failed"), "{s}");
 
+    // A second trainer on the same point (a Slurm task, a sweep rerun) is
+    // turned away: exit 7, the holder named, no failure recorded.
+    let run = dir.join("points/g1-s7");
+    let out = gda().args(["train", "--resume", "--spec"]).arg(dir.join("specs/g1-s7.toml")).arg("--run-dir").arg(&run).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr_of(&out));
+    let pid = s.split("(pid ").nth(1).unwrap().split(')').next().unwrap();
+    assert!(stderr_of(&out).contains("is in use") && stderr_of(&out).contains(&format!("pid {pid} on ")), "{}", stderr_of(&out));
+    assert!(!run.join("failed.txt").exists());
+
     let killed = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
