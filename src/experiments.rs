@@ -353,19 +353,31 @@ pub fn open_dir(dir: &Path, base: &Spec, kind: Kind) -> Result<(), GdaError> {
 /// Trains every point that is not done, `jobs` at a time, each in a `gda
 /// train` child process. Returns Err(Interrupted) if Ctrl-C stopped it.
 pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
+    // Points of this directory queued or running on Slurm are left to it.
+    let queue = crate::slurm::Queue::read(&opts.dir);
+    let mut on_slurm = Vec::new();
     let todo: VecDeque<Point> = points
         .iter()
         .filter(|p| match status(&opts.dir, p) {
             Status::Done(_) => false,
-            Status::Failed(_) => opts.retry_failed,
-            _ => true,
+            Status::Failed(_) if !opts.retry_failed => false,
+            _ => match queue.task(&p.name) {
+                Some(t) if t.is_running() || t.is_waiting() => {
+                    on_slurm.push(format!("{} ({} {})", p.name, t.id(), t.state));
+                    false
+                }
+                _ => true,
+            },
         })
         .cloned()
         .collect();
     let total = points.len();
-    let already = total - todo.len();
+    let already = total - todo.len() - on_slurm.len();
     if already > 0 {
         println!("{already} of {total} points already finished or failed; {} to train", todo.len());
+    }
+    if !on_slurm.is_empty() {
+        println!("left to Slurm, which has them queued or running: {}", on_slurm.join(", "));
     }
     // One slot per concurrent point, each with its device (None: the spec's).
     // Slots spread over the GPUs only where the spec leaves the device to gda.

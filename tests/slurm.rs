@@ -176,6 +176,11 @@ fn a_cancelled_task_requeued_resumes_to_the_uninterrupted_result() {
     let task = format!("{}_0", job.0);
     let run = dir.join("points/g2-s1");
     wait_for(Duration::from_secs(300), || run.join("checkpoints/LATEST").exists());
+    // The local launcher on the same directory leaves the point to Slurm.
+    let out = sweep(&dir, "2", "1", &sets).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains(&format!("left to Slurm, which has them queued or running: g2-s1 ({task} RUNNING)")), "{}", stdout_of(&out));
+    assert!(!stdout_of(&out).contains("training g2-s1"), "{}", stdout_of(&out));
     let out = Command::new("scancel").arg(&task).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
 
