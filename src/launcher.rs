@@ -312,8 +312,6 @@ pub fn status(dir: &Path) -> anyhow::Result<()> {
         let step = || progress(&run).map(|s| format!("step {s}/{}", p.spec.train.steps)).unwrap_or_else(|| "starting".into());
         // A queued or live trainer outranks an earlier failure: the point
         // was resubmitted, and must not be offered for resubmission again.
-        // A queued or live trainer outranks an earlier failure: the point
-        // was resubmitted, and must not be offered for resubmission again.
         let (state, detail) = match (experiments::status(dir, p), queue.task(&p.name), local_trainer(&run)) {
             (Status::Done(s), _, _) => ("done", format!("{} | {} steps | {:.1}s", s.quality(), s.steps, s.elapsed_s)),
             (_, Some(t), _) if t.is_running() => ("running", format!("{} (Slurm {} on {})", step(), t.id(), t.node)),
