@@ -35,7 +35,7 @@ pub enum GdaError {
     Rejected { stderr: String, script: PathBuf },
 
     /// Another process holds the run directory's lock.
-    #[error("run directory {} is in use: another gda train ({holder}) is training it; nothing was changed", run_dir.display())]
+    #[error("run directory {} is in use: another gda train ({holder}) is training it; this one stops without training", run_dir.display())]
     Busy { run_dir: PathBuf, holder: String },
 
     /// Ctrl-C / SIGTERM: a checkpoint was written, `--resume` continues.

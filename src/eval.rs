@@ -257,8 +257,10 @@ pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
     let mut tables = Tables::default();
     // Points of a sweep share their text: load and tokenize it once.
     let mut corpora: Vec<(String, Split)> = Vec::new();
-    for t in &targets(&opts.runs)? {
-        eval_run(t, opts, &mut corpora, &mut tables)?;
+    let targets = targets(&opts.runs)?;
+    let checked = targets.iter().map(|t| check_run(t, opts)).collect::<Result<Vec<_>, _>>()?;
+    for (t, run) in targets.iter().zip(checked) {
+        eval_run(t, run, opts, &mut corpora, &mut tables)?;
     }
     std::fs::create_dir_all(&out).map_err(|e| input(format!("cannot create {}: {e}", out.display())))?;
     for (name, cols, rows) in [
@@ -328,8 +330,19 @@ fn plan(suites: &[Suite], own: TaskKind, label: &str) -> Result<(Vec<Suite>, Vec
     Ok((suites, tasks))
 }
 
-/// Evaluates one run and appends its rows to `tables`.
-fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(String, Split)>, tables: &mut Tables) -> Result<(), GdaError> {
+/// One run, checked against the options before any run is scored.
+struct Checked {
+    src: crate::grow::Source,
+    spec: Spec,
+    suites: Vec<Suite>,
+    tasks: Vec<TaskKind>,
+    contexts: Vec<usize>,
+}
+
+/// Everything about one run that can be refused without scoring it: its
+/// checkpoint and spec, the suites, options it would ignore, contexts and
+/// tasks that cannot fit.
+fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
     let src = crate::grow::find_source(&t.dir)?;
     let spec = eval_spec(&src.spec, opts)?;
     let (suites, tasks) = plan(&opts.suites, spec.data.task, &t.label)?;
@@ -363,12 +376,31 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(String, Split)>, 
                 .map_err(|e| input(format!("{} at context {c} (run {}): key `{}`: {}", kind.name(), t.label, e.key, e.msg)))?;
         }
     }
+    if opts.examples.unwrap_or(spec.task.eval_examples) == 0 && !tasks.is_empty() {
+        return Err(input("task.eval_examples = 0 would score nothing; allowed: a positive count"));
+    }
+    Ok(Checked { src, spec, suites, tasks, contexts })
+}
 
+/// Evaluates one checked run and appends its rows to `tables`.
+fn eval_run(t: &Target, run: Checked, opts: &EvalOptions, corpora: &mut Vec<(String, Split)>, tables: &mut Tables) -> Result<(), GdaError> {
+    let Checked { mut src, spec, suites, tasks, contexts } = run;
+    let analyse = suites.contains(&Suite::Attention);
+    let train_ctx = spec.train.context;
     let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
     crate::device::set_threads(spec.train.threads);
     let vs = tch::nn::VarStore::new(device);
     let model = Model::new(&spec.model, vs.root());
-    crate::checkpoint::load_weights(&vs, &src.checkpoint.join(crate::checkpoint::MODEL_FILE))?;
+    let load = |src: &crate::grow::Source| crate::checkpoint::load_weights(&vs, &src.checkpoint.join(crate::checkpoint::MODEL_FILE));
+    if let Err(e) = load(&src) {
+        // A run still training keeps only its newest checkpoint: the one
+        // found when the run was checked may be gone. Take the new one.
+        if src.checkpoint.exists() {
+            return Err(e);
+        }
+        src = crate::grow::find_source(&t.dir)?;
+        load(&src)?;
+    }
     println!("evaluating {} ({}, step {})", t.label, t.dir.display(), src.step);
     if src.step < spec.train.steps {
         eprintln!("warning: {} has not finished training (checkpoint at step {} of {}); the tables give that checkpoint's scores", t.label, src.step, spec.train.steps);
@@ -420,9 +452,6 @@ fn eval_run(t: &Target, opts: &EvalOptions, corpora: &mut Vec<(String, Split)>, 
         }
     }
     let n = opts.examples.unwrap_or(spec.task.eval_examples);
-    if n == 0 && !tasks.is_empty() {
-        return Err(input("task.eval_examples = 0 would score nothing; allowed: a positive count"));
-    }
     for &kind in &tasks {
         let depths: Vec<Option<f64>> = match kind {
             TaskKind::Niah if opts.depths.is_empty() => [0.0, 0.25, 0.5, 0.75, 1.0].into_iter().map(Some).collect(),

@@ -294,11 +294,12 @@ pub fn point_dir(dir: &Path, p: &Point) -> PathBuf {
 
 pub fn status(dir: &Path, p: &Point) -> Status {
     let run = point_dir(dir, p);
-    if let Ok(reason) = std::fs::read_to_string(run.join(FAILED_FILE)) {
-        return Status::Failed(reason.trim().to_string());
-    }
+    // A finished run is a result, whatever a later attempt recorded.
     if let Some(s) = train::finished(&run) {
         return Status::Done(s);
+    }
+    if let Ok(reason) = std::fs::read_to_string(run.join(FAILED_FILE)) {
+        return Status::Failed(reason.trim().to_string());
     }
     match crate::checkpoint::latest_step(&run) {
         Some(step) => Status::Started(step),

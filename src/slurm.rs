@@ -146,8 +146,12 @@ fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &LauncherArg
          first=$(( $(cat \"$RUN/train.log\" 2>/dev/null | wc -l) + 1 ))\n\
          \"${{CMD[@]}}\" >> \"$RUN/train.log\" 2>&1\n\
          code=$?\n\
-         # 130: interrupted, resumable; 7: another gda train holds the point.\n\
-         if [ \"$code\" != 0 ] && [ \"$code\" != 130 ] && [ \"$code\" != 7 ]; then\n\
+         if [ \"$code\" = 7 ]; then\n\
+         \x20 # Another gda train holds the point: this task did nothing, and did not fail.\n\
+         \x20 log \"exit 7: another gda train holds the point\"; exit 0\n\
+         fi\n\
+         # 130: interrupted, resumable from its checkpoint.\n\
+         if [ \"$code\" != 0 ] && [ \"$code\" != 130 ]; then\n\
          \x20 # Recorded as a local run records it: the point's last error line.\n\
          \x20 reason=$(tail -n +\"$first\" \"$RUN/train.log\" | grep '^error: ' | tail -n 1 | sed 's/^error: //')\n\
          \x20 echo \"${{reason:-gda train exited with code $code}}\" > \"$RUN/{failed}\"\n\

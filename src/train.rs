@@ -122,9 +122,46 @@ pub fn run_dir_for(spec: &Spec, opts: &TrainOptions) -> PathBuf {
     opts.run_dir.clone().unwrap_or_else(|| spec.output.dir.join(&spec.name))
 }
 
-/// Creates (or re-opens, with `--resume`) a run directory; refuses to mix
-/// two different experiments in one directory.
-fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> {
+/// A run directory is locked while it trains: two processes on one run
+/// (a sweep rerun beside a running one, a Slurm task beside a local sweep)
+/// would interleave their steps and checkpoints. The lock is an exclusive
+/// `flock` on this file, which names its holder (`<pid> <host>`) for `gda
+/// status`; the kernel drops it when the process ends, kill -9 included.
+pub const LOCK_FILE: &str = "lock";
+
+/// Creates (or re-opens, with `--resume`) a run directory and locks it;
+/// refuses to mix two different experiments in one directory. The lock comes
+/// first, so the checks never read a spec.toml another trainer is writing.
+/// Returns the lock, held until it is dropped (`None` where the filesystem
+/// cannot lock, after a warning).
+fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<Option<std::fs::File>, GdaError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let unwritable = |e: std::io::Error| input(format!("results directory {} is not writable: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(unwritable)?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(unwritable)?;
+    // SAFETY: flock on a descriptor this File owns.
+    let lock = if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        file.set_len(0).and_then(|_| file.rewind()).map_err(unwritable)?;
+        writeln!(file, "{} {}", std::process::id(), crate::launcher::hostname()).map_err(unwritable)?;
+        Some(file)
+    } else {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.split_whitespace().collect::<Vec<_>>()[..] {
+                [pid, host] => format!("pid {pid} on {host}"),
+                _ => "a process".to_string(),
+            };
+            return Err(GdaError::Busy { run_dir: dir.to_path_buf(), holder });
+        }
+        // Some cluster filesystems have no flock (NFS without lockd, Lustre
+        // without -o flock): train unguarded rather than not at all.
+        eprintln!("warning: cannot lock {} ({err}); nothing stops a second trainer on this run directory", path.display());
+        None
+    };
     let saved = dir.join("spec.toml");
     if saved.exists() {
         if !resume {
@@ -144,42 +181,7 @@ fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError
             )));
         }
     }
-    std::fs::create_dir_all(dir)
-        .and_then(|_| {
-            let probe = dir.join(".write-test");
-            std::fs::write(&probe, b"")?;
-            std::fs::remove_file(probe)
-        })
-        .map_err(|e| input(format!("results directory {} is not writable: {e}", dir.display())))?;
-    Ok(())
-}
-
-/// Held while a run trains: two processes on one run directory (a sweep
-/// rerun beside a running one, a Slurm task beside a local sweep) would
-/// interleave their steps and checkpoints. The file names its holder
-/// (`<pid> <host>`) for `gda status`; the kernel drops the lock when the
-/// process ends, kill -9 included.
-pub const LOCK_FILE: &str = "lock";
-
-fn lock_run_dir(dir: &Path) -> Result<std::fs::File, GdaError> {
-    use std::io::{Read, Seek, Write};
-    use std::os::fd::AsRawFd;
-    let path = dir.join(LOCK_FILE);
-    let io = |e: std::io::Error| input(format!("cannot lock {}: {e}", path.display()));
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
-    // SAFETY: flock on a descriptor this File owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        let holder = match holder.split_whitespace().collect::<Vec<_>>()[..] {
-            [pid, host] => format!("pid {pid} on {host}"),
-            _ => "a process".to_string(),
-        };
-        return Err(GdaError::Busy { run_dir: dir.to_path_buf(), holder });
-    }
-    file.set_len(0).and_then(|_| file.rewind()).map_err(io)?;
-    writeln!(file, "{} {}", std::process::id(), crate::launcher::hostname()).map_err(io)?;
-    Ok(file)
+    Ok(lock)
 }
 
 fn git_revision() -> Option<String> {
@@ -217,8 +219,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let threads = device::set_threads(tc.threads);
     let data = Dataset::load(spec)?;
     let run_dir = run_dir_for(spec, opts);
-    prepare_run_dir(spec, &run_dir, opts.resume)?;
-    let _lock = lock_run_dir(&run_dir)?;
+    let _lock = prepare_run_dir(spec, &run_dir, opts.resume)?;
 
     // Model and optimizer, from the seed; a checkpoint then overwrites both.
     tch::manual_seed(spec.seed as i64);
@@ -247,7 +248,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     // MFU = model FLOP/s (src/flops.rs) / this device's measured matmul peak.
     let flops_per_token = crate::flops::train_flops_per_token(&spec.model, tc.context);
     let peak = device::matmul_peak_flops(device);
-    std::fs::write(run_dir.join("spec.toml"), spec.to_toml()).map_err(|e| input(format!("cannot write spec.toml: {e}")))?;
+    crate::report::atomic_write(&run_dir.join("spec.toml"), spec.to_toml().as_bytes()).map_err(|e| input(format!("cannot write spec.toml: {e}")))?;
     let manifest = Manifest {
         gda_version: env!("CARGO_PKG_VERSION").into(),
         libtorch_version: option_env!("GDA_LIBTORCH_VERSION").unwrap_or("unknown").into(),

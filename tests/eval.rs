@@ -279,13 +279,22 @@ fn bad_eval_input_is_refused_and_writes_nothing() {
     }
     assert!(!run.join("eval").exists());
 
+    // Every run is checked before any is scored: the text run would take
+    // --data, the retrieval run would not.
+    let text = train(tmp.path(), "text", TINY);
+    let both = tmp.path().join("both");
+    let out = eval(&["--run", text.to_str().unwrap(), "--run", run.to_str().unwrap(), "--data", "Cargo.toml", "--out", both.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr_of(&out).contains("--data applies to the lm suite, which run mq does not run"), "{}", stderr_of(&out));
+    assert!(!stdout_of(&out).contains("evaluating"), "{}", stdout_of(&out));
+    assert!(!both.exists());
+
     // Keys other than task.* cannot change what a run is.
     let out = eval(&["--run", run.to_str().unwrap(), "--set", "model.d_model=64"]);
     assert_eq!(code(&out), 2);
     assert!(stderr_of(&out).contains("only changes task.* keys"));
 
     // Attention analysis needs retrieval examples; a text run has none of its own.
-    let text = train(tmp.path(), "text", TINY);
     let out = eval(&["--run", text.to_str().unwrap(), "--suite", "attention"]);
     assert_eq!(code(&out), 2);
     assert!(stderr_of(&out).contains("add --suite mqar or --suite niah"));

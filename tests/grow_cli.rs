@@ -124,6 +124,11 @@ fn growth_from_a_checkpoint_directory_and_the_comparison_mode() {
         let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
         md.lines().find(|l| l.starts_with("| scratch |")).unwrap().split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>()
     });
+    // A finished point is a result, whatever a later attempt recorded.
+    std::fs::write(dir.join("points/uniform/failed.txt"), "a later attempt failed\n").unwrap();
+    let out = rerun(&[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("3 of 3 points already finished"), "{}", stdout_of(&out));
 }
 
 #[test]

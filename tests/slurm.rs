@@ -181,6 +181,12 @@ fn a_cancelled_task_requeued_resumes_to_the_uninterrupted_result() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains(&format!("left to Slurm, which has them queued or running: g2-s1 ({task} RUNNING)")), "{}", stdout_of(&out));
     assert!(!stdout_of(&out).contains("training g2-s1"), "{}", stdout_of(&out));
+    // So does the batch script run by hand for that point: its gda train
+    // finds the point locked, and the task ends without a failure.
+    let out = Command::new("bash").arg(dir.join("slurm/sweep.sbatch")).env("SLURM_ARRAY_TASK_ID", "0").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("exit 7: another gda train holds the point"), "{}", stdout_of(&out));
+    assert!(!run.join("failed.txt").exists());
     let out = Command::new("scancel").arg(&task).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
 
