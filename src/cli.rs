@@ -279,7 +279,7 @@ impl SpecArgs {
                 ))
                 .into());
             }
-            let abs = std::path::absolute(d).map_err(|e| input(format!("{}: {e}", d.display())))?;
+            let abs = launcher::absolute(d)?;
             crate::data::corpus_path(&abs.to_string_lossy())?;
             spec.data.corpus = abs.to_string_lossy().into_owned();
         }
@@ -493,7 +493,7 @@ fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
         report_growth(&src, tag, &grown, args.tolerance);
         let mut spec = grown.spec.clone();
         std::fs::create_dir_all(&run_dir).map_err(|e| input(format!("results directory {} is not writable: {e}", run_dir.display())))?;
-        let init = std::path::absolute(run_dir.join("init.safetensors")).map_err(|e| input(e.to_string()))?;
+        let init = launcher::absolute(&run_dir.join("init.safetensors"))?;
         grow::write_init(&grown, &init)?;
         spec.train.init = init.to_string_lossy().into_owned();
         let parent = growth_record(&src, tag, &grown, noise.as_ref());
@@ -519,7 +519,7 @@ fn run_grow(args: &GrowArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&inits).map_err(|e| input(format!("{}: {e}", inits.display())))?;
     let mut points = Vec::new();
     for (variant, grown) in [(Variant::SignalOnly, &signal), (Variant::Uniform, &uniform)] {
-        let init = std::path::absolute(inits.join(format!("{}.safetensors", variant.label()))).map_err(|e| input(e.to_string()))?;
+        let init = launcher::absolute(&inits.join(format!("{}.safetensors", variant.label())))?;
         if !init.exists() {
             grow::write_init(grown, &init)?;
         }

@@ -268,13 +268,11 @@ pub fn hostname() -> String {
 /// reused; /proc/locks tells).
 fn local_trainer(run: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    let path = run.join(crate::train::LOCK_FILE);
-    let text = std::fs::read_to_string(&path).ok()?;
-    let mut it = text.split_whitespace();
-    let pid: u32 = it.next()?.parse().ok()?;
-    if it.next() != Some(hostname().as_str()) {
+    let (pid, host) = crate::train::lock_holder(run)?;
+    if host != hostname() {
         return None;
     }
+    let path = run.join(crate::train::LOCK_FILE);
     let inode = std::fs::metadata(&path).ok()?.ino();
     match std::fs::read_to_string("/proc/locks") {
         // "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF"

@@ -129,13 +129,23 @@ pub fn run_dir_for(spec: &Spec, opts: &TrainOptions) -> PathBuf {
 /// status`; the kernel drops it when the process ends, kill -9 included.
 pub const LOCK_FILE: &str = "lock";
 
+/// The pid and host the run's lock file names: its holder while the lock is
+/// held, the last trainer after.
+pub fn lock_holder(dir: &Path) -> Option<(u32, String)> {
+    let text = std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
+    match text.split_whitespace().collect::<Vec<_>>()[..] {
+        [pid, host] => Some((pid.parse().ok()?, host.to_string())),
+        _ => None,
+    }
+}
+
 /// Creates (or re-opens, with `--resume`) a run directory and locks it;
 /// refuses to mix two different experiments in one directory. The lock comes
 /// first, so the checks never read a spec.toml another trainer is writing.
 /// Returns the lock, held until it is dropped (`None` where the filesystem
 /// cannot lock, after a warning).
 fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<Option<std::fs::File>, GdaError> {
-    use std::io::{Read, Seek, Write};
+    use std::io::{Seek, Write};
     use std::os::fd::AsRawFd;
     let path = dir.join(LOCK_FILE);
     let unwritable = |e: std::io::Error| input(format!("results directory {} is not writable: {e}", dir.display()));
@@ -149,12 +159,7 @@ fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<Option<std::
     } else {
         let err = std::io::Error::last_os_error();
         if err.kind() == std::io::ErrorKind::WouldBlock {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.split_whitespace().collect::<Vec<_>>()[..] {
-                [pid, host] => format!("pid {pid} on {host}"),
-                _ => "a process".to_string(),
-            };
+            let holder = lock_holder(dir).map(|(pid, host)| format!("pid {pid} on {host}")).unwrap_or_else(|| "a process".into());
             return Err(GdaError::Busy { run_dir: dir.to_path_buf(), holder });
         }
         // Some cluster filesystems have no flock (NFS without lockd, Lustre
