@@ -12,6 +12,8 @@ use crate::error::GdaError;
 /// The built-in default spec; `experiments/default.toml` spells the same values out.
 pub const DEFAULT_NAME: &str = "default";
 pub const BUILTIN: &str = "<built-in default spec>";
+/// Tokens of the GPT-2 BPE vocabulary (r50k_base).
+pub const GPT2_VOCAB: usize = 50257;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -406,7 +408,7 @@ impl Spec {
         let m = &mut self.model;
         let tok_vocab = match self.data.tokenizer {
             TokenizerKind::Bytes => 256,
-            TokenizerKind::Gpt2 => crate::data::GPT2_VOCAB,
+            TokenizerKind::Gpt2 => GPT2_VOCAB,
         };
         if m.vocab_size == 0 {
             m.vocab_size = tok_vocab;
@@ -512,7 +514,7 @@ impl Spec {
             return Err(key_err("sweep.seeds", format!("seed {s} is listed twice; allowed: each seed once")));
         }
         crate::device::parse_device(&t.device).map_err(|msg| key_err("train.device", msg))?;
-        crate::tasks::check(&self.task, self.data.task, t.context, self.model.vocab_size)?;
+        check_task(&self.task, self.data.task, t.context, self.model.vocab_size)?;
         if self.data.task != TaskKind::Text && self.task.eval_examples == 0 {
             return Err(key_err("task.eval_examples", "must be a positive integer"));
         }
@@ -577,6 +579,72 @@ fn first_duplicate<T: PartialEq + Copy>(v: &[T]) -> Option<T> {
 
 fn join(v: &[usize]) -> String {
     v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Tokens 0..4 of a task vocabulary are markers (the layout is in
+/// src/data/tasks.rs); keys, values and filler share the rest.
+pub const TASK_MARKERS: usize = 4;
+
+/// Distinct keys (and values) a vocabulary of `vocab` tokens offers.
+pub fn task_symbols(vocab: usize) -> usize {
+    vocab.saturating_sub(TASK_MARKERS) / 3
+}
+
+/// Checks that `cfg`'s task fits windows of `context` tokens; the error names
+/// the key to change and the largest value that would fit.
+pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab: usize) -> Result<(), KeyError> {
+    let err = |key: &str, msg: String| Err(KeyError { key: key.into(), msg });
+    if kind == TaskKind::Text {
+        return Ok(());
+    }
+    if cfg.vocab > model_vocab {
+        return err("task.vocab", format!("{} is larger than model.vocab_size {model_vocab}; allowed: at most {model_vocab}", cfg.vocab));
+    }
+    if cfg.vocab < 16 {
+        return err("task.vocab", format!("{} leaves too few key/value/filler tokens; allowed: at least 16", cfg.vocab));
+    }
+    let n = task_symbols(cfg.vocab);
+    let window = context + 1;
+    match kind {
+        TaskKind::Text => Ok(()),
+        TaskKind::Mqar => {
+            if cfg.pairs == 0 || cfg.pairs > n {
+                return err("task.pairs", format!("{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})", cfg.pairs, cfg.vocab));
+            }
+            let q = cfg.mqar_queries();
+            if 2 * cfg.pairs + 2 * q > window {
+                let most = window / 4;
+                return err("task.pairs", format!(
+                    "{} pairs and {q} queries need {} positions, a window of context {context} has {window}; allowed: at most {most} pairs (with as many questions) at this context, fewer task.queries, or a longer context",
+                    cfg.pairs, 2 * cfg.pairs + 2 * q
+                ));
+            }
+            Ok(())
+        }
+        TaskKind::Niah => {
+            if cfg.needles == 0 || cfg.needles > n {
+                return err("task.needles", format!("{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})", cfg.needles, cfg.vocab));
+            }
+            if cfg.value_len == 0 {
+                return err("task.value_len", "must be a positive integer".into());
+            }
+            // Needles go to random places, so each may leave up to span − 1
+            // unusable cells beside it: 2·span − 1 per needle always fits.
+            let span = cfg.value_len + 2;
+            let need = span + cfg.needles * (2 * span - 1);
+            if need > window {
+                let most = window.saturating_sub(span) / (2 * span - 1);
+                return err("task.needles", format!(
+                    "{} needles of {span} tokens and the question need {need} positions (2·{span} − 1 per needle, so random placements always fit), a window of context {context} has {window}; allowed: at most {most} needles at this context, or a longer context",
+                    cfg.needles
+                ));
+            }
+            if let Some(d) = cfg.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
+                return err("task.depths", format!("{d} is out of range; allowed: fractions in [0, 1], or [] for a uniform random depth"));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Divisors of `n` closest to `near` (one below and one above when they exist).

@@ -1,7 +1,7 @@
 //! Errors that carry a meaning for the user, each mapped to a documented exit
 //! code (see README "Exit codes").
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -14,6 +14,11 @@ pub enum GdaError {
     /// Input other than the spec is wrong: data, run directory, checkpoint.
     #[error("{0}")]
     Input(String),
+
+    /// Reading or writing a file failed (disk full, permission, a vanished
+    /// directory): not the user's input, so not exit code 2.
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
 
     /// Training produced a non-finite loss.
     #[error("training diverged at step {step}: {reason}; {}", match checkpoint {
@@ -52,6 +57,7 @@ impl GdaError {
             GdaError::NotPreserved { .. } => 5,
             GdaError::Rejected { .. } => 6,
             GdaError::Busy { .. } => 7,
+            GdaError::Io { .. } => 8,
             GdaError::Interrupted { .. } => 130,
         }
     }
@@ -59,4 +65,21 @@ impl GdaError {
 
 pub fn input(msg: impl Into<String>) -> GdaError {
     GdaError::Input(msg.into())
+}
+
+/// A closure mapping an `io::Error` on `path` to [`GdaError::Io`], for
+/// `map_err`: `what` is the verb phrase, e.g. "cannot write".
+pub fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> GdaError + 'a {
+    move |source| GdaError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// [`io`] for libtorch's file errors (safetensors reads and writes).
+pub fn tch_io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(tch::TchError) -> GdaError + 'a {
+    move |e| {
+        let source = match e {
+            tch::TchError::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        };
+        GdaError::Io { what, path: path.to_path_buf(), source }
+    }
 }

@@ -10,9 +10,10 @@
 mod common;
 
 use common::{assign, gda_config, gda_layer, max_abs, max_diff, randomize_gda, randomize_model, seeded, std_config, CPU, F32};
-use gda::attention::{Attention, GdaAttention, Path};
+use gda::model::attention::{Attention, GdaAttention, Path};
 use gda::config::{ModelConfig, NoiseScope};
-use gda::model::{Model, Rope};
+use gda::model::layers::Rope;
+use gda::model::Model;
 use tch::{nn, Kind, Tensor};
 
 /// Weight init std: fairly large, so the attention maps are far from uniform.

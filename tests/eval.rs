@@ -28,7 +28,7 @@ fn eval(args: &[&str]) -> std::process::Output {
 
 /// A CSV file as rows of column → cell.
 fn csv(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let (header, rows) = gda::metrics::read(path).unwrap();
+    let (header, rows) = gda::report::table::read(path).unwrap();
     rows.into_iter().map(|r| header.iter().cloned().zip(r).collect()).collect()
 }
 

@@ -13,9 +13,9 @@ mod common;
 use std::collections::HashMap;
 
 use common::{gda_config, gda_layer, max_abs, max_diff, randomize_model, resolve, seeded, std_config, CPU, F32};
-use gda::attention::Path;
+use gda::model::attention::Path;
 use gda::config::{AttentionKind, ModelConfig, NoiseScope};
-use gda::checkpoint::load_map;
+use gda::train::checkpoint::load_map;
 use gda::grow::{grow, CloneNoise, GrowOp};
 use gda::model::Model;
 use tch::{nn, Kind, Tensor};

@@ -4,9 +4,10 @@
 mod common;
 
 use common::*;
-use gda::analysis::{analyse, row_stats};
+use gda::eval::analysis::{analyse, row_stats};
 use gda::config::{Spec, TaskConfig, TaskKind};
-use gda::tasks::{self, check, eval_set, example, Example, IGNORE, NEEDLE, QUERY};
+use gda::config::check_task as check;
+use gda::data::tasks::{self, eval_set, example, Example, IGNORE, NEEDLE, QUERY};
 
 fn cfg() -> TaskConfig {
     TaskConfig { pairs: 6, needles: 3, value_len: 2, ..TaskConfig::default() }
@@ -224,7 +225,7 @@ fn the_analysis_reads_the_maps_the_model_applies() {
     let stats = analyse(&model, &examples, CPU);
     assert_eq!(stats.len(), 2 * (2 + 1));
     let (x, _) = tasks::batch(&examples, CPU);
-    let (_, maps) = tch::no_grad(|| model.forward_path(&x, gda::attention::Path::Materialised));
+    let (_, maps) = tch::no_grad(|| model.forward_path(&x, gda::model::attention::Path::Materialised));
     for (l, m) in maps.iter().enumerate() {
         let mut sum = [0.0f64; 4];
         // Answer mass of the signal and noise maps, per group.

@@ -134,7 +134,7 @@ fn check_resume_equivalence(signal: &str) {
     let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    let stopped_at = gda::checkpoint::read_state(&latest_checkpoint(&cut)).unwrap().step;
+    let stopped_at = gda::train::checkpoint::read_state(&latest_checkpoint(&cut)).unwrap().step;
     assert!(stopped_at < 400, "the run finished before it could be interrupted");
     if signal == "-INT" {
         assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
@@ -152,7 +152,7 @@ fn check_resume_equivalence(signal: &str) {
     for f in ["model.safetensors", "optim.safetensors"] {
         assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs after resume");
     }
-    assert_eq!(gda::checkpoint::read_state(&a).unwrap().step, 400);
+    assert_eq!(gda::train::checkpoint::read_state(&a).unwrap().step, 400);
     let (ra, rb) = (deterministic_rows(&whole), deterministic_rows(&cut));
     assert_eq!(ra.len(), 41);
     assert_eq!(ra, rb);
@@ -185,7 +185,7 @@ fn a_diverging_run_stops_with_step_and_reason_and_keeps_its_last_good_checkpoint
 
     let ckpt = latest_checkpoint(&run);
     assert!(err.contains(&ckpt.display().to_string()), "{err}");
-    assert_eq!(gda::checkpoint::read_state(&ckpt).unwrap().step, step - 1);
+    assert_eq!(gda::train::checkpoint::read_state(&ckpt).unwrap().step, step - 1);
     for (name, t) in tch::Tensor::read_safetensors(ckpt.join("model.safetensors")).unwrap() {
         assert!(t.isfinite().all().int64_value(&[]) == 1, "{name} is not finite in the kept checkpoint");
     }

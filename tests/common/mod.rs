@@ -47,7 +47,7 @@ pub fn write_spec(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// metrics.csv as (header, rows).
 pub fn metrics(run_dir: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    gda::metrics::read(&run_dir.join("metrics.csv")).unwrap()
+    gda::report::table::read(&run_dir.join("metrics.csv")).unwrap()
 }
 
 /// The value of `col` in every row where it is not empty, with its step.
@@ -73,7 +73,7 @@ pub fn point_json(dir: &Path, point: &str, file: &str) -> serde_json::Value {
 
 /// Path of a run's newest checkpoint.
 pub fn latest_checkpoint(run_dir: &Path) -> PathBuf {
-    gda::checkpoint::latest(run_dir).expect("run has a checkpoint")
+    gda::train::checkpoint::latest(run_dir).expect("run has a checkpoint")
 }
 
 /// Polls `ready` until it holds, panicking after `limit`.
@@ -98,7 +98,7 @@ pub fn stdout_of(out: &std::process::Output) -> String {
 // Used by tests/attention.rs and tests/grow.rs: config builders, the shared
 // RNG lock, weight randomizers and tensor comparisons.
 
-use gda::attention::{Attention, GdaAttention};
+use gda::model::attention::{Attention, GdaAttention};
 use gda::config::{AttentionKind, ModelConfig, NoiseScope, Spec};
 use gda::model::Model;
 use tch::{Device, Kind, Tensor};

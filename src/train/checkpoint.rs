@@ -6,14 +6,15 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Tensor};
 
-use crate::error::{input, GdaError};
-use crate::optim::AdamW;
+use crate::error::{input, io, tch_io, GdaError};
+use crate::eval::Score;
+use crate::util::fs::{atomic_write, sync_dir};
+use super::optim::AdamW;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIM_FILE: &str = "optim.safetensors";
@@ -39,7 +40,7 @@ pub struct TrainState {
 }
 
 impl TrainState {
-    pub fn record(&mut self, score: crate::eval::Score) {
+    pub fn record(&mut self, score: Score) {
         self.val_loss = Some(score.loss);
         self.val_bpb = score.bpb;
         self.val_acc = score.acc;
@@ -48,14 +49,6 @@ impl TrainState {
 
 pub fn dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
 }
 
 fn sync_file(path: &Path) -> std::io::Result<()> {
@@ -71,7 +64,7 @@ fn named(vs: &VarStore) -> Vec<(String, Tensor)> {
 /// Writes the model weights alone (fp32, contiguous) as safetensors.
 pub fn save_weights(vs: &VarStore, path: &Path) -> Result<(), GdaError> {
     let tensors: Vec<(String, Tensor)> = named(vs).into_iter().map(|(n, t)| (n, t.detach().contiguous())).collect();
-    Tensor::write_safetensors(&tensors, path).map_err(|e| input(format!("cannot write {}: {e}", path.display())))
+    Tensor::write_safetensors(&tensors, path).map_err(tch_io("cannot write", path))
 }
 
 /// Saves a checkpoint for `state.step` and points `LATEST` at it; older
@@ -81,26 +74,27 @@ pub fn save(run_dir: &Path, vs: &VarStore, opt: &AdamW, state: &TrainState) -> R
     let name = format!("step-{:08}", state.step);
     let fin = root.join(&name);
     let tmp = root.join(format!("{name}.tmp"));
-    let io = |e: std::io::Error| input(format!("cannot write checkpoint {}: {e}", fin.display()));
+    let write_err = || io("cannot write checkpoint", &fin);
     if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io)?;
+        fs::remove_dir_all(&tmp).map_err(write_err())?;
     }
-    fs::create_dir_all(&tmp).map_err(io)?;
+    fs::create_dir_all(&tmp).map_err(write_err())?;
     save_weights(vs, &tmp.join(MODEL_FILE))?;
     let opt_tensors: Vec<(String, Tensor)> = opt.state_tensors().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
-    Tensor::write_safetensors(&opt_tensors, tmp.join(OPTIM_FILE))
-        .map_err(|e| input(format!("cannot write optimizer state: {e}")))?;
+    let opt_path = tmp.join(OPTIM_FILE);
+    Tensor::write_safetensors(&opt_tensors, &opt_path).map_err(tch_io("cannot write", &opt_path))?;
     let state_json = serde_json::to_vec_pretty(state).expect("state serialises");
-    fs::write(tmp.join(STATE_FILE), state_json).map_err(io)?;
+    fs::write(tmp.join(STATE_FILE), state_json).map_err(write_err())?;
     for f in [MODEL_FILE, OPTIM_FILE, STATE_FILE] {
-        sync_file(&tmp.join(f)).map_err(io)?;
+        sync_file(&tmp.join(f)).map_err(write_err())?;
     }
     if fin.exists() {
-        fs::remove_dir_all(&fin).map_err(io)?;
+        fs::remove_dir_all(&fin).map_err(write_err())?;
     }
-    fs::rename(&tmp, &fin).map_err(io)?;
-    write_atomic(&root.join("LATEST"), name.as_bytes()).map_err(io)?;
-    for entry in fs::read_dir(&root).map_err(io)?.flatten() {
+    fs::rename(&tmp, &fin).map_err(write_err())?;
+    sync_dir(&fin).map_err(write_err())?;
+    atomic_write(&root.join("LATEST"), name.as_bytes()).map_err(write_err())?;
+    for entry in fs::read_dir(&root).map_err(write_err())?.flatten() {
         let p = entry.path();
         let n = entry.file_name().to_string_lossy().into_owned();
         if n.starts_with("step-") && n != name {

@@ -1,125 +1,85 @@
-//! Scoring a model: held-out language modelling on a fixed set of windows,
-//! and exact-match retrieval on a fixed set of task examples.
+//! `gda eval`: score trained runs on several suites and write lm.csv,
+//! retrieval.csv and attention.csv (then `report::eval` renders the tables
+//! and plots from those files).
 
 use std::path::PathBuf;
 
-use tch::{Device, Kind, Reduction, Tensor};
+use clap::{Args, ValueEnum};
 
-use crate::config::{Spec, TaskKind};
-use crate::data::{eval_offsets, windows, Corpus, Dataset, Split};
-use crate::error::{input, GdaError};
+use crate::config::{check_task, Spec, TaskKind};
+use crate::data::{eval_offsets, tasks, Corpus, Split};
+use crate::error::{input, io, GdaError};
+use crate::eval::analysis;
+use crate::eval::{lm_eval, retrieval_eval};
+use crate::experiment::{self, Grid};
 use crate::model::Model;
-use crate::tasks::{self, Example, IGNORE};
+use crate::report::eval::{eval_report, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
+use crate::train::checkpoint;
+use crate::train::run_dir::{find_source, Source};
+use crate::device;
+use crate::util::fs::atomic_write;
 
-/// What a run's periodic evaluation reports: bits per byte for text,
-/// accuracy for a retrieval task.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Score {
-    pub loss: f64,
-    pub bpb: Option<f64>,
-    pub acc: Option<f64>,
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run directory, or a sweep/ablation/growth directory (all its points
+    /// with a checkpoint); repeatable.
+    #[arg(long = "run", value_name = "DIR", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Suites: lm, mqar, niah, attention (default: lm for text runs; the
+    /// run's task and attention for task runs).
+    #[arg(long = "suite", value_enum, value_delimiter = ',', value_name = "SUITE,...")]
+    pub suites: Vec<Suite>,
+    /// Context lengths to evaluate at (default: the training context).
+    #[arg(long, value_delimiter = ',', value_name = "T,...")]
+    pub contexts: Vec<usize>,
+    /// Text file or directory the lm suite scores, all of it (default: the run's validation split).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// lm suite: target tokens scored per context (default: train.eval_tokens).
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Retrieval examples per context and depth (default: task.eval_examples).
+    #[arg(long)]
+    pub examples: Option<usize>,
+    /// NIAH needle depths, fractions of the haystack (default: 0,0.25,0.5,0.75,1).
+    #[arg(long, value_delimiter = ',', value_name = "D,...")]
+    pub depths: Vec<f64>,
+    /// Override a task.* key of the retrieval generators, e.g. --set task.pairs=16 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Where the tables and plots go (default: <DIR>/eval for a single --run).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Device: auto, cpu, cuda, cuda:N (default: the run's train.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// CPU threads, 0 = all cores (default: the run's train.threads).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
-/// Scores `model` on the fixed evaluation set of `data`.
-pub fn evaluate(model: &Model, data: &Dataset, spec: &Spec, device: Device) -> Score {
-    let tc = &spec.train;
-    match data {
-        Dataset::Text(c) => {
-            let s = lm_eval(model, &c.val, &eval_offsets(c.val.len, tc.context, tc.eval_tokens), tc.context, tc.batch_size, device);
-            Score { loss: s.loss, bpb: Some(s.bpb), acc: None }
-        }
-        Dataset::Task { eval, .. } => {
-            let s = retrieval_eval(model, eval, tc.batch_size, device);
-            Score { loss: s.loss, bpb: None, acc: Some(s.acc) }
-        }
-    }
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let opts = EvalOptions {
+        runs: args.runs,
+        suites: args.suites,
+        contexts: args.contexts,
+        data: args.data,
+        tokens: args.tokens,
+        examples: args.examples,
+        depths: args.depths,
+        task_set: args.set,
+        out: args.out,
+        device: args.device,
+        threads: args.threads,
+    };
+    let out = run_eval(&opts)?;
+    println!("\n{}", eval_report(&out)?);
+    println!("tables and plots: {}", out.display());
+    Ok(())
 }
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LmScore {
-    /// Mean cross-entropy in nats per token.
-    pub loss: f64,
-    /// Bits per byte of text: total nats / ln 2 / bytes covered by the targets.
-    pub bpb: f64,
-    pub tokens: usize,
-}
-
-/// Scores the windows starting at `offsets` (see `data::eval_offsets`), in
-/// batches of `batch` rows.
-pub fn lm_eval(model: &Model, split: &Split, offsets: &[i64], context: usize, batch: usize, device: Device) -> LmScore {
-    tch::no_grad(|| {
-        let mut nats = Tensor::zeros([], (Kind::Double, device));
-        for chunk in offsets.chunks(batch.max(1)) {
-            let (x, y) = windows(split, chunk, context, device);
-            let logits = model.forward(&x);
-            let v = logits.size()[2];
-            let sum = logits.view([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, -100, 0.0);
-            nats += sum.to_kind(Kind::Double);
-        }
-        let tokens = offsets.len() * context;
-        let bytes = target_bytes(split, offsets, context);
-        let nats = nats.double_value(&[]);
-        LmScore { loss: nats / tokens as f64, bpb: nats / std::f64::consts::LN_2 / bytes, tokens }
-    })
-}
-
-/// Bytes of text covered by the targets of the windows at `offsets`.
-fn target_bytes(split: &Split, offsets: &[i64], context: usize) -> f64 {
-    let t = context as i64;
-    let idx = Tensor::from_slice(offsets).view([-1, 1]) + 1 + Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
-    split.token_bytes.take(&idx).sum(Kind::Double).double_value(&[])
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetrievalScore {
-    /// Mean cross-entropy over answer tokens (nats).
-    pub loss: f64,
-    /// Share of questions whose every answer token is the argmax (teacher
-    /// forcing; equal to greedy decoding being exactly right).
-    pub acc: f64,
-    /// Share of answer tokens that are the argmax.
-    pub token_acc: f64,
-    pub queries: usize,
-}
-
-/// Scores `examples` (all of one context length) in batches of `batch`.
-pub fn retrieval_eval(model: &Model, examples: &[Example], batch: usize, device: Device) -> RetrievalScore {
-    tch::no_grad(|| {
-        let (mut nats, mut tokens, mut right_tokens, mut right, mut queries) = (0.0, 0usize, 0usize, 0usize, 0usize);
-        for chunk in examples.chunks(batch.max(1)) {
-            let (x, y) = tasks::batch(chunk, device);
-            let logits = model.forward(&x);
-            let v = logits.size()[2];
-            let sum = logits.view([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, IGNORE, 0.0);
-            nats += sum.double_value(&[]);
-            let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false).reshape([-1]).to_device(Device::Cpu)).expect("int64 predictions");
-            let t = chunk[0].labels.len();
-            for (i, e) in chunk.iter().enumerate() {
-                for q in &e.queries {
-                    let ok = q.labels.iter().filter(|&&p| pred[i * t + p] == e.labels[p]).count();
-                    tokens += q.labels.len();
-                    right_tokens += ok;
-                    right += usize::from(ok == q.labels.len());
-                    queries += 1;
-                }
-            }
-        }
-        RetrievalScore {
-            loss: nats / tokens.max(1) as f64,
-            acc: right as f64 / queries.max(1) as f64,
-            token_acc: right_tokens as f64 / tokens.max(1) as f64,
-            queries,
-        }
-    })
-}
-
-// ---------------------------------------------------------------------------
-// The `gda eval` command: score trained runs on several suites and write
-// lm.csv, retrieval.csv and attention.csv (then report::eval_report renders
-// the tables and plots from those files).
 
 /// What `gda eval` measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
     /// Held-out language modelling: loss, perplexity, bits per byte.
     Lm,
@@ -155,9 +115,6 @@ pub struct EvalOptions {
     pub threads: Option<usize>,
 }
 
-pub const LM_CSV: &str = "lm.csv";
-pub const RETRIEVAL_CSV: &str = "retrieval.csv";
-pub const ATTENTION_CSV: &str = "attention.csv";
 pub const LM_COLUMNS: &[&str] = &["run", "step", "context", "train_context", "tokens", "loss", "ppl", "bpb"];
 pub const RETRIEVAL_COLUMNS: &[&str] =
     &["run", "step", "task", "context", "train_context", "depth", "examples", "queries", "loss", "acc", "token_acc"];
@@ -184,11 +141,11 @@ fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
         if r.join("spec.toml").is_file() {
             out.push(Target { label: name(r), dir: r.clone() });
         } else if r.join("experiment.json").is_file() {
-            let grid = crate::launcher::Grid::load(r)?;
+            let grid = Grid::load(r)?;
             let before = out.len();
             for p in &grid.points {
-                let dir = crate::experiments::point_dir(r, p);
-                if crate::checkpoint::latest(&dir).is_some() {
+                let dir = experiment::point_dir(r, p);
+                if checkpoint::latest(&dir).is_some() {
                     let label = if runs.len() > 1 { format!("{}/{}", name(r), p.name) } else { p.name.clone() };
                     out.push(Target { label, dir });
                 } else {
@@ -262,7 +219,7 @@ pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
     for (t, run) in targets.iter().zip(checked) {
         eval_run(t, run, opts, &mut corpora, &mut tables)?;
     }
-    std::fs::create_dir_all(&out).map_err(|e| input(format!("cannot create {}: {e}", out.display())))?;
+    std::fs::create_dir_all(&out).map_err(io("cannot create", &out))?;
     for (name, cols, rows) in [
         (LM_CSV, LM_COLUMNS, &tables.lm),
         (RETRIEVAL_CSV, RETRIEVAL_COLUMNS, &tables.retrieval),
@@ -278,7 +235,7 @@ pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
         for r in rows {
             text += &(r.join(",") + "\n");
         }
-        crate::report::atomic_write(&path, text.as_bytes()).map_err(|e| input(format!("cannot write {}: {e}", path.display())))?;
+        atomic_write(&path, text.as_bytes()).map_err(io("cannot write", &path))?;
     }
     Ok(out)
 }
@@ -332,7 +289,7 @@ fn plan(suites: &[Suite], own: TaskKind, label: &str) -> Result<(Vec<Suite>, Vec
 
 /// One run, checked against the options before any run is scored.
 struct Checked {
-    src: crate::grow::Source,
+    src: Source,
     spec: Spec,
     suites: Vec<Suite>,
     tasks: Vec<TaskKind>,
@@ -343,7 +300,7 @@ struct Checked {
 /// checkpoint and spec, the suites, options it would ignore, contexts and
 /// tasks that cannot fit.
 fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
-    let src = crate::grow::find_source(&t.dir)?;
+    let src = find_source(&t.dir)?;
     let spec = eval_spec(&src.spec, opts)?;
     let (suites, tasks) = plan(&opts.suites, spec.data.task, &t.label)?;
     let analyse = suites.contains(&Suite::Attention);
@@ -357,13 +314,13 @@ fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
     let train_ctx = spec.train.context;
     let contexts = if opts.contexts.is_empty() { vec![train_ctx] } else { opts.contexts.clone() };
     for &c in &contexts {
-        let bytes = crate::analysis::map_bytes(&spec.model, c);
-        if analyse && bytes > crate::analysis::MAX_MAP_BYTES {
+        let bytes = analysis::map_bytes(&spec.model, c);
+        if analyse && bytes > analysis::MAX_MAP_BYTES {
             return Err(input(format!(
                 "the attention suite at context {c} materialises {:.1} GiB of maps per example for {} (limit {} GiB); allowed: shorter --contexts for the attention suite",
                 bytes as f64 / (1u64 << 30) as f64,
                 t.label,
-                crate::analysis::MAX_MAP_BYTES >> 30
+                analysis::MAX_MAP_BYTES >> 30
             )));
         }
         if c > train_ctx {
@@ -372,7 +329,7 @@ fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
     }
     for &kind in &tasks {
         for &c in &contexts {
-            crate::tasks::check(&spec.task, kind, c, spec.model.vocab_size)
+            check_task(&spec.task, kind, c, spec.model.vocab_size)
                 .map_err(|e| input(format!("{} at context {c} (run {}): key `{}`: {}", kind.name(), t.label, e.key, e.msg)))?;
         }
     }
@@ -387,18 +344,17 @@ fn eval_run(t: &Target, run: Checked, opts: &EvalOptions, corpora: &mut Vec<(Str
     let Checked { mut src, spec, suites, tasks, contexts } = run;
     let analyse = suites.contains(&Suite::Attention);
     let train_ctx = spec.train.context;
-    let device = crate::device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
-    crate::device::set_threads(spec.train.threads);
-    let vs = tch::nn::VarStore::new(device);
-    let model = Model::new(&spec.model, vs.root());
-    let load = |src: &crate::grow::Source| crate::checkpoint::load_weights(&vs, &src.checkpoint.join(crate::checkpoint::MODEL_FILE));
+    let device = device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
+    device::set_threads(spec.train.threads);
+    let (vs, model) = Model::build(&spec.model, device);
+    let load = |src: &Source| checkpoint::load_weights(&vs, &src.checkpoint.join(checkpoint::MODEL_FILE));
     if let Err(e) = load(&src) {
         // A run still training keeps only its newest checkpoint: the one
         // found when the run was checked may be gone. Take the new one.
         if src.checkpoint.exists() {
             return Err(e);
         }
-        src = crate::grow::find_source(&t.dir)?;
+        src = find_source(&t.dir)?;
         load(&src)?;
     }
     println!("evaluating {} ({}, step {})", t.label, t.dir.display(), src.step);
@@ -461,7 +417,7 @@ fn eval_run(t: &Target, run: Checked, opts: &EvalOptions, corpora: &mut Vec<(Str
         for &c in &contexts {
             let mut all = Vec::new();
             for &depth in &depths {
-                let examples = crate::tasks::eval_set(&spec.task, kind, c, n, depth);
+                let examples = tasks::eval_set(&spec.task, kind, c, n, depth);
                 let s = retrieval_eval(&model, &examples, rows(c), device);
                 tables.retrieval.push(vec![
                     t.label.clone(),
@@ -479,7 +435,7 @@ fn eval_run(t: &Target, run: Checked, opts: &EvalOptions, corpora: &mut Vec<(Str
                 all.extend(examples);
             }
             if analyse {
-                for g in crate::analysis::analyse(&model, &all, device) {
+                for g in analysis::analyse(&model, &all, device) {
                     tables.attention.push(vec![
                         t.label.clone(),
                         src.step.to_string(),
@@ -503,3 +459,4 @@ fn eval_run(t: &Target, run: Checked, opts: &EvalOptions, corpora: &mut Vec<(Str
     }
     Ok(())
 }
+

@@ -2,7 +2,7 @@
 //!
 //! `<dir>/slurm/sweep.sbatch` is a readable batch script: array task i runs
 //! grid point i with the command the local launcher runs
-//! (`experiments::point_command`), its output appended to the point's
+//! (`experiment::point_command`), its output appended to the point's
 //! train.log. `sbatch --parsable` submits the points that are neither done nor
 //! already queued; only after sbatch accepted them is the job recorded in
 //! `<dir>/slurm/jobs.json`. Each task also appends its start and exit to
@@ -16,9 +16,9 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{input, GdaError};
-use crate::experiments::{self, RunOptions, Status};
-use crate::launcher::{self, Grid, LauncherArgs};
+use super::{point_command, point_dir, status, Grid, RunOptions, SlurmOptions, Status, FAILED_FILE};
+use crate::error::{input, io, GdaError};
+use crate::util::fs::{absolute, atomic_write};
 
 pub const SCRIPT: &str = "sweep.sbatch";
 const JOBS: &str = "jobs.json";
@@ -82,7 +82,7 @@ fn warn_if_node_local(what: &str, p: &Path) {
 }
 
 /// The batch script of a grid: one array task per point.
-fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &LauncherArgs) -> Result<String, GdaError> {
+fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &SlurmOptions) -> Result<String, GdaError> {
     let q = |p: &Path| sh_quote(p.as_os_str());
     let slurm_dir = dir.join("slurm");
     let script = slurm_dir.join(SCRIPT);
@@ -127,7 +127,7 @@ fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &LauncherArg
         q(&slurm_dir)
     );
     for (i, p) in grid.points.iter().enumerate() {
-        let argv = experiments::point_command(exe, dir, p, cpus, None);
+        let argv = point_command(exe, dir, p, cpus, None);
         let cmd: Vec<String> = argv.iter().map(|a| sh_quote(a)).collect();
         s += &format!("  {i}) POINT={}; CMD=({}) ;;\n", sh_quote(p.name.as_ref()), cmd.join(" "));
     }
@@ -160,7 +160,7 @@ fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &LauncherArg
          exit \"$code\"\n",
         last = n.saturating_sub(1),
         points = q(&dir.join("points")),
-        failed = experiments::FAILED_FILE,
+        failed = FAILED_FILE,
         tasks = TASKS_LOG,
     );
     Ok(s)
@@ -169,21 +169,22 @@ fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &LauncherArg
 /// Writes the batch script and submits the points that are neither done nor
 /// queued (nor failed, unless --retry-failed); prints the job and how to
 /// follow it. With everything done, prints the summary as the local launcher does.
-pub fn launch(grid: &Grid, opts: &RunOptions, launch: &LauncherArgs) -> anyhow::Result<()> {
-    let dir = launcher::absolute(&opts.dir)?;
-    let exe = std::env::current_exe().map_err(|e| input(format!("cannot find the gda binary: {e}")))?;
+pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
+    let launch = &opts.slurm;
+    let dir = absolute(&opts.dir).map_err(io("cannot resolve", &opts.dir))?;
+    let exe = std::env::current_exe().map_err(io("cannot find the gda binary", Path::new("/proc/self/exe")))?;
     warn_if_node_local("experiment directory", &dir);
     warn_if_node_local("gda binary", &exe);
     let cpus = launch.cpus_per_run.unwrap_or(if opts.threads > 0 { opts.threads } else { 1 });
     let slurm_dir = dir.join("slurm");
     let script_path = slurm_dir.join(SCRIPT);
     let text = script(grid, &dir, &exe, cpus, launch)?;
-    let io = |e: std::io::Error| input(format!("cannot write {}: {e}", script_path.display()));
-    std::fs::create_dir_all(&slurm_dir).map_err(io)?;
-    crate::report::atomic_write(&script_path, text.as_bytes()).map_err(io)?;
+    let write_err = || io("cannot write", &script_path);
+    std::fs::create_dir_all(&slurm_dir).map_err(write_err())?;
+    atomic_write(&script_path, text.as_bytes()).map_err(write_err())?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755)).map_err(write_err())?;
     }
 
     let queue = Queue::read(&dir);
@@ -193,12 +194,11 @@ pub fn launch(grid: &Grid, opts: &RunOptions, launch: &LauncherArgs) -> anyhow::
             "cannot ask Slurm about the jobs recorded in {} ({}): {why}; nothing was submitted. Retry when squeue answers",
             slurm_dir.join(JOBS).display(),
             queue.jobs()
-        ))
-        .into());
+        )));
     }
     let (mut todo, mut queued, mut failed, mut done) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for (i, p) in grid.points.iter().enumerate() {
-        match experiments::status(&dir, p) {
+        match status(&dir, p) {
             Status::Done(_) => done += 1,
             Status::Failed(_) if !opts.retry_failed => failed.push(p.name.as_str()),
             _ if queue.task(&p.name).is_some_and(|t| t.is_running() || t.is_waiting()) => queued.push(p.name.as_str()),
@@ -211,7 +211,7 @@ pub fn launch(grid: &Grid, opts: &RunOptions, launch: &LauncherArgs) -> anyhow::
     if todo.is_empty() {
         if queued.is_empty() {
             println!("all {n} points are done or failed; nothing to submit");
-            return Ok(grid.summarize(&dir)?.report(&dir)?);
+            return grid.summarize(&dir)?.report(&dir);
         }
         println!("nothing to submit: {done} of {n} points done, {} queued or running in Slurm ({}), {} failed", queued.len(), queue.jobs(), failed.len());
         println!("follow them: gda status {dir_q}");
@@ -230,7 +230,7 @@ pub fn launch(grid: &Grid, opts: &RunOptions, launch: &LauncherArgs) -> anyhow::
     // Retried points are queued now, not failed (the task would clear the
     // record only when it starts).
     for &i in &todo {
-        let _ = std::fs::remove_file(experiments::point_dir(&dir, &grid.points[i]).join(experiments::FAILED_FILE));
+        let _ = std::fs::remove_file(point_dir(&dir, &grid.points[i]).join(FAILED_FILE));
     }
     let sub = Submission {
         job_id: job.clone(),
@@ -242,7 +242,7 @@ pub fn launch(grid: &Grid, opts: &RunOptions, launch: &LauncherArgs) -> anyhow::
     let mut subs = submissions(&dir);
     subs.push(sub);
     let jobs = slurm_dir.join(JOBS);
-    crate::report::atomic_write(&jobs, &serde_json::to_vec_pretty(&subs).expect("jobs serialise"))
+    atomic_write(&jobs, &serde_json::to_vec_pretty(&subs).expect("jobs serialise"))
         .map_err(|e| input(format!("Slurm job {job} was submitted, but {} could not be written: {e}", jobs.display())))?;
     println!("submitted Slurm job {job}: array tasks {array} ({} of {n} points) of {}", todo.len(), script_path.display());
     println!("follow it:  gda status {dir_q}   (or squeue -j {job})");

@@ -18,10 +18,10 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::attention::Path;
-use crate::config::AttentionKind;
+use crate::config::{AttentionKind, ModelConfig};
+use crate::data::tasks::{self, Example};
+use crate::model::attention::Path;
 use crate::model::Model;
-use crate::tasks::{self, Example};
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RowStats {
@@ -82,7 +82,7 @@ fn head_groups(model: &Model) -> (usize, usize) {
 
 /// Bytes of the materialised maps of one example at context `t` (signal,
 /// noise and effective maps of every layer, fp32).
-pub fn map_bytes(cfg: &crate::config::ModelConfig, t: usize) -> usize {
+pub fn map_bytes(cfg: &ModelConfig, t: usize) -> usize {
     4 * 3 * cfg.n_layers * cfg.query_heads() * t * t
 }
 

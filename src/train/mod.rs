@@ -4,24 +4,31 @@
 //! `spec.toml` (resolved), `manifest.json`, `metrics.csv`,
 //! `checkpoints/`, and `summary.json` once the run has finished.
 
+pub mod checkpoint;
+pub mod metrics;
+pub mod optim;
+pub mod run_dir;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Kind, Tensor};
 
-use crate::checkpoint::{self, TrainState};
+use self::checkpoint::TrainState;
+use self::metrics::{cell, MetricsLog};
+use self::optim::{learning_rate, AdamW};
+use self::run_dir::{prepare_run_dir, run_dir_for, SUMMARY_FILE};
+pub use self::run_dir::{finished, Manifest, RunSummary};
 use crate::config::Spec;
 use crate::data::Dataset;
 use crate::device;
-use crate::error::{input, GdaError};
+use crate::error::{io, GdaError};
 use crate::eval::{evaluate, Score};
-use crate::metrics::{cell, MetricsLog};
 use crate::model::{self, Model};
-use crate::optim::{learning_rate, AdamW};
+use crate::util::fs::atomic_write;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -47,146 +54,6 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Where the run's initial weights came from (`gda grow` records its source here).
     pub parent: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub gda_version: String,
-    pub libtorch_version: String,
-    pub device: String,
-    pub threads: usize,
-    pub seed: u64,
-    pub spec_hash: String,
-    pub git_revision: Option<String>,
-    pub parameters: usize,
-    /// Training FLOPs per token (src/flops.rs) and the measured matmul peak
-    /// of the device (FLOP/s) that the CSV's `mfu` divides by.
-    pub train_flops_per_token: f64,
-    pub matmul_peak_flops: f64,
-    pub train_tokens: usize,
-    pub val_tokens: usize,
-    pub train_sources: Vec<String>,
-    pub val_sources: Vec<String>,
-    pub command: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub parent: Option<serde_json::Value>,
-}
-
-/// What a finished run reports (also `summary.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSummary {
-    pub name: String,
-    pub steps: usize,
-    pub tokens_seen: u64,
-    pub parameters: usize,
-    pub val_loss: f64,
-    /// Text runs only.
-    #[serde(default)]
-    pub val_bpb: Option<f64>,
-    /// Retrieval-task runs only: exact-match accuracy on the fixed evaluation set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub val_acc: Option<f64>,
-    pub elapsed_s: f64,
-    /// Training throughput over the whole run (evaluation time excluded).
-    pub tokens_per_s: f64,
-    pub run_dir: PathBuf,
-}
-
-impl RunSummary {
-    /// "val loss 1.9406 | val bpb 2.7996" for text, "val loss … | val acc …" for a task.
-    pub fn quality(&self) -> String {
-        let mut s = format!("val loss {:.4}", self.val_loss);
-        if let Some(b) = self.val_bpb {
-            s += &format!(" | val bpb {b:.4}");
-        }
-        if let Some(a) = self.val_acc {
-            s += &format!(" | val acc {a:.4}");
-        }
-        s
-    }
-
-    /// The second headline metric: bits per byte for text, accuracy for a task.
-    pub fn metric(&self) -> f64 {
-        self.val_bpb.or(self.val_acc).unwrap_or(f64::NAN)
-    }
-}
-
-pub const SUMMARY_FILE: &str = "summary.json";
-
-/// The summary of a finished run, if the run directory holds one.
-pub fn finished(run_dir: &Path) -> Option<RunSummary> {
-    std::fs::read(run_dir.join(SUMMARY_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok())
-}
-
-pub fn run_dir_for(spec: &Spec, opts: &TrainOptions) -> PathBuf {
-    opts.run_dir.clone().unwrap_or_else(|| spec.output.dir.join(&spec.name))
-}
-
-/// A run directory is locked while it trains: two processes on one run
-/// (a sweep rerun beside a running one, a Slurm task beside a local sweep)
-/// would interleave their steps and checkpoints. The lock is an exclusive
-/// `flock` on this file, which names its holder (`<pid> <host>`) for `gda
-/// status`; the kernel drops it when the process ends, kill -9 included.
-pub const LOCK_FILE: &str = "lock";
-
-/// The pid and host the run's lock file names: its holder while the lock is
-/// held, the last trainer after.
-pub fn lock_holder(dir: &Path) -> Option<(u32, String)> {
-    let text = std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
-    match text.split_whitespace().collect::<Vec<_>>()[..] {
-        [pid, host] => Some((pid.parse().ok()?, host.to_string())),
-        _ => None,
-    }
-}
-
-/// Creates (or re-opens, with `--resume`) a run directory and locks it;
-/// refuses to mix two different experiments in one directory. The lock comes
-/// first, so the checks never read a spec.toml another trainer is writing.
-/// Returns the lock, held until it is dropped (`None` where the filesystem
-/// cannot lock, after a warning).
-fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<Option<std::fs::File>, GdaError> {
-    use std::io::{Seek, Write};
-    use std::os::fd::AsRawFd;
-    let path = dir.join(LOCK_FILE);
-    let unwritable = |e: std::io::Error| input(format!("results directory {} is not writable: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(unwritable)?;
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(unwritable)?;
-    // SAFETY: flock on a descriptor this File owns.
-    let lock = if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        file.set_len(0).and_then(|_| file.rewind()).map_err(unwritable)?;
-        writeln!(file, "{} {}", std::process::id(), crate::launcher::hostname()).map_err(unwritable)?;
-        Some(file)
-    } else {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::WouldBlock {
-            let holder = lock_holder(dir).map(|(pid, host)| format!("pid {pid} on {host}")).unwrap_or_else(|| "a process".into());
-            return Err(GdaError::Busy { run_dir: dir.to_path_buf(), holder });
-        }
-        // Some cluster filesystems have no flock (NFS without lockd, Lustre
-        // without -o flock): train unguarded rather than not at all.
-        eprintln!("warning: cannot lock {} ({err}); nothing stops a second trainer on this run directory", path.display());
-        None
-    };
-    let saved = dir.join("spec.toml");
-    if saved.exists() {
-        if !resume {
-            return Err(input(format!(
-                "run directory {} already holds a run; pass --resume to continue it, or choose another --run-dir",
-                dir.display()
-            )));
-        }
-        let old = Spec::load(Some(&saved), &[])?;
-        if old.hash() != spec.hash() {
-            return Err(input(format!(
-                "run directory {} holds a different experiment (spec hash {} vs {}); resume it with its own spec (gda train --resume --run-dir {}) or choose another --run-dir",
-                dir.display(),
-                old.hash(),
-                spec.hash(),
-                dir.display()
-            )));
-        }
-    }
-    Ok(lock)
 }
 
 fn git_revision() -> Option<String> {
@@ -228,9 +95,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
 
     // Model and optimizer, from the seed; a checkpoint then overwrites both.
     tch::manual_seed(spec.seed as i64);
-    let vs = VarStore::new(device);
-    let mut model = Model::new(&spec.model, vs.root());
-    model.compute_kind = device::compute_kind(device);
+    let (vs, model) = Model::build(&spec.model, device);
     let mut opt = AdamW::new(&vs, tc);
     let parameters = model::param_count(&spec.model);
     let last_ckpt = if opts.resume { checkpoint::latest(&run_dir) } else { None };
@@ -251,9 +116,10 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     }
 
     // MFU = model FLOP/s (src/flops.rs) / this device's measured matmul peak.
-    let flops_per_token = crate::flops::train_flops_per_token(&spec.model, tc.context);
+    let flops_per_token = model::flops::train_flops_per_token(&spec.model, tc.context);
     let peak = device::matmul_peak_flops(device);
-    crate::report::atomic_write(&run_dir.join("spec.toml"), spec.to_toml().as_bytes()).map_err(|e| input(format!("cannot write spec.toml: {e}")))?;
+    let spec_path = run_dir.join("spec.toml");
+    atomic_write(&spec_path, spec.to_toml().as_bytes()).map_err(io("cannot write", &spec_path))?;
     let manifest = Manifest {
         gda_version: env!("CARGO_PKG_VERSION").into(),
         libtorch_version: option_env!("GDA_LIBTORCH_VERSION").unwrap_or("unknown").into(),
@@ -275,8 +141,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     // A resumed run keeps the manifest of the run's start.
     let manifest_path = run_dir.join("manifest.json");
     if !manifest_path.exists() {
-        std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).expect("manifest serialises"))
-            .map_err(|e| input(format!("cannot write manifest.json: {e}")))?;
+        atomic_write(&manifest_path, &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"))
+            .map_err(io("cannot write", &manifest_path))?;
     }
 
     let differential = model.lambdas().len() == spec.model.n_layers;
@@ -381,8 +247,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         tokens_per_s: if train_time > 0.0 { train_tokens_now as f64 / train_time } else { 0.0 },
         run_dir: run_dir.clone(),
     };
-    std::fs::write(run_dir.join(SUMMARY_FILE), serde_json::to_vec_pretty(&summary).expect("summary serialises"))
-        .map_err(|e| input(format!("cannot write summary.json: {e}")))?;
+    let summary_path = run_dir.join(SUMMARY_FILE);
+    atomic_write(&summary_path, &serde_json::to_vec_pretty(&summary).expect("summary serialises"))
+        .map_err(io("cannot write", &summary_path))?;
     Ok(summary)
 }
 
@@ -414,9 +281,7 @@ pub struct StepTimer<'a> {
 impl<'a> StepTimer<'a> {
     pub fn new(spec: &'a Spec, data: &'a Dataset, device: tch::Device) -> StepTimer<'a> {
         tch::manual_seed(spec.seed as i64);
-        let vs = VarStore::new(device);
-        let mut model = Model::new(&spec.model, vs.root());
-        model.compute_kind = device::compute_kind(device);
+        let (vs, model) = Model::build(&spec.model, device);
         let opt = AdamW::new(&vs, &spec.train);
         StepTimer { spec, data, device, _vs: vs, model, opt, steps: 0 }
     }
@@ -533,3 +398,4 @@ fn write_row(
     }
     Ok(())
 }
+

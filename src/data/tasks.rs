@@ -12,13 +12,13 @@
 
 use tch::{Device, Tensor};
 
-use crate::config::{KeyError, TaskConfig, TaskKind};
-use crate::data::{splitmix64, Rng};
+use super::rng::{splitmix64, Rng};
+use crate::config::{TaskConfig, TaskKind, TASK_MARKERS};
 
 pub const IGNORE: i64 = -100;
 pub const NEEDLE: i64 = 1;
 pub const QUERY: i64 = 2;
-const FIRST: i64 = 4;
+const FIRST: i64 = TASK_MARKERS as i64;
 
 /// One question of an example: the label positions that must all be
 /// predicted right, the input positions holding the answer (for the
@@ -60,68 +60,6 @@ impl Ranges {
     }
     fn filler(&self, rng: &mut Rng) -> i64 {
         FIRST + 2 * self.n + rng.below(self.filler as usize) as i64
-    }
-}
-
-/// Distinct keys (and values) a vocabulary of `vocab` tokens offers.
-pub fn symbols(vocab: usize) -> usize {
-    vocab.saturating_sub(FIRST as usize) / 3
-}
-
-/// Checks that `cfg`'s task fits windows of `context` tokens; the error names
-/// the key to change and the largest value that would fit.
-pub fn check(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab: usize) -> Result<(), KeyError> {
-    let err = |key: &str, msg: String| Err(KeyError { key: key.into(), msg });
-    if kind == TaskKind::Text {
-        return Ok(());
-    }
-    if cfg.vocab > model_vocab {
-        return err("task.vocab", format!("{} is larger than model.vocab_size {model_vocab}; allowed: at most {model_vocab}", cfg.vocab));
-    }
-    if cfg.vocab < 16 {
-        return err("task.vocab", format!("{} leaves too few key/value/filler tokens; allowed: at least 16", cfg.vocab));
-    }
-    let n = symbols(cfg.vocab);
-    let window = context + 1;
-    match kind {
-        TaskKind::Text => Ok(()),
-        TaskKind::Mqar => {
-            if cfg.pairs == 0 || cfg.pairs > n {
-                return err("task.pairs", format!("{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})", cfg.pairs, cfg.vocab));
-            }
-            let q = cfg.mqar_queries();
-            if 2 * cfg.pairs + 2 * q > window {
-                let most = window / 4;
-                return err("task.pairs", format!(
-                    "{} pairs and {q} queries need {} positions, a window of context {context} has {window}; allowed: at most {most} pairs (with as many questions) at this context, fewer task.queries, or a longer context",
-                    cfg.pairs, 2 * cfg.pairs + 2 * q
-                ));
-            }
-            Ok(())
-        }
-        TaskKind::Niah => {
-            if cfg.needles == 0 || cfg.needles > n {
-                return err("task.needles", format!("{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})", cfg.needles, cfg.vocab));
-            }
-            if cfg.value_len == 0 {
-                return err("task.value_len", "must be a positive integer".into());
-            }
-            // Needles go to random places, so each may leave up to span − 1
-            // unusable cells beside it: 2·span − 1 per needle always fits.
-            let span = cfg.value_len + 2;
-            let need = span + cfg.needles * (2 * span - 1);
-            if need > window {
-                let most = window.saturating_sub(span) / (2 * span - 1);
-                return err("task.needles", format!(
-                    "{} needles of {span} tokens and the question need {need} positions (2·{span} − 1 per needle, so random placements always fit), a window of context {context} has {window}; allowed: at most {most} needles at this context, or a longer context",
-                    cfg.needles
-                ));
-            }
-            if let Some(d) = cfg.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
-                return err("task.depths", format!("{d} is out of range; allowed: fractions in [0, 1], or [] for a uniform random depth"));
-            }
-            Ok(())
-        }
     }
 }
 

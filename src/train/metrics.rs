@@ -6,7 +6,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::{input, GdaError};
+use crate::error::{input, io, GdaError};
+use crate::report::table;
+use crate::util::fs::atomic_write;
 
 pub struct MetricsLog {
     file: File,
@@ -24,7 +26,6 @@ impl MetricsLog {
     /// after the checkpoint a resumed run restarts from) and any torn last
     /// line are dropped; a fresh file gets the header.
     pub fn open(path: &Path, columns: &[String], keep_through_step: Option<usize>) -> Result<MetricsLog, GdaError> {
-        let io = |e: std::io::Error| input(format!("cannot write {}: {e}", path.display()));
         let header = columns.join(",");
         let mut kept = format!("{header}\n");
         if let (Some(keep), Ok(old)) = (keep_through_step, fs::read_to_string(path)) {
@@ -41,10 +42,8 @@ impl MetricsLog {
                 }
             }
         }
-        let tmp = path.with_extension("csv.tmp");
-        fs::write(&tmp, &kept).map_err(io)?;
-        fs::rename(&tmp, path).map_err(io)?;
-        let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        atomic_write(path, kept.as_bytes()).map_err(io("cannot write", path))?;
+        let file = OpenOptions::new().append(true).open(path).map_err(io("cannot write", path))?;
         Ok(MetricsLog { file, path: path.to_path_buf(), width: columns.len() })
     }
 
@@ -54,15 +53,16 @@ impl MetricsLog {
         self.file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.flush())
-            .map_err(|e| input(format!("cannot write {}: {e}", self.path.display())))
+            .map_err(io("cannot write", &self.path))
     }
 }
 
-/// Reads a metrics CSV into a header and rows of cells.
-pub fn read(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>), GdaError> {
-    let text = fs::read_to_string(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default().split(',').map(String::from).collect();
-    let rows = lines.map(|l| l.split(',').map(String::from).collect()).collect();
-    Ok((header, rows))
+/// (x, y) from two columns of a run's metrics.csv, for the rows where both
+/// are filled, in step order.
+pub fn column_pairs(run: &Path, x: &str, y: &str) -> Vec<(f64, f64)> {
+    let Ok((header, data)) = table::read(&run.join("metrics.csv")) else { return Vec::new() };
+    let (Some(xi), Some(yi)) = (header.iter().position(|h| h == x), header.iter().position(|h| h == y)) else {
+        return Vec::new();
+    };
+    data.iter().filter_map(|row| Some((row.get(xi)?.parse().ok()?, row.get(yi)?.parse().ok()?))).collect()
 }

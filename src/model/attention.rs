@@ -17,7 +17,7 @@
 use tch::{nn, Kind, Tensor};
 
 use crate::config::{AttentionKind, ModelConfig, NoiseScope};
-use crate::model::{Linear, RmsNorm, Rope};
+use super::layers::{Linear, RmsNorm, Rope};
 
 /// Which computation to run: fused SDPA (training; no T×T map is stored) or
 /// explicit softmax maps (tests and attention analysis).

@@ -6,20 +6,21 @@
 //! any interruption skips finished points, resumes the interrupted one from
 //! its checkpoint, and can neither lose nor duplicate a row.
 
-use std::collections::VecDeque;
-use std::io::Write;
+pub mod grid;
+pub mod local;
+pub mod slurm;
+pub mod summary;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::grid::{Grid, Summary};
 use crate::config::{AttentionKind, BudgetPolicy, ModelConfig, NoiseScope, Spec};
-use crate::error::{input, GdaError};
-use crate::flops;
-use crate::model::param_count;
-use crate::train::{self, RunSummary};
+use crate::error::{input, io, GdaError};
+use crate::model::{flops, param_count};
+use crate::train::{self, checkpoint, RunSummary};
+use crate::util::fs::atomic_write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -301,7 +302,7 @@ pub fn status(dir: &Path, p: &Point) -> Status {
     if let Ok(reason) = std::fs::read_to_string(run.join(FAILED_FILE)) {
         return Status::Failed(reason.trim().to_string());
     }
-    match crate::checkpoint::latest_step(&run) {
+    match checkpoint::latest_step(&run) {
         Some(step) => Status::Started(step),
         None => Status::Pending,
     }
@@ -316,6 +317,35 @@ pub struct RunOptions {
     /// One concurrent point per entry (`--devices`), each child trained on
     /// that device; empty: `jobs` points at once on the default devices.
     pub devices: Vec<String>,
+    pub launcher: Launcher,
+    /// Read by `Launcher::Slurm` only.
+    pub slurm: SlurmOptions,
+}
+
+/// Where the points of a grid train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launcher {
+    /// Child processes on this machine (`local`).
+    Local,
+    /// One Slurm job array task per point (`slurm`).
+    Slurm,
+}
+
+/// What `--launcher slurm` writes into the batch script.
+#[derive(Debug, Clone, Default)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// Time limit of each point, HH:MM:SS.
+    pub time: Option<String>,
+    pub gpus_per_run: Option<usize>,
+    /// CPUs (and training threads) per point; default the run's threads, or 1.
+    pub cpus_per_run: Option<usize>,
+    pub mem: Option<String>,
+    /// Extra `#SBATCH` lines.
+    pub sbatch_args: Vec<String>,
+    /// Write the script and print the sbatch command instead of submitting.
+    pub no_submit: bool,
 }
 
 /// Creates the experiment directory or checks that it holds this experiment.
@@ -346,119 +376,12 @@ pub fn open_dir(dir: &Path, base: &Spec, kind: Kind) -> Result<(), GdaError> {
         return Err(input(format!("{} holds runs but no experiment.json; choose another --out", dir.display())));
     }
     std::fs::create_dir_all(dir.join("specs"))
-        .and_then(|_| std::fs::write(dir.join("base-spec.toml"), base.to_toml()))
-        .and_then(|_| std::fs::write(&file, serde_json::to_vec_pretty(&id).expect("identity serialises")))
-        .map_err(|e| input(format!("results directory {} is not writable: {e}", dir.display())))
+        .map_err(|e| input(format!("results directory {} is not writable: {e}", dir.display())))?;
+    let base_file = dir.join("base-spec.toml");
+    atomic_write(&base_file, base.to_toml().as_bytes()).map_err(io("cannot write", &base_file))?;
+    atomic_write(&file, &serde_json::to_vec_pretty(&id).expect("identity serialises")).map_err(io("cannot write", &file))
 }
 
-/// Trains every point that is not done, `jobs` at a time, each in a `gda
-/// train` child process. Returns Err(Interrupted) if Ctrl-C stopped it.
-pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
-    // Points of this directory queued or running on Slurm are left to it.
-    let queue = crate::slurm::Queue::read(&opts.dir);
-    let mut on_slurm = Vec::new();
-    let todo: VecDeque<Point> = points
-        .iter()
-        .filter(|p| match status(&opts.dir, p) {
-            Status::Done(_) => false,
-            Status::Failed(_) if !opts.retry_failed => false,
-            _ => match queue.task(&p.name) {
-                Some(t) if t.is_running() || t.is_waiting() => {
-                    on_slurm.push(format!("{} ({} {})", p.name, t.id(), t.state));
-                    false
-                }
-                _ => true,
-            },
-        })
-        .cloned()
-        .collect();
-    let total = points.len();
-    let already = total - todo.len() - on_slurm.len();
-    if already > 0 {
-        println!("{already} of {total} points already finished or failed; {} to train", todo.len());
-    }
-    if !on_slurm.is_empty() {
-        println!("left to Slurm, which has them queued or running: {}", on_slurm.join(", "));
-    }
-    // One slot per concurrent point, each with its device (None: the spec's).
-    // Slots spread over the GPUs only where the spec leaves the device to gda.
-    let mut slots: Vec<Option<String>> = if opts.devices.is_empty() {
-        let auto = points.iter().all(|p| p.spec.train.device == "auto");
-        let cuda = if auto { tch::Cuda::device_count() as usize } else { 0 };
-        (0..opts.jobs.max(1)).map(|slot| (cuda > 0).then(|| format!("cuda:{}", slot % cuda))).collect()
-    } else {
-        opts.devices.iter().cloned().map(Some).collect()
-    };
-    slots.truncate(todo.len().max(1));
-    let cores = if opts.threads > 0 { opts.threads } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) };
-    let threads_each = (cores / slots.len()).max(1);
-    let queue = Arc::new(Mutex::new(todo));
-    let interrupted = Arc::new(Mutex::new(None::<PathBuf>));
-    let done = Arc::new(Mutex::new(already));
-    let mut workers = Vec::new();
-    for device in slots {
-        let (queue, interrupted, done) = (queue.clone(), interrupted.clone(), done.clone());
-        let dir = opts.dir.clone();
-        let retry = opts.retry_failed;
-        workers.push(std::thread::spawn(move || -> Result<(), GdaError> {
-            loop {
-                if interrupted.lock().unwrap().is_some() || train::interrupted() {
-                    return Ok(());
-                }
-                let Some(p) = queue.lock().unwrap().pop_front() else { return Ok(()) };
-                let run = point_dir(&dir, &p);
-                println!("training {} ({})", p.name, match status(&dir, &p) {
-                    Status::Started(step) => format!("resuming at step {step}"),
-                    _ => "new".to_string(),
-                });
-                if retry {
-                    let _ = std::fs::remove_file(run.join(FAILED_FILE));
-                }
-                let outcome = train_point(&dir, &p, threads_each, device.as_deref())?;
-                let mut n = done.lock().unwrap();
-                match outcome {
-                    Outcome::Done(s) => {
-                        *n += 1;
-                        println!(
-                            "[{}/{total}] {} done | {} | {:.0} tok/s | {:.1}s",
-                            *n, p.name, s.quality(), s.tokens_per_s, s.elapsed_s
-                        );
-                    }
-                    Outcome::Failed(reason) => {
-                        *n += 1;
-                        std::fs::create_dir_all(&run).ok();
-                        std::fs::write(run.join(FAILED_FILE), format!("{reason}\n")).ok();
-                        println!("[{}/{total}] {} failed: {reason}", *n, p.name);
-                    }
-                    Outcome::Interrupted => {
-                        *interrupted.lock().unwrap() = Some(run);
-                        return Ok(());
-                    }
-                    Outcome::Busy(why) => println!("{} skipped: {why}", p.name),
-                }
-            }
-        }));
-    }
-    for w in workers {
-        w.join().expect("worker thread")?;
-    }
-    if let Some(run) = interrupted.lock().unwrap().take() {
-        let step = crate::checkpoint::latest_step(&run);
-        return Err(GdaError::Interrupted { step: step.unwrap_or(0), checkpoint: run, run_dir: opts.dir.clone() });
-    }
-    if train::interrupted() {
-        return Err(GdaError::Interrupted { step: 0, checkpoint: opts.dir.clone(), run_dir: opts.dir.clone() });
-    }
-    Ok(())
-}
-
-enum Outcome {
-    Done(RunSummary),
-    Failed(String),
-    Interrupted,
-    /// Another process trains the point (exit 7): neither done nor failed.
-    Busy(String),
-}
 
 pub fn spec_file(dir: &Path, p: &Point) -> PathBuf {
     dir.join("specs").join(format!("{}.toml", p.name))
@@ -467,8 +390,7 @@ pub fn spec_file(dir: &Path, p: &Point) -> PathBuf {
 /// Writes the point's resolved spec where its command line reads it.
 pub fn write_spec(dir: &Path, p: &Point) -> std::io::Result<()> {
     let spec_file = spec_file(dir, p);
-    let tmp = spec_file.with_extension("toml.tmp");
-    std::fs::write(&tmp, p.spec.to_toml()).and_then(|_| std::fs::rename(&tmp, &spec_file))
+    atomic_write(&spec_file, p.spec.to_toml().as_bytes())
 }
 
 /// The command line that trains one point, program first: `gda train
@@ -486,73 +408,6 @@ pub fn point_command(exe: &Path, dir: &Path, p: &Point, threads: usize, device: 
     argv
 }
 
-/// Runs `gda train` for one point; its output goes to the point's train.log.
-fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> Result<Outcome, GdaError> {
-    let io = |e: std::io::Error| input(format!("cannot run point {} in {}: {e}", p.name, dir.display()));
-    write_spec(dir, p).map_err(io)?;
-    let run = point_dir(dir, p);
-    std::fs::create_dir_all(&run).map_err(io)?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(run.join("train.log")).map_err(io)?;
-    let exe = std::env::current_exe().map_err(io)?;
-    let argv = point_command(&exe, dir, p, threads, device);
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]);
-    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(Stdio::piped());
-    die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().map_err(io)?;
-    let code = wait_forwarding_interrupt(&mut child).map_err(io)?;
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
-    let _ = (&log).write_all(err.as_bytes());
-    let reason = err.lines().filter(|l| l.starts_with("error: ")).last().map(|l| l.trim_start_matches("error: ").to_string());
-    Ok(match code {
-        Some(0) => match status(dir, p) {
-            Status::Done(s) => Outcome::Done(s),
-            _ => Outcome::Failed("finished without a summary.json".into()),
-        },
-        Some(130) => Outcome::Interrupted,
-        Some(7) => Outcome::Busy(reason.unwrap_or_default()),
-        Some(c) => Outcome::Failed(reason.unwrap_or_else(|| format!("gda train exited with code {c}"))),
-        None if train::interrupted() => Outcome::Interrupted,
-        None => Outcome::Failed("gda train was killed by a signal".into()),
-    })
-}
-
-/// Waits for a child; on Ctrl-C passes SIGINT on so it checkpoints first.
-fn wait_forwarding_interrupt(child: &mut Child) -> std::io::Result<Option<i32>> {
-    let mut forwarded = false;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status.code());
-        }
-        if train::interrupted() && !forwarded {
-            // SAFETY: sending a signal to our own child process.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            forwarded = true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child dies with the experiment process (kill -9 included), so a rerun
-/// never races an orphaned trainer over the same run directory.
-fn die_with_parent(cmd: &mut Command) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches only the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-    }
-}
-
 /// Everything a summary row says about a point's architecture and cost.
 pub fn cost(p: &Point) -> (usize, f64, f64) {
     let m = &p.spec.model;
@@ -560,3 +415,4 @@ pub fn cost(p: &Point) -> (usize, f64, f64) {
     let tokens = (t.steps * t.batch_size * t.context * t.grad_accum) as f64;
     (param_count(m), flops::attention_flops_per_token(m, t.context), flops::train_flops_per_token(m, t.context) * tokens)
 }
+

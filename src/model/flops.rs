@@ -8,7 +8,7 @@ use crate::config::{AttentionKind, ModelConfig};
 /// Parameters that take part in a matmul per token: every projection and the
 /// LM head (the tied embedding counts once, as the head).
 pub fn matmul_params(cfg: &ModelConfig) -> usize {
-    let per_layer = crate::attention::linear_params(cfg) + 3 * cfg.d_model * cfg.mlp_hidden;
+    let per_layer = super::attention::linear_params(cfg) + 3 * cfg.d_model * cfg.mlp_hidden;
     cfg.n_layers * per_layer + cfg.vocab_size * cfg.d_model
 }
 

@@ -1,0 +1,70 @@
+//! The command line: clap types live here and nowhere below. Each
+//! subcommand has one file that parses its arguments into the plain option
+//! structs of the layers below and runs it.
+
+mod args;
+mod bench;
+mod eval;
+mod grow;
+mod report;
+mod status;
+mod sweep;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+use self::bench::BenchArgs;
+use self::eval::EvalArgs;
+use self::grow::GrowArgs;
+use self::report::ReportArgs;
+use self::status::StatusArgs;
+use self::sweep::{AblateArgs, SweepArgs};
+use self::train::TrainArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "gda", version, about = "Grouped Differential Attention experiments on libtorch")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train one model from a spec and write a run directory.
+    Train(TrainArgs),
+    /// Train one model per signal:noise ratio (and seed) and summarise them.
+    Sweep(SweepArgs),
+    /// The repetition ablation: shared noise heads against their no-share twin
+    /// (and the equal-parameter control), per ratio and seed.
+    Ablate(AblateArgs),
+    /// Grow a trained model into a larger one computing the same function,
+    /// then keep training it (or compare growth strategies with --compare).
+    Grow(GrowArgs),
+    /// Score trained runs: held-out language modelling at several context
+    /// lengths, retrieval accuracy (MQAR, NIAH) and attention analysis.
+    Eval(EvalArgs),
+    /// Redraw the tables and plots of a run, an experiment or an eval directory.
+    Report(ReportArgs),
+    /// Time training steps of a spec and print tokens/s as JSON (used by
+    /// scripts/bench.sh, which compares against PyTorch).
+    Bench(BenchArgs),
+    /// Show each point of a sweep, ablation or growth comparison: pending,
+    /// running, done (with its validation loss) or failed (with the reason),
+    /// from the run directories and, for Slurm jobs, squeue/sacct.
+    Status(StatusArgs),
+}
+
+
+/// Runs the parsed command; errors carry their exit code (`GdaError::exit_code`).
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Sweep(args) => sweep::run_sweep(args),
+        Command::Ablate(args) => sweep::run_ablate(args),
+        Command::Grow(args) => grow::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Status(args) => status::run(args),
+    }
+}

@@ -1,0 +1,197 @@
+//! `gda sweep` and `gda ablate`: a grid of points trained locally or on
+//! Slurm, and `gda sweep --collect`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::args::{LauncherArgs, SpecArgs};
+use crate::config::{AttentionKind, Spec};
+use crate::data::Dataset;
+use crate::error::{input, GdaError};
+use crate::experiment::{self, grid, Grid, Kind, Point};
+use crate::{device, train};
+
+#[derive(Debug, Args)]
+pub struct GridArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Signal:noise ratios G, e.g. 1,2,3,4,8 (overrides sweep.ratios).
+    #[arg(long, value_delimiter = ',', value_name = "G,...")]
+    pub ratios: Option<Vec<usize>>,
+    /// Budget policy: signal (H_s fixed) or total (H_s + H_n fixed); overrides sweep.match.
+    #[arg(long = "match", value_name = "POLICY", value_parser = ["signal", "total"])]
+    pub policy: Option<String>,
+    /// Seeds: a count N (seeds seed..seed+N-1) or a list such as 1,5,9.
+    #[arg(long, value_name = "N|S,...")]
+    pub seeds: Option<String>,
+    /// Train the nearest valid allocation when a ratio cannot be met exactly.
+    #[arg(long)]
+    pub nearest: bool,
+    /// Print the grid with parameters, FLOPs and estimated time; train nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Points trained at once (CPU threads are split between them; one per GPU).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Experiment directory (default: <output.dir>/<sweep|ablate>-<name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Train points recorded as failed again.
+    #[arg(long)]
+    pub retry_failed: bool,
+    #[command(flatten)]
+    pub launch: LauncherArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
+    /// Add a plain-Transformer point matched on parameters (overrides sweep.baseline).
+    #[arg(long)]
+    pub baseline: bool,
+    /// Build the summary of an existing experiment directory from the points
+    /// done so far (wherever they ran) and list the missing ones; train nothing.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["ratios", "seeds", "dry_run", "out", "baseline"])]
+    pub collect: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AblateArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
+    /// Train each ratio's no-share twin: every signal head its own noise head.
+    #[arg(long)]
+    pub no_share: bool,
+    /// Train each ratio's equal-parameter control: noise subtracted from one signal head per group.
+    #[arg(long)]
+    pub equal_params: bool,
+}
+
+pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.collect {
+        return Ok(grid::collect(dir)?);
+    }
+    let mut overrides = Vec::new();
+    if args.baseline {
+        overrides.push("sweep.baseline=true".to_string());
+    }
+    run_grid(&args.grid, Kind::Sweep, overrides)
+}
+
+pub fn run_ablate(args: AblateArgs) -> anyhow::Result<()> {
+    if !args.no_share && !args.equal_params {
+        return Err(input("gda ablate needs --no-share, --equal-params or both: the twins to train next to each shared model").into());
+    }
+    run_grid(&args.grid, Kind::Ablate { no_share: args.no_share, equal_params: args.equal_params }, Vec::new())
+}
+
+/// `--seeds`: a count N (seeds `base`..`base`+N−1) or a comma-separated list.
+fn parse_seeds(arg: &str, base: u64) -> Result<Vec<u64>, GdaError> {
+    let bad = || input(format!("--seeds {arg:?} is not allowed; allowed: a count such as 3, or a list of distinct seeds such as 1,5,9"));
+    let arg = arg.trim();
+    if arg.is_empty() {
+        return Err(bad());
+    }
+    if !arg.contains(',') {
+        let n: u64 = arg.parse().map_err(|_| bad())?;
+        if n == 0 {
+            return Err(bad());
+        }
+        return Ok((base..base + n).collect());
+    }
+    let seeds: Vec<u64> = arg.split(',').map(|s| s.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    Ok(seeds)
+}
+
+fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::Result<()> {
+    if let Some(r) = &args.ratios {
+        overrides.push(format!("sweep.ratios=[{}]", r.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")));
+    }
+    if let Some(p) = &args.policy {
+        overrides.push(format!("sweep.match=\"{p}\""));
+    }
+    if args.nearest {
+        overrides.push("sweep.nearest=true".into());
+    }
+    let mut spec_args = args.spec.clone();
+    spec_args.set.extend(overrides);
+    let mut spec = spec_args.load(None)?;
+    if let Some(s) = &args.seeds {
+        spec.sweep.seeds = parse_seeds(s, spec.seed)?;
+        spec.resolve().map_err(|e| spec.error(&e.key, e.msg))?;
+    }
+    let points = experiment::grid(&spec, kind)?;
+    let dir = args.out.clone().unwrap_or_else(|| spec.output.dir.join(format!("{}-{}", kind.dir_prefix(), spec.name)));
+    let corpus = Dataset::load(&spec)?;
+    args.launch.check()?;
+    if args.dry_run {
+        dry_run(&spec, &points, &corpus, args.launch.concurrency(args.jobs))?;
+        return Ok(());
+    }
+    drop(corpus);
+    experiment::open_dir(&dir, &spec, kind)?;
+    println!("{} of {} points into {}", kind.dir_prefix(), points.len(), dir.display());
+    let opts = args.launch.run_options(dir, args.jobs, spec.train.threads, args.retry_failed);
+    let grid = Grid { kind, policy: spec.sweep.policy, source_parameters: None, points };
+    Ok(grid::run(&grid, &opts)?)
+}
+
+/// Prints the grid with each point's allocation and cost, and a time
+/// estimate from a few timed steps per architecture; trains nothing.
+fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Result<(), GdaError> {
+    let device = device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
+    let cores = device::set_threads(spec.train.threads);
+    if !device.is_cuda() {
+        device::set_threads((cores / jobs.max(1)).max(1));
+    }
+    println!("| point | variant | ratio | H_s | H_n | K/V | K2 | heads | head_dim | params | attn MFLOP/tok | train PFLOP | est. time |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut cache: Vec<(String, f64)> = Vec::new();
+    let mut total = 0.0;
+    for p in points {
+        let m = &p.spec.model;
+        let arch = serde_json::to_string(m).expect("config serialises");
+        let secs = match cache.iter().find(|c| c.0 == arch) {
+            Some(c) => c.1,
+            None => {
+                let s = train::estimate_seconds(&p.spec, corpus, device);
+                cache.push((arch, s));
+                s
+            }
+        };
+        total += secs;
+        let (params, attn, flops) = experiment::cost(p);
+        let gda = m.attention == AttentionKind::Gda;
+        let o = |b: bool, v: usize| if b { v.to_string() } else { "–".into() };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {params} | {:.2} | {:.3} | {} |",
+            p.name,
+            p.variant.label(),
+            p.ratio().map(|r| format!("{r}:1")).unwrap_or_else(|| "–".into()),
+            o(gda, m.signal_heads),
+            o(gda, m.noise_heads),
+            m.kv_heads,
+            o(gda, m.noise_kv_heads),
+            o(!gda, m.heads),
+            m.head_dim,
+            attn / 1e6,
+            flops / 1e15,
+            fmt_secs(secs)
+        );
+    }
+    println!(
+        "\n{} points on {} | estimated {} with --jobs {} (from timed steps, evaluation included)",
+        points.len(),
+        device::describe(device),
+        fmt_secs(total / jobs.max(1) as f64),
+        jobs.max(1)
+    );
+    Ok(())
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s < 120.0 { format!("{s:.0}s") } else if s < 7200.0 { format!("{:.1}min", s / 60.0) } else { format!("{:.1}h", s / 3600.0) }
+}
+

@@ -1,0 +1,51 @@
+//! `gda train`: one model from a spec into a run directory.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::args::SpecArgs;
+use crate::error::input;
+use crate::train::{self, RunSummary, TrainOptions};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Run directory (default: <output.dir>/<name>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in the run directory from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // `--resume --run-dir D` without --spec continues D with D's own spec.
+    let saved = args.run_dir.as_ref().map(|d| d.join("spec.toml")).filter(|p| args.resume && p.is_file());
+    if args.resume && args.spec.spec.is_none() && saved.is_none() {
+        if let Some(d) = &args.run_dir {
+            return Err(input(format!("{} holds no run to resume (no spec.toml); pass --spec to start it", d.display())).into());
+        }
+    }
+    let spec = args.spec.load(saved)?;
+    let opts = TrainOptions { run_dir: args.run_dir, resume: args.resume, parent: None };
+    let s = train::train(&spec, &opts)?;
+    print_done(&s);
+    Ok(())
+}
+
+/// The closing line of a finished run.
+pub fn print_done(s: &RunSummary) {
+    println!(
+        "done: {} | {} steps | {} params | {} | {:.0} tok/s | {:.1}s | {}",
+        s.name,
+        s.steps,
+        s.parameters,
+        s.quality(),
+        s.tokens_per_s,
+        s.elapsed_s,
+        s.run_dir.display()
+    );
+}

@@ -1,0 +1,159 @@
+//! An experiment's grid as recorded in its directory (`grid.json` beside the
+//! points' specs), so `gda status <dir>` and `gda sweep --collect <dir>` need
+//! nothing but the directory; and the summary rebuilt from it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{local, policy_name, slurm, summary, write_spec, Kind, Launcher, Point, RunOptions, Status, Variant};
+use crate::config::{BudgetPolicy, Spec};
+use crate::error::{input, io, GdaError};
+use crate::util::fs::atomic_write;
+
+/// An experiment's grid with what its summary needs.
+pub struct Grid {
+    pub kind: Kind,
+    pub policy: BudgetPolicy,
+    /// Growth comparisons: the parameters of the source model.
+    pub source_parameters: Option<usize>,
+    pub points: Vec<Point>,
+}
+
+pub const GRID_FILE: &str = "grid.json";
+
+#[derive(Serialize, Deserialize)]
+struct GridFile {
+    kind: Kind,
+    policy: BudgetPolicy,
+    source_parameters: Option<usize>,
+    /// In training order; each point's spec is `specs/<name>.toml`.
+    points: Vec<PointEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PointEntry {
+    name: String,
+    variant: Variant,
+    requested: Option<usize>,
+    seed: u64,
+}
+
+/// What a summary found.
+pub struct Summary {
+    pub markdown: String,
+    pub total: usize,
+    pub failed: usize,
+    /// Points without a result, with their status.
+    pub missing: Vec<(String, String)>,
+}
+
+impl Grid {
+    /// Writes every point's spec and `grid.json` into the experiment directory.
+    pub fn record(&self, dir: &Path) -> Result<(), GdaError> {
+        let unwritable = |e: std::io::Error| input(format!("results directory {} is not writable: {e}", dir.display()));
+        std::fs::create_dir_all(dir.join("specs")).map_err(unwritable)?;
+        for p in &self.points {
+            write_spec(dir, p).map_err(io("cannot write a point's spec in", dir))?;
+        }
+        let file = GridFile {
+            kind: self.kind,
+            policy: self.policy,
+            source_parameters: self.source_parameters,
+            points: self
+                .points
+                .iter()
+                .map(|p| PointEntry { name: p.name.clone(), variant: p.variant, requested: p.requested, seed: p.seed })
+                .collect(),
+        };
+        let path = dir.join(GRID_FILE);
+        atomic_write(&path, &serde_json::to_vec_pretty(&file).expect("grid serialises")).map_err(io("cannot write", &path))
+    }
+
+    /// The grid recorded in an experiment directory.
+    pub fn load(dir: &Path) -> Result<Grid, GdaError> {
+        let path = dir.join(GRID_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if dir.join("experiment.json").exists() {
+                input(format!("{} has no {GRID_FILE} (written by gda since launchers were added): rerun the command that made it once", dir.display()))
+            } else {
+                input(format!("{} is not a gda experiment directory (no {GRID_FILE}): {e}", dir.display()))
+            }
+        })?;
+        let file: GridFile = serde_json::from_str(&text).map_err(|e| input(format!("{} is not a gda grid file: {e}", path.display())))?;
+        let points = file
+            .points
+            .into_iter()
+            .map(|e| {
+                let spec = Spec::load(Some(&dir.join("specs").join(format!("{}.toml", e.name))), &[])?;
+                Ok(Point { name: e.name, variant: e.variant, requested: e.requested, seed: e.seed, spec })
+            })
+            .collect::<Result<_, GdaError>>()?;
+        Ok(Grid { kind: file.kind, policy: file.policy, source_parameters: file.source_parameters, points })
+    }
+
+    /// Rebuilds summary.csv, summary.md and the plots from the run directories.
+    pub fn summarize(&self, dir: &Path) -> Result<Summary, GdaError> {
+        let rows = summary::rows(dir, &self.points);
+        let markdown = match self.kind {
+            Kind::Sweep => summary::sweep_markdown(&rows, policy_name(self.policy)),
+            Kind::Ablate { no_share, equal_params } => {
+                let mut v = Vec::new();
+                if no_share {
+                    v.push(Variant::NoShare);
+                }
+                if equal_params {
+                    v.push(Variant::EqualParams);
+                }
+                summary::ablation_markdown(&rows, &v)
+            }
+            Kind::Grow { .. } => summary::growth_markdown(&rows, dir, self.source_parameters.unwrap_or(0)),
+        };
+        summary::write(dir, &rows, self.policy, &markdown, !matches!(self.kind, Kind::Grow { .. }))?;
+        let failed = rows.iter().filter(|r| matches!(r.status, Status::Failed(_))).count();
+        let missing = rows
+            .iter()
+            .filter(|r| !matches!(r.status, Status::Done(_)))
+            .map(|r| (r.point.name.clone(), r.status.describe()))
+            .collect();
+        Ok(Summary { markdown, total: rows.len(), failed, missing })
+    }
+}
+
+impl Summary {
+    /// Prints the table and where it is; Err(PointsFailed) if some points failed.
+    pub fn report(&self, dir: &Path) -> Result<(), GdaError> {
+        println!("\n{}", self.markdown);
+        if !self.missing.is_empty() {
+            let list: Vec<String> = self.missing.iter().map(|(n, s)| format!("{n} ({s})")).collect();
+            println!("{} of {} points have no result yet: {}", self.missing.len(), self.total, list.join(", "));
+        }
+        println!("summary: {}", dir.join("summary.csv").display());
+        if self.failed > 0 {
+            return Err(GdaError::PointsFailed { failed: self.failed, total: self.total, dir: dir.to_path_buf() });
+        }
+        Ok(())
+    }
+}
+
+/// Trains (local) or submits (slurm) the points of a grid, after recording
+/// it; locally, then rebuilds and prints the summary.
+pub fn run(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
+    grid.record(&opts.dir)?;
+    if opts.launcher == Launcher::Slurm {
+        return slurm::launch(grid, opts);
+    }
+    let outcome = local::run_points(&grid.points, opts);
+    // The summary is rebuilt from the run directories whatever happened.
+    let summary = grid.summarize(&opts.dir)?;
+    outcome?;
+    summary.report(&opts.dir)
+}
+
+/// `gda sweep --collect <dir>`: the summary of whatever points are done.
+pub fn collect(dir: &Path) -> Result<(), GdaError> {
+    let grid = Grid::load(dir)?;
+    let summary = grid.summarize(dir)?;
+    summary.report(dir)
+}
+

@@ -1,0 +1,116 @@
+//! SVG charts (plotters): one chart shape with caption, axis labels and
+//! legend, the palette, and line plots of labelled series.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::error::GdaError;
+
+/// A plotting error as an I/O error; `svg_chart` names the file.
+pub fn plot_err(e: impl std::fmt::Display) -> GdaError {
+    GdaError::Io { what: "cannot draw", path: Default::default(), source: std::io::Error::other(e.to_string()) }
+}
+
+pub type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// An SVG line chart with a caption, axis labels and a legend; `draw` adds
+/// the series.
+pub fn svg_chart(
+    path: &Path,
+    caption: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x_desc, y_desc): (&str, &str),
+    integer_x: bool,
+    draw: impl FnOnce(&mut Chart) -> Result<(), GdaError>,
+) -> Result<(), GdaError> {
+    draw_svg(path, caption, (x, y), (x_desc, y_desc), integer_x, draw).map_err(|e| match e {
+        GdaError::Io { what, source, .. } => GdaError::Io { what, path: path.to_path_buf(), source },
+        other => other,
+    })
+}
+
+fn draw_svg(
+    path: &Path,
+    caption: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x_desc, y_desc): (&str, &str),
+    integer_x: bool,
+    draw: impl FnOnce(&mut Chart) -> Result<(), GdaError>,
+) -> Result<(), GdaError> {
+    // Whole numbers without a trailing ".0"; an integer axis (layers) gets a
+    // label at every integer and none between.
+    let x_labels = if integer_x { (x.end - x.start).ceil() as usize + 1 } else { 10 };
+    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(plot_err)?;
+    let fmt = |v: &f64| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.3}").trim_end_matches('0').to_string() };
+    chart
+        .configure_mesh()
+        .x_labels(x_labels)
+        .x_label_formatter(&|v: &f64| if integer_x && v.fract() != 0.0 { String::new() } else { fmt(v) })
+        .y_label_formatter(&fmt)
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(plot_err)?;
+    draw(&mut chart)?;
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_err)?;
+    root.present().map_err(plot_err)
+}
+
+pub const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+pub fn bounds(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let v: Vec<f64> = vals.filter(|x| x.is_finite()).collect();
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        return None;
+    }
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    Some((lo - pad, hi + pad))
+}
+
+/// A line chart of labelled series; `dashed` series (same colour as the
+/// solid one at the same index) are drawn dashed.
+pub fn plot_lines(path: &Path, caption: &str, axes_desc: (&str, &str), integer_x: bool, solid: &[(String, Vec<(f64, f64)>)], dashed: &[(String, Vec<(f64, f64)>)]) -> Result<(), GdaError> {
+    let all = || solid.iter().chain(dashed).flat_map(|s| s.1.iter());
+    let (xlo, xhi) = bounds(all().map(|p| p.0)).unwrap_or((0.0, 1.0));
+    let (ylo, yhi) = bounds(all().map(|p| p.1)).unwrap_or((0.0, 1.0));
+    svg_chart(path, caption, (xlo..xhi, ylo..yhi), axes_desc, integer_x, |chart| {
+        for (i, (label, pts)) in solid.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)).point_size(3))
+                .map_err(plot_err)?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        for (i, (label, pts)) in dashed.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1)));
+        }
+        Ok(())
+    })
+}
+
