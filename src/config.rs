@@ -64,7 +64,13 @@ pub struct SweepConfig {
 
 impl Default for SweepConfig {
     fn default() -> Self {
-        Self { ratios: vec![1, 2, 3, 4, 8], policy: BudgetPolicy::Signal, seeds: Vec::new(), baseline: false, nearest: false }
+        Self {
+            ratios: vec![1, 2, 3, 4, 8],
+            policy: BudgetPolicy::Signal,
+            seeds: Vec::new(),
+            baseline: false,
+            nearest: false,
+        }
     }
 }
 
@@ -194,7 +200,11 @@ impl Default for TaskConfig {
 
 impl TaskConfig {
     pub fn mqar_queries(&self) -> usize {
-        if self.queries == 0 { self.pairs } else { self.queries }
+        if self.queries == 0 {
+            self.pairs
+        } else {
+            self.queries
+        }
     }
 }
 
@@ -413,10 +423,13 @@ impl Spec {
         if m.vocab_size == 0 {
             m.vocab_size = tok_vocab;
         } else if m.vocab_size < tok_vocab {
-            return Err(key_err("model.vocab_size", format!(
+            return Err(key_err(
+                "model.vocab_size",
+                format!(
                 "{} is smaller than the {:?} tokenizer's vocabulary; allowed: 0 (automatic) or at least {tok_vocab}",
                 m.vocab_size, self.data.tokenizer
-            )));
+            ),
+            ));
         }
         for (key, v) in [("model.d_model", m.d_model), ("model.n_layers", m.n_layers), ("model.head_dim", m.head_dim)] {
             if v == 0 {
@@ -460,20 +473,36 @@ impl Spec {
         if m.lambda_init.is_empty() {
             m.lambda_init = (0..m.n_layers).map(default_lambda_init).collect();
         } else if m.lambda_init.len() != m.n_layers {
-            return Err(key_err("model.lambda_init", format!(
-                "has {} values for {} layers; allowed: one value per layer, or [] for the default schedule",
-                m.lambda_init.len(), m.n_layers
-            )));
+            return Err(key_err(
+                "model.lambda_init",
+                format!(
+                    "has {} values for {} layers; allowed: one value per layer, or [] for the default schedule",
+                    m.lambda_init.len(),
+                    m.n_layers
+                ),
+            ));
         }
         if !(m.norm_eps > 0.0) || !(m.rope_theta > 0.0) || !(m.init_std > 0.0) {
-            let key = if !(m.norm_eps > 0.0) { "model.norm_eps" } else if !(m.rope_theta > 0.0) { "model.rope_theta" } else { "model.init_std" };
+            let key = if !(m.norm_eps > 0.0) {
+                "model.norm_eps"
+            } else if !(m.rope_theta > 0.0) {
+                "model.rope_theta"
+            } else {
+                "model.init_std"
+            };
             return Err(key_err(key, "must be a positive number"));
         }
         if !(self.data.val_fraction > 0.0 && self.data.val_fraction < 1.0) {
-            return Err(key_err("data.val_fraction", format!("{} is out of range; allowed: 0 < val_fraction < 1", self.data.val_fraction)));
+            return Err(key_err(
+                "data.val_fraction",
+                format!("{} is out of range; allowed: 0 < val_fraction < 1", self.data.val_fraction),
+            ));
         }
         if self.data.corpus.is_empty() {
-            return Err(key_err("data.corpus", "is empty; allowed: \"shakespeare\" or a path to a text file or directory"));
+            return Err(key_err(
+                "data.corpus",
+                "is empty; allowed: \"shakespeare\" or a path to a text file or directory",
+            ));
         }
         let t = &self.train;
         for (key, v) in [
@@ -491,21 +520,32 @@ impl Spec {
         }
         if !(t.lr > 0.0) || !(t.min_lr >= 0.0) || t.min_lr > t.lr {
             let key = if !(t.lr > 0.0) { "train.lr" } else { "train.min_lr" };
-            return Err(key_err(key, format!("lr = {}, min_lr = {}; allowed: lr > 0 and 0 <= min_lr <= lr", t.lr, t.min_lr)));
+            return Err(key_err(
+                key,
+                format!("lr = {}, min_lr = {}; allowed: lr > 0 and 0 <= min_lr <= lr", t.lr, t.min_lr),
+            ));
         }
         for (key, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
             if !(0.0..1.0).contains(&v) {
                 return Err(key_err(key, format!("{v} is out of range; allowed: 0 <= beta < 1")));
             }
         }
-        for (key, v) in [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip), ("train.adam_eps", t.adam_eps)] {
+        for (key, v) in
+            [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip), ("train.adam_eps", t.adam_eps)]
+        {
             if !(v >= 0.0) {
                 return Err(key_err(key, format!("{v} is negative; allowed: a number >= 0")));
             }
         }
         let sw = &self.sweep;
         if sw.ratios.is_empty() || sw.ratios.contains(&0) {
-            return Err(key_err("sweep.ratios", format!("{:?} is not allowed; allowed: a non-empty list of positive integers such as [1, 2, 4]", sw.ratios)));
+            return Err(key_err(
+                "sweep.ratios",
+                format!(
+                    "{:?} is not allowed; allowed: a non-empty list of positive integers such as [1, 2, 4]",
+                    sw.ratios
+                ),
+            ));
         }
         if let Some(r) = first_duplicate(&sw.ratios) {
             return Err(key_err("sweep.ratios", format!("ratio {r} is listed twice; allowed: each ratio once")));
@@ -519,7 +559,10 @@ impl Spec {
             return Err(key_err("task.eval_examples", "must be a positive integer"));
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
-            return Err(key_err("name", format!("{:?} cannot name a directory; allowed: a plain name such as \"default\"", self.name)));
+            return Err(key_err(
+                "name",
+                format!("{:?} cannot name a directory; allowed: a plain name such as \"default\"", self.name),
+            ));
         }
         Ok(())
     }
@@ -598,10 +641,16 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
         return Ok(());
     }
     if cfg.vocab > model_vocab {
-        return err("task.vocab", format!("{} is larger than model.vocab_size {model_vocab}; allowed: at most {model_vocab}", cfg.vocab));
+        return err(
+            "task.vocab",
+            format!("{} is larger than model.vocab_size {model_vocab}; allowed: at most {model_vocab}", cfg.vocab),
+        );
     }
     if cfg.vocab < 16 {
-        return err("task.vocab", format!("{} leaves too few key/value/filler tokens; allowed: at least 16", cfg.vocab));
+        return err(
+            "task.vocab",
+            format!("{} leaves too few key/value/filler tokens; allowed: at least 16", cfg.vocab),
+        );
     }
     let n = task_symbols(cfg.vocab);
     let window = context + 1;
@@ -609,7 +658,13 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
         TaskKind::Text => Ok(()),
         TaskKind::Mqar => {
             if cfg.pairs == 0 || cfg.pairs > n {
-                return err("task.pairs", format!("{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})", cfg.pairs, cfg.vocab));
+                return err(
+                    "task.pairs",
+                    format!(
+                        "{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})",
+                        cfg.pairs, cfg.vocab
+                    ),
+                );
             }
             let q = cfg.mqar_queries();
             if 2 * cfg.pairs + 2 * q > window {
@@ -623,7 +678,13 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
         }
         TaskKind::Niah => {
             if cfg.needles == 0 || cfg.needles > n {
-                return err("task.needles", format!("{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})", cfg.needles, cfg.vocab));
+                return err(
+                    "task.needles",
+                    format!(
+                        "{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})",
+                        cfg.needles, cfg.vocab
+                    ),
+                );
             }
             if cfg.value_len == 0 {
                 return err("task.value_len", "must be a positive integer".into());
@@ -640,7 +701,10 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
                 ));
             }
             if let Some(d) = cfg.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
-                return err("task.depths", format!("{d} is out of range; allowed: fractions in [0, 1], or [] for a uniform random depth"));
+                return err(
+                    "task.depths",
+                    format!("{d} is out of range; allowed: fractions in [0, 1], or [] for a uniform random depth"),
+                );
             }
             Ok(())
         }
@@ -675,9 +739,7 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), KeyError> {
     let mut cur = table;
     for part in &parts[..parts.len() - 1] {
         let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| key_err(key, format!("`{part}` is a value, not a table")))?;
+        cur = entry.as_table_mut().ok_or_else(|| key_err(key, format!("`{part}` is a value, not a table")))?;
     }
     cur.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())

@@ -36,7 +36,11 @@ pub fn select(spec_device: &str) -> Result<Device, String> {
 /// Mixed precision where it pays: bf16 compute on CUDA (weights stay fp32),
 /// fp32 on CPU.
 pub fn compute_kind(device: Device) -> Kind {
-    if device.is_cuda() { Kind::BFloat16 } else { Kind::Float }
+    if device.is_cuda() {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    }
 }
 
 /// Sets libtorch's intra-op threads; 0 keeps all cores. Returns the count in use.

@@ -21,19 +21,31 @@
 //! 11. `commands`: the command line, one file per subcommand; the only
 //!     module that knows clap.
 
-pub mod util;
-pub mod error;
-pub mod device;
-pub mod config;
-pub mod report;
-pub mod model;
-pub mod data;
-pub mod eval;
-pub mod train;
-pub mod grow;
-pub mod experiment;
 pub mod commands;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod experiment;
+pub mod grow;
+pub mod model;
+pub mod report;
+pub mod train;
+pub mod util;
 
 /// The layer order above, bottom first (read by tests/layers.rs).
-pub const LAYERS: &[&str] =
-    &["util", "error", "device", "config", "report", "model", "data", "eval", "train", "grow", "experiment", "commands"];
+pub const LAYERS: &[&str] = &[
+    "util",
+    "error",
+    "device",
+    "config",
+    "report",
+    "model",
+    "data",
+    "eval",
+    "train",
+    "grow",
+    "experiment",
+    "commands",
+];

@@ -9,9 +9,11 @@
 
 mod common;
 
-use common::{assign, gda_config, gda_layer, max_abs, max_diff, randomize_gda, randomize_model, seeded, std_config, CPU, F32};
-use gda::model::attention::{Attention, GdaAttention, Path};
+use common::{
+    assign, gda_config, gda_layer, max_abs, max_diff, randomize_gda, randomize_model, seeded, std_config, CPU, F32,
+};
 use gda::config::{ModelConfig, NoiseScope};
+use gda::model::attention::{Attention, GdaAttention, Path};
 use gda::model::layers::Rope;
 use gda::model::Model;
 use tch::{nn, Kind, Tensor};
@@ -205,8 +207,8 @@ fn ref_gda(p: &RefParams, cfg: &ModelConfig, x: &Tensor) -> Tensor {
     let g_ratio = hs / hn;
     let theta = cfg.rope_theta;
     let kind = x.kind();
-    let lambda = (&p.lambda_q1 * &p.lambda_k1).sum(kind).exp() - (&p.lambda_q2 * &p.lambda_k2).sum(kind).exp()
-        + p.lambda_init;
+    let lambda =
+        (&p.lambda_q1 * &p.lambda_k1).sum(kind).exp() - (&p.lambda_q2 * &p.lambda_k2).sum(kind).exp() + p.lambda_init;
     let mut outs = Vec::new();
     for i in 0..hs {
         let g = i / g_ratio;
@@ -390,7 +392,10 @@ fn check_head_dependencies(cfg: &ModelConfig) {
             for i in 0..hs {
                 let diff = max_diff(&head(&out, i), &head(&base, i));
                 if affected.contains(&i) {
-                    assert!(diff > 1e-4, "{label} {path:?}: perturbing {what} did not change signal head {i} ({diff:e})");
+                    assert!(
+                        diff > 1e-4,
+                        "{label} {path:?}: perturbing {what} did not change signal head {i} ({diff:e})"
+                    );
                 } else {
                     assert!(diff < 1e-6, "{label} {path:?}: perturbing {what} changed signal head {i} by {diff:e}");
                 }
@@ -480,7 +485,8 @@ fn attention_is_causal() {
                 let changed = tokens.copy();
                 let len = t - cut - 1;
                 let shift = Tensor::randint(vocab - 1, [b, len], (Kind::Int64, CPU)) + 1;
-                let _ = changed.narrow(1, cut + 1, len).copy_(&((tokens.narrow(1, cut + 1, len) + shift).remainder(vocab)));
+                let _ =
+                    changed.narrow(1, cut + 1, len).copy_(&((tokens.narrow(1, cut + 1, len) + shift).remainder(vocab)));
                 assert_eq!(
                     changed.narrow(1, cut + 1, len).eq_tensor(&tokens.narrow(1, cut + 1, len)).any().int64_value(&[]),
                     0
@@ -674,5 +680,3 @@ fn parameter_count_matches_varstore() {
         assert_eq!(one, orig, "noise_scope one of {hs}:{hn}");
     }
 }
-
-

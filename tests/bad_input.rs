@@ -52,7 +52,17 @@ fn wrong_type_names_the_key_and_the_expected_type() {
 #[test]
 fn impossible_head_allocation_lists_valid_ones() {
     let err = refused("[model]\nsignal_heads = 8\nnoise_heads = 3\n", &[]);
-    assert_names(&err, &["bad.toml", "model.noise_heads", "8 signal heads", "3 noise heads", "allowed: a divisor of 8", "nearest: 2, 4"]);
+    assert_names(
+        &err,
+        &[
+            "bad.toml",
+            "model.noise_heads",
+            "8 signal heads",
+            "3 noise heads",
+            "allowed: a divisor of 8",
+            "nearest: 2, 4",
+        ],
+    );
     let err = refused("[model]\nsignal_heads = 8\nnoise_heads = 4\nkv_heads = 3\n", &[]);
     assert_names(&err, &["model.kv_heads", "4 noise heads", "3 K/V heads", "nearest: 2, 4"]);
 }
@@ -71,9 +81,16 @@ fn override_errors_name_the_key() {
 fn context_longer_than_the_data_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("small.txt");
-    std::fs::write(&data, "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n".repeat(20)).unwrap();
+    std::fs::write(
+        &data,
+        "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n".repeat(20),
+    )
+    .unwrap();
     let err = refused(TINY, &["--data", data.to_str().unwrap(), "--set", "train.context=512"]);
-    assert_names(&err, &["bad.toml", "train.context", "512 is longer than the data", "validation split has", "at most"]);
+    assert_names(
+        &err,
+        &["bad.toml", "train.context", "512 is longer than the data", "validation split has", "at most"],
+    );
 }
 
 #[test]
@@ -85,7 +102,10 @@ fn missing_data_path_is_refused() {
     // A retrieval task generates its examples: a text would be ignored.
     let mqar = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/mqar.toml")).unwrap();
     let err = refused(&mqar, &["--data", concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")]);
-    assert_names(&err, &["--data", "README.md", "does not apply", "data.task = \"mqar\"", "allowed: --data with data.task = \"text\""]);
+    assert_names(
+        &err,
+        &["--data", "README.md", "does not apply", "data.task = \"mqar\"", "allowed: --data with data.task = \"text\""],
+    );
 }
 
 #[test]
@@ -99,7 +119,12 @@ fn unwritable_results_directory_is_refused() {
     let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_names(&stderr_of(&out), &["results directory", "a-file/run", "not writable"]);
-    let out = gda().args(["train", "--spec"]).arg(&spec).args(["--set", &format!("output.dir=\"{}\"", blocker.display())]).output().unwrap();
+    let out = gda()
+        .args(["train", "--spec"])
+        .arg(&spec)
+        .args(["--set", &format!("output.dir=\"{}\"", blocker.display())])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_names(&stderr_of(&out), &["results directory", "not writable"]);
 }

@@ -19,7 +19,18 @@ fn gda_bench_and_the_pytorch_model_have_the_same_parameters() {
         let spec = tmp.path().join(format!("{name}.toml"));
         let out = gda()
             .current_dir(repo())
-            .args(["bench", "--spec", "experiments/smoke.toml", "--warmup", "0", "--steps", "1", "--repeats", "2", "--write-spec"])
+            .args([
+                "bench",
+                "--spec",
+                "experiments/smoke.toml",
+                "--warmup",
+                "0",
+                "--steps",
+                "1",
+                "--repeats",
+                "2",
+                "--write-spec",
+            ])
             .arg(&spec)
             .args(&sets)
             .output()
@@ -30,10 +41,14 @@ fn gda_bench_and_the_pytorch_model_have_the_same_parameters() {
         assert_eq!(g["parameters"].as_u64().unwrap() as usize, gda::model::param_count(&resolved.model));
         assert_eq!(g["tokens_per_s"].as_array().unwrap().len(), 2);
         assert!(g["median_tokens_per_s"].as_f64().unwrap() > 0.0);
-        assert_eq!(g["train_flops_per_token"].as_f64().unwrap(), gda::model::flops::train_flops_per_token(&resolved.model, 32));
+        assert_eq!(
+            g["train_flops_per_token"].as_f64().unwrap(),
+            gda::model::flops::train_flops_per_token(&resolved.model, 32)
+        );
 
         // The venv that scripts/setup.sh made holds the same torch build.
-        let python = std::env::var("VIRTUAL_ENV").map(|v| format!("{v}/bin/python")).unwrap_or_else(|_| "python3".into());
+        let python =
+            std::env::var("VIRTUAL_ENV").map(|v| format!("{v}/bin/python")).unwrap_or_else(|_| "python3".into());
         let out = Command::new(&python)
             .arg(repo().join("scripts/bench_torch.py"))
             .arg("--spec")

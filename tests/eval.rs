@@ -42,7 +42,11 @@ fn summary(run: &Path) -> serde_json::Value {
 
 fn assert_svg(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(text.len() > 1000 && text.contains("<svg") && text.contains("<polyline"), "{} is not a drawn plot", path.display());
+    assert!(
+        text.len() > 1000 && text.contains("<svg") && text.contains("<polyline"),
+        "{} is not a drawn plot",
+        path.display()
+    );
 }
 
 #[test]
@@ -89,7 +93,8 @@ fn lm_suite_scores_other_text_given_with_data() {
     // run scores exactly its own held-out windows again.
     let spec = write_spec(tmp.path(), "one", TINY);
     let run = tmp.path().join("one");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).args(["--data", &text]).output().unwrap();
+    let out =
+        gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).args(["--data", &text]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let saved = std::fs::read_to_string(run.join("spec.toml")).unwrap();
     assert!(saved.contains(&format!("corpus = \"{text}\"")), "{saved}");
@@ -107,7 +112,11 @@ fn lm_suite_scores_other_text_given_with_data() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let whole = csv(&run.join("eval/lm.csv"));
     assert_ne!(whole[0]["loss"], own[0]["loss"]);
-    assert_eq!(whole[0]["tokens"], ((len - 1) / 32 * 32).to_string(), "bytes tokenizer, context 32: every window of the {len} bytes");
+    assert_eq!(
+        whole[0]["tokens"],
+        ((len - 1) / 32 * 32).to_string(),
+        "bytes tokenizer, context 32: every window of the {len} bytes"
+    );
     let out = eval(&["--run", run.to_str().unwrap(), "--data", "/no/such/text"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("does not exist"));
@@ -140,7 +149,10 @@ fn a_retrieval_run_is_scored_and_its_attention_analysed() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let ret = csv(&run.join("eval/retrieval.csv"));
     assert_eq!(ret.len(), 1);
-    assert_eq!((ret[0]["task"].as_str(), ret[0]["context"].as_str(), ret[0]["queries"].as_str()), ("mqar", "32", "256"));
+    assert_eq!(
+        (ret[0]["task"].as_str(), ret[0]["context"].as_str(), ret[0]["queries"].as_str()),
+        ("mqar", "32", "256")
+    );
     // The same 64 evaluation examples training scored: the same accuracy.
     let s = summary(&run);
     assert_eq!(f(&ret[0], "acc"), s["val_acc"].as_f64().unwrap());
@@ -174,12 +186,27 @@ fn a_retrieval_run_is_scored_and_its_attention_analysed() {
     // NIAH on the same model at two depths, into another directory.
     let out_dir = tmp.path().join("niah");
     let out = eval(&[
-        "--run", run.to_str().unwrap(), "--suite", "niah,attention", "--set", "task.needles=2",
-        "--depths", "0,1", "--examples", "16", "--threads", "1", "--out", out_dir.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--suite",
+        "niah,attention",
+        "--set",
+        "task.needles=2",
+        "--depths",
+        "0,1",
+        "--examples",
+        "16",
+        "--threads",
+        "1",
+        "--out",
+        out_dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let ret = csv(&out_dir.join("retrieval.csv"));
-    assert_eq!(ret.iter().map(|r| (r["task"].as_str(), r["depth"].as_str(), r["queries"].as_str())).collect::<Vec<_>>(), [("niah", "0", "16"), ("niah", "1", "16")]);
+    assert_eq!(
+        ret.iter().map(|r| (r["task"].as_str(), r["depth"].as_str(), r["queries"].as_str())).collect::<Vec<_>>(),
+        [("niah", "0", "16"), ("niah", "1", "16")]
+    );
     assert!(out_dir.join("attention.csv").is_file() && !out_dir.join("lm.csv").exists());
 }
 
@@ -189,9 +216,12 @@ fn a_retrieval_sweep_reports_accuracy_per_ratio_and_evaluates_every_point() {
     let spec = write_spec(tmp.path(), "mq", &tiny_mqar().replace("steps = 60", "steps = 30"));
     let dir = tmp.path().join("sweep");
     let out = gda()
-        .args(["sweep", "--spec"]).arg(&spec)
-        .args(["--ratios", "1,2", "--baseline", "--out"]).arg(&dir)
-        .output().unwrap();
+        .args(["sweep", "--spec"])
+        .arg(&spec)
+        .args(["--ratios", "1,2", "--baseline", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let rows = csv(&dir.join("summary.csv"));
     assert!(rows[0].contains_key("val_acc") && !rows[0].contains_key("val_bpb"));
@@ -262,7 +292,11 @@ fn bad_eval_input_is_refused_and_writes_nothing() {
     // Attention maps too large to materialise are refused up front.
     let out = eval(&["--run", run.to_str().unwrap(), "--contexts", "32,20000", "--set", "task.pairs=2"]);
     assert_eq!(code(&out), 2);
-    assert!(stderr_of(&out).contains("materialises") && stderr_of(&out).contains("context 20000"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("materialises") && stderr_of(&out).contains("context 20000"),
+        "{}",
+        stderr_of(&out)
+    );
     assert!(!run.join("eval").exists());
 
     // Options that would score nothing, or that no suite of the run reads.
@@ -283,9 +317,22 @@ fn bad_eval_input_is_refused_and_writes_nothing() {
     // --data, the retrieval run would not.
     let text = train(tmp.path(), "text", TINY);
     let both = tmp.path().join("both");
-    let out = eval(&["--run", text.to_str().unwrap(), "--run", run.to_str().unwrap(), "--data", "Cargo.toml", "--out", both.to_str().unwrap()]);
+    let out = eval(&[
+        "--run",
+        text.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        "Cargo.toml",
+        "--out",
+        both.to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 2);
-    assert!(stderr_of(&out).contains("--data applies to the lm suite, which run mq does not run"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("--data applies to the lm suite, which run mq does not run"),
+        "{}",
+        stderr_of(&out)
+    );
     assert!(!stdout_of(&out).contains("evaluating"), "{}", stdout_of(&out));
     assert!(!both.exists());
 
@@ -334,7 +381,16 @@ fn runs_evaluated_together_keep_apart_even_with_equal_names() {
     let ra = train(&a, "run", TINY);
     let rb = train(&b, "run", &TINY.replace("seed = 7", "seed = 8"));
     let out_dir = tmp.path().join("both");
-    let out = eval(&["--run", ra.to_str().unwrap(), "--run", rb.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--threads", "1"]);
+    let out = eval(&[
+        "--run",
+        ra.to_str().unwrap(),
+        "--run",
+        rb.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let rows = csv(&out_dir.join("lm.csv"));
     assert_eq!(rows.iter().map(|r| r["run"].as_str()).collect::<Vec<_>>(), ["run", "run#2"]);

@@ -13,11 +13,11 @@ mod common;
 use std::collections::HashMap;
 
 use common::{gda_config, gda_layer, max_abs, max_diff, randomize_model, resolve, seeded, std_config, CPU, F32};
-use gda::model::attention::Path;
 use gda::config::{AttentionKind, ModelConfig, NoiseScope};
-use gda::train::checkpoint::load_map;
 use gda::grow::{grow, CloneNoise, GrowOp};
+use gda::model::attention::Path;
 use gda::model::Model;
+use gda::train::checkpoint::load_map;
 use tch::{nn, Kind, Tensor};
 
 /// Weight init std: large enough that attention maps are far from uniform
@@ -48,9 +48,17 @@ fn describe(cfg: &ModelConfig) -> String {
     match cfg.attention {
         AttentionKind::Gda => format!(
             "gda Hs={} Hn={} Hkv={} Hk2={} scope={:?} C={} L={}",
-            cfg.signal_heads, cfg.noise_heads, cfg.kv_heads, cfg.noise_kv_heads, cfg.noise_scope, cfg.d_model, cfg.n_layers
+            cfg.signal_heads,
+            cfg.noise_heads,
+            cfg.kv_heads,
+            cfg.noise_kv_heads,
+            cfg.noise_scope,
+            cfg.d_model,
+            cfg.n_layers
         ),
-        AttentionKind::Standard => format!("standard H={} Hkv={} C={} L={}", cfg.heads, cfg.kv_heads, cfg.d_model, cfg.n_layers),
+        AttentionKind::Standard => {
+            format!("standard H={} Hkv={} C={} L={}", cfg.heads, cfg.kv_heads, cfg.d_model, cfg.n_layers)
+        }
     }
 }
 
@@ -168,7 +176,8 @@ fn signal_only_growth_is_exact() {
     let _rng = seeded(1);
     let mut diffs = Vec::new();
     // G = 1, 2, 4; K/V shared by two groups; the no-share layout (own K2 per noise head).
-    let layouts = [plain(4, 4, 0), plain(4, 2, 0), plain(4, 1, 0), plain(8, 4, 2), gda_cfg(4, 4, 2, 4, NoiseScope::Group)];
+    let layouts =
+        [plain(4, 4, 0), plain(4, 2, 0), plain(4, 1, 0), plain(8, 4, 2), gda_cfg(4, 4, 2, 4, NoiseScope::Group)];
     for cfg in &layouts {
         let (g, hn, d) = (cfg.ratio(), cfg.noise_heads, cfg.head_dim);
         let mut per_group = vec![1, g];
@@ -190,7 +199,8 @@ fn signal_only_growth_is_exact() {
                     }
                 }
                 for l in 0..cfg.n_layers {
-                    let (q1, q1s) = (layer_tensor(&r.out, l, "attn.q1.weight"), layer_tensor(&r.src, l, "attn.q1.weight"));
+                    let (q1, q1s) =
+                        (layer_tensor(&r.out, l, "attn.q1.weight"), layer_tensor(&r.src, l, "attn.q1.weight"));
                     let (o, os) = (layer_tensor(&r.out, l, "attn.o.weight"), layer_tensor(&r.src, l, "attn.o.weight"));
                     for grp in 0..hn {
                         // New group grp is heads grp·G'..(grp+1)·G': the G originals, then copies of the first p.
@@ -207,7 +217,14 @@ fn signal_only_growth_is_exact() {
                             let kept = head(o, 1, 2 * d, grp * g2 + j);
                             if j < p {
                                 let copy = head(o, 1, 2 * d, grp * g2 + g + j);
-                                check_split_pair(&kept, &copy, &orig, 2.0, noise.is_some(), &format!("{what}: layer {l} o of head {}", grp * g + j));
+                                check_split_pair(
+                                    &kept,
+                                    &copy,
+                                    &orig,
+                                    2.0,
+                                    noise.is_some(),
+                                    &format!("{what}: layer {l} o of head {}", grp * g + j),
+                                );
                             } else {
                                 assert!(kept.equal(&orig), "{what}: layer {l} o columns of an uncopied head changed");
                             }
@@ -238,7 +255,8 @@ fn uniform_growth_is_exact() {
         (gda_cfg(8, 2, 0, 0, NoiseScope::One), vec![1, 2]),
     ];
     for (cfg, ks) in &cases {
-        let (g, hs, hn, kv, k2, d) = (cfg.ratio(), cfg.signal_heads, cfg.noise_heads, cfg.kv_heads, cfg.noise_kv_heads, cfg.head_dim);
+        let (g, hs, hn, kv, k2, d) =
+            (cfg.ratio(), cfg.signal_heads, cfg.noise_heads, cfg.kv_heads, cfg.noise_kv_heads, cfg.head_dim);
         for &k in ks {
             for noise in noise_opts() {
                 let r = grow_and_check(cfg, &[GrowOp::Uniform { groups: k }], noise);
@@ -268,9 +286,16 @@ fn uniform_growth_is_exact() {
                     ] {
                         let (t, ts) = (layer_tensor(&r.out, l, suffix), layer_tensor(&r.src, l, suffix));
                         assert_eq!(t.size()[0] as usize, (n_old + n_add) * w, "{what}: {suffix} rows");
-                        assert!(t.narrow(0, 0, (n_old * w) as i64).equal(ts), "{what}: layer {l} {suffix}: originals changed");
+                        assert!(
+                            t.narrow(0, 0, (n_old * w) as i64).equal(ts),
+                            "{what}: layer {l} {suffix}: originals changed"
+                        );
                         for j in 0..n_add {
-                            assert!(head(t, 0, w, n_old + j).equal(&head(ts, 0, w, j)), "{what}: layer {l} {suffix}: head {} is not a copy of {j}", n_old + j);
+                            assert!(
+                                head(t, 0, w, n_old + j).equal(&head(ts, 0, w, j)),
+                                "{what}: layer {l} {suffix}: head {} is not a copy of {j}",
+                                n_old + j
+                            );
                         }
                     }
                     let (o, os) = (layer_tensor(&r.out, l, "attn.o.weight"), layer_tensor(&r.src, l, "attn.o.weight"));
@@ -278,9 +303,19 @@ fn uniform_growth_is_exact() {
                         let orig = head(os, 1, 2 * d, i);
                         if i < k * g {
                             let pair = (head(o, 1, 2 * d, i), head(o, 1, 2 * d, hs + i));
-                            check_split_pair(&pair.0, &pair.1, &orig, 2.0, noise.is_some(), &format!("{what}: layer {l} o of head {i}"));
+                            check_split_pair(
+                                &pair.0,
+                                &pair.1,
+                                &orig,
+                                2.0,
+                                noise.is_some(),
+                                &format!("{what}: layer {l} o of head {i}"),
+                            );
                         } else {
-                            assert!(head(o, 1, 2 * d, i).equal(&orig), "{what}: layer {l} o of an uncloned head changed");
+                            assert!(
+                                head(o, 1, 2 * d, i).equal(&orig),
+                                "{what}: layer {l} o of an uncloned head changed"
+                            );
                         }
                     }
                 }
@@ -345,10 +380,20 @@ fn width_growth_is_exact() {
             check_split_pair(&block(1, 0), &block(1, 1), ups, n as f64, noise.is_some(), &format!("{what}: mlp.up"));
             // The LM head: n input blocks, one output block.
             let (lm, lms) = (&r.out["lm_head.weight"], &r.src["lm_head.weight"]);
-            check_split_pair(&lm.narrow(1, 0, c), &lm.narrow(1, c, c), lms, n as f64, noise.is_some(), &format!("{what}: lm_head"));
+            check_split_pair(
+                &lm.narrow(1, 0, c),
+                &lm.narrow(1, c, c),
+                lms,
+                n as f64,
+                noise.is_some(),
+                &format!("{what}: lm_head"),
+            );
             if n % 2 == 1 {
                 // The unpaired last input block stays clean.
-                assert!(lm.narrow(1, (n as i64 - 1) * c, c).equal(&(lms / n as f64)), "{what}: unpaired block was noised");
+                assert!(
+                    lm.narrow(1, (n as i64 - 1) * c, c).equal(&(lms / n as f64)),
+                    "{what}: unpaired block was noised"
+                );
             }
             // Each new query head is a copy of an old one, in the order [heads…, heads…].
             if noise.is_none() {
@@ -361,7 +406,11 @@ fn width_growth_is_exact() {
                 for a in 0..n {
                     for i in 0..hq {
                         let expect = head(qs, 0, d, i).repeat([1, ni]) / n as f64;
-                        assert!(head(qt, 0, d, a * hq + i).equal(&expect), "{what}: query head {} is not head {i}", a * hq + i);
+                        assert!(
+                            head(qt, 0, d, a * hq + i).equal(&expect),
+                            "{what}: query head {} is not head {i}",
+                            a * hq + i
+                        );
                     }
                 }
             }
@@ -423,10 +472,18 @@ fn growth_steps_compose() {
     let _rng = seeded(5);
     // Signal-only, then uniform, then width, then depth, with noise at every
     // step: still the source's function.
-    let ops = [GrowOp::SignalOnly { per_group: 1 }, GrowOp::Uniform { groups: 2 }, GrowOp::Width { factor: 2 }, GrowOp::Depth];
+    let ops = [
+        GrowOp::SignalOnly { per_group: 1 },
+        GrowOp::Uniform { groups: 2 },
+        GrowOp::Width { factor: 2 },
+        GrowOp::Depth,
+    ];
     let r = grow_and_check(&plain(4, 2, 0), &ops, Some(&NOISE));
     // 4:2 → 6:2 (G 3) → 12:4 → 24:8 at d_model 64, 4 layers.
-    assert_eq!((r.cfg.signal_heads, r.cfg.noise_heads, r.cfg.kv_heads, r.cfg.d_model, r.cfg.n_layers), (24, 8, 8, 64, 4));
+    assert_eq!(
+        (r.cfg.signal_heads, r.cfg.noise_heads, r.cfg.kv_heads, r.cfg.d_model, r.cfg.n_layers),
+        (24, 8, 8, 64, 4)
+    );
     report("composed", &[r.diff]);
 }
 
@@ -454,12 +511,15 @@ fn clone_noise_is_seeded_and_scaled() {
 #[test]
 fn invalid_growth_is_refused() {
     let _rng = seeded(7);
-    let expect_err = |cfg: &ModelConfig, tensors: &HashMap<String, Tensor>, op: GrowOp, noise: Option<&CloneNoise>, needle: &str| {
-        match grow(cfg, tensors, &op, noise) {
-            Ok((c, _)) => panic!("{} {op:?}: expected an error, got {}", describe(cfg), describe(&c)),
-            Err(e) => assert!(e.contains(needle), "{} {op:?}: error {e:?} does not mention {needle:?}", describe(cfg)),
-        }
-    };
+    let expect_err =
+        |cfg: &ModelConfig, tensors: &HashMap<String, Tensor>, op: GrowOp, noise: Option<&CloneNoise>, needle: &str| {
+            match grow(cfg, tensors, &op, noise) {
+                Ok((c, _)) => panic!("{} {op:?}: expected an error, got {}", describe(cfg), describe(&c)),
+                Err(e) => {
+                    assert!(e.contains(needle), "{} {op:?}: error {e:?} does not mention {needle:?}", describe(cfg))
+                }
+            }
+        };
     let model_tensors = |cfg: &ModelConfig| tensors(&source(cfg).0);
 
     let c42 = plain(4, 2, 0);

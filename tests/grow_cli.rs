@@ -45,12 +45,18 @@ fn every_growth_keeps_the_function_and_continues_training() {
         assert!(out.status.success(), "{flags:?}: {}", stderr_of(&out));
         let first = column(&run, "val_loss")[0];
         assert_eq!(first.0, 0);
-        assert!((first.1 - last_val(&src)).abs() < 1e-5, "{flags:?}: grown starts at {} vs source {}", first.1, last_val(&src));
+        assert!(
+            (first.1 - last_val(&src)).abs() < 1e-5,
+            "{flags:?}: grown starts at {} vs source {}",
+            first.1,
+            last_val(&src)
+        );
         let spec = gda::config::Spec::load(Some(&run.join("spec.toml")), &[]).unwrap();
         let m = &spec.model;
         assert_eq!((m.signal_heads, m.noise_heads, m.d_model, m.n_layers), (hs, hn, c, layers), "{flags:?}");
         assert!(spec.train.init.ends_with("init.safetensors"));
-        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
         let parent = &manifest["parent"];
         assert_eq!(parent["step"], 60);
         assert!(parent["optimizer"].as_str().unwrap().starts_with("fresh"));
@@ -83,7 +89,9 @@ fn growth_from_a_checkpoint_directory_and_the_comparison_mode() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
-    let line = |s: &str| md.lines().find(|l| l.starts_with(&format!("| {s} |"))).unwrap_or_else(|| panic!("{s}: {md}")).to_string();
+    let line = |s: &str| {
+        md.lines().find(|l| l.starts_with(&format!("| {s} |"))).unwrap_or_else(|| panic!("{s}: {md}")).to_string()
+    };
     let cells = |s: &str| line(s).split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>();
     let (sig, uni, scratch) = (cells("signal-only"), cells("uniform"), cells("scratch"));
     // Columns: strategy, H_s, H_n, K/V, d_model, layers, params, added, attn, first, final, bpb, status.
@@ -104,17 +112,33 @@ fn growth_from_a_checkpoint_directory_and_the_comparison_mode() {
     assert!(scratch[10].parse::<f64>().unwrap() > 5.0, "scratch starts untrained");
     assert_eq!(scratch[7], sig[7], "scratch trains the signal-only architecture");
     assert!(std::fs::read_to_string(dir.join("loss_curves.svg")).unwrap().contains("<polyline"));
-    assert_eq!(std::fs::read_to_string(dir.join("summary.csv")).unwrap().lines().filter(|l| l.starts_with("run,")).count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("summary.csv")).unwrap().lines().filter(|l| l.starts_with("run,")).count(),
+        3
+    );
     assert!(stdout_of(&out).contains(&line("uniform")));
 
     // A failed point stays failed on a rerun (exit 4) until --retry-failed,
     // which trains it again to the same result.
     let scratch_dir = dir.join("points/scratch");
-    assert!(scratch_dir.join("summary.json").exists(), "{:?}", std::fs::read_dir(dir.join("points")).unwrap().collect::<Vec<_>>());
+    assert!(
+        scratch_dir.join("summary.json").exists(),
+        "{:?}",
+        std::fs::read_dir(dir.join("points")).unwrap().collect::<Vec<_>>()
+    );
     std::fs::remove_dir_all(&scratch_dir).unwrap();
     std::fs::create_dir_all(&scratch_dir).unwrap();
     std::fs::write(scratch_dir.join("failed.txt"), "made to fail by the test\n").unwrap();
-    let rerun = |extra: &[&str]| gda().args(["grow", "--compare", "--scratch", "--from"]).arg(&ckpt).args(["--set", "train.steps=20", "--out"]).arg(&dir).args(extra).output().unwrap();
+    let rerun = |extra: &[&str]| {
+        gda()
+            .args(["grow", "--compare", "--scratch", "--from"])
+            .arg(&ckpt)
+            .args(["--set", "train.steps=20", "--out"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
     let out = rerun(&[]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("failed: made to fail by the test"), "{}", stdout_of(&out));
@@ -122,7 +146,12 @@ fn growth_from_a_checkpoint_directory_and_the_comparison_mode() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(cells("scratch"), {
         let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
-        md.lines().find(|l| l.starts_with("| scratch |")).unwrap().split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>()
+        md.lines()
+            .find(|l| l.starts_with("| scratch |"))
+            .unwrap()
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect::<Vec<_>>()
     });
     // A finished point is a result, whatever a later attempt recorded.
     std::fs::write(dir.join("points/uniform/failed.txt"), "a later attempt failed\n").unwrap();

@@ -15,11 +15,23 @@ fn bad_devices_are_refused_before_anything_is_written() {
     let spec = write_spec(tmp.path(), "tiny", &TINY);
     let dir = tmp.path().join("sweep");
     for (devices, msg) in [("cpu,cuda:7", "is not available"), ("cpu,tpu", "is not a device")] {
-        let out = gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "1,2", "--devices", devices, "--out"]).arg(&dir).output().unwrap();
+        let out = gda()
+            .args(["sweep", "--spec"])
+            .arg(&spec)
+            .args(["--ratios", "1,2", "--devices", devices, "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
         assert!(stderr_of(&out).contains("--devices") && stderr_of(&out).contains(msg), "{}", stderr_of(&out));
     }
-    let out = gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "1,2", "--devices", "cpu", "--jobs", "2", "--out"]).arg(&dir).output().unwrap();
+    let out = gda()
+        .args(["sweep", "--spec"])
+        .arg(&spec)
+        .args(["--ratios", "1,2", "--devices", "cpu", "--jobs", "2", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
     assert!(!dir.exists());
     let out = gda().arg("status").arg(tmp.path()).output().unwrap();
@@ -55,10 +67,20 @@ fn status_tells_running_from_stopped_and_collect_lists_what_is_missing() {
     // A second trainer on the same point (a Slurm task, a sweep rerun) is
     // turned away: exit 7, the holder named, no failure recorded.
     let run = dir.join("points/g1-s7");
-    let out = gda().args(["train", "--resume", "--spec"]).arg(dir.join("specs/g1-s7.toml")).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda()
+        .args(["train", "--resume", "--spec"])
+        .arg(dir.join("specs/g1-s7.toml"))
+        .arg("--run-dir")
+        .arg(&run)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", stderr_of(&out));
     let pid = s.split("(pid ").nth(1).unwrap().split(')').next().unwrap();
-    assert!(stderr_of(&out).contains("is in use") && stderr_of(&out).contains(&format!("pid {pid} on ")), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("is in use") && stderr_of(&out).contains(&format!("pid {pid} on ")),
+        "{}",
+        stderr_of(&out)
+    );
     assert!(!run.join("failed.txt").exists());
 
     let killed = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
@@ -71,6 +93,10 @@ fn status_tells_running_from_stopped_and_collect_lists_what_is_missing() {
     let out = gda().args(["sweep", "--collect"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let text = stdout_of(&out);
-    assert!(text.contains("2 of 2 points have no result yet: g1-s7 (checkpoint at step ") && text.contains("g2-s7 (not started)"), "{text}");
+    assert!(
+        text.contains("2 of 2 points have no result yet: g1-s7 (checkpoint at step ")
+            && text.contains("g2-s7 (not started)"),
+        "{text}"
+    );
     assert!(dir.join("summary.csv").exists() && dir.join("summary.md").exists());
 }

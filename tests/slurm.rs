@@ -15,7 +15,10 @@ use common::*;
 /// The cluster answers with its node ready for jobs.
 fn node_ready() -> bool {
     let out = Command::new("sinfo").args(["-h", "-N", "-o", "%T"]).output();
-    out.is_ok_and(|o| o.status.success() && ["idle", "mixed", "allocated"].iter().any(|s| String::from_utf8_lossy(&o.stdout).contains(s)))
+    out.is_ok_and(|o| {
+        o.status.success()
+            && ["idle", "mixed", "allocated"].iter().any(|s| String::from_utf8_lossy(&o.stdout).contains(s))
+    })
 }
 
 /// Brings the one-node cluster up once per test binary, or fails loudly.
@@ -25,7 +28,11 @@ fn cluster() {
         if node_ready() {
             return Ok(());
         }
-        let out = Command::new("bash").arg(repo().join("scripts/slurm-cluster.sh")).arg("up").output().map_err(|e| e.to_string())?;
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/slurm-cluster.sh"))
+            .arg("up")
+            .output()
+            .map_err(|e| e.to_string())?;
         if out.status.success() && node_ready() {
             Ok(())
         } else {
@@ -77,7 +84,8 @@ fn submitted(out: &Output, dir: &Path) -> Job {
         .and_then(|l| l.split(':').next())
         .unwrap_or_else(|| panic!("no job id in: {text}"))
         .to_string();
-    let jobs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("slurm/jobs.json")).unwrap()).unwrap();
+    let jobs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("slurm/jobs.json")).unwrap()).unwrap();
     assert_eq!(jobs.as_array().unwrap().last().unwrap()["job_id"], job.as_str());
     assert!(text.contains(&format!("squeue -j {job}")) && text.contains("gda status"), "{text}");
     Job(job)
@@ -130,11 +138,16 @@ fn a_sweep_runs_as_a_job_array_and_matches_a_local_run() {
     let node_local = ["/tmp", "/var/tmp", "/dev/shm"].iter().any(|t| dir.starts_with(t));
     assert_eq!(stderr_of(&out).contains("warning: the experiment directory"), node_local, "{}", stderr_of(&out));
     let script = std::fs::read_to_string(dir.join("slurm/sweep.sbatch")).unwrap();
-    for line in ["#SBATCH --array=0-3", "#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --cpus-per-task=1"] {
+    for line in ["#SBATCH --array=0-3", "#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --cpus-per-task=1"]
+    {
         assert!(script.contains(line), "{line} missing:\n{script}");
     }
     assert!(script.contains(&format!("#SBATCH --output={}/slurm/%A_%a.out", dir.display())), "{script}");
-    assert!(script.contains(&format!("  3) POINT=g2-s2; CMD=({} train --resume --spec {}", env!("CARGO_BIN_EXE_gda"), dir.join("specs/g2-s2.toml").display())));
+    assert!(script.contains(&format!(
+        "  3) POINT=g2-s2; CMD=({} train --resume --spec {}",
+        env!("CARGO_BIN_EXE_gda"),
+        dir.join("specs/g2-s2.toml").display()
+    )));
 
     // The same grid trained here, meanwhile.
     let local = tmp.path().join("local");
@@ -147,10 +160,16 @@ fn a_sweep_runs_as_a_job_array_and_matches_a_local_run() {
     }
     let out = gda().args(["sweep", "--collect"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(stdout_of(&out).contains("| 2:1 shared |") && !stdout_of(&out).contains("no result yet"), "{}", stdout_of(&out));
+    assert!(
+        stdout_of(&out).contains("| 2:1 shared |") && !stdout_of(&out).contains("no result yet"),
+        "{}",
+        stdout_of(&out)
+    );
     let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
     let local_csv = std::fs::read_to_string(local.join("summary.csv")).unwrap();
-    let runs = |csv: &str| -> Vec<Vec<String>> { csv.lines().filter(|l| l.starts_with("run,")).map(|l| l.split(',').map(String::from).collect()).collect() };
+    let runs = |csv: &str| -> Vec<Vec<String>> {
+        csv.lines().filter(|l| l.starts_with("run,")).map(|l| l.split(',').map(String::from).collect()).collect()
+    };
     let (cluster_rows, local_rows) = (runs(&csv), runs(&local_csv));
     assert_eq!(cluster_rows.iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), POINTS, "one row per point:\n{csv}");
     let val = csv.lines().next().unwrap().split(',').position(|c| c == "val_loss").unwrap();
@@ -161,7 +180,11 @@ fn a_sweep_runs_as_a_job_array_and_matches_a_local_run() {
     // Rerunning the sweep command collects too, and submits nothing.
     let out = sweep(&dir, "1,2", "2", &sets).args(["--launcher", "slurm"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(stdout_of(&out).contains("nothing to submit") && stdout_of(&out).contains("summary: "), "{}", stdout_of(&out));
+    assert!(
+        stdout_of(&out).contains("nothing to submit") && stdout_of(&out).contains("summary: "),
+        "{}",
+        stdout_of(&out)
+    );
     assert_eq!(std::fs::read_to_string(dir.join("summary.csv")).unwrap(), csv);
 }
 
@@ -179,11 +202,16 @@ fn a_cancelled_task_requeued_resumes_to_the_uninterrupted_result() {
     // The local launcher on the same directory leaves the point to Slurm.
     let out = sweep(&dir, "2", "1", &sets).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(stdout_of(&out).contains(&format!("left to Slurm, which has them queued or running: g2-s1 ({task} RUNNING)")), "{}", stdout_of(&out));
+    assert!(
+        stdout_of(&out).contains(&format!("left to Slurm, which has them queued or running: g2-s1 ({task} RUNNING)")),
+        "{}",
+        stdout_of(&out)
+    );
     assert!(!stdout_of(&out).contains("training g2-s1"), "{}", stdout_of(&out));
     // So does the batch script run by hand for that point: its gda train
     // finds the point locked, and the task ends without a failure.
-    let out = Command::new("bash").arg(dir.join("slurm/sweep.sbatch")).env("SLURM_ARRAY_TASK_ID", "0").output().unwrap();
+    let out =
+        Command::new("bash").arg(dir.join("slurm/sweep.sbatch")).env("SLURM_ARRAY_TASK_ID", "0").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("exit 7: another gda train holds the point"), "{}", stdout_of(&out));
     assert!(!run.join("failed.txt").exists());
@@ -220,7 +248,10 @@ fn a_cancelled_task_requeued_resumes_to_the_uninterrupted_result() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(out.contains("SIGTERM") && out.contains("restart=0") && out.contains("restart=1") && out.contains("exit 0"), "{out}");
+    assert!(
+        out.contains("SIGTERM") && out.contains("restart=0") && out.contains("restart=1") && out.contains("exit 0"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -245,10 +276,17 @@ fn a_submit_slurm_rejects_shows_its_error_and_records_nothing() {
     cluster();
     let tmp = scratch();
     let dir = tmp.path().join("cluster");
-    let out = sweep(&dir, "1,2", "1", &["train.steps=5"]).args(["--launcher", "slurm", "--partition", "no-such-partition"]).output().unwrap();
+    let out = sweep(&dir, "1,2", "1", &["train.steps=5"])
+        .args(["--launcher", "slurm", "--partition", "no-such-partition"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
     let err = stderr_of(&out);
-    assert!(err.contains("Slurm refused the submission") && err.contains("sbatch: error: invalid partition specified: no-such-partition"), "{err}");
+    assert!(
+        err.contains("Slurm refused the submission")
+            && err.contains("sbatch: error: invalid partition specified: no-such-partition"),
+        "{err}"
+    );
     assert!(dir.join("slurm/sweep.sbatch").exists());
     assert!(!dir.join("slurm/jobs.json").exists());
     assert!(status(&dir).contains("0 done, 0 running, 2 pending, 0 failed"));
@@ -262,15 +300,27 @@ fn slurm_input_is_checked_before_anything_is_submitted() {
     let dir = tmp.path().join("nosbatch");
     let out = sweep(&dir, "1,2", "1", &[]).args(["--launcher", "slurm"]).env("PATH", "/nonexistent").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("sbatch is not on PATH") && stderr_of(&out).contains("--no-submit"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("sbatch is not on PATH") && stderr_of(&out).contains("--no-submit"),
+        "{}",
+        stderr_of(&out)
+    );
     assert!(!dir.exists(), "nothing may be written");
 
     // --no-submit writes the script and prints the command; under /tmp it warns.
     let under_tmp = tempfile::Builder::new().prefix("gda-slurm-").tempdir_in("/tmp").unwrap();
     let dir: PathBuf = under_tmp.path().join("sweep");
-    let out = sweep(&dir, "1,2", "1", &[]).args(["--launcher", "slurm", "--no-submit", "--time", "00:10:00", "--sbatch-arg=--qos=test"]).env("PATH", "/nonexistent").output().unwrap();
+    let out = sweep(&dir, "1,2", "1", &[])
+        .args(["--launcher", "slurm", "--no-submit", "--time", "00:10:00", "--sbatch-arg=--qos=test"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("warning: the experiment directory") && stderr_of(&out).contains("under /tmp"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("warning: the experiment directory") && stderr_of(&out).contains("under /tmp"),
+        "{}",
+        stderr_of(&out)
+    );
     let script = dir.join("slurm/sweep.sbatch");
     assert!(stdout_of(&out).contains(&format!("sbatch --array=0-1 {}", script.display())), "{}", stdout_of(&out));
     let text = std::fs::read_to_string(&script).unwrap();

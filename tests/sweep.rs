@@ -98,8 +98,10 @@ fn sweep_trains_every_point_and_summarises_with_seed_spread_and_plots() {
     let vt: Vec<u64> = runs
         .iter()
         .map(|r| {
-            let m: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("points").join(&r["point"]).join("manifest.json")).unwrap()).unwrap();
+            let m: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("points").join(&r["point"]).join("manifest.json")).unwrap(),
+            )
+            .unwrap();
             m["val_tokens"].as_u64().unwrap()
         })
         .collect();
@@ -107,7 +109,10 @@ fn sweep_trains_every_point_and_summarises_with_seed_spread_and_plots() {
 
     let stdout = stdout_of(&out);
     assert!(stdout.contains("| 2:1 shared | 2:1 | 4 | 2 | 2 |"), "{stdout}");
-    assert_eq!(std::fs::read_to_string(dir.join("summary.md")).unwrap().lines().filter(|l| l.starts_with("| ")).count(), 5);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("summary.md")).unwrap().lines().filter(|l| l.starts_with("| ")).count(),
+        5
+    );
     for plot in ["final_loss_vs_ratio.svg", "loss_curves.svg"] {
         let svg = std::fs::read_to_string(dir.join(plot)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{plot}");
@@ -117,7 +122,13 @@ fn sweep_trains_every_point_and_summarises_with_seed_spread_and_plots() {
 
     // Rerunning the finished sweep trains nothing and rewrites the same summary.
     let before = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
-    let again = gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "1,2,4", "--seeds", "2", "--baseline", "--out"]).arg(&dir).output().unwrap();
+    let again = gda()
+        .args(["sweep", "--spec"])
+        .arg(&spec)
+        .args(["--ratios", "1,2,4", "--seeds", "2", "--baseline", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(again.status.success());
     assert!(stdout_of(&again).contains("8 of 8 points already finished"));
     assert_eq!(std::fs::read_to_string(dir.join("summary.csv")).unwrap(), before);
@@ -203,11 +214,21 @@ fn ablation_puts_shared_and_twins_side_by_side() {
     let control = get("g2-equal-params-s7");
     // The twin: same signal heads, one noise head (own Q2 and K2) per signal
     // head, K1/V still per group; it costs more. The control costs the same.
-    assert_eq!((twin["signal_heads"].as_str(), twin["noise_heads"].as_str(), twin["kv_heads"].as_str(), twin["noise_kv_heads"].as_str()), ("4", "4", "2", "4"));
+    assert_eq!(
+        (
+            twin["signal_heads"].as_str(),
+            twin["noise_heads"].as_str(),
+            twin["kv_heads"].as_str(),
+            twin["noise_kv_heads"].as_str()
+        ),
+        ("4", "4", "2", "4")
+    );
     let p = |r: &BTreeMap<String, String>| r["parameters"].parse::<u64>().unwrap();
     assert!(p(twin) > p(shared));
     assert_eq!(p(control), p(shared));
-    assert!(std::fs::read_to_string(dir.join("points/g2-equal-params-s7/spec.toml")).unwrap().contains("noise_scope = \"one\""));
+    assert!(std::fs::read_to_string(dir.join("points/g2-equal-params-s7/spec.toml"))
+        .unwrap()
+        .contains("noise_scope = \"one\""));
 
     // One table line per ratio, with the paired difference over seeds.
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
@@ -238,7 +259,8 @@ fn failing_points_are_recorded_and_the_sweep_goes_on() {
         assert!(r["val_loss"].is_empty());
     }
     // A rerun keeps the record without retraining; --retry-failed tries again.
-    let again = gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "1,2", "--out"]).arg(&dir).output().unwrap();
+    let again =
+        gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "1,2", "--out"]).arg(&dir).output().unwrap();
     assert_eq!(again.status.code(), Some(4));
     assert!(stdout_of(&again).contains("2 of 2 points already finished or failed; 0 to train"));
 }
@@ -248,14 +270,27 @@ fn nearest_trains_the_closest_allocation_and_reports_the_real_ratio() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 5"));
     let dir = tmp.path().join("sweep");
-    let refused = gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "3", "--out"]).arg(&dir).output().unwrap();
+    let refused =
+        gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "3", "--out"]).arg(&dir).output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
     let err = stderr_of(&refused);
-    assert!(err.contains("tiny.toml") && err.contains("sweep.ratios") && err.contains("ratio 3:1 cannot be met exactly"), "{err}");
-    assert!(err.contains("2:1 (4 signal + 2 noise heads), 4:1 (4 signal + 1 noise heads)") && err.contains("--nearest"), "{err}");
+    assert!(
+        err.contains("tiny.toml") && err.contains("sweep.ratios") && err.contains("ratio 3:1 cannot be met exactly"),
+        "{err}"
+    );
+    assert!(
+        err.contains("2:1 (4 signal + 2 noise heads), 4:1 (4 signal + 1 noise heads)") && err.contains("--nearest"),
+        "{err}"
+    );
     assert!(!dir.exists());
 
-    let out = gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "3", "--nearest", "--out"]).arg(&dir).output().unwrap();
+    let out = gda()
+        .args(["sweep", "--spec"])
+        .arg(&spec)
+        .args(["--ratios", "3", "--nearest", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let (runs, _) = summary(&dir);
     assert_eq!(runs[0]["ratio_requested"], "3");
@@ -264,10 +299,17 @@ fn nearest_trains_the_closest_allocation_and_reports_the_real_ratio() {
     // Under the total policy 4 + 2 = 6 heads split exactly for 1:1 (3+3),
     // 2:1 (4+2) and 5:1 (5+1).
     let total = tmp.path().join("total");
-    let out = gda().args(["sweep", "--match", "total", "--spec"]).arg(&spec).args(["--ratios", "1,2,5", "--out"]).arg(&total).output().unwrap();
+    let out = gda()
+        .args(["sweep", "--match", "total", "--spec"])
+        .arg(&spec)
+        .args(["--ratios", "1,2,5", "--out"])
+        .arg(&total)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let (runs, _) = summary(&total);
-    let alloc: Vec<(String, String)> = runs.iter().map(|r| (r["signal_heads"].clone(), r["noise_heads"].clone())).collect();
+    let alloc: Vec<(String, String)> =
+        runs.iter().map(|r| (r["signal_heads"].clone(), r["noise_heads"].clone())).collect();
     assert_eq!(alloc, [("3".into(), "3".into()), ("4".into(), "2".into()), ("5".into(), "1".into())]);
 }
 
@@ -314,7 +356,11 @@ fn bad_sweep_input_is_refused_before_training() {
 fn dry_runs_print_the_grid_and_train_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     // The default spec: every ratio of the paper's scan is exact.
-    let out = gda().current_dir(tmp.path()).args(["sweep", "--dry-run", "--ratios", "1,2,3,4,8", "--baseline"]).output().unwrap();
+    let out = gda()
+        .current_dir(tmp.path())
+        .args(["sweep", "--dry-run", "--ratios", "1,2,3,4,8", "--baseline"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let text = stdout_of(&out);
     for (g, hn) in [(1, 24), (2, 12), (3, 8), (4, 6), (8, 3)] {
@@ -324,12 +370,18 @@ fn dry_runs_print_the_grid_and_train_nothing() {
     assert!(text.contains("6 points on cpu | estimated"));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "a dry run writes nothing");
 
-    for (spec, points) in [("experiments/gpu.toml", 18), ("experiments/ratio-scan-total.toml", 5), ("experiments/smoke.toml", 3)] {
+    for (spec, points) in
+        [("experiments/gpu.toml", 18), ("experiments/ratio-scan-total.toml", 5), ("experiments/smoke.toml", 3)]
+    {
         let out = gda().current_dir(repo()).args(["sweep", "--dry-run", "--spec", spec]).output().unwrap();
         assert!(out.status.success(), "{spec}: {}", stderr_of(&out));
         assert!(stdout_of(&out).contains(&format!("{points} points on cpu")), "{spec}: {}", stdout_of(&out));
     }
-    let out = gda().current_dir(repo()).args(["ablate", "--no-share", "--dry-run", "--spec", "experiments/smoke.toml", "--ratios", "1,2,4"]).output().unwrap();
+    let out = gda()
+        .current_dir(repo())
+        .args(["ablate", "--no-share", "--dry-run", "--spec", "experiments/smoke.toml", "--ratios", "1,2,4"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("| g4-no-share-s1 | no-share | 1:1 | 4 | 4 | 1 | 4 |"), "{}", stdout_of(&out));
 }
@@ -362,7 +414,13 @@ fn check_concurrent(concurrency: &[&str], child_device: Option<&str>) {
     }
     // Concurrent points give the same results as sequential ones.
     let seq = tmp.path().join("seq");
-    let out = gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "1,2", "--threads", "1", "--out"]).arg(&seq).output().unwrap();
+    let out = gda()
+        .args(["sweep", "--spec"])
+        .arg(&spec)
+        .args(["--ratios", "1,2", "--threads", "1", "--out"])
+        .arg(&seq)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let (seq_runs, _) = summary(&seq);
     for (a, b) in runs.iter().zip(&seq_runs) {

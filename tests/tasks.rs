@@ -4,10 +4,10 @@
 mod common;
 
 use common::*;
-use gda::eval::analysis::{analyse, row_stats};
-use gda::config::{Spec, TaskConfig, TaskKind};
 use gda::config::check_task as check;
+use gda::config::{Spec, TaskConfig, TaskKind};
 use gda::data::tasks::{self, eval_set, example, Example, IGNORE, NEEDLE, QUERY};
+use gda::eval::analysis::{analyse, row_stats};
 
 fn cfg() -> TaskConfig {
     TaskConfig { pairs: 6, needles: 3, value_len: 2, ..TaskConfig::default() }
@@ -77,7 +77,12 @@ fn mqar_pairs_queries_and_labels() {
             let i = pairs.iter().position(|pr| pr.0 == key).expect("a question asks a key of the prompt");
             assert_eq!(e.labels[p], pairs[i].1, "the label is that key's value");
             // The answer span: the pair, then every earlier question of it.
-            let earlier: Vec<usize> = e.queries.iter().filter(|o| o.focus < p && e.tokens[o.focus] == key).flat_map(|o| [o.focus, o.focus + 1]).collect();
+            let earlier: Vec<usize> = e
+                .queries
+                .iter()
+                .filter(|o| o.focus < p && e.tokens[o.focus] == key)
+                .flat_map(|o| [o.focus, o.focus + 1])
+                .collect();
             assert_eq!(q.answer_span, [vec![2 * i, 2 * i + 1], earlier].concat());
             // No leakage: between the pairs and this question, keys and values
             // occur only as earlier questions and their answers.
@@ -214,10 +219,19 @@ fn the_analysis_reads_the_maps_the_model_applies() {
     // Layer-level numbers are the means of row_stats over the effective maps
     // at the focus positions, recomputed here from the materialised maps.
     let _g = seeded(3);
-    let spec = Spec::load(None, &[
-        "model.d_model=32".into(), "model.n_layers=2".into(), "model.signal_heads=4".into(), "model.noise_heads=2".into(),
-        "data.task=mqar".into(), "train.context=32".into(), "task.pairs=4".into(),
-    ]).unwrap();
+    let spec = Spec::load(
+        None,
+        &[
+            "model.d_model=32".into(),
+            "model.n_layers=2".into(),
+            "model.signal_heads=4".into(),
+            "model.noise_heads=2".into(),
+            "data.task=mqar".into(),
+            "train.context=32".into(),
+            "task.pairs=4".into(),
+        ],
+    )
+    .unwrap();
     let vs = tch::nn::VarStore::new(CPU);
     let model = gda::model::Model::new(&spec.model, vs.root());
     randomize_model(&model, false);
@@ -244,7 +258,8 @@ fn the_analysis_reads_the_maps_the_model_applies() {
                     }
                     // Signal heads 0,1 share noise head 0; 2,3 share noise head 1.
                     parts[h as usize / 2][0] += mass(&row(&m.signal, b, h, q.focus), &q.answer_span);
-                    parts[h as usize / 2][1] += mass(&row(m.noise.as_ref().unwrap(), b, h / 2, q.focus), &q.answer_span);
+                    parts[h as usize / 2][1] +=
+                        mass(&row(m.noise.as_ref().unwrap(), b, h / 2, q.focus), &q.answer_span);
                     n += 1.0;
                 }
             }

@@ -12,7 +12,11 @@ use common::*;
 #[test]
 fn training_lowers_validation_loss_and_writes_a_run_directory() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 150").replace("eval_every = 20", "eval_every = 50"));
+    let spec = write_spec(
+        tmp.path(),
+        "tiny",
+        &TINY.replace("steps = 60", "steps = 150").replace("eval_every = 20", "eval_every = 50"),
+    );
     let run = tmp.path().join("run");
     let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
@@ -34,7 +38,21 @@ fn training_lowers_validation_loss_and_writes_a_run_directory() {
 
     // Every row has every column; rows are logged at multiples of log_every.
     let (header, rows) = metrics(&run);
-    for col in ["step", "tokens", "train_loss", "val_loss", "val_bpb", "lr", "grad_norm", "lambda_mean", "lambda_0", "lambda_1", "tokens_per_s", "mfu", "elapsed_s"] {
+    for col in [
+        "step",
+        "tokens",
+        "train_loss",
+        "val_loss",
+        "val_bpb",
+        "lr",
+        "grad_norm",
+        "lambda_mean",
+        "lambda_0",
+        "lambda_1",
+        "tokens_per_s",
+        "mfu",
+        "elapsed_s",
+    ] {
         assert!(header.iter().any(|h| h == col), "missing column {col}");
     }
     assert_eq!(rows.len(), 16);
@@ -52,7 +70,8 @@ fn training_lowers_validation_loss_and_writes_a_run_directory() {
     let original = gda::config::Spec::load(Some(&spec), &[]).unwrap();
     assert_eq!(reloaded.hash(), original.hash());
 
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["device"], "cpu");
     assert_eq!(manifest["threads"], 1);
     assert_eq!(manifest["seed"], 7);
@@ -60,7 +79,8 @@ fn training_lowers_validation_loss_and_writes_a_run_directory() {
     assert_eq!(manifest["parameters"].as_u64().unwrap() as usize, gda::model::param_count(&original.model));
     assert_eq!(manifest["val_sources"].as_array().unwrap().len(), 4, "4 of the 42 works are held out");
 
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["val_loss"].as_f64().unwrap(), val[3].1);
     let ckpt = latest_checkpoint(&run);
     assert!(ckpt.ends_with("step-00000150"));
@@ -211,7 +231,13 @@ fn resuming_a_finished_run_changes_nothing_and_a_second_run_is_refused() {
     assert_eq!(deterministic_rows(&run), rows);
     assert_eq!(std::fs::read(latest_checkpoint(&run).join("model.safetensors")).unwrap(), weights);
 
-    let other = gda().args(["train", "--spec"]).arg(&spec).args(["--set", "seed=8", "--resume", "--run-dir"]).arg(&run).output().unwrap();
+    let other = gda()
+        .args(["train", "--spec"])
+        .arg(&spec)
+        .args(["--set", "seed=8", "--resume", "--run-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
     assert_eq!(other.status.code(), Some(2));
     assert!(stderr_of(&other).contains("different experiment"), "{}", stderr_of(&other));
 }

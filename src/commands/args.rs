@@ -48,7 +48,12 @@ pub struct LauncherArgs {
     #[arg(long, value_name = "SIZE", help_heading = "Slurm (--launcher slurm)")]
     pub mem: Option<String>,
     /// Slurm: an extra line `#SBATCH ARG` in the batch script (repeatable), e.g. --sbatch-arg=--qos=long.
-    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true, help_heading = "Slurm (--launcher slurm)")]
+    #[arg(
+        long = "sbatch-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        help_heading = "Slurm (--launcher slurm)"
+    )]
     pub sbatch_args: Vec<String>,
     /// Slurm: write the batch script and print the sbatch command; submit nothing.
     #[arg(long, help_heading = "Slurm (--launcher slurm)")]
@@ -96,7 +101,11 @@ impl LauncherArgs {
 
     /// Points trained at once by the local launcher.
     pub fn concurrency(&self, jobs: usize) -> usize {
-        if self.devices.is_empty() { jobs.max(1) } else { self.devices.len() }
+        if self.devices.is_empty() {
+            jobs.max(1)
+        } else {
+            self.devices.len()
+        }
     }
 
     /// How to train the points of an experiment in `dir`.
@@ -168,4 +177,3 @@ impl SpecArgs {
         Ok(spec)
     }
 }
-

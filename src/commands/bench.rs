@@ -63,5 +63,3 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("{out}");
     Ok(())
 }
-
-

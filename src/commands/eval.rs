@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::config::{check_task, Spec, TaskKind};
 use crate::data::{eval_offsets, tasks, Corpus, Split};
+use crate::device;
 use crate::error::{input, io, GdaError};
 use crate::eval::analysis;
 use crate::eval::{lm_eval, retrieval_eval};
@@ -16,7 +17,6 @@ use crate::model::Model;
 use crate::report::eval::{eval_report, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
 use crate::train::checkpoint;
 use crate::train::run_dir::{find_source, Source};
-use crate::device;
 use crate::util::fs::atomic_write;
 
 #[derive(Debug, Args)]
@@ -119,7 +119,21 @@ pub const LM_COLUMNS: &[&str] = &["run", "step", "context", "train_context", "to
 pub const RETRIEVAL_COLUMNS: &[&str] =
     &["run", "step", "task", "context", "train_context", "depth", "examples", "queries", "loss", "acc", "token_acc"];
 pub const ATTENTION_COLUMNS: &[&str] = &[
-    "run", "step", "task", "context", "layer", "group", "heads", "lambda", "answer_mass", "noise_mass", "entropy", "sparsity", "signal_answer", "noise_answer", "rows",
+    "run",
+    "step",
+    "task",
+    "context",
+    "layer",
+    "group",
+    "heads",
+    "lambda",
+    "answer_mass",
+    "noise_mass",
+    "entropy",
+    "sparsity",
+    "signal_answer",
+    "noise_answer",
+    "rows",
 ];
 
 /// One run to evaluate: its label in the tables and its directory.
@@ -135,7 +149,9 @@ struct Target {
 /// evaluated together. Repeated labels get `#2`, `#3`…, and characters that
 /// would break a CSV cell become `_`.
 fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
-    let name = |d: &std::path::Path| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string());
+    let name = |d: &std::path::Path| {
+        d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string())
+    };
     let mut out: Vec<Target> = Vec::new();
     for r in runs {
         if r.join("spec.toml").is_file() {
@@ -198,7 +214,9 @@ struct Tables {
 pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
     let out = out_dir(opts)?;
     if let Some(bad) = opts.task_set.iter().find(|o| !o.trim_start().starts_with("task.")) {
-        return Err(input(format!("--set {bad}: gda eval only changes task.* keys (the generators); the model and data come from the run")));
+        return Err(input(format!(
+            "--set {bad}: gda eval only changes task.* keys (the generators); the model and data come from the run"
+        )));
     }
     // Checks of the options alone, once for all runs.
     if opts.contexts.contains(&0) {
@@ -306,10 +324,16 @@ fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
     let analyse = suites.contains(&Suite::Attention);
     // Options no suite of this run reads would be silently ignored.
     if opts.data.is_some() && !suites.contains(&Suite::Lm) {
-        return Err(input(format!("--data applies to the lm suite, which run {} does not run here; allowed: add --suite lm", t.label)));
+        return Err(input(format!(
+            "--data applies to the lm suite, which run {} does not run here; allowed: add --suite lm",
+            t.label
+        )));
     }
     if !opts.depths.is_empty() && !tasks.contains(&TaskKind::Niah) {
-        return Err(input(format!("--depths applies to the niah suite, which run {} does not run here; allowed: add --suite niah", t.label)));
+        return Err(input(format!(
+            "--depths applies to the niah suite, which run {} does not run here; allowed: add --suite niah",
+            t.label
+        )));
     }
     let train_ctx = spec.train.context;
     let contexts = if opts.contexts.is_empty() { vec![train_ctx] } else { opts.contexts.clone() };
@@ -329,8 +353,9 @@ fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
     }
     for &kind in &tasks {
         for &c in &contexts {
-            check_task(&spec.task, kind, c, spec.model.vocab_size)
-                .map_err(|e| input(format!("{} at context {c} (run {}): key `{}`: {}", kind.name(), t.label, e.key, e.msg)))?;
+            check_task(&spec.task, kind, c, spec.model.vocab_size).map_err(|e| {
+                input(format!("{} at context {c} (run {}): key `{}`: {}", kind.name(), t.label, e.key, e.msg))
+            })?;
         }
     }
     if opts.examples.unwrap_or(spec.task.eval_examples) == 0 && !tasks.is_empty() {
@@ -340,7 +365,13 @@ fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
 }
 
 /// Evaluates one checked run and appends its rows to `tables`.
-fn eval_run(t: &Target, run: Checked, opts: &EvalOptions, corpora: &mut Vec<(String, Split)>, tables: &mut Tables) -> Result<(), GdaError> {
+fn eval_run(
+    t: &Target,
+    run: Checked,
+    opts: &EvalOptions,
+    corpora: &mut Vec<(String, Split)>,
+    tables: &mut Tables,
+) -> Result<(), GdaError> {
     let Checked { mut src, spec, suites, tasks, contexts } = run;
     let analyse = suites.contains(&Suite::Attention);
     let train_ctx = spec.train.context;
@@ -459,4 +490,3 @@ fn eval_run(t: &Target, run: Checked, opts: &EvalOptions, corpora: &mut Vec<(Str
     }
     Ok(())
 }
-

@@ -83,8 +83,13 @@ pub struct GrowArgs {
 }
 
 pub fn run(args: GrowArgs) -> anyhow::Result<()> {
-    if !args.compare && (args.launch.launcher != LauncherArg::Local || !args.launch.devices.is_empty() || args.retry_failed) {
-        return Err(input("--launcher, --devices and --retry-failed apply to gda grow --compare, which trains several runs").into());
+    if !args.compare
+        && (args.launch.launcher != LauncherArg::Local || !args.launch.devices.is_empty() || args.retry_failed)
+    {
+        return Err(input(
+            "--launcher, --devices and --retry-failed apply to gda grow --compare, which trains several runs",
+        )
+        .into());
     }
     args.launch.check()?;
     let src = find_source(&args.from)?;
@@ -125,7 +130,8 @@ pub fn run(args: GrowArgs) -> anyhow::Result<()> {
         let grown = grow::grow_checked(&src, &base, &op, noise.as_ref(), &name, &args.set, &corpus, args.tolerance)?;
         report_growth(&src, tag, &grown, args.tolerance);
         let mut spec = grown.spec.clone();
-        std::fs::create_dir_all(&run_dir).map_err(|e| input(format!("results directory {} is not writable: {e}", run_dir.display())))?;
+        std::fs::create_dir_all(&run_dir)
+            .map_err(|e| input(format!("results directory {} is not writable: {e}", run_dir.display())))?;
         let init = init_path(&run_dir.join("init.safetensors"))?;
         grow::write_init(&grown, &init)?;
         spec.train.init = init.to_string_lossy().into_owned();
@@ -137,12 +143,22 @@ pub fn run(args: GrowArgs) -> anyhow::Result<()> {
     }
 
     // Comparison: signal-only, uniform at the closest added parameters, scratch.
-    let signal = grow::grow_checked(&src, &base, &signal_op, noise.as_ref(), "signal-only", &args.set, &corpus, args.tolerance)?;
+    let signal =
+        grow::grow_checked(&src, &base, &signal_op, noise.as_ref(), "signal-only", &args.set, &corpus, args.tolerance)?;
     let groups = match args.groups {
         Some(k) => k,
         None => grow::matching_groups(&src.spec.model, signal.added_parameters),
     };
-    let uniform = grow::grow_checked(&src, &base, &GrowOp::Uniform { groups }, noise.as_ref(), "uniform", &args.set, &corpus, args.tolerance)?;
+    let uniform = grow::grow_checked(
+        &src,
+        &base,
+        &GrowOp::Uniform { groups },
+        noise.as_ref(),
+        "uniform",
+        &args.set,
+        &corpus,
+        args.tolerance,
+    )?;
     report_growth(&src, "signal-only", &signal, args.tolerance);
     report_growth(&src, "uniform", &uniform, args.tolerance);
     let dir = args.out.clone().unwrap_or_else(|| base.output.dir.join(format!("grow-{}", src.spec.name)));
@@ -163,11 +179,18 @@ pub fn run(args: GrowArgs) -> anyhow::Result<()> {
     if args.scratch {
         let mut spec = signal.spec.clone();
         spec.name = "scratch".into();
-        points.push(Point { name: "scratch".into(), variant: Variant::Scratch, requested: None, seed: spec.seed, spec });
+        points.push(Point {
+            name: "scratch".into(),
+            variant: Variant::Scratch,
+            requested: None,
+            seed: spec.seed,
+            spec,
+        });
     }
     println!("growth comparison of {} points into {}", points.len(), dir.display());
     let opts = args.launch.run_options(dir, args.jobs, base.train.threads, args.retry_failed);
-    let grid = Grid { kind, policy: base.sweep.policy, source_parameters: Some(model::param_count(&src.spec.model)), points };
+    let grid =
+        Grid { kind, policy: base.sweep.policy, source_parameters: Some(model::param_count(&src.spec.model)), points };
     Ok(grid::run(&grid, &opts)?)
 }
 

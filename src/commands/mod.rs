@@ -54,7 +54,6 @@ pub enum Command {
     Status(StatusArgs),
 }
 
-
 /// Runs the parsed command; errors carry their exit code (`GdaError::exit_code`).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -69,11 +69,23 @@ pub fn run_report(run: &Path) -> Result<String, GdaError> {
     let mut s = format!("# Run {}\n\n", run.display());
     match train::finished(run) {
         Some(sum) => {
-            let _ = writeln!(s, "Finished: {} steps, {} tokens, {} parameters; {}; {:.0} tokens/s; {:.1} s.\n", sum.steps, sum.tokens_seen, sum.parameters, sum.quality(), sum.tokens_per_s, sum.elapsed_s);
+            let _ = writeln!(
+                s,
+                "Finished: {} steps, {} tokens, {} parameters; {}; {:.0} tokens/s; {:.1} s.\n",
+                sum.steps,
+                sum.tokens_seen,
+                sum.parameters,
+                sum.quality(),
+                sum.tokens_per_s,
+                sum.elapsed_s
+            );
         }
         None => {
-            let step = checkpoint::latest_step(run).map(|s| format!("checkpoint at step {s}")).unwrap_or_else(|| "no checkpoint yet".into());
-            let _ = writeln!(s, "Not finished ({step}); resume with `gda train --resume --run-dir {}`.\n", run.display());
+            let step = checkpoint::latest_step(run)
+                .map(|s| format!("checkpoint at step {s}"))
+                .unwrap_or_else(|| "no checkpoint yet".into());
+            let _ =
+                writeln!(s, "Not finished ({step}); resume with `gda train --resume --run-dir {}`.\n", run.display());
         }
     }
     s += "| tokens | val loss |\n|---|---|\n";
@@ -84,4 +96,3 @@ pub fn run_report(run: &Path) -> Result<String, GdaError> {
     atomic_write(&path, s.as_bytes()).map_err(io("cannot write", &path))?;
     Ok(s)
 }
-

@@ -39,7 +39,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     println!("{} of {} points in {}{}", grid.kind.dir_prefix(), grid.points.len(), dir.display(), queue.describe());
     for p in &grid.points {
         let run = experiment::point_dir(dir, p);
-        let step = || progress(&run).map(|s| format!("step {s}/{}", p.spec.train.steps)).unwrap_or_else(|| "starting".into());
+        let step =
+            || progress(&run).map(|s| format!("step {s}/{}", p.spec.train.steps)).unwrap_or_else(|| "starting".into());
         // A queued or live trainer outranks an earlier failure: the point
         // was resubmitted, and must not be offered for resubmission again.
         let (state, detail) = match (experiment::status(dir, p), queue.task(&p.name), local_trainer(&run)) {
@@ -60,13 +61,18 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                 };
                 ("failed", format!("Slurm task {} ended {} before the point finished; {at}", t.id(), t.state))
             }
-            (Status::Started(s), None, None) => ("pending", format!("stopped at step {s}; the next run resumes from its checkpoint")),
+            (Status::Started(s), None, None) => {
+                ("pending", format!("stopped at step {s}; the next run resumes from its checkpoint"))
+            }
             (_, None, None) => ("pending", String::new()),
         };
         *counts.entry(state).or_default() += 1;
         println!("{:width$}  {state:8} {detail}", p.name);
     }
-    let counts: Vec<String> = ["done", "running", "pending", "failed"].iter().map(|s| format!("{} {s}", counts.get(s).copied().unwrap_or(0))).collect();
+    let counts: Vec<String> = ["done", "running", "pending", "failed"]
+        .iter()
+        .map(|s| format!("{} {s}", counts.get(s).copied().unwrap_or(0)))
+        .collect();
     println!("{}", counts.join(", "));
     if !resubmit.is_empty() {
         println!("{}", slurm::resubmit_hint(dir, grid.kind.dir_prefix(), &resubmit, marked_failed));

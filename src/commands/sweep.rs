@@ -82,14 +82,21 @@ pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
 
 pub fn run_ablate(args: AblateArgs) -> anyhow::Result<()> {
     if !args.no_share && !args.equal_params {
-        return Err(input("gda ablate needs --no-share, --equal-params or both: the twins to train next to each shared model").into());
+        return Err(input(
+            "gda ablate needs --no-share, --equal-params or both: the twins to train next to each shared model",
+        )
+        .into());
     }
     run_grid(&args.grid, Kind::Ablate { no_share: args.no_share, equal_params: args.equal_params }, Vec::new())
 }
 
 /// `--seeds`: a count N (seeds `base`..`base`+N−1) or a comma-separated list.
 fn parse_seeds(arg: &str, base: u64) -> Result<Vec<u64>, GdaError> {
-    let bad = || input(format!("--seeds {arg:?} is not allowed; allowed: a count such as 3, or a list of distinct seeds such as 1,5,9"));
+    let bad = || {
+        input(format!(
+            "--seeds {arg:?} is not allowed; allowed: a count such as 3, or a list of distinct seeds such as 1,5,9"
+        ))
+    };
     let arg = arg.trim();
     if arg.is_empty() {
         return Err(bad());
@@ -192,6 +199,11 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
 }
 
 fn fmt_secs(s: f64) -> String {
-    if s < 120.0 { format!("{s:.0}s") } else if s < 7200.0 { format!("{:.1}min", s / 60.0) } else { format!("{:.1}h", s / 3600.0) }
+    if s < 120.0 {
+        format!("{s:.0}s")
+    } else if s < 7200.0 {
+        format!("{:.1}min", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
 }
-

@@ -20,13 +20,16 @@ pub struct TrainArgs {
     pub resume: bool,
 }
 
-
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // `--resume --run-dir D` without --spec continues D with D's own spec.
     let saved = args.run_dir.as_ref().map(|d| d.join("spec.toml")).filter(|p| args.resume && p.is_file());
     if args.resume && args.spec.spec.is_none() && saved.is_none() {
         if let Some(d) = &args.run_dir {
-            return Err(input(format!("{} holds no run to resume (no spec.toml); pass --spec to start it", d.display())).into());
+            return Err(input(format!(
+                "{} holds no run to resume (no spec.toml); pass --spec to start it",
+                d.display()
+            ))
+            .into());
         }
     }
     let spec = args.spec.load(saved)?;

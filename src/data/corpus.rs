@@ -35,7 +35,9 @@ impl Tokenizer {
     pub fn new(kind: TokenizerKind) -> Tokenizer {
         match kind {
             TokenizerKind::Bytes => Tokenizer::Bytes,
-            TokenizerKind::Gpt2 => Tokenizer::Gpt2(Box::new(tiktoken_rs::r50k_base().expect("r50k_base is compiled in"))),
+            TokenizerKind::Gpt2 => {
+                Tokenizer::Gpt2(Box::new(tiktoken_rs::r50k_base().expect("r50k_base is compiled in")))
+            }
         }
     }
 
@@ -83,7 +85,10 @@ pub fn corpus_path(corpus: &str) -> Result<PathBuf, GdaError> {
     }
     let p = PathBuf::from(corpus);
     if !p.exists() {
-        return Err(input(format!("data path {} does not exist; allowed: \"shakespeare\" or a text file or directory", p.display())));
+        return Err(input(format!(
+            "data path {} does not exist; allowed: \"shakespeare\" or a text file or directory",
+            p.display()
+        )));
     }
     Ok(p)
 }
@@ -125,7 +130,11 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 fn val_indices(n: usize, fraction: f64) -> Vec<usize> {
     let picked: Vec<usize> =
         (0..n).filter(|&i| ((i + 1) as f64 * fraction).floor() > (i as f64 * fraction).floor()).collect();
-    if picked.is_empty() { vec![n - 1] } else { picked }
+    if picked.is_empty() {
+        vec![n - 1]
+    } else {
+        picked
+    }
 }
 
 impl Corpus {
@@ -165,7 +174,10 @@ impl Corpus {
         let train = encode_split(&tok, &train_parts);
         let val = encode_split(&tok, &val_parts);
         if train.len < 2 || val.len < 2 {
-            return Err(input(format!("data at {} is too small to split into training and validation text", path.display())));
+            return Err(input(format!(
+                "data at {} is too small to split into training and validation text",
+                path.display()
+            )));
         }
         Ok(Corpus { train, val, train_sources, val_sources })
     }
@@ -187,7 +199,10 @@ impl Corpus {
             let split = if self.train.len < self.val.len { "training" } else { "validation" };
             return Err(spec.error(
                 "train.context",
-                format!("{context} is longer than the data: the {split} split has {shortest} tokens; allowed: at most {}", shortest - 1),
+                format!(
+                    "{context} is longer than the data: the {split} split has {shortest} tokens; allowed: at most {}",
+                    shortest - 1
+                ),
             ));
         }
         Ok(())
@@ -226,7 +241,8 @@ pub fn batch_offsets(seed: u64, step: usize, micro: usize, rows: usize, context:
 pub fn windows(split: &Split, offsets: &[i64], context: usize, device: Device) -> (Tensor, Tensor) {
     let rows = offsets.len() as i64;
     let t = context as i64;
-    let idx = Tensor::from_slice(offsets).view([rows, 1]) + Tensor::arange(t + 1, (Kind::Int64, Device::Cpu)).view([1, t + 1]);
+    let idx = Tensor::from_slice(offsets).view([rows, 1])
+        + Tensor::arange(t + 1, (Kind::Int64, Device::Cpu)).view([1, t + 1]);
     let w = split.tokens.take(&idx).to_device(device);
     (w.narrow(1, 0, t), w.narrow(1, 1, t))
 }
@@ -280,4 +296,3 @@ mod tests {
         assert_eq!(lens.iter().map(|&l| l as usize).sum::<usize>(), text.len());
     }
 }
-

@@ -42,7 +42,9 @@ impl Dataset {
     pub fn batch(&self, spec: &Spec, step: usize, micro: usize, rows: usize, device: Device) -> (Tensor, Tensor) {
         let context = spec.train.context;
         match self {
-            Dataset::Text(c) => windows(&c.train, &batch_offsets(spec.seed, step, micro, rows, context, c.train.len), context, device),
+            Dataset::Text(c) => {
+                windows(&c.train, &batch_offsets(spec.seed, step, micro, rows, context, c.train.len), context, device)
+            }
             Dataset::Task { cfg, kind, .. } => {
                 tasks::batch(&tasks::train_batch(cfg, *kind, context, spec.seed, step, micro, rows), device)
             }
@@ -66,7 +68,13 @@ impl Dataset {
     /// Where the training (or validation) data came from, for the manifest.
     pub fn sources(&self, train: bool) -> Vec<String> {
         match self {
-            Dataset::Text(c) => if train { c.train_sources.clone() } else { c.val_sources.clone() },
+            Dataset::Text(c) => {
+                if train {
+                    c.train_sources.clone()
+                } else {
+                    c.val_sources.clone()
+                }
+            }
             Dataset::Task { kind, eval, .. } => vec![if train {
                 format!("{} examples generated from (seed, step)", kind.name())
             } else {
@@ -94,4 +102,3 @@ impl Dataset {
         }
     }
 }
-

@@ -139,14 +139,20 @@ fn niah(cfg: &TaskConfig, context: usize, rng: &mut Rng, depth: Option<f64>) -> 
     let keys = rng.distinct(cfg.needles, r.n as usize);
     // Values are drawn per needle; a distractor never repeats the real value.
     let real: Vec<usize> = (0..cfg.value_len).map(|_| rng.below(r.n as usize)).collect();
-    let depth = depth.unwrap_or_else(|| {
-        if cfg.depths.is_empty() { rng.unit() } else { cfg.depths[rng.below(cfg.depths.len())] }
-    });
+    let depth =
+        depth.unwrap_or_else(
+            || {
+                if cfg.depths.is_empty() {
+                    rng.unit()
+                } else {
+                    cfg.depths[rng.below(cfg.depths.len())]
+                }
+            },
+        );
     let last = hay - span;
     let mut starts = vec![(depth * last as f64).round() as usize];
     for _ in 1..cfg.needles {
-        let free: Vec<usize> =
-            (0..=last).filter(|&s| starts.iter().all(|&o| s + span <= o || o + span <= s)).collect();
+        let free: Vec<usize> = (0..=last).filter(|&s| starts.iter().all(|&o| s + span <= o || o + span <= s)).collect();
         assert!(!free.is_empty(), "task::check leaves room for every needle");
         starts.push(free[rng.below(free.len())]);
     }
@@ -201,7 +207,15 @@ pub fn batch(examples: &[Example], device: Device) -> (Tensor, Tensor) {
 }
 
 /// The training batch of (seed, step, micro-batch).
-pub fn train_batch(cfg: &TaskConfig, kind: TaskKind, context: usize, seed: u64, step: usize, micro: usize, rows: usize) -> Vec<Example> {
+pub fn train_batch(
+    cfg: &TaskConfig,
+    kind: TaskKind,
+    context: usize,
+    seed: u64,
+    step: usize,
+    micro: usize,
+    rows: usize,
+) -> Vec<Example> {
     (0..rows).map(|r| example(cfg, kind, context, train_seed(seed, step, micro, r), None)).collect()
 }
 

@@ -120,14 +120,17 @@ pub fn analyse(model: &Model, examples: &[Example], device: Device) -> Vec<Group
                     // (H, Q, T) flattened: the focus rows of every head.
                     let rows_of = |map: &Tensor| -> Vec<f32> {
                         let sel = map.get(b as i64).index_select(1, &focus.to_device(map.device()));
-                        Vec::try_from(sel.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().reshape([-1])).expect("f32 map")
+                        Vec::try_from(sel.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().reshape([-1]))
+                            .expect("f32 map")
                     };
                     // Where head h's causal row for question qi lies in those.
                     let row = |h: usize, qi: usize| {
                         let start = (h * e.queries.len() + qi) * t;
                         start..start + e.queries[qi].focus + 1
                     };
-                    let mass = |r: &[f32], span: &[usize]| span.iter().filter(|&&j| j < r.len()).map(|&j| r[j] as f64).sum::<f64>();
+                    let mass = |r: &[f32], span: &[usize]| {
+                        span.iter().filter(|&&j| j < r.len()).map(|&j| r[j] as f64).sum::<f64>()
+                    };
                     let eff = rows_of(&m.effective);
                     let split = match (&m.noise, differential) {
                         (Some(noise), true) => Some((rows_of(&m.signal), rows_of(noise))),
@@ -165,7 +168,11 @@ pub fn analyse(model: &Model, examples: &[Example], device: Device) -> Vec<Group
     let part_means = |ps: &[(f64, f64)]| {
         let n = (ps.len() * rows).max(1) as f64;
         let (s, z) = ps.iter().fold((0.0, 0.0), |a, p| (a.0 + p.0, a.1 + p.1));
-        if differential { (Some(s / n), Some(z / n)) } else { (None, None) }
+        if differential {
+            (Some(s / n), Some(z / n))
+        } else {
+            (None, None)
+        }
     };
     let mut out = Vec::new();
     for (l, layer) in sums.iter().enumerate() {

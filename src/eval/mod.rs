@@ -24,7 +24,14 @@ pub fn evaluate(model: &Model, data: &Dataset, spec: &Spec, device: Device) -> S
     let tc = &spec.train;
     match data {
         Dataset::Text(c) => {
-            let s = lm_eval(model, &c.val, &eval_offsets(c.val.len, tc.context, tc.eval_tokens), tc.context, tc.batch_size, device);
+            let s = lm_eval(
+                model,
+                &c.val,
+                &eval_offsets(c.val.len, tc.context, tc.eval_tokens),
+                tc.context,
+                tc.batch_size,
+                device,
+            );
             Score { loss: s.loss, bpb: Some(s.bpb), acc: None }
         }
         Dataset::Task { eval, .. } => {
@@ -52,7 +59,8 @@ pub fn lm_eval(model: &Model, split: &Split, offsets: &[i64], context: usize, ba
             let (x, y) = windows(split, chunk, context, device);
             let logits = model.forward(&x);
             let v = logits.size()[2];
-            let sum = logits.view([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, -100, 0.0);
+            let sum =
+                logits.view([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, -100, 0.0);
             nats += sum.to_kind(Kind::Double);
         }
         let tokens = offsets.len() * context;
@@ -65,7 +73,8 @@ pub fn lm_eval(model: &Model, split: &Split, offsets: &[i64], context: usize, ba
 /// Bytes of text covered by the targets of the windows at `offsets`.
 fn target_bytes(split: &Split, offsets: &[i64], context: usize) -> f64 {
     let t = context as i64;
-    let idx = Tensor::from_slice(offsets).view([-1, 1]) + 1 + Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
+    let idx =
+        Tensor::from_slice(offsets).view([-1, 1]) + 1 + Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
     split.token_bytes.take(&idx).sum(Kind::Double).double_value(&[])
 }
 
@@ -89,9 +98,11 @@ pub fn retrieval_eval(model: &Model, examples: &[Example], batch: usize, device:
             let (x, y) = tasks::batch(chunk, device);
             let logits = model.forward(&x);
             let v = logits.size()[2];
-            let sum = logits.view([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, IGNORE, 0.0);
+            let sum =
+                logits.view([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, IGNORE, 0.0);
             nats += sum.double_value(&[]);
-            let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false).reshape([-1]).to_device(Device::Cpu)).expect("int64 predictions");
+            let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false).reshape([-1]).to_device(Device::Cpu))
+                .expect("int64 predictions");
             let t = chunk[0].labels.len();
             for (i, e) in chunk.iter().enumerate() {
                 for q in &e.queries {

@@ -67,7 +67,8 @@ impl Grid {
                 .collect(),
         };
         let path = dir.join(GRID_FILE);
-        atomic_write(&path, &serde_json::to_vec_pretty(&file).expect("grid serialises")).map_err(io("cannot write", &path))
+        atomic_write(&path, &serde_json::to_vec_pretty(&file).expect("grid serialises"))
+            .map_err(io("cannot write", &path))
     }
 
     /// The grid recorded in an experiment directory.
@@ -80,7 +81,8 @@ impl Grid {
                 input(format!("{} is not a gda experiment directory (no {GRID_FILE}): {e}", dir.display()))
             }
         })?;
-        let file: GridFile = serde_json::from_str(&text).map_err(|e| input(format!("{} is not a gda grid file: {e}", path.display())))?;
+        let file: GridFile = serde_json::from_str(&text)
+            .map_err(|e| input(format!("{} is not a gda grid file: {e}", path.display())))?;
         let points = file
             .points
             .into_iter()
@@ -156,4 +158,3 @@ pub fn collect(dir: &Path) -> Result<(), GdaError> {
     let summary = grid.summarize(dir)?;
     summary.report(dir)
 }
-

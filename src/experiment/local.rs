@@ -52,7 +52,11 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
         opts.devices.iter().cloned().map(Some).collect()
     };
     slots.truncate(todo.len().max(1));
-    let cores = if opts.threads > 0 { opts.threads } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) };
+    let cores = if opts.threads > 0 {
+        opts.threads
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    };
     let threads_each = (cores / slots.len()).max(1);
     let queue = Arc::new(Mutex::new(todo));
     let interrupted = Arc::new(Mutex::new(None::<PathBuf>));
@@ -69,10 +73,14 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
                 }
                 let Some(p) = queue.lock().unwrap().pop_front() else { return Ok(()) };
                 let run = point_dir(&dir, &p);
-                println!("training {} ({})", p.name, match status(&dir, &p) {
-                    Status::Started(step) => format!("resuming at step {step}"),
-                    _ => "new".to_string(),
-                });
+                println!(
+                    "training {} ({})",
+                    p.name,
+                    match status(&dir, &p) {
+                        Status::Started(step) => format!("resuming at step {step}"),
+                        _ => "new".to_string(),
+                    }
+                );
                 if retry {
                     let _ = std::fs::remove_file(run.join(FAILED_FILE));
                 }
@@ -83,7 +91,11 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
                         *n += 1;
                         println!(
                             "[{}/{total}] {} done | {} | {:.0} tok/s | {:.1}s",
-                            *n, p.name, s.quality(), s.tokens_per_s, s.elapsed_s
+                            *n,
+                            p.name,
+                            s.quality(),
+                            s.tokens_per_s,
+                            s.elapsed_s
                         );
                     }
                     Outcome::Failed(reason) => {
@@ -144,7 +156,8 @@ fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> R
         let _ = e.read_to_string(&mut err);
     }
     let _ = (&log).write_all(err.as_bytes());
-    let reason = err.lines().filter(|l| l.starts_with("error: ")).last().map(|l| l.trim_start_matches("error: ").to_string());
+    let reason =
+        err.lines().filter(|l| l.starts_with("error: ")).last().map(|l| l.trim_start_matches("error: ").to_string());
     Ok(match code {
         Some(0) => match status(dir, p) {
             Status::Done(s) => Outcome::Done(s),
@@ -189,4 +202,3 @@ fn die_with_parent(cmd: &mut Command) {
         }
     }
 }
-

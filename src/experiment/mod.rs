@@ -59,9 +59,14 @@ impl Variant {
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Sweep,
-    Ablate { no_share: bool, equal_params: bool },
+    Ablate {
+        no_share: bool,
+        equal_params: bool,
+    },
     /// Growth comparison from the checkpoint at `step` of a run.
-    Grow { step: usize },
+    Grow {
+        step: usize,
+    },
 }
 
 impl Kind {
@@ -178,7 +183,10 @@ pub fn grid(base: &Spec, kind: Kind) -> Result<Vec<Point>, GdaError> {
                 let fixed = match sw.policy {
                     BudgetPolicy::Signal => format!("signal_heads = {} fixed", base.model.signal_heads),
                     BudgetPolicy::Total => {
-                        format!("signal_heads + noise_heads = {} fixed", base.model.signal_heads + base.model.noise_heads)
+                        format!(
+                            "signal_heads + noise_heads = {} fixed",
+                            base.model.signal_heads + base.model.noise_heads
+                        )
                     }
                 };
                 let near: Vec<String> = near.into_iter().map(describe_alloc).collect();
@@ -379,9 +387,9 @@ pub fn open_dir(dir: &Path, base: &Spec, kind: Kind) -> Result<(), GdaError> {
         .map_err(|e| input(format!("results directory {} is not writable: {e}", dir.display())))?;
     let base_file = dir.join("base-spec.toml");
     atomic_write(&base_file, base.to_toml().as_bytes()).map_err(io("cannot write", &base_file))?;
-    atomic_write(&file, &serde_json::to_vec_pretty(&id).expect("identity serialises")).map_err(io("cannot write", &file))
+    atomic_write(&file, &serde_json::to_vec_pretty(&id).expect("identity serialises"))
+        .map_err(io("cannot write", &file))
 }
-
 
 pub fn spec_file(dir: &Path, p: &Point) -> PathBuf {
     dir.join("specs").join(format!("{}.toml", p.name))
@@ -398,7 +406,13 @@ pub fn write_spec(dir: &Path, p: &Point) -> std::io::Result<()> {
 /// the threads and device of its slot. The local launcher runs it as a child
 /// process, the Slurm batch script as one array task; rerunning it resumes
 /// the point from its last checkpoint.
-pub fn point_command(exe: &Path, dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> Vec<std::ffi::OsString> {
+pub fn point_command(
+    exe: &Path,
+    dir: &Path,
+    p: &Point,
+    threads: usize,
+    device: Option<&str>,
+) -> Vec<std::ffi::OsString> {
     let mut argv: Vec<std::ffi::OsString> = vec![exe.into(), "train".into(), "--resume".into(), "--spec".into()];
     argv.extend([spec_file(dir, p).into(), "--run-dir".into(), point_dir(dir, p).into()]);
     argv.extend(["--threads".into(), threads.to_string().into()]);
@@ -413,6 +427,9 @@ pub fn cost(p: &Point) -> (usize, f64, f64) {
     let m = &p.spec.model;
     let t = &p.spec.train;
     let tokens = (t.steps * t.batch_size * t.context * t.grad_accum) as f64;
-    (param_count(m), flops::attention_flops_per_token(m, t.context), flops::train_flops_per_token(m, t.context) * tokens)
+    (
+        param_count(m),
+        flops::attention_flops_per_token(m, t.context),
+        flops::train_flops_per_token(m, t.context) * tokens,
+    )
 }
-

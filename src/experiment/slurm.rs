@@ -213,13 +213,22 @@ pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
             println!("all {n} points are done or failed; nothing to submit");
             return grid.summarize(&dir)?.report(&dir);
         }
-        println!("nothing to submit: {done} of {n} points done, {} queued or running in Slurm ({}), {} failed", queued.len(), queue.jobs(), failed.len());
+        println!(
+            "nothing to submit: {done} of {n} points done, {} queued or running in Slurm ({}), {} failed",
+            queued.len(),
+            queue.jobs(),
+            failed.len()
+        );
         println!("follow them: gda status {dir_q}");
         return Ok(());
     }
     let array = array_ranges(&todo);
     if !failed.is_empty() {
-        println!("{} failed points are not submitted (add --retry-failed to train them again): {}", failed.len(), failed.join(", "));
+        println!(
+            "{} failed points are not submitted (add --retry-failed to train them again): {}",
+            failed.len(),
+            failed.join(", ")
+        );
     }
     if launch.no_submit {
         println!("wrote {} ({n} array tasks, one per point); nothing was submitted", script_path.display());
@@ -237,14 +246,22 @@ pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
         array: array.clone(),
         points: grid.points.iter().map(|p| p.name.clone()).collect(),
         script: script_path.clone(),
-        submitted_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        submitted_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     };
     let mut subs = submissions(&dir);
     subs.push(sub);
     let jobs = slurm_dir.join(JOBS);
-    atomic_write(&jobs, &serde_json::to_vec_pretty(&subs).expect("jobs serialise"))
-        .map_err(|e| input(format!("Slurm job {job} was submitted, but {} could not be written: {e}", jobs.display())))?;
-    println!("submitted Slurm job {job}: array tasks {array} ({} of {n} points) of {}", todo.len(), script_path.display());
+    atomic_write(&jobs, &serde_json::to_vec_pretty(&subs).expect("jobs serialise")).map_err(|e| {
+        input(format!("Slurm job {job} was submitted, but {} could not be written: {e}", jobs.display()))
+    })?;
+    println!(
+        "submitted Slurm job {job}: array tasks {array} ({} of {n} points) of {}",
+        todo.len(),
+        script_path.display()
+    );
     println!("follow it:  gda status {dir_q}   (or squeue -j {job})");
     println!("when done:  gda sweep --collect {dir_q}   (or rerun this command)");
     Ok(())
@@ -262,7 +279,11 @@ fn submit(script: &Path, array: &str) -> Result<String, GdaError> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let job = stdout.lines().next().unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
     if !out.status.success() || job.is_empty() || !job.chars().all(|c| c.is_ascii_digit()) {
-        let said = if stderr.is_empty() { format!("(exit status {}, output {:?})", out.status, stdout.trim()) } else { stderr };
+        let said = if stderr.is_empty() {
+            format!("(exit status {}, output {:?})", out.status, stdout.trim())
+        } else {
+            stderr
+        };
         return Err(GdaError::Rejected { stderr: said, script: script.to_path_buf() });
     }
     if !stderr.is_empty() {
@@ -295,7 +316,8 @@ impl Task {
     }
 
     pub fn is_waiting(&self) -> bool {
-        ["PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"].contains(&self.state.as_str())
+        ["PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"]
+            .contains(&self.state.as_str())
     }
 
     fn rank(&self) -> (u8, u64, usize) {
@@ -355,7 +377,10 @@ impl Queue {
             // squeue fails on a lone job id it has forgotten (not an outage:
             // the sacct fallback below covers it) and on a controller it
             // cannot reach (an outage: the queue is then unknown).
-            Ok(out) if !out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("Invalid job id specified") => {
+            Ok(out)
+                if !out.status.success()
+                    && !String::from_utf8_lossy(&out.stderr).contains("Invalid job id specified") =>
+            {
                 q.unreachable = Some(format!("squeue failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
             }
             Ok(out) => {
@@ -363,7 +388,13 @@ impl Queue {
                     let f: Vec<&str> = line.split('|').collect();
                     if let [job, task, state, reason, node] = f[..] {
                         if let Ok(task) = task.parse() {
-                            q.tasks.push(Task { job: job.into(), task, state: state.into(), reason: reason.into(), node: node.into() });
+                            q.tasks.push(Task {
+                                job: job.into(),
+                                task,
+                                state: state.into(),
+                                reason: reason.into(),
+                                node: node.into(),
+                            });
                         }
                     }
                 }
@@ -371,16 +402,25 @@ impl Queue {
             Err(e) => q.unreachable = Some(format!("squeue failed: {e}")),
         }
         // Jobs the controller has forgotten: the accounting database, if any.
-        let forgotten: Vec<&str> = q.jobs.iter().filter(|j| !q.tasks.iter().any(|t| &t.job == *j)).map(String::as_str).collect();
+        let forgotten: Vec<&str> =
+            q.jobs.iter().filter(|j| !q.tasks.iter().any(|t| &t.job == *j)).map(String::as_str).collect();
         if !forgotten.is_empty() && which("sacct").is_some() {
             let ids = forgotten.join(",");
-            if let Ok(out) = Command::new("sacct").args(["-n", "-P", "-X", "-j", &ids, "-o", "JobID,State,NodeList"]).output() {
+            if let Ok(out) =
+                Command::new("sacct").args(["-n", "-P", "-X", "-j", &ids, "-o", "JobID,State,NodeList"]).output()
+            {
                 for line in String::from_utf8_lossy(&out.stdout).lines() {
                     let f: Vec<&str> = line.split('|').collect();
                     if let [id, state, node] = f[..] {
                         if let Some((job, Ok(task))) = id.split_once('_').map(|(j, t)| (j, t.parse::<usize>())) {
                             let state = state.split_whitespace().next().unwrap_or("").to_string();
-                            q.tasks.push(Task { job: job.into(), task, state, reason: String::new(), node: node.into() });
+                            q.tasks.push(Task {
+                                job: job.into(),
+                                task,
+                                state,
+                                reason: String::new(),
+                                node: node.into(),
+                            });
                         }
                     }
                 }
@@ -428,7 +468,10 @@ pub fn resubmit_hint(dir: &Path, kind: &str, points: &[&str], marked_failed: boo
         Some(mut idx) if !text.is_empty() => {
             idx.sort_unstable();
             let array = array_ranges(&idx);
-            format!("resubmit: sbatch --array={array} {}   (or rerun the gda {kind} command with --launcher slurm{retry})", sh_quote(script.as_os_str()))
+            format!(
+                "resubmit: sbatch --array={array} {}   (or rerun the gda {kind} command with --launcher slurm{retry})",
+                sh_quote(script.as_os_str())
+            )
         }
         _ => format!("to train them again: rerun the gda {kind} command{retry}"),
     }

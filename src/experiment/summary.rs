@@ -11,8 +11,8 @@ use plotters::prelude::*;
 use super::{cost, point_dir, policy_name, Point, Status, Variant};
 use crate::config::{AttentionKind, BudgetPolicy, TaskKind};
 use crate::error::{io, GdaError};
-use crate::report::plot::{bounds, plot_err, svg_chart, COLORS};
 use crate::report::mean_std;
+use crate::report::plot::{bounds, plot_err, svg_chart, COLORS};
 use crate::train::metrics::column_pairs;
 use crate::util::fs::atomic_write;
 
@@ -35,7 +35,11 @@ impl Row<'_> {
 /// retrieval task (all points of an experiment train on the same data).
 pub fn metric_name(rows: &[Row]) -> &'static str {
     let task = rows.first().is_some_and(|r| r.point.spec.data.task != TaskKind::Text);
-    if task { "acc" } else { "bpb" }
+    if task {
+        "acc"
+    } else {
+        "bpb"
+    }
 }
 
 pub fn rows<'a>(dir: &Path, points: &'a [Point]) -> Vec<Row<'a>> {
@@ -53,14 +57,21 @@ fn groups<'a, 'b>(rows: &'b [Row<'a>]) -> Vec<(String, Vec<&'b Row<'a>>)> {
         }
         map.entry(g).or_default().push(r);
     }
-    order.into_iter().map(|g| {
-        let v = map.remove(&g).unwrap();
-        (g, v)
-    }).collect()
+    order
+        .into_iter()
+        .map(|g| {
+            let v = map.remove(&g).unwrap();
+            (g, v)
+        })
+        .collect()
 }
 
 fn csv_escape(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -72,9 +83,32 @@ fn fmt_ratio(r: Option<f64>) -> String {
 }
 
 pub const CSV_COLUMNS: &[&str] = &[
-    "row_type", "point", "group", "variant", "seed", "policy", "ratio_requested", "ratio", "signal_heads", "noise_heads",
-    "kv_heads", "noise_kv_heads", "heads", "head_dim", "parameters", "attn_flops_per_token", "train_flops", "status",
-    "val_loss", "val_bpb", "val_loss_std", "val_bpb_std", "seeds", "per_seed_val_loss", "tokens_per_s", "elapsed_s",
+    "row_type",
+    "point",
+    "group",
+    "variant",
+    "seed",
+    "policy",
+    "ratio_requested",
+    "ratio",
+    "signal_heads",
+    "noise_heads",
+    "kv_heads",
+    "noise_kv_heads",
+    "heads",
+    "head_dim",
+    "parameters",
+    "attn_flops_per_token",
+    "train_flops",
+    "status",
+    "val_loss",
+    "val_bpb",
+    "val_loss_std",
+    "val_bpb_std",
+    "seeds",
+    "per_seed_val_loss",
+    "tokens_per_s",
+    "elapsed_s",
 ];
 
 /// summary.csv: a `run` row per point, then a `mean` row per group of seeds.
@@ -116,7 +150,17 @@ pub fn csv(rows: &[Row], policy: &str) -> String {
             fmt_ratio(p.ratio()),
         ];
         cells.extend(arch(p));
-        cells.extend([r.status.describe(), loss, bpb, String::new(), String::new(), "1".into(), String::new(), tps, secs]);
+        cells.extend([
+            r.status.describe(),
+            loss,
+            bpb,
+            String::new(),
+            String::new(),
+            "1".into(),
+            String::new(),
+            tps,
+            secs,
+        ]);
         out += &(cells.iter().map(|c| csv_escape(c)).collect::<Vec<_>>().join(",") + "\n");
     }
     for (group, members) in groups(rows) {
@@ -126,7 +170,11 @@ pub fn csv(rows: &[Row], policy: &str) -> String {
         let bpbs: Vec<f64> = vals.iter().map(|v| v.1).collect();
         let (lm, ls) = if losses.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(&losses) };
         let (bm, bs) = if bpbs.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(&bpbs) };
-        let status = if vals.len() == members.len() { "done".to_string() } else { format!("{} of {} done", vals.len(), members.len()) };
+        let status = if vals.len() == members.len() {
+            "done".to_string()
+        } else {
+            format!("{} of {} done", vals.len(), members.len())
+        };
         let per_seed = members
             .iter()
             .map(|r| r.val().map(|v| format!("{}", v.0)).unwrap_or_else(|| "-".into()))
@@ -144,7 +192,17 @@ pub fn csv(rows: &[Row], policy: &str) -> String {
         ];
         cells.extend(arch(p));
         let num = |x: f64| if x.is_nan() { String::new() } else { format!("{x}") };
-        cells.extend([status, num(lm), num(bm), num(ls), num(bs), vals.len().to_string(), per_seed, String::new(), String::new()]);
+        cells.extend([
+            status,
+            num(lm),
+            num(bm),
+            num(ls),
+            num(bs),
+            vals.len().to_string(),
+            per_seed,
+            String::new(),
+            String::new(),
+        ]);
         out += &(cells.iter().map(|c| csv_escape(c)).collect::<Vec<_>>().join(",") + "\n");
     }
     out
@@ -155,7 +213,11 @@ fn pm(v: &[f64], digits: usize) -> String {
         return "–".into();
     }
     let (m, s) = mean_std(v);
-    if v.len() > 1 { format!("{m:.digits$} ± {s:.digits$}") } else { format!("{m:.digits$}") }
+    if v.len() > 1 {
+        format!("{m:.digits$} ± {s:.digits$}")
+    } else {
+        format!("{m:.digits$}")
+    }
 }
 
 /// The sweep table: one line per group of seeds.
@@ -176,8 +238,11 @@ pub fn sweep_markdown(rows: &[Row], policy: &str) -> String {
         } else {
             (m.signal_heads.to_string(), m.noise_heads.to_string())
         };
-        let per_seed =
-            members.iter().map(|r| r.val().map(|v| format!("{:.4}", v.0)).unwrap_or_else(|| "–".into())).collect::<Vec<_>>().join(", ");
+        let per_seed = members
+            .iter()
+            .map(|r| r.val().map(|v| format!("{:.4}", v.0)).unwrap_or_else(|| "–".into()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let status = if vals.len() == members.len() { "done".to_string() } else { summarize_status(&members) };
         let _ = writeln!(
             s,
@@ -214,7 +279,9 @@ pub fn ablation_markdown(rows: &[Row], variants: &[Variant]) -> String {
     let mut ratios: Vec<usize> = rows.iter().filter_map(|r| r.point.requested).collect();
     ratios.dedup();
     for g in ratios {
-        let of = |v: Variant| -> Vec<&Row> { rows.iter().filter(|r| r.point.requested == Some(g) && r.point.variant == v).collect() };
+        let of = |v: Variant| -> Vec<&Row> {
+            rows.iter().filter(|r| r.point.requested == Some(g) && r.point.variant == v).collect()
+        };
         let shared = of(Variant::Gda);
         let Some(first) = shared.first() else { continue };
         let (params, attn, _) = cost(first.point);
@@ -291,50 +358,58 @@ pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, rat
 /// Writes by rename, so a reader sees the old file or the new one. The
 /// seed as a dot; the baseline as a dashed line.
 fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(), GdaError> {
-    let done: Vec<(&Row, f64)> = rows.iter().filter_map(|r| r.val().map(|v| (r, if which == 0 { v.0 } else { v.1 }))).collect();
+    let done: Vec<(&Row, f64)> =
+        rows.iter().filter_map(|r| r.val().map(|v| (r, if which == 0 { v.0 } else { v.1 }))).collect();
     let (ylo, yhi) = bounds(done.iter().map(|d| d.1)).unwrap_or((0.0, 1.0));
     let rmax = rows.iter().filter_map(|r| r.point.ratio()).fold(1.0, f64::max);
     let axes = (0.5f64..rmax + 0.5, ylo..yhi);
     let caption = format!("final {} vs signal:noise ratio", y_desc.split(" (").next().unwrap_or(y_desc));
     svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), true, |chart| {
-    let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
-    for (ci, v) in variants.iter().enumerate() {
-        let color = COLORS[ci];
-        let mut by_ratio: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-        for (r, l) in done.iter().filter(|(r, _)| r.point.variant == *v) {
-            by_ratio.entry(r.point.ratio().unwrap_or(0.0).to_bits()).or_default().push(*l);
+        let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
+        for (ci, v) in variants.iter().enumerate() {
+            let color = COLORS[ci];
+            let mut by_ratio: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+            for (r, l) in done.iter().filter(|(r, _)| r.point.variant == *v) {
+                by_ratio.entry(r.point.ratio().unwrap_or(0.0).to_bits()).or_default().push(*l);
+            }
+            if by_ratio.is_empty() {
+                continue;
+            }
+            let mut pts: Vec<(f64, f64, f64)> = by_ratio
+                .iter()
+                .map(|(k, ls)| {
+                    let (m, s) = mean_std(ls);
+                    (f64::from_bits(*k), m, s)
+                })
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(v.label())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart
+                .draw_series(
+                    pts.iter().map(|p| ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.filled(), 8)),
+                )
+                .map_err(plot_err)?;
+            chart
+                .draw_series(by_ratio.iter().flat_map(|(k, ls)| {
+                    ls.iter().map(move |l| Circle::new((f64::from_bits(*k), *l), 3, color.mix(0.5).filled()))
+                }))
+                .map_err(plot_err)?;
         }
-        if by_ratio.is_empty() {
-            continue;
+        let base: Vec<f64> = done.iter().filter(|(r, _)| r.point.variant == Variant::Baseline).map(|d| d.1).collect();
+        if !base.is_empty() {
+            let (m, _) = mean_std(&base);
+            let c = COLORS[7];
+            chart
+                .draw_series(DashedLineSeries::new(vec![(0.5, m), (rmax + 0.5, m)], 6, 4, c.stroke_width(2)))
+                .map_err(plot_err)?
+                .label("baseline (standard attention)")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         }
-        let mut pts: Vec<(f64, f64, f64)> =
-            by_ratio.iter().map(|(k, ls)| { let (m, s) = mean_std(ls); (f64::from_bits(*k), m, s) }).collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        chart
-            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
-            .map_err(plot_err)?
-            .label(v.label())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart
-            .draw_series(pts.iter().map(|p| ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.filled(), 8)))
-            .map_err(plot_err)?;
-        chart
-            .draw_series(by_ratio.iter().flat_map(|(k, ls)| {
-                ls.iter().map(move |l| Circle::new((f64::from_bits(*k), *l), 3, color.mix(0.5).filled()))
-            }))
-            .map_err(plot_err)?;
-    }
-    let base: Vec<f64> = done.iter().filter(|(r, _)| r.point.variant == Variant::Baseline).map(|d| d.1).collect();
-    if !base.is_empty() {
-        let (m, _) = mean_std(&base);
-        let c = COLORS[7];
-        chart
-            .draw_series(DashedLineSeries::new(vec![(0.5, m), (rmax + 0.5, m)], 6, 4, c.stroke_width(2)))
-            .map_err(plot_err)?
-            .label("baseline (standard attention)")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    Ok(())
+        Ok(())
     })
 }
 
@@ -358,17 +433,25 @@ fn plot_curves(dir: &Path, path: &Path, rows: &[Row]) -> Result<(), GdaError> {
     let (ylo, yhi) = bounds(curves.iter().flat_map(|c| c.2.iter().map(|p| p.1))).unwrap_or((0.0, 1.0));
     let xmax = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)).fold(1.0, f64::max);
     let axes = (0f64..xmax, ylo..yhi);
-    svg_chart(path, "validation loss during training", axes, ("training tokens", "val loss (nats/token)"), false, |chart| {
-    let mut labelled = vec![false; group_ids.len()];
-    for (g, gi, pts) in curves {
-        let color = COLORS[gi % COLORS.len()];
-        let series = chart.draw_series(LineSeries::new(pts, color.stroke_width(2))).map_err(plot_err)?;
-        if !labelled[gi] {
-            labelled[gi] = true;
-            series.label(g).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        }
-    }
-    Ok(())
-    })
+    svg_chart(
+        path,
+        "validation loss during training",
+        axes,
+        ("training tokens", "val loss (nats/token)"),
+        false,
+        |chart| {
+            let mut labelled = vec![false; group_ids.len()];
+            for (g, gi, pts) in curves {
+                let color = COLORS[gi % COLORS.len()];
+                let series = chart.draw_series(LineSeries::new(pts, color.stroke_width(2))).map_err(plot_err)?;
+                if !labelled[gi] {
+                    labelled[gi] = true;
+                    series
+                        .label(g)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                }
+            }
+            Ok(())
+        },
+    )
 }
-

@@ -52,8 +52,9 @@ pub fn grow_checked(
         .map_err(|e| input(format!("cannot read {}: {e}", file.display())))?
         .into_iter()
         .collect();
-    let (_svs, source) = model_from(&src.spec.model, &source_tensors)
-        .map_err(|e| input(format!("{}: checkpoint tensors do not match its run's spec: {e}", src.checkpoint.display())))?;
+    let (_svs, source) = model_from(&src.spec.model, &source_tensors).map_err(|e| {
+        input(format!("{}: checkpoint tensors do not match its run's spec: {e}", src.checkpoint.display()))
+    })?;
     let (cfg, tensors) = grow(&src.spec.model, &source_tensors, op, noise)
         .map_err(|e| input(format!("cannot grow {}: {e}", src.run_dir.display())))?;
     let mut spec = base.clone();
@@ -61,7 +62,9 @@ pub fn grow_checked(
     spec.name = name.to_string();
     let spec = spec.with_overrides(overrides)?;
     if spec.model != cfg {
-        return Err(input("--set may not change model keys of a grown model: its shape comes from the source and the growth"));
+        return Err(input(
+            "--set may not change model keys of a grown model: its shape comes from the source and the growth",
+        ));
     }
     let (_gvs, grown) = model_from(&cfg, &tensors)?;
 
@@ -107,4 +110,3 @@ pub fn matching_groups(cfg: &ModelConfig, target: usize) -> usize {
         .map(|(k, _)| k)
         .unwrap_or(cfg.noise_heads)
 }
-

@@ -125,7 +125,12 @@ pub fn grow(
 
 type Named = HashMap<String, Tensor>;
 
-fn signal_only(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, p: usize, jitter: &mut Option<Jitter>) -> Result<(ModelConfig, Named), String> {
+fn signal_only(
+    cfg: &ModelConfig,
+    src: &BTreeMap<&str, Tensor>,
+    p: usize,
+    jitter: &mut Option<Jitter>,
+) -> Result<(ModelConfig, Named), String> {
     gda_only(cfg, "signal-only")?;
     let (g, hn) = (cfg.ratio(), cfg.noise_heads);
     if p == 0 || p > g {
@@ -145,7 +150,12 @@ fn signal_only(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, p: usize, jitter
 /// The attention tensors of a model whose heads are copies of the source's:
 /// new signal, noise, K1/V and K2 head j is old head `lists[..][j]`. Output
 /// columns follow the signal list, split between a head and its copies.
-fn select_heads(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, lists: [&[usize]; 4], jitter: &mut Option<Jitter>) -> (ModelConfig, Named) {
+fn select_heads(
+    cfg: &ModelConfig,
+    src: &BTreeMap<&str, Tensor>,
+    lists: [&[usize]; 4],
+    jitter: &mut Option<Jitter>,
+) -> (ModelConfig, Named) {
     let [sig, noise, kvh, k2h] = lists;
     let mut new = cfg.clone();
     new.signal_heads = sig.len();
@@ -171,7 +181,12 @@ fn select_heads(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, lists: [&[usize
     (new, out)
 }
 
-fn uniform(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, k: usize, jitter: &mut Option<Jitter>) -> Result<(ModelConfig, Named), String> {
+fn uniform(
+    cfg: &ModelConfig,
+    src: &BTreeMap<&str, Tensor>,
+    k: usize,
+    jitter: &mut Option<Jitter>,
+) -> Result<(ModelConfig, Named), String> {
     gda_only(cfg, "uniform")?;
     let (g, hs, hn, kv, k2) = (cfg.ratio(), cfg.signal_heads, cfg.noise_heads, cfg.kv_heads, cfg.noise_kv_heads);
     let (r, r2) = (hn / kv, hn / k2);
@@ -188,7 +203,12 @@ fn uniform(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, k: usize, jitter: &m
     Ok(select_heads(cfg, src, [&sig, &noise, &kvh, &k2h], jitter))
 }
 
-fn width(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, n: usize, jitter: &mut Option<Jitter>) -> Result<(ModelConfig, Named), String> {
+fn width(
+    cfg: &ModelConfig,
+    src: &BTreeMap<&str, Tensor>,
+    n: usize,
+    jitter: &mut Option<Jitter>,
+) -> Result<(ModelConfig, Named), String> {
     if n < 2 {
         return Err(format!("width growth ×{n}; allowed: a factor of at least 2"));
     }
@@ -220,7 +240,9 @@ fn width(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>, n: usize, jitter: &mut
                 "tok_emb.weight" => t.repeat([1, n]),
                 "norm.weight" | "attn_norm.weight" | "mlp_norm.weight" => t.repeat([n]),
                 // Per-head and head_dim-sized: every head keeps its own.
-                "attn.subln.weight" | "attn.lambda_q1" | "attn.lambda_k1" | "attn.lambda_q2" | "attn.lambda_k2" => t.copy(),
+                "attn.subln.weight" | "attn.lambda_q1" | "attn.lambda_k1" | "attn.lambda_q2" | "attn.lambda_k2" => {
+                    t.copy()
+                }
                 "lm_head.weight" => widen_linear(t, 1, n, jitter),
                 // Every other tensor is a linear (check_tensors saw the list).
                 _ => widen_linear(t, n, n, jitter),
@@ -241,7 +263,8 @@ fn depth(cfg: &ModelConfig, src: &BTreeMap<&str, Tensor>) -> (ModelConfig, Named
             Some((l, suffix)) => {
                 out.insert(format!("blocks.{}.{suffix}", 2 * l), t.copy());
                 // The copy's residual writes are zero, so at step 0 it is the identity.
-                let copy = if matches!(suffix, "attn.o.weight" | "mlp.down.weight") { t.zeros_like() } else { t.copy() };
+                let copy =
+                    if matches!(suffix, "attn.o.weight" | "mlp.down.weight") { t.zeros_like() } else { t.copy() };
                 out.insert(format!("blocks.{}.{suffix}", 2 * l + 1), copy);
             }
             None => {
@@ -322,7 +345,10 @@ fn widen_linear(w: &Tensor, n_out: i64, n_in: i64, jitter: &mut Option<Jitter>) 
         for i in 0..n_out {
             let block_row = grown.narrow(0, i * rows, rows);
             for pair in 0..n_in / 2 {
-                j.add_pair(&block_row.narrow(1, 2 * pair * cols, cols), &block_row.narrow(1, (2 * pair + 1) * cols, cols));
+                j.add_pair(
+                    &block_row.narrow(1, 2 * pair * cols, cols),
+                    &block_row.narrow(1, (2 * pair + 1) * cols, cols),
+                );
             }
         }
     }
@@ -348,9 +374,13 @@ fn tensor_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<i64>> {
 fn check_tensors(cfg: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<(), String> {
     let expected = tensor_shapes(cfg);
     for (name, shape) in &expected {
-        let t = tensors.get(name).ok_or_else(|| format!("the tensors do not match the model config: {name} is missing"))?;
+        let t =
+            tensors.get(name).ok_or_else(|| format!("the tensors do not match the model config: {name} is missing"))?;
         if &t.size() != shape {
-            return Err(format!("the tensors do not match the model config: {name} has shape {:?}, the config gives {shape:?}", t.size()));
+            return Err(format!(
+                "the tensors do not match the model config: {name} has shape {:?}, the config gives {shape:?}",
+                t.size()
+            ));
         }
     }
     if let Some(extra) = tensors.keys().find(|k| !expected.contains_key(*k)) {

@@ -16,8 +16,8 @@
 
 use tch::{nn, Kind, Tensor};
 
-use crate::config::{AttentionKind, ModelConfig, NoiseScope};
 use super::layers::{Linear, RmsNorm, Rope};
+use crate::config::{AttentionKind, ModelConfig, NoiseScope};
 
 /// Which computation to run: fused SDPA (training; no T×T map is stored) or
 /// explicit softmax maps (tests and attention analysis).
@@ -130,7 +130,11 @@ fn project(
 /// Repeats each K/V head `n` times along dim 1 (the GQA expansion), for the
 /// materialised path only.
 fn expand_kv(x: &Tensor, n: i64) -> Tensor {
-    if n == 1 { x.shallow_clone() } else { x.repeat_interleave_self_int(n, 1, None) }
+    if n == 1 {
+        x.shallow_clone()
+    } else {
+        x.repeat_interleave_self_int(n, 1, None)
+    }
 }
 
 /// Causal softmax(q kᵀ/√d), with k's heads expanded to q's: (B, Hq, T, T).
@@ -150,7 +154,11 @@ fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
     let gqa = q.size()[1] != k.size()[1];
     let (d, dv) = (q.size()[3], v.size()[3]);
     let scale = 1.0 / (d as f64).sqrt();
-    let (q, k) = if dv > d { (q.constant_pad_nd([0, dv - d]), k.constant_pad_nd([0, dv - d])) } else { (q.shallow_clone(), k.shallow_clone()) };
+    let (q, k) = if dv > d {
+        (q.constant_pad_nd([0, dv - d]), k.constant_pad_nd([0, dv - d]))
+    } else {
+        (q.shallow_clone(), k.shallow_clone())
+    };
     Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, v, None, 0.0, true, scale, gqa)
 }
 
@@ -235,13 +243,15 @@ impl GdaAttention {
 
     /// λ = exp(λq1·λk1) − exp(λq2·λk2) + λ_init, a 0-dim fp32 tensor.
     pub fn lambda(&self) -> Tensor {
-        (&self.lambda_q1 * &self.lambda_k1).sum(Kind::Float).exp() - (&self.lambda_q2 * &self.lambda_k2).sum(Kind::Float).exp()
+        (&self.lambda_q1 * &self.lambda_k1).sum(Kind::Float).exp()
+            - (&self.lambda_q2 * &self.lambda_k2).sum(Kind::Float).exp()
             + self.lambda_init
     }
 
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> (Tensor, Option<AttnMaps>) {
         let (b, t) = (x.size()[0], x.size()[1]);
-        let (d, hs, hn, kv, k2n) = (self.head_dim, self.signal_heads, self.noise_heads, self.kv_heads, self.noise_kv_heads);
+        let (d, hs, hn, kv, k2n) =
+            (self.head_dim, self.signal_heads, self.noise_heads, self.kv_heads, self.noise_kv_heads);
         let g = hs / hn;
         let weights = [&self.q1.weight, &self.q2.weight, &self.k1.weight, &self.k2.weight, &self.v.weight];
         let (qk, v) = project(x, &weights, &[hs, hn, kv, k2n], d, (kv, 2 * d), cos, sin);

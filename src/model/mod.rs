@@ -11,7 +11,7 @@ pub mod layers;
 use tch::{nn, nn::VarStore, Device, Kind, Tensor};
 
 use self::attention::{Attention, AttnMaps, Path};
-use self::layers::{Linear, Mlp, Rope, RmsNorm};
+use self::layers::{Linear, Mlp, RmsNorm, Rope};
 use crate::config::ModelConfig;
 use crate::device;
 
@@ -68,7 +68,8 @@ impl Model {
             })
             .collect();
         let norm = RmsNorm::new(&vs / "norm", cfg.d_model, cfg.norm_eps);
-        let lm_head = (!cfg.tie_embeddings).then(|| Linear::new(&vs / "lm_head", cfg.d_model, cfg.vocab_size, cfg.init_std));
+        let lm_head =
+            (!cfg.tie_embeddings).then(|| Linear::new(&vs / "lm_head", cfg.d_model, cfg.vocab_size, cfg.init_std));
         Model {
             cfg: cfg.clone(),
             tok_emb,

@@ -14,7 +14,6 @@ pub const LM_CSV: &str = "lm.csv";
 pub const RETRIEVAL_CSV: &str = "retrieval.csv";
 pub const ATTENTION_CSV: &str = "attention.csv";
 
-
 /// Rows of a CSV as maps from column name to cell (empty when the file is absent).
 fn table(path: &Path) -> Vec<BTreeMap<String, String>> {
     let Ok((header, rows)) = super::table::read(path) else { return Vec::new() };
@@ -27,7 +26,11 @@ fn num(row: &BTreeMap<String, String>, key: &str) -> f64 {
 
 fn cellf(row: &BTreeMap<String, String>, key: &str, digits: usize) -> String {
     let v = num(row, key);
-    if v.is_nan() { "–".into() } else { format!("{v:.digits$}") }
+    if v.is_nan() {
+        "–".into()
+    } else {
+        format!("{v:.digits$}")
+    }
 }
 
 /// Renders `summary.md` and the plots of an eval directory from its CSV
@@ -37,13 +40,17 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
     let ret = table(&dir.join(RETRIEVAL_CSV));
     let att = table(&dir.join(ATTENTION_CSV));
     // A plot whose table is gone belongs to an earlier evaluation.
-    for (rows, plot) in [(&lm, "bpb_vs_context.svg"), (&ret, "accuracy_vs_context.svg"), (&att, "attention_noise.svg")] {
+    for (rows, plot) in [(&lm, "bpb_vs_context.svg"), (&ret, "accuracy_vs_context.svg"), (&att, "attention_noise.svg")]
+    {
         if rows.is_empty() {
             let _ = std::fs::remove_file(dir.join(plot));
         }
     }
     if lm.is_empty() && ret.is_empty() && att.is_empty() {
-        return Err(input(format!("{} holds no evaluation results ({LM_CSV}, {RETRIEVAL_CSV}, {ATTENTION_CSV}); run gda eval first", dir.display())));
+        return Err(input(format!(
+            "{} holds no evaluation results ({LM_CSV}, {RETRIEVAL_CSV}, {ATTENTION_CSV}); run gda eval first",
+            dir.display()
+        )));
     }
     let get = |r: &BTreeMap<String, String>, k: &str| r.get(k).cloned().unwrap_or_default();
     let mut s = String::new();
@@ -51,10 +58,27 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
         s += "## Held-out language modelling\n\nLoss in nats/token over a fixed token budget of the validation text; contexts past `train ctx` are extrapolation.\n\n";
         s += "| run | context | train ctx | tokens | loss | ppl | bpb |\n|---|---|---|---|---|---|---|\n";
         for r in &lm {
-            let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} | {} |", get(r, "run"), get(r, "context"), get(r, "train_context"), get(r, "tokens"), cellf(r, "loss", 4), cellf(r, "ppl", 3), cellf(r, "bpb", 4));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                get(r, "run"),
+                get(r, "context"),
+                get(r, "train_context"),
+                get(r, "tokens"),
+                cellf(r, "loss", 4),
+                cellf(r, "ppl", 3),
+                cellf(r, "bpb", 4)
+            );
         }
         let bpb = series(&lm, |r| get(r, "run"), "context", "bpb");
-        plot_lines(&dir.join("bpb_vs_context.svg"), "bits per byte vs context length", ("context (tokens)", "bits per byte"), false, &bpb, &[])?;
+        plot_lines(
+            &dir.join("bpb_vs_context.svg"),
+            "bits per byte vs context length",
+            ("context (tokens)", "bits per byte"),
+            false,
+            &bpb,
+            &[],
+        )?;
         s += "\n";
     }
     if !ret.is_empty() {
@@ -65,9 +89,15 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                get(r, "run"), get(r, "task"), get(r, "context"), get(r, "train_context"),
+                get(r, "run"),
+                get(r, "task"),
+                get(r, "context"),
+                get(r, "train_context"),
                 if depth.is_empty() { "–".into() } else { depth },
-                get(r, "queries"), cellf(r, "acc", 3), cellf(r, "token_acc", 3), cellf(r, "loss", 4)
+                get(r, "queries"),
+                cellf(r, "acc", 3),
+                cellf(r, "token_acc", 3),
+                cellf(r, "loss", 4)
             );
         }
         // Accuracy per context: the mean over depths for NIAH.
@@ -83,7 +113,14 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
             mean_rows.push(m);
         }
         let acc = series(&mean_rows, |r| format!("{} {}", get(r, "run"), get(r, "task")), "context", "acc");
-        plot_lines(&dir.join("accuracy_vs_context.svg"), "retrieval accuracy vs context length", ("context (tokens)", "exact-match accuracy"), false, &acc, &[])?;
+        plot_lines(
+            &dir.join("accuracy_vs_context.svg"),
+            "retrieval accuracy vs context length",
+            ("context (tokens)", "exact-match accuracy"),
+            false,
+            &acc,
+            &[],
+        )?;
         s += "\n";
     }
     if !att.is_empty() {
@@ -94,16 +131,34 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                get(r, "run"), get(r, "task"), get(r, "context"), get(r, "layer"), cellf(r, "lambda", 3),
-                cellf(r, "answer_mass", 3), cellf(r, "noise_mass", 3), cellf(r, "entropy", 3), cellf(r, "sparsity", 3),
-                cellf(r, "signal_answer", 3), cellf(r, "noise_answer", 3)
+                get(r, "run"),
+                get(r, "task"),
+                get(r, "context"),
+                get(r, "layer"),
+                cellf(r, "lambda", 3),
+                cellf(r, "answer_mass", 3),
+                cellf(r, "noise_mass", 3),
+                cellf(r, "entropy", 3),
+                cellf(r, "sparsity", 3),
+                cellf(r, "signal_answer", 3),
+                cellf(r, "noise_answer", 3)
             );
         }
-        let label = |r: &BTreeMap<String, String>| format!("{} {}@{}", get(r, "run"), get(r, "task"), get(r, "context"));
+        let label =
+            |r: &BTreeMap<String, String>| format!("{} {}@{}", get(r, "run"), get(r, "task"), get(r, "context"));
         let noise = series(&all, label, "layer", "noise_mass");
-        let answer: Vec<(String, Vec<(f64, f64)>)> =
-            series(&all, label, "layer", "answer_mass").into_iter().map(|(l, p)| (format!("{l} (answer, dashed)"), p)).collect();
-        plot_lines(&dir.join("attention_noise.svg"), "attention noise (solid) and answer mass (dashed) per layer", ("layer", "attention mass"), true, &noise, &answer)?;
+        let answer: Vec<(String, Vec<(f64, f64)>)> = series(&all, label, "layer", "answer_mass")
+            .into_iter()
+            .map(|(l, p)| (format!("{l} (answer, dashed)"), p))
+            .collect();
+        plot_lines(
+            &dir.join("attention_noise.svg"),
+            "attention noise (solid) and answer mass (dashed) per layer",
+            ("layer", "attention mass"),
+            true,
+            &noise,
+            &answer,
+        )?;
     }
     let path = dir.join("summary.md");
     atomic_write(&path, s.as_bytes()).map_err(io("cannot write", &path))?;
@@ -113,7 +168,12 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
 /// A single run's `report.md` and `loss_curve.svg` (train and validation
 
 /// Lines keyed by a label, in first-seen order, each a list of (x, y).
-fn series(rows: &[BTreeMap<String, String>], label: impl Fn(&BTreeMap<String, String>) -> String, x: &str, y: &str) -> Vec<(String, Vec<(f64, f64)>)> {
+fn series(
+    rows: &[BTreeMap<String, String>],
+    label: impl Fn(&BTreeMap<String, String>) -> String,
+    x: &str,
+    y: &str,
+) -> Vec<(String, Vec<(f64, f64)>)> {
     let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for r in rows {
         let (l, px, py) = (label(r), num(r, x), num(r, y));
@@ -130,4 +190,3 @@ fn series(rows: &[BTreeMap<String, String>], label: impl Fn(&BTreeMap<String, St
     }
     out
 }
-

@@ -12,7 +12,11 @@ pub fn plot_err(e: impl std::fmt::Display) -> GdaError {
     GdaError::Io { what: "cannot draw", path: Default::default(), source: std::io::Error::other(e.to_string()) }
 }
 
-pub type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+pub type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 /// An SVG line chart with a caption, axis labels and a legend; `draw` adds
 /// the series.
@@ -50,7 +54,13 @@ fn draw_svg(
         .y_label_area_size(60)
         .build_cartesian_2d(x, y)
         .map_err(plot_err)?;
-    let fmt = |v: &f64| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.3}").trim_end_matches('0').to_string() };
+    let fmt = |v: &f64| {
+        if v.fract() == 0.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.3}").trim_end_matches('0').to_string()
+        }
+    };
     chart
         .configure_mesh()
         .x_labels(x_labels)
@@ -89,7 +99,14 @@ pub fn bounds(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 
 /// A line chart of labelled series; `dashed` series (same colour as the
 /// solid one at the same index) are drawn dashed.
-pub fn plot_lines(path: &Path, caption: &str, axes_desc: (&str, &str), integer_x: bool, solid: &[(String, Vec<(f64, f64)>)], dashed: &[(String, Vec<(f64, f64)>)]) -> Result<(), GdaError> {
+pub fn plot_lines(
+    path: &Path,
+    caption: &str,
+    axes_desc: (&str, &str),
+    integer_x: bool,
+    solid: &[(String, Vec<(f64, f64)>)],
+    dashed: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), GdaError> {
     let all = || solid.iter().chain(dashed).flat_map(|s| s.1.iter());
     let (xlo, xhi) = bounds(all().map(|p| p.0)).unwrap_or((0.0, 1.0));
     let (ylo, yhi) = bounds(all().map(|p| p.1)).unwrap_or((0.0, 1.0));
@@ -113,4 +130,3 @@ pub fn plot_lines(path: &Path, caption: &str, axes_desc: (&str, &str), integer_x
         Ok(())
     })
 }
-

@@ -13,4 +13,3 @@ pub fn read(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>), GdaError> {
     let rows = lines.map(|l| l.split(',').map(String::from).collect()).collect();
     Ok((header, rows))
 }
-

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Tensor};
 
+use super::optim::AdamW;
 use crate::error::{input, io, tch_io, GdaError};
 use crate::eval::Score;
 use crate::util::fs::{atomic_write, sync_dir};
-use super::optim::AdamW;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIM_FILE: &str = "optim.safetensors";
@@ -80,7 +80,8 @@ pub fn save(run_dir: &Path, vs: &VarStore, opt: &AdamW, state: &TrainState) -> R
     }
     fs::create_dir_all(&tmp).map_err(write_err())?;
     save_weights(vs, &tmp.join(MODEL_FILE))?;
-    let opt_tensors: Vec<(String, Tensor)> = opt.state_tensors().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
+    let opt_tensors: Vec<(String, Tensor)> =
+        opt.state_tensors().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
     let opt_path = tmp.join(OPTIM_FILE);
     Tensor::write_safetensors(&opt_tensors, &opt_path).map_err(tch_io("cannot write", &opt_path))?;
     let state_json = serde_json::to_vec_pretty(state).expect("state serialises");

@@ -32,7 +32,10 @@ impl MetricsLog {
             let mut lines = old.split_inclusive('\n');
             if let Some(first) = lines.next() {
                 if first.trim_end() != header {
-                    return Err(input(format!("{} has columns that this run does not write; move it away to resume", path.display())));
+                    return Err(input(format!(
+                        "{} has columns that this run does not write; move it away to resume",
+                        path.display()
+                    )));
                 }
             }
             for line in lines.filter(|l| l.ends_with('\n')) {
@@ -50,10 +53,7 @@ impl MetricsLog {
     pub fn row(&mut self, values: &[String]) -> Result<(), GdaError> {
         assert_eq!(values.len(), self.width, "a metrics row must fill every column");
         let line = format!("{}\n", values.join(","));
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|_| self.file.flush())
-            .map_err(io("cannot write", &self.path))
+        self.file.write_all(line.as_bytes()).and_then(|_| self.file.flush()).map_err(io("cannot write", &self.path))
     }
 }
 

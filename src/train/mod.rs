@@ -20,8 +20,8 @@ use tch::{nn::VarStore, Kind, Tensor};
 use self::checkpoint::TrainState;
 use self::metrics::{cell, MetricsLog};
 use self::optim::{learning_rate, AdamW};
-use self::run_dir::{prepare_run_dir, run_dir_for, SUMMARY_FILE};
 pub use self::run_dir::{finished, Manifest, RunSummary};
+use self::run_dir::{prepare_run_dir, run_dir_for, SUMMARY_FILE};
 use crate::config::Spec;
 use crate::data::Dataset;
 use crate::device;
@@ -65,8 +65,10 @@ fn git_revision() -> Option<String> {
 /// text (`val_bpb`) or on a retrieval task (`val_acc`).
 pub fn metric_columns(layers: usize, differential: bool, task: bool) -> Vec<String> {
     let quality = if task { "val_acc" } else { "val_bpb" };
-    let mut c: Vec<String> =
-        ["step", "tokens", "train_loss", "val_loss", quality, "lr", "grad_norm"].iter().map(|s| s.to_string()).collect();
+    let mut c: Vec<String> = ["step", "tokens", "train_loss", "val_loss", quality, "lr", "grad_norm"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if differential {
         c.push("lambda_mean".into());
         c.extend((0..layers).map(|l| format!("lambda_{l}")));
@@ -186,7 +188,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         let norm = grad_norm.double_value(&[]);
         if !loss.is_finite() || !norm.is_finite() {
             bar.abandon();
-            let what = if !loss.is_finite() { format!("train loss is {loss}") } else { format!("gradient norm is {norm}") };
+            let what =
+                if !loss.is_finite() { format!("train loss is {loss}") } else { format!("gradient norm is {norm}") };
             return Err(GdaError::Diverged { step: step + 1, reason: what, checkpoint: last_ckpt });
         }
         opt.step(lr);
@@ -215,7 +218,19 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
             let tps = window_tokens as f64 / window_time.max(1e-9);
             let train_loss = state.loss_sum / state.loss_count as f64;
             let speed = Speed { tokens_per_s: tps, mfu: tps * flops_per_token / peak };
-            write_row(&mut log, &model, s, state.tokens_seen, Some(train_loss), score, lr, Some(norm), Some(speed), state.elapsed_s, &bar)?;
+            write_row(
+                &mut log,
+                &model,
+                s,
+                state.tokens_seen,
+                Some(train_loss),
+                score,
+                lr,
+                Some(norm),
+                Some(speed),
+                state.elapsed_s,
+                &bar,
+            )?;
             state.loss_sum = 0.0;
             state.loss_count = 0;
             window_tokens = 0;
@@ -255,7 +270,14 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
 
 /// Forward and backward over the micro-batches of `step` (`rows` windows
 /// each); returns the step's mean loss as a 0-dim tensor (no host sync).
-fn accumulate_gradients(model: &Model, data: &Dataset, spec: &Spec, step: usize, rows: usize, device: tch::Device) -> Tensor {
+fn accumulate_gradients(
+    model: &Model,
+    data: &Dataset,
+    spec: &Spec,
+    step: usize,
+    rows: usize,
+    device: tch::Device,
+) -> Tensor {
     let tc = &spec.train;
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     for micro in 0..tc.grad_accum {
@@ -398,4 +420,3 @@ fn write_row(
     }
     Ok(())
 }
-

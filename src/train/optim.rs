@@ -105,7 +105,11 @@ impl AdamW {
                     let key = format!("{prefix}.{name}");
                     let t = map.get(&key).ok_or_else(|| format!("optimizer state has no tensor {key}"))?;
                     if t.size() != p.size() {
-                        return Err(format!("optimizer tensor {key} has shape {:?}, the model needs {:?}", t.size(), p.size()));
+                        return Err(format!(
+                            "optimizer tensor {key} has shape {:?}, the model needs {:?}",
+                            t.size(),
+                            p.size()
+                        ));
                     }
                     slot.copy_(t);
                 }

@@ -113,7 +113,13 @@ pub(super) fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<O
     let path = dir.join(LOCK_FILE);
     let unwritable = |e: std::io::Error| input(format!("results directory {} is not writable: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(unwritable)?;
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(unwritable)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(unwritable)?;
     // SAFETY: flock on a descriptor this File owns.
     let lock = if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         file.set_len(0).and_then(|_| file.rewind()).map_err(unwritable)?;
@@ -122,12 +128,17 @@ pub(super) fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<O
     } else {
         let err = std::io::Error::last_os_error();
         if err.kind() == std::io::ErrorKind::WouldBlock {
-            let holder = lock_holder(dir).map(|(pid, host)| format!("pid {pid} on {host}")).unwrap_or_else(|| "a process".into());
+            let holder = lock_holder(dir)
+                .map(|(pid, host)| format!("pid {pid} on {host}"))
+                .unwrap_or_else(|| "a process".into());
             return Err(GdaError::Busy { run_dir: dir.to_path_buf(), holder });
         }
         // Some cluster filesystems have no flock (NFS without lockd, Lustre
         // without -o flock): train unguarded rather than not at all.
-        eprintln!("warning: cannot lock {} ({err}); nothing stops a second trainer on this run directory", path.display());
+        eprintln!(
+            "warning: cannot lock {} ({err}); nothing stops a second trainer on this run directory",
+            path.display()
+        );
         None
     };
     let saved = dir.join("spec.toml");
@@ -170,8 +181,13 @@ pub fn find_source(from: &Path) -> Result<Source, GdaError> {
         ))
     };
     let (run_dir, checkpoint) = if from.join("spec.toml").is_file() {
-        let ck = checkpoint::latest(from)
-            .ok_or_else(|| input(format!("run directory {} has no checkpoint yet (train it first: gda train --resume --run-dir {})", from.display(), from.display())))?;
+        let ck = checkpoint::latest(from).ok_or_else(|| {
+            input(format!(
+                "run directory {} has no checkpoint yet (train it first: gda train --resume --run-dir {})",
+                from.display(),
+                from.display()
+            ))
+        })?;
         (from.to_path_buf(), ck)
     } else if from.join(checkpoint::MODEL_FILE).is_file() && from.join(checkpoint::STATE_FILE).is_file() {
         let run = from.parent().and_then(Path::parent).filter(|r| r.join("spec.toml").is_file()).ok_or_else(not_gda)?;

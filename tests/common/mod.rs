@@ -98,8 +98,8 @@ pub fn stdout_of(out: &std::process::Output) -> String {
 // Used by tests/attention.rs and tests/grow.rs: config builders, the shared
 // RNG lock, weight randomizers and tensor comparisons.
 
-use gda::model::attention::{Attention, GdaAttention};
 use gda::config::{AttentionKind, ModelConfig, NoiseScope, Spec};
+use gda::model::attention::{Attention, GdaAttention};
 use gda::model::Model;
 use tch::{Device, Kind, Tensor};
 
@@ -146,7 +146,14 @@ pub fn gda_config(
 }
 
 /// A resolved standard-attention config; `kv` 0 means one K/V head per head.
-pub fn std_config(heads: usize, kv: usize, head_dim: usize, d_model: usize, n_layers: usize, init_std: f64) -> ModelConfig {
+pub fn std_config(
+    heads: usize,
+    kv: usize,
+    head_dim: usize,
+    d_model: usize,
+    n_layers: usize,
+    init_std: f64,
+) -> ModelConfig {
     resolve(ModelConfig {
         attention: AttentionKind::Standard,
         heads,
