@@ -436,7 +436,7 @@ impl Spec {
                 return Err(key_err(key, "must be a positive integer"));
             }
         }
-        if m.head_dim % 2 != 0 {
+        if !m.head_dim.is_multiple_of(2) {
             return Err(key_err("model.head_dim", format!("{} is odd; RoPE needs an even head_dim", m.head_dim)));
         }
         match m.attention {
@@ -482,22 +482,15 @@ impl Spec {
                 ),
             ));
         }
-        if !(m.norm_eps > 0.0) || !(m.rope_theta > 0.0) || !(m.init_std > 0.0) {
-            let key = if !(m.norm_eps > 0.0) {
-                "model.norm_eps"
-            } else if !(m.rope_theta > 0.0) {
-                "model.rope_theta"
-            } else {
-                "model.init_std"
-            };
-            return Err(key_err(key, "must be a positive number"));
+        // Every float must be a finite number in its documented range (docs/spec.md):
+        // inf and NaN would only surface as a diverged or silently dead run.
+        float_in("model.norm_eps", m.norm_eps, |v| v > 0.0 && v < 1.0, "0 < norm_eps < 1")?;
+        float_in("model.rope_theta", m.rope_theta, |v| v > 0.0, "a finite number > 0")?;
+        float_in("model.init_std", m.init_std, |v| v > 0.0 && v <= 1.0, "0 < init_std <= 1")?;
+        for (l, &v) in m.lambda_init.iter().enumerate() {
+            float_in(&format!("model.lambda_init[{l}]"), v, |v| (0.0..1.0).contains(&v), "0 <= lambda_init < 1")?;
         }
-        if !(self.data.val_fraction > 0.0 && self.data.val_fraction < 1.0) {
-            return Err(key_err(
-                "data.val_fraction",
-                format!("{} is out of range; allowed: 0 < val_fraction < 1", self.data.val_fraction),
-            ));
-        }
+        float_in("data.val_fraction", self.data.val_fraction, |v| v > 0.0 && v < 1.0, "0 < val_fraction < 1")?;
         if self.data.corpus.is_empty() {
             return Err(key_err(
                 "data.corpus",
@@ -518,24 +511,14 @@ impl Spec {
                 return Err(key_err(key, "must be a positive integer"));
             }
         }
-        if !(t.lr > 0.0) || !(t.min_lr >= 0.0) || t.min_lr > t.lr {
-            let key = if !(t.lr > 0.0) { "train.lr" } else { "train.min_lr" };
-            return Err(key_err(
-                key,
-                format!("lr = {}, min_lr = {}; allowed: lr > 0 and 0 <= min_lr <= lr", t.lr, t.min_lr),
-            ));
-        }
+        float_in("train.lr", t.lr, |v| v > 0.0, "a finite number > 0")?;
+        float_in("train.min_lr", t.min_lr, |v| (0.0..=t.lr).contains(&v), &format!("0 <= min_lr <= lr = {}", t.lr))?;
         for (key, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(key_err(key, format!("{v} is out of range; allowed: 0 <= beta < 1")));
-            }
+            float_in(key, v, |v| (0.0..1.0).contains(&v), "0 <= beta < 1")?;
         }
-        for (key, v) in
-            [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip), ("train.adam_eps", t.adam_eps)]
-        {
-            if !(v >= 0.0) {
-                return Err(key_err(key, format!("{v} is negative; allowed: a number >= 0")));
-            }
+        float_in("train.adam_eps", t.adam_eps, |v| (0.0..1.0).contains(&v), "0 <= adam_eps < 1")?;
+        for (key, v) in [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip)] {
+            float_in(key, v, |v| v >= 0.0, "a finite number >= 0")?;
         }
         let sw = &self.sweep;
         if sw.ratios.is_empty() || sw.ratios.contains(&0) {
@@ -607,13 +590,21 @@ fn drop_defaults(table: &mut toml::Table, defaults: &toml::Table) {
 /// Each of `part` heads serves the same number of `whole` heads, or the
 /// error names the nearest counts that would.
 fn require_divisor(key: &str, part: usize, part_name: &str, whole: usize, whole_name: &str) -> Result<(), KeyError> {
-    if whole % part == 0 {
+    if whole.is_multiple_of(part) {
         return Ok(());
     }
     Err(key_err(key, format!(
         "{whole} {whole_name} cannot be shared evenly by {part} {part_name} (each of them must serve the same number); allowed: a divisor of {whole}, nearest: {}",
         join(&nearest_divisors(whole, part))
     )))
+}
+
+/// `v` is finite and `ok`; the error names the key and what is allowed.
+fn float_in(key: &str, v: f64, ok: impl Fn(f64) -> bool, allowed: &str) -> Result<(), KeyError> {
+    if v.is_finite() && ok(v) {
+        return Ok(());
+    }
+    Err(key_err(key, format!("{v} is not allowed; allowed: {allowed}")))
 }
 
 fn first_duplicate<T: PartialEq + Copy>(v: &[T]) -> Option<T> {
@@ -713,7 +704,7 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
 
 /// Divisors of `n` closest to `near` (one below and one above when they exist).
 pub fn nearest_divisors(n: usize, near: usize) -> Vec<usize> {
-    let divs: Vec<usize> = (1..=n).filter(|d| n % d == 0).collect();
+    let divs: Vec<usize> = (1..=n).filter(|d| n.is_multiple_of(*d)).collect();
     let below = divs.iter().copied().filter(|&d| d < near).max();
     let above = divs.iter().copied().filter(|&d| d > near).min();
     below.into_iter().chain(above).collect()

@@ -485,8 +485,7 @@ fn attention_is_causal() {
                 let changed = tokens.copy();
                 let len = t - cut - 1;
                 let shift = Tensor::randint(vocab - 1, [b, len], (Kind::Int64, CPU)) + 1;
-                let _ =
-                    changed.narrow(1, cut + 1, len).copy_(&((tokens.narrow(1, cut + 1, len) + shift).remainder(vocab)));
+                changed.narrow(1, cut + 1, len).copy_(&((tokens.narrow(1, cut + 1, len) + shift).remainder(vocab)));
                 assert_eq!(
                     changed.narrow(1, cut + 1, len).eq_tensor(&tokens.narrow(1, cut + 1, len)).any().int64_value(&[]),
                     0

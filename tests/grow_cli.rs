@@ -25,7 +25,9 @@ fn last_val(run: &Path) -> f64 {
 fn every_growth_keeps_the_function_and_continues_training() {
     let tmp = tempfile::tempdir().unwrap();
     let src = source(tmp.path());
-    let cases: [(&[&str], &str, (usize, usize, usize, usize)); 5] = [
+    // (arguments, tag, (H_s, H_n, d_model, layers) of the grown model)
+    type Case<'a> = (&'a [&'a str], &'a str, (usize, usize, usize, usize));
+    let cases: [Case; 5] = [
         (&["--signal-only"], "sig", (8, 2, 32, 2)),
         (&["--signal-only", "--per-group", "1", "--clone-noise", "10"], "sig1", (6, 2, 32, 2)),
         (&["--uniform"], "uni", (8, 4, 32, 2)),

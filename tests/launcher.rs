@@ -12,7 +12,7 @@ use common::*;
 #[test]
 fn bad_devices_are_refused_before_anything_is_written() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "tiny", &TINY);
+    let spec = write_spec(tmp.path(), "tiny", TINY);
     let dir = tmp.path().join("sweep");
     for (devices, msg) in [("cpu,cuda:7", "is not available"), ("cpu,tpu", "is not a device")] {
         let out = gda()

@@ -11,7 +11,9 @@ use std::time::Duration;
 use common::*;
 
 /// summary.csv as maps from column to cell, split into run and mean rows.
-fn summary(dir: &Path) -> (Vec<BTreeMap<String, String>>, Vec<BTreeMap<String, String>>) {
+type Table = Vec<BTreeMap<String, String>>;
+
+fn summary(dir: &Path) -> (Table, Table) {
     let text = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();

@@ -264,11 +264,11 @@ fn the_analysis_reads_the_maps_the_model_applies() {
                 }
             }
         }
-        for g in 0..2 {
+        for (g, part) in parts.iter().enumerate() {
             let group = stats.iter().find(|s| s.layer == l && s.group == Some(g)).unwrap();
             let (signal, noise) = (group.signal_answer.unwrap(), group.noise_answer.unwrap());
-            assert!((signal - parts[g][0] / (n / 2.0)).abs() < 1e-9, "layer {l} group {g}: signal {signal}");
-            assert!((noise - parts[g][1] / (n / 2.0)).abs() < 1e-9, "layer {l} group {g}: noise {noise}");
+            assert!((signal - part[0] / (n / 2.0)).abs() < 1e-9, "layer {l} group {g}: signal {signal}");
+            assert!((noise - part[1] / (n / 2.0)).abs() < 1e-9, "layer {l} group {g}: noise {noise}");
             // What the model applies on the answer span is signal − λ·noise.
             let lambda = group.lambda.unwrap();
             assert!((group.stats.answer - (signal - lambda * noise)).abs() < 1e-5, "layer {l} group {g}");

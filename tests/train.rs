@@ -129,7 +129,7 @@ fn spawn_train(spec: &Path, run: &Path, resume: bool) -> Child {
 fn last_logged_step(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.csv"))
         .ok()
-        .and_then(|t| t.lines().filter_map(|l| l.split(',').next()?.parse().ok()).last())
+        .and_then(|t| t.lines().filter_map(|l| l.split(',').next()?.parse().ok()).next_back())
         .unwrap_or(0)
 }
 

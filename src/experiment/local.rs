@@ -156,8 +156,7 @@ fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> R
         let _ = e.read_to_string(&mut err);
     }
     let _ = (&log).write_all(err.as_bytes());
-    let reason =
-        err.lines().filter(|l| l.starts_with("error: ")).last().map(|l| l.trim_start_matches("error: ").to_string());
+    let reason = err.lines().rfind(|l| l.starts_with("error: ")).map(|l| l.trim_start_matches("error: ").to_string());
     Ok(match code {
         Some(0) => match status(dir, p) {
             Status::Done(s) => Outcome::Done(s),

@@ -121,11 +121,11 @@ pub fn allocate(base: &ModelConfig, policy: BudgetPolicy, g: usize) -> Result<(u
     let candidates: Vec<(usize, usize)> = match policy {
         BudgetPolicy::Signal => {
             let hs = base.signal_heads;
-            (1..=hs).filter(|n| hs % n == 0).map(|n| (hs, n)).collect()
+            (1..=hs).filter(|n| hs.is_multiple_of(*n)).map(|n| (hs, n)).collect()
         }
         BudgetPolicy::Total => {
             let total = base.signal_heads + base.noise_heads;
-            (1..total).filter(|n| total % n == 0).map(|n| (total - n, n)).collect()
+            (1..total).filter(|n| total.is_multiple_of(*n)).map(|n| (total - n, n)).collect()
         }
     };
     if let Some(&exact) = candidates.iter().find(|(s, n)| s / n == g && s % n == 0) {

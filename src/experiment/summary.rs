@@ -413,10 +413,13 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(
     })
 }
 
+type Points = Vec<(f64, f64)>;
+
 /// Validation loss against training tokens for every finished or started run,
 /// one colour per group.
 fn plot_curves(dir: &Path, path: &Path, rows: &[Row]) -> Result<(), GdaError> {
-    let mut curves: Vec<(String, usize, Vec<(f64, f64)>)> = Vec::new();
+    // (group, colour index, points) per run.
+    let mut curves: Vec<(String, usize, Points)> = Vec::new();
     let mut group_ids: Vec<String> = Vec::new();
     for r in rows {
         let pts = column_pairs(&point_dir(dir, r.point), "tokens", "val_loss");

@@ -37,6 +37,7 @@ fn model_from(cfg: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<(V
 /// Grows `src` by `op` and evaluates source and grown models on the same
 /// held-out windows (the run's fixed evaluation set); refuses a grown model
 /// whose logits differ by more than `tolerance`.
+#[allow(clippy::too_many_arguments)]
 pub fn grow_checked(
     src: &Source,
     base: &Spec,
@@ -73,7 +74,8 @@ pub fn grow_checked(
     let max_logit_diff = tch::no_grad(|| (source.forward(&x) - grown.forward(&x)).abs().max().double_value(&[]));
     let source_loss = evaluate(&source, data, &spec, Device::Cpu).loss;
     let grown_loss = evaluate(&grown, data, &spec, Device::Cpu).loss;
-    if !(max_logit_diff <= tolerance) {
+    // NaN differences fail too.
+    if max_logit_diff.is_nan() || max_logit_diff > tolerance {
         return Err(GdaError::NotPreserved { max_logit_diff, tolerance, source_loss, grown_loss });
     }
     let added_parameters = model::param_count(&cfg) - model::param_count(&src.spec.model);
@@ -97,7 +99,7 @@ pub fn matching_groups(cfg: &ModelConfig, target: usize) -> usize {
         m.noise_heads += k;
         let r = cfg.noise_heads / cfg.kv_heads;
         let r2 = cfg.noise_heads / cfg.noise_kv_heads;
-        if k % r != 0 || k % r2 != 0 {
+        if !k.is_multiple_of(r) || !k.is_multiple_of(r2) {
             return None;
         }
         m.kv_heads += k / r;

@@ -165,8 +165,6 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
     Ok(s)
 }
 
-/// A single run's `report.md` and `loss_curve.svg` (train and validation
-
 /// Lines keyed by a label, in first-seen order, each a list of (x, y).
 fn series(
     rows: &[BTreeMap<String, String>],
