@@ -2,6 +2,7 @@ use clap::Parser;
 
 use gda::commands::{self, Cli};
 use gda::error::GdaError;
+use gda::util::out::err_line;
 
 fn main() {
     let cli = Cli::parse();
@@ -26,11 +27,11 @@ fn main() {
             // gda's own errors say everything (an I/O error its cause): the
             // source chain of `{:#}` would repeat it.
             Some(e) => {
-                eprintln!("error: {e}");
+                err_line(format_args!("error: {e}"));
                 e.exit_code()
             }
             None => {
-                eprintln!("error: {err:#}");
+                err_line(format_args!("error: {err:#}"));
                 1
             }
         },

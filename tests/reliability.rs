@@ -136,6 +136,32 @@ fn ctrl_c_at_the_terminal_always_checkpoints_a_sweep_at_the_next_step() {
     }
 }
 
+/// Issue 12.2 for `gda train` alone: one Ctrl-C that arrives twice (a
+/// process group signalled and a parent passing it on) is one interrupt,
+/// not the "exit now" of a second Ctrl-C: a checkpoint at the next step.
+#[test]
+fn an_interrupt_delivered_twice_still_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = TINY
+        .replace("steps = 60", "steps = 100000")
+        .replace("batch_size = 8", "batch_size = 256")
+        .replace("eval_every = 20", "eval_every = 100000")
+        .replace("log_every = 10", "log_every = 1\ncheckpoint_every = 100000");
+    let spec = write_spec(tmp.path(), "tiny", &text);
+    let run = tmp.path().join("run");
+    let child = train(&spec, &run).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for(Duration::from_secs(60), || last_logged_step(&run) >= 1);
+    let seen = last_logged_step(&run);
+    signal(child.id() as i32, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(20));
+    signal(child.id() as i32, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let step = latest_step(&run).unwrap_or_else(|| panic!("no checkpoint: {err}"));
+    assert!(step >= seen && err.contains(&format!("interrupted at step {step}")), "{err}");
+}
+
 /// Issue 12.5: `gda train ... | head -1`: the reader goes away; the run
 /// stops as for Ctrl-C (checkpoint, exit 130) instead of panicking, and a
 /// resume finishes it. A read-only command just ends quietly.
@@ -160,6 +186,18 @@ fn a_closed_stdout_stops_training_like_an_interrupt_and_read_only_commands_quiet
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(column(&run, "step").len(), 151);
 
+    // `gda train ... 2>&1 | head -1`: stderr goes away with stdout, so even
+    // the closing message cannot be written; still a checkpoint and 130.
+    let again = tmp.path().join("again");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = train(&spec, &again).stdout(writer.try_clone().unwrap()).stderr(writer).spawn().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(reader).read_line(&mut first).unwrap();
+    assert!(first.starts_with("step 0 "), "{first}");
+    let status = wait_at_most(&mut child, Duration::from_secs(60), "the trainer");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(latest_step(&again).is_some_and(|s| s < 150));
+
     // `gda report DIR | head`, the reader gone before the first line: the
     // report is written, and the command ends as `cat` would (SIGPIPE).
     let mut child = gda().arg("report").arg(&run).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -169,6 +207,31 @@ fn a_closed_stdout_stops_training_like_an_interrupt_and_read_only_commands_quiet
     assert!(err.is_empty(), "{err}");
     assert!(out.status.success() || out.status.signal() == Some(libc::SIGPIPE), "{:?}", out.status);
     assert!(run.join("report.md").exists());
+}
+
+/// Issue 12.5 for a sweep: its stdout closes while a point trains; the
+/// sweep's next line fails, and it stops as for Ctrl-C instead of panicking
+/// (which took its trainers down with it).
+#[test]
+fn a_sweep_whose_stdout_closes_stops_like_ctrl_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 20"));
+    let dir = tmp.path().join("sweep");
+    let mut child = sweep(&spec, "1,2", &dir).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("sweep of 2 points into"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = stderr_of(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("standard output was closed") && err.contains("interrupted"), "{err}");
+    // The next line may be "training g1-s7", so the point stops with a
+    // checkpoint, or "[1/2] g1-s7 done" after it finished; g2 never ends.
+    let g1 = dir.join("points/g1-s7");
+    let stopped = latest_step(&g1).map(|s| format!("g1-s7 stopped at step {s}"));
+    assert!(g1.join("summary.json").exists() || stopped.is_some_and(|s| err.contains(&s)), "{err}");
+    assert!(!dir.join("points/g2-s7/summary.json").exists(), "{err}");
 }
 
 /// Issue 12.6: a child writing far more to stderr than a pipe holds (64 KiB;

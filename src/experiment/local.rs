@@ -12,7 +12,7 @@ use super::slurm::Queue;
 use super::{point_command, point_dir, status, write_spec, Point, RunOptions, Status, FAILED_FILE};
 use crate::error::{io, GdaError};
 use crate::train::{self, checkpoint, RunSummary};
-use crate::util::out::outln;
+use crate::util::out::{self, errln, outln};
 
 /// Trains every point that is not done, `jobs` at a time, each in a `gda
 /// train` child process. Returns the points whose trainer was killed by a
@@ -138,6 +138,9 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
         w.join().expect("worker thread")?;
     }
     if train::interrupted() {
+        if out::closed() {
+            errln!("standard output was closed (its reader went away): stopping as for Ctrl-C");
+        }
         let mut stopped = std::mem::take(&mut *interrupted.lock().unwrap());
         if stopped.is_empty() {
             stopped.push("no point was training".into());

@@ -20,7 +20,7 @@ use super::local::CRASH_SIGNALS;
 use super::{point_command, point_dir, status, Grid, RunOptions, SlurmOptions, Status, FAILED_FILE};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::{absolute, atomic_write};
-use crate::util::out::outln;
+use crate::util::out::{errln, outln};
 
 pub const SCRIPT: &str = "sweep.sbatch";
 const JOBS: &str = "jobs.json";
@@ -75,7 +75,7 @@ fn array_ranges(idx: &[usize]) -> String {
 /// Compute nodes see only shared filesystems; /tmp is never one.
 fn warn_if_node_local(what: &str, p: &Path) {
     if ["/tmp", "/var/tmp", "/dev/shm"].iter().any(|t| p.starts_with(t)) {
-        eprintln!(
+        errln!(
             "warning: the {what} {} is under {}, which compute nodes usually do not share with this machine: their tasks could not read or write it. Put it on a shared filesystem (e.g. with --out under your home or project directory) unless the jobs run on this very machine",
             p.display(),
             p.components().take(2).collect::<PathBuf>().display()
@@ -299,7 +299,7 @@ fn submit(script: &Path, array: &str) -> Result<String, GdaError> {
         return Err(GdaError::Rejected { stderr: said, script: script.to_path_buf() });
     }
     if !stderr.is_empty() {
-        eprintln!("{stderr}");
+        errln!("{stderr}");
     }
     Ok(job)
 }

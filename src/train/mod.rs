@@ -31,7 +31,7 @@ use crate::eval::{evaluate, Score};
 use crate::model::{self, Model};
 use crate::util::fs::atomic_write;
 use crate::util::host::fmt_bytes;
-use crate::util::out::{self, outln};
+use crate::util::out::{self, errln, outln};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// When the first interrupt came, in ms since the handler was installed.
@@ -76,7 +76,7 @@ fn on_interrupt() {
     if now.saturating_sub(FIRST_INTERRUPT_MS.load(Ordering::SeqCst)) < SAME_INTERRUPT_MS {
         return;
     }
-    eprintln!("second interrupt: stopping now, without a checkpoint (the last one is kept)");
+    errln!("second interrupt: stopping now, without a checkpoint (the last one is kept)");
     // _exit, not process::exit: exit handlers and static destructors must not
     // run while the main thread is inside libtorch.
     // SAFETY: _exit ends the process; nothing after it runs.
@@ -252,13 +252,13 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     while state.step < tc.steps {
         if interrupted() {
             bar.abandon();
-            if out::closed() {
-                eprintln!("standard output was closed (its reader went away): stopping as for Ctrl-C");
-            }
             let ckpt = match &last_ckpt {
                 Some(c) if saved_step == Some(state.step) => c.clone(),
                 _ => checkpoint::save(&run_dir, &vs, &opt, &state)?,
             };
+            if out::closed() {
+                errln!("standard output was closed (its reader went away): stopping as for Ctrl-C");
+            }
             return Err(GdaError::Interrupted { step: state.step, checkpoint: ckpt, run_dir });
         }
         let step_start = Instant::now();

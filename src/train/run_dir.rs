@@ -11,6 +11,7 @@ use super::TrainOptions;
 use crate::config::Spec;
 use crate::error::{input, GdaError};
 use crate::util::host::hostname;
+use crate::util::out::errln;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -136,10 +137,7 @@ pub(super) fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<O
         }
         // Some cluster filesystems have no flock (NFS without lockd, Lustre
         // without -o flock): train unguarded rather than not at all.
-        eprintln!(
-            "warning: cannot lock {} ({err}); nothing stops a second trainer on this run directory",
-            path.display()
-        );
+        errln!("warning: cannot lock {} ({err}); nothing stops a second trainer on this run directory", path.display());
     }
     check_run_dir(spec, dir, resume)?;
     if !locked {

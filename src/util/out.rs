@@ -35,6 +35,15 @@ pub fn line(args: fmt::Arguments) -> bool {
     false
 }
 
+/// Writes one line to stderr, ignoring failure: `eprintln!` panics when
+/// stderr is a closed pipe too (`gda train 2>&1 | head -1`), and a message
+/// nobody can read is not worth a panic that would skip a checkpoint.
+pub fn err_line(args: fmt::Arguments) {
+    let mut err = std::io::stderr().lock();
+    // Nowhere left to report a failure to write the report.
+    let _ = err.write_fmt(args).and_then(|_| err.write_all(b"\n"));
+}
+
 /// Whether a write to stdout has failed (see [`line`]).
 pub fn closed() -> bool {
     CLOSED.load(Ordering::SeqCst)
@@ -47,3 +56,11 @@ macro_rules! outln {
     };
 }
 pub(crate) use outln;
+
+/// `eprintln!` through [`err_line`]: never panics.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::util::out::err_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use errln;
