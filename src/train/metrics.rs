@@ -2,8 +2,8 @@
 //! Each line is written with a single write and flushed, so a process killed
 //! at any moment leaves at most a torn last line, which `open` drops.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{input, io, GdaError};
@@ -26,34 +26,39 @@ impl MetricsLog {
     /// after the checkpoint a resumed run restarts from) and any torn last
     /// line are dropped; a fresh file gets the header.
     pub fn open(path: &Path, columns: &[String], keep_through_step: Option<usize>) -> Result<MetricsLog, GdaError> {
-        let header = columns.join(",");
-        let mut kept = format!("{header}\n");
-        if let (Some(keep), Ok(old)) = (keep_through_step, fs::read_to_string(path)) {
-            let mut lines = old.split_inclusive('\n');
-            if let Some(first) = lines.next() {
-                if first.trim_end() != header {
-                    return Err(input(format!(
-                        "{} has columns that this run does not write; move it away to resume",
-                        path.display()
-                    )));
+        let mut kept = table::line(columns);
+        if let Some(keep) = keep_through_step {
+            match table::read(path) {
+                // An empty file has no rows to keep.
+                Ok((header, _)) if header.is_empty() => {}
+                Ok((header, rows)) => {
+                    if header != columns {
+                        return Err(input(format!(
+                            "{} has columns that this run does not write; move it away to resume",
+                            path.display()
+                        )));
+                    }
+                    for row in rows {
+                        let step: Option<usize> = row.first().and_then(|s| s.parse().ok());
+                        if step.is_some_and(|s| s <= keep) {
+                            kept.extend(table::line(&row));
+                        }
+                    }
                 }
-            }
-            for line in lines.filter(|l| l.ends_with('\n')) {
-                let step: Option<usize> = line.split(',').next().and_then(|s| s.parse().ok());
-                if step.is_some_and(|s| s <= keep) {
-                    kept.push_str(line);
-                }
+                // A run killed before its first row was logged.
+                Err(GdaError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
-        atomic_write(path, kept.as_bytes()).map_err(io("cannot write", path))?;
+        atomic_write(path, &kept).map_err(io("cannot write", path))?;
         let file = OpenOptions::new().append(true).open(path).map_err(io("cannot write", path))?;
         Ok(MetricsLog { file, path: path.to_path_buf(), width: columns.len() })
     }
 
     pub fn row(&mut self, values: &[String]) -> Result<(), GdaError> {
         assert_eq!(values.len(), self.width, "a metrics row must fill every column");
-        let line = format!("{}\n", values.join(","));
-        self.file.write_all(line.as_bytes()).and_then(|_| self.file.flush()).map_err(io("cannot write", &self.path))
+        let line = table::line(values);
+        self.file.write_all(&line).and_then(|_| self.file.flush()).map_err(io("cannot write", &self.path))
     }
 }
 
