@@ -71,3 +71,55 @@ pub fn column_pairs(run: &Path, x: &str, y: &str) -> Vec<(f64, f64)> {
     };
     data.iter().filter_map(|row| Some((row.get(xi)?.parse().ok()?, row.get(yi)?.parse().ok()?))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns() -> Vec<String> {
+        ["step", "loss", "note"].map(String::from).to_vec()
+    }
+
+    fn row(cells: &[&str]) -> Vec<String> {
+        cells.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn resume_keeps_rows_through_the_checkpoint_and_drops_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        let mut log = MetricsLog::open(&path, &columns(), None).unwrap();
+        for r in [["0", "5.5", ""], ["10", "4.25", "a,b \"c\""], ["20", "3.5", ""]] {
+            log.row(&row(&r)).unwrap();
+        }
+        drop(log);
+        // A process killed in the middle of the step-30 row; its cut-off
+        // step reads as 3, which a reader must not take for a row.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"3").unwrap();
+        drop(f);
+        let mut log = MetricsLog::open(&path, &columns(), Some(10)).unwrap();
+        log.row(&row(&["20", "3.75", "x\ny"])).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "step,loss,note\n0,5.5,\n10,4.25,\"a,b \"\"c\"\"\"\n20,3.75,\"x\ny\"\n");
+        let (header, rows) = table::read(&path).unwrap();
+        assert_eq!(header, columns());
+        assert_eq!(rows, [row(&["0", "5.5", ""]), row(&["10", "4.25", "a,b \"c\""]), row(&["20", "3.75", "x\ny"])]);
+    }
+
+    #[test]
+    fn resume_refuses_other_columns_and_a_fresh_run_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        std::fs::write(&path, "step,loss\n0,5.5\n").unwrap();
+        let err = MetricsLog::open(&path, &columns(), Some(0)).err().expect("other columns are refused");
+        assert!(err.to_string().contains("has columns that this run does not write"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "step,loss\n0,5.5\n", "the file is left as it was");
+        MetricsLog::open(&path, &columns(), None).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "step,loss,note\n");
+        // A resume with no file yet (killed before the first row) starts one.
+        let fresh = dir.path().join("new.csv");
+        MetricsLog::open(&fresh, &columns(), Some(0)).unwrap();
+        assert_eq!(std::fs::read_to_string(&fresh).unwrap(), "step,loss,note\n");
+    }
+}
