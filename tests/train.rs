@@ -169,7 +169,7 @@ fn check_resume_equivalence(signal: &str) {
         let path = cut.join("metrics.csv");
         let complete = metrics(&cut).1;
         let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str("1");
+        text.push('1');
         std::fs::write(&path, text).unwrap();
         assert_eq!(metrics(&cut).1, complete);
     }
