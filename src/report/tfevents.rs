@@ -163,7 +163,7 @@ fn record(payload: &[u8]) -> Vec<u8> {
 
 fn masked_crc(data: &[u8]) -> u32 {
     let crc = crc32c(data);
-    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bytewise.
