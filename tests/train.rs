@@ -125,15 +125,6 @@ fn spawn_train(spec: &Path, run: &Path, resume: bool) -> Child {
     cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
-/// The step of the last complete row of a run's metrics.csv (0 before the
-/// first; the file is read while the run appends to it).
-fn last_logged_step(run: &Path) -> usize {
-    gda::report::table::read(&run.join("metrics.csv"))
-        .ok()
-        .and_then(|(_, rows)| rows.last()?.first()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Trains the same experiment uninterrupted and interrupted by `signal`, then
 /// resumed; both must end with identical weights, optimizer state and rows.
 fn check_resume_equivalence(signal: &str) {
