@@ -407,8 +407,8 @@ fn eval_run(
             Some(i) => i,
             None => {
                 let text = match &opts.data {
-                    Some(d) => Corpus::whole(d, data_cfg.tokenizer)?,
-                    None => Corpus::load(&data_cfg)?.val,
+                    Some(d) => Corpus::whole(d, &data_cfg.tokenizer)?,
+                    None => Corpus::load(&data_cfg, spec.train.threads)?.val,
                 };
                 corpora.push((key, text));
                 corpora.len() - 1
