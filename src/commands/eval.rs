@@ -32,7 +32,7 @@ pub struct EvalArgs {
     /// Context lengths to evaluate at (default: the training context).
     #[arg(long, value_delimiter = ',', value_name = "T,...")]
     pub contexts: Vec<usize>,
-    /// Text file or directory the lm suite scores, all of it (default: the run's validation split).
+    /// Data the lm suite scores: all of a text file or directory, or the validation shards of a prepared, nanoGPT or llm.c directory (default: the run's validation split).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// lm suite: target tokens scored per context (default: train.eval_tokens).

@@ -152,11 +152,13 @@ pub fn detect(path: &Path) -> Result<Detected, GdaError> {
     match found.len() {
         0 => return Ok(Detected::Text),
         1 => {}
-        _ => return Err(input(format!(
+        _ => {
+            return Err(input(format!(
             "{}: ambiguous data directory: it holds shards of several formats ({}); allowed: one format per directory",
             path.display(),
             found.iter().map(|(f, n)| format!("{} ({n})", f.name())).collect::<Vec<_>>().join(", ")
-        ))),
+        )))
+        }
     }
     let format = found[0].0;
     if format == Format::Gda {
@@ -352,6 +354,85 @@ impl Corpus {
         }
         Ok(())
     }
+}
+
+/// The tokenizer a gda directory was prepared with, from its byte table
+/// (a tokenizer.json is read from the copy kept in the directory).
+pub fn prepared_tokenizer(dir: &Path) -> Result<TokenizerKind, GdaError> {
+    let (h, _) = shards::read_byte_table(&dir.join(shards::BYTE_TABLE))?;
+    Ok(match h.tokenizer.as_str() {
+        "bytes" => TokenizerKind::Bytes,
+        "gpt2" => TokenizerKind::Gpt2,
+        _ => TokenizerKind::Json(dir.join(shards::TOKENIZER_JSON).display().to_string()),
+    })
+}
+
+/// `gda data inspect`: what a data directory holds, its shards checked,
+/// with a decoded sample. `tokenizer` names the tokenizer of nanoGPT/llm.c
+/// shards (default gpt2) and of raw text (default bytes).
+pub fn inspect(path: &Path, tokenizer: Option<&TokenizerKind>) -> Result<String, GdaError> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let (kind, format) = match detect(path)? {
+        Detected::Gda => {
+            let k = prepared_tokenizer(path)?;
+            if let Some(t) = tokenizer.filter(|t| **t != k) {
+                return Err(input(format!("{} was prepared with tokenizer {k}, not {t}", path.display())));
+            }
+            (k, Format::Gda)
+        }
+        Detected::Shards(f, ..) => (tokenizer.cloned().unwrap_or(TokenizerKind::Gpt2), f),
+        Detected::Text => (tokenizer.cloned().unwrap_or(TokenizerKind::Bytes), Format::Text),
+    };
+    let cfg = DataConfig { corpus: path.display().to_string(), tokenizer: kind.clone(), ..DataConfig::default() };
+    let c = Corpus::load(&cfg, 0)?;
+    let tok = Tokenizer::new(&kind)?;
+    let _ = writeln!(
+        out,
+        "{}: {} ({})",
+        path.display(),
+        format.name(),
+        match format {
+            Format::Gda => "prepared by gda data prepare",
+            Format::Nanogpt => "nanoGPT uint16 train.bin/val.bin",
+            Format::Llmc => "llm.c shards, header version 1",
+            Format::Text => "raw text, read through the cache",
+        }
+    );
+    let _ = writeln!(out, "tokenizer: {} (vocab {}, hash {})", tok.name(), tok.vocab_size(), &c.info.tokenizer_hash);
+    if let Some(n) = &c.info.tokenizer_note {
+        let _ = writeln!(out, "note: {n}");
+    }
+    if format == Format::Gda || format == Format::Text {
+        let dir = PathBuf::from(&c.info.shards);
+        if let Ok(b) = std::fs::read(dir.join(shards::META)) {
+            if let Ok(m) = serde_json::from_slice::<Meta>(&b) {
+                for (name, s) in [("train", &m.train), ("val", &m.val)] {
+                    let _ = writeln!(
+                        out,
+                        "{name}: {} tokens in {} shard(s), {} text bytes ({} covered by tokens), {} source(s)",
+                        s.tokens,
+                        s.shards.len(),
+                        s.text_bytes,
+                        s.token_bytes,
+                        s.sources.len()
+                    );
+                    for (f, n) in &s.shards {
+                        let _ = writeln!(out, "  {f}: {n} tokens");
+                    }
+                }
+            }
+        }
+    } else {
+        let _ = writeln!(out, "train: {} tokens in {} shard(s)", c.train.len, c.train_sources.len());
+        let _ = writeln!(out, "val: {} tokens in {} shard(s)", c.val.len, c.val_sources.len());
+    }
+    let mut ids = Vec::new();
+    let n = c.val.len.min(48);
+    c.val.read(0, n, &mut ids);
+    let ids: Vec<u32> = ids.into_iter().map(|i| i as u32).collect();
+    let _ = writeln!(out, "sample (first {n} validation tokens): {:?}", tok.decode(&ids));
+    Ok(out)
 }
 
 /// nanoGPT or llm.c shards under the spec's tokenizer (they carry none).

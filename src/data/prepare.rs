@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use memmap2::Mmap;
 use rayon::prelude::*;
@@ -444,4 +443,34 @@ pub fn encode_all(plan: &TextPlan, tok: &Tokenizer) -> Vec<u32> {
     plan.chunks(&all, tok).iter().flat_map(|c| tok.encode(c)).collect()
 }
 
-pub type IdBytes = Arc<Vec<u16>>;
+impl TextPlan {
+    /// The training split's text, piece by piece (what `gda data
+    /// train-tokenizer` learns from: validation text stays unseen).
+    pub fn train_texts(&self) -> impl Iterator<Item = &[u8]> + Send {
+        self.train.iter().map(|&(f, a, b)| &self.files[f].bytes()[a..b])
+    }
+}
+
+/// `gda data prepare`: tokenizes the text at `data` into a new directory
+/// `out` (refused when `out` exists, or when `data` holds shards already).
+pub fn prepare_dir(
+    data: &Path,
+    tokenizer: &crate::config::TokenizerKind,
+    out: &Path,
+    val_fraction: f64,
+    threads: usize,
+) -> Result<Meta, GdaError> {
+    if !(val_fraction > 0.0 && val_fraction < 1.0) {
+        return Err(input(format!("--val-fraction {val_fraction}; allowed: 0 < fraction < 1")));
+    }
+    if out.exists() {
+        return Err(input(format!("{} already exists; allowed: a new directory for --out", out.display())));
+    }
+    let tok = Tokenizer::new(tokenizer)?;
+    let path = super::corpus_path(&data.to_string_lossy())?;
+    if !matches!(super::corpus::detect(&path)?, super::corpus::Detected::Text) {
+        return Err(input(format!("{} holds token shards already; allowed: raw text to prepare", path.display())));
+    }
+    let plan = TextPlan::new(&path, val_fraction)?;
+    prepare(&plan, &tok, out, threads, false)
+}

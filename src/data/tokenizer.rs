@@ -159,6 +159,36 @@ impl Tokenizer {
     }
 }
 
+/// Trains a byte-level BPE tokenizer (GPT-2's pre-tokenizer pattern, no
+/// prefix space, no special tokens) of `vocab` ids on `texts`, and returns
+/// its tokenizer.json. Every id stands for whole bytes, so bits per byte
+/// stay exact.
+pub fn train_bpe<'a>(texts: impl Iterator<Item = &'a [u8]> + Send, vocab: usize) -> Result<String, GdaError> {
+    use tokenizers::models::bpe::{BpeTrainer, BPE};
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+
+    if vocab < 256 {
+        return Err(input(format!(
+            "--vocab {vocab} is below the 256 byte ids a byte-level BPE starts from; allowed: at least 256"
+        )));
+    }
+    let mut tok = tokenizers::Tokenizer::new(BPE::default());
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tok.with_decoder(Some(ByteLevel::new(false, true, true)));
+    let mut trainer: TrainerWrapper = BpeTrainer::builder()
+        .vocab_size(vocab)
+        .min_frequency(2)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    // Lines, so no sequence is larger than the text between two line breaks.
+    let lines = texts.flat_map(|t| t.split_inclusive(|&b| b == b'\n')).map(|l| String::from_utf8_lossy(l).into_owned());
+    tok.train(&mut trainer, lines).map_err(|e| input(format!("training the BPE tokenizer failed: {e}")))?;
+    tok.to_string(true).map_err(|e| input(format!("cannot serialise the trained tokenizer: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
