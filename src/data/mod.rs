@@ -21,7 +21,7 @@ use crate::error::GdaError;
 
 /// with its fixed evaluation set.
 pub enum Dataset {
-    Text(Corpus),
+    Text(Box<Corpus>),
     Task { cfg: TaskConfig, kind: TaskKind, eval: Vec<Example> },
 }
 
@@ -44,7 +44,7 @@ impl Dataset {
                     ));
                 }
                 corpus.check_context(spec)?;
-                Ok(Dataset::Text(corpus))
+                Ok(Dataset::Text(Box::new(corpus)))
             }
             kind => {
                 let cfg = spec.task.clone();
