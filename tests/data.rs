@@ -125,11 +125,15 @@ fn preparation_is_byte_identical_for_any_thread_count_and_trains_like_the_raw_te
     assert!(cached.starts_with(t.join("cache")));
     assert!(files(&cached) == fa, "the cache entry differs from gda data prepare's output");
 
-    // A second run reuses the entry: nothing is tokenized again.
+    // A second run reuses the entry: nothing is tokenized or written again.
+    let written = |p: &Path| std::fs::metadata(p.join("train_000000.bin")).unwrap().modified().unwrap();
+    let before = written(&cached);
     let mut c = gda_in(t);
     c.args(["train", "--spec"]).arg(spec(t, "raw", &file, "gpt2", 20)).arg("--run-dir").arg(t.join("raw2"));
-    let out = ok(c);
-    assert!(!stderr_of(&out).contains("preparing"), "{}", stderr_of(&out));
+    ok(c);
+    assert_eq!(written(&cached), before);
+    let entries = std::fs::read_dir(t.join("cache/prepared")).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir());
+    assert_eq!(entries.count(), 1);
     assert_eq!(deterministic_rows(&t.join("raw2")), rr);
 }
 

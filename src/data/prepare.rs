@@ -403,14 +403,19 @@ pub fn cached(plan: &TextPlan, tok: &Tokenizer, threads: usize) -> Result<PathBu
     if dir.join(META).is_file() {
         return Ok(dir);
     }
-    eprintln!(
-        "preparing {} ({:.1} MB, tokenizer {}) into {} (once; later runs reuse it)",
-        plan.root.display(),
-        plan.text_bytes() as f64 / 1e6,
-        tok.name(),
-        dir.display()
-    );
-    prepare(plan, tok, &dir, threads, false)?;
+    // Small texts take well under a second: say nothing (stderr stays the
+    // error alone when the run is then refused).
+    let quiet = plan.text_bytes() < 16 << 20;
+    if !quiet {
+        eprintln!(
+            "preparing {} ({:.1} MB, tokenizer {}) into {} (once; later runs reuse it)",
+            plan.root.display(),
+            plan.text_bytes() as f64 / 1e6,
+            tok.name(),
+            dir.display()
+        );
+    }
+    prepare(plan, tok, &dir, threads, quiet)?;
     Ok(dir)
 }
 
