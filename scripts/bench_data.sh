@@ -36,6 +36,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install --quiet tiktoken tokenizers
 fi
 PY=$VENV/bin/python
+# Python tiktoken fetches its ranks from the web; use the copy tiktoken-rs
+# compiles in (the same file), found in cargo's registry.
+R50K=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/tiktoken-rs-*/assets/r50k_base.tiktoken | head -1)
+export R50K
 W=$(mktemp -d "${TMPDIR:-/tmp}/gda-bench-data.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 # The benchmark's own cache, so a raw-text run prepares from scratch.
@@ -55,7 +59,9 @@ BYTES=$(stat -c %s "$W/big.txt")
 
 echo "bench_data: converting tiktoken's GPT-2 ranks to a tokenizer.json" >&2
 "$PY" - "$W/gpt2.json" <<'EOF'
-import sys, json, tiktoken
+import sys, json
+import tiktoken, tiktoken.load, os
+tiktoken.load.read_file_cached = lambda *a, **k: open(os.environ["R50K"], "rb").read()
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders
 enc = tiktoken.get_encoding("r50k_base")
 ranks = enc._mergeable_ranks
@@ -104,7 +110,9 @@ cmp -s <(tail -c +257 "$W/p200/train_000000.bin") <(tail -c +257 "$W/p200hf/trai
 
 echo "bench_data: Python tiktoken and tokenizers, $THREADS threads" >&2
 read -r TT_MBS HF_MBS < <(RAYON_NUM_THREADS=$THREADS "$PY" - "$W/big.txt" "$W/gpt2.json" "$THREADS" <<'EOF'
-import sys, time, tiktoken
+import sys, time
+import tiktoken, tiktoken.load, os
+tiktoken.load.read_file_cached = lambda *a, **k: open(os.environ["R50K"], "rb").read()
 from tokenizers import Tokenizer
 path, js, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t0 = time.perf_counter()
