@@ -33,7 +33,7 @@ pub struct EvalArgs {
     /// Context lengths to evaluate at (default: the training context).
     #[arg(long, value_delimiter = ',', value_name = "T,...")]
     pub contexts: Vec<usize>,
-    /// Text file or directory the lm suite scores, all of it (default: the run's validation split).
+    /// Data the lm suite scores: all of a text file or directory, or the validation shards of a prepared, nanoGPT or llm.c directory (default: the run's validation split).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// lm suite: target tokens scored per context (default: train.eval_tokens).
@@ -348,8 +348,8 @@ fn eval_run(
             Some(i) => i,
             None => {
                 let text = match &opts.data {
-                    Some(d) => Corpus::whole(d, data_cfg.tokenizer)?,
-                    None => Corpus::load(&data_cfg)?.val,
+                    Some(d) => Corpus::whole(d, &data_cfg.tokenizer)?,
+                    None => Corpus::load(&data_cfg, spec.train.threads)?.val,
                 };
                 corpora.push((key, text));
                 corpora.len() - 1
