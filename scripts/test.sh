@@ -7,6 +7,8 @@
 # cannot start, those tests fail and say why.
 set -euo pipefail
 "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+# TensorBoard, for tests/tensorboard.rs (which fails without it).
+"$(dirname "${BASH_SOURCE[0]}")/tb-venv.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GDA_ROOT"
 if scripts/slurm-cluster.sh up; then

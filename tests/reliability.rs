@@ -34,14 +34,6 @@ fn train(spec: &Path, run: &Path) -> Command {
     c
 }
 
-/// The newest step in a run's metrics.csv (0 before the first row).
-fn last_logged_step(run: &Path) -> usize {
-    std::fs::read_to_string(run.join("metrics.csv"))
-        .ok()
-        .and_then(|t| t.lines().filter_map(|l| l.split(',').next()?.parse().ok()).next_back())
-        .unwrap_or(0)
-}
-
 /// Waits for `child` at most `limit`; a child still running then is killed
 /// and the test fails (a hang must fail, not block the suite).
 fn wait_at_most(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {

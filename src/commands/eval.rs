@@ -2,9 +2,10 @@
 //! retrieval.csv and attention.csv (then `report::eval` renders the tables
 //! and plots from those files).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use serde::Serialize;
 
 use crate::config::{check_task, Spec, TaskKind};
 use crate::data::{eval_offsets, tasks, Corpus, Split};
@@ -14,10 +15,10 @@ use crate::eval::analysis;
 use crate::eval::{lm_eval, retrieval_eval};
 use crate::experiment::{self, Grid};
 use crate::model::Model;
-use crate::report::eval::{eval_report, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
+use crate::report::eval::{eval_report, AttentionRow, LmRow, RetrievalRow, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
+use crate::report::table::write_rows;
 use crate::train::checkpoint;
 use crate::train::run_dir::{find_source, Source};
-use crate::util::fs::atomic_write;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -32,7 +33,7 @@ pub struct EvalArgs {
     /// Context lengths to evaluate at (default: the training context).
     #[arg(long, value_delimiter = ',', value_name = "T,...")]
     pub contexts: Vec<usize>,
-    /// Text file or directory the lm suite scores, all of it (default: the run's validation split).
+    /// Data the lm suite scores: all of a text file or directory, or the validation shards of a prepared, nanoGPT or llm.c directory (default: the run's validation split).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// lm suite: target tokens scored per context (default: train.eval_tokens).
@@ -59,20 +60,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let opts = EvalOptions {
-        runs: args.runs,
-        suites: args.suites,
-        contexts: args.contexts,
-        data: args.data,
-        tokens: args.tokens,
-        examples: args.examples,
-        depths: args.depths,
-        task_set: args.set,
-        out: args.out,
-        device: args.device,
-        threads: args.threads,
-    };
-    let out = run_eval(&opts)?;
+    let out = run_eval(&args)?;
     println!("\n{}", eval_report(&out)?);
     println!("tables and plots: {}", out.display());
     Ok(())
@@ -92,50 +80,6 @@ pub enum Suite {
     Attention,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct EvalOptions {
-    /// Run directories or experiment directories (all their points).
-    pub runs: Vec<PathBuf>,
-    /// Empty: `lm` for text runs; the run's task and `attention` for task runs.
-    pub suites: Vec<Suite>,
-    /// Empty: each run's training context.
-    pub contexts: Vec<usize>,
-    /// Text the `lm` suite scores whole, instead of the run's validation split.
-    pub data: Option<PathBuf>,
-    /// `lm` token budget per context (default: the run's train.eval_tokens).
-    pub tokens: Option<usize>,
-    /// Retrieval examples per context (and depth); default task.eval_examples.
-    pub examples: Option<usize>,
-    /// NIAH depths; empty: 0, 0.25, 0.5, 0.75, 1.
-    pub depths: Vec<f64>,
-    /// `task.*` overrides for the retrieval generators.
-    pub task_set: Vec<String>,
-    pub out: Option<PathBuf>,
-    pub device: Option<String>,
-    pub threads: Option<usize>,
-}
-
-pub const LM_COLUMNS: &[&str] = &["run", "step", "context", "train_context", "tokens", "loss", "ppl", "bpb"];
-pub const RETRIEVAL_COLUMNS: &[&str] =
-    &["run", "step", "task", "context", "train_context", "depth", "examples", "queries", "loss", "acc", "token_acc"];
-pub const ATTENTION_COLUMNS: &[&str] = &[
-    "run",
-    "step",
-    "task",
-    "context",
-    "layer",
-    "group",
-    "heads",
-    "lambda",
-    "answer_mass",
-    "noise_mass",
-    "entropy",
-    "sparsity",
-    "signal_answer",
-    "noise_answer",
-    "rows",
-];
-
 /// One run to evaluate: its label in the tables and its directory.
 struct Target {
     label: String,
@@ -146,12 +90,12 @@ struct Target {
 /// in grid order) that have a checkpoint.
 /// Runs are labelled by directory name; points of an experiment by point
 /// name, prefixed by the experiment's name when several directories are
-/// evaluated together. Repeated labels get `#2`, `#3`…, and characters that
-/// would break a CSV cell become `_`.
+/// evaluated together. Repeated labels get `#2`, `#3`…; a name is never
+/// rewritten to suit the CSV files (they quote it), so a label always names
+/// its directory.
 fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
-    let name = |d: &std::path::Path| {
-        d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string())
-    };
+    let name =
+        |d: &Path| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string());
     let mut out: Vec<Target> = Vec::new();
     for r in runs {
         if r.join("spec.toml").is_file() {
@@ -180,7 +124,6 @@ fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
     }
     let mut seen: Vec<String> = Vec::new();
     for t in &mut out {
-        t.label = t.label.replace([',', '"', '\n', '\r'], "_");
         let base = t.label.clone();
         let mut k = 1;
         while seen.contains(&t.label) {
@@ -193,7 +136,7 @@ fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
 }
 
 /// Where the CSV files go: `--out`, or `eval/` inside the one directory given.
-pub fn out_dir(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
+pub fn out_dir(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
     match (&opts.out, opts.runs.as_slice()) {
         (Some(o), _) => Ok(o.clone()),
         (None, [one]) => Ok(one.join("eval")),
@@ -201,19 +144,19 @@ pub fn out_dir(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
     }
 }
 
-/// Rows of the three result tables, in the column order of their *_COLUMNS.
+/// Rows of the three result tables.
 #[derive(Default)]
 struct Tables {
-    lm: Vec<Vec<String>>,
-    retrieval: Vec<Vec<String>>,
-    attention: Vec<Vec<String>>,
+    lm: Vec<LmRow>,
+    retrieval: Vec<RetrievalRow>,
+    attention: Vec<AttentionRow>,
 }
 
 /// Runs the suites on every run, then writes the CSV files into the output
 /// directory (all at the end, each by rename: an error leaves nothing half-written).
-pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
+pub fn run_eval(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
     let out = out_dir(opts)?;
-    if let Some(bad) = opts.task_set.iter().find(|o| !o.trim_start().starts_with("task.")) {
+    if let Some(bad) = opts.set.iter().find(|o| !o.trim_start().starts_with("task.")) {
         return Err(input(format!(
             "--set {bad}: gda eval only changes task.* keys (the generators); the model and data come from the run"
         )));
@@ -238,29 +181,27 @@ pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
         eval_run(t, run, opts, &mut corpora, &mut tables)?;
     }
     std::fs::create_dir_all(&out).map_err(io("cannot create", &out))?;
-    for (name, cols, rows) in [
-        (LM_CSV, LM_COLUMNS, &tables.lm),
-        (RETRIEVAL_CSV, RETRIEVAL_COLUMNS, &tables.retrieval),
-        (ATTENTION_CSV, ATTENTION_COLUMNS, &tables.attention),
-    ] {
-        let path = out.join(name);
-        if rows.is_empty() {
-            // A table of an earlier evaluation with other suites would mix in; drop it.
-            let _ = std::fs::remove_file(&path);
-            continue;
-        }
-        let mut text = cols.join(",") + "\n";
-        for r in rows {
-            text += &(r.join(",") + "\n");
-        }
-        atomic_write(&path, text.as_bytes()).map_err(io("cannot write", &path))?;
-    }
+    write_table(&out.join(LM_CSV), &tables.lm)?;
+    write_table(&out.join(RETRIEVAL_CSV), &tables.retrieval)?;
+    write_table(&out.join(ATTENTION_CSV), &tables.attention)?;
     Ok(out)
 }
 
+/// Writes one result table; without rows, removes the table an earlier
+/// evaluation with other suites left, so it cannot mix in.
+fn write_table<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), GdaError> {
+    if !rows.is_empty() {
+        return write_rows(path, rows);
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("cannot remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// The run's spec with `--set task.*`, `--device` and `--threads` applied.
-fn eval_spec(src: &Spec, opts: &EvalOptions) -> Result<Spec, GdaError> {
-    let mut overrides = opts.task_set.clone();
+fn eval_spec(src: &Spec, opts: &EvalArgs) -> Result<Spec, GdaError> {
+    let mut overrides = opts.set.clone();
     if let Some(d) = &opts.device {
         overrides.push(format!("train.device=\"{d}\""));
     }
@@ -317,7 +258,7 @@ struct Checked {
 /// Everything about one run that can be refused without scoring it: its
 /// checkpoint and spec, the suites, options it would ignore, contexts and
 /// tasks that cannot fit.
-fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
+fn check_run(t: &Target, opts: &EvalArgs) -> Result<Checked, GdaError> {
     let src = find_source(&t.dir)?;
     let spec = eval_spec(&src.spec, opts)?;
     let (suites, tasks) = plan(&opts.suites, spec.data.task, &t.label)?;
@@ -368,7 +309,7 @@ fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
 fn eval_run(
     t: &Target,
     run: Checked,
-    opts: &EvalOptions,
+    opts: &EvalArgs,
     corpora: &mut Vec<(String, Split)>,
     tables: &mut Tables,
 ) -> Result<(), GdaError> {
@@ -407,8 +348,8 @@ fn eval_run(
             Some(i) => i,
             None => {
                 let text = match &opts.data {
-                    Some(d) => Corpus::whole(d, data_cfg.tokenizer)?,
-                    None => Corpus::load(&data_cfg)?.val,
+                    Some(d) => Corpus::whole(d, &data_cfg.tokenizer)?,
+                    None => Corpus::load(&data_cfg, spec.train.threads)?.val,
                 };
                 corpora.push((key, text));
                 corpora.len() - 1
@@ -426,16 +367,16 @@ fn eval_run(
                 )));
             }
             let s = lm_eval(&model, val, &eval_offsets(val.len, c, budget), c, rows(c), device);
-            tables.lm.push(vec![
-                t.label.clone(),
-                src.step.to_string(),
-                c.to_string(),
-                train_ctx.to_string(),
-                s.tokens.to_string(),
-                format!("{}", s.loss),
-                format!("{}", s.loss.exp()),
-                format!("{}", s.bpb),
-            ]);
+            tables.lm.push(LmRow {
+                run: t.label.clone(),
+                step: src.step,
+                context: c,
+                train_context: train_ctx,
+                tokens: s.tokens,
+                loss: s.loss,
+                ppl: s.loss.exp(),
+                bpb: s.bpb,
+            });
         }
     }
     let n = opts.examples.unwrap_or(spec.task.eval_examples);
@@ -450,40 +391,40 @@ fn eval_run(
             for &depth in &depths {
                 let examples = tasks::eval_set(&spec.task, kind, c, n, depth);
                 let s = retrieval_eval(&model, &examples, rows(c), device);
-                tables.retrieval.push(vec![
-                    t.label.clone(),
-                    src.step.to_string(),
-                    kind.name().into(),
-                    c.to_string(),
-                    train_ctx.to_string(),
-                    depth.map(|d| format!("{d}")).unwrap_or_default(),
-                    n.to_string(),
-                    s.queries.to_string(),
-                    format!("{}", s.loss),
-                    format!("{}", s.acc),
-                    format!("{}", s.token_acc),
-                ]);
+                tables.retrieval.push(RetrievalRow {
+                    run: t.label.clone(),
+                    step: src.step,
+                    task: kind.name().into(),
+                    context: c,
+                    train_context: train_ctx,
+                    depth,
+                    examples: n,
+                    queries: s.queries,
+                    loss: s.loss,
+                    acc: s.acc,
+                    token_acc: s.token_acc,
+                });
                 all.extend(examples);
             }
             if analyse {
                 for g in analysis::analyse(&model, &all, device) {
-                    tables.attention.push(vec![
-                        t.label.clone(),
-                        src.step.to_string(),
-                        kind.name().into(),
-                        c.to_string(),
-                        g.layer.to_string(),
-                        g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
-                        g.heads.to_string(),
-                        g.lambda.map(|l| format!("{l}")).unwrap_or_default(),
-                        format!("{}", g.stats.answer),
-                        format!("{}", g.stats.noise),
-                        format!("{}", g.stats.entropy),
-                        format!("{}", g.stats.sparsity),
-                        g.signal_answer.map(|x| format!("{x}")).unwrap_or_default(),
-                        g.noise_answer.map(|x| format!("{x}")).unwrap_or_default(),
-                        g.rows.to_string(),
-                    ]);
+                    tables.attention.push(AttentionRow {
+                        run: t.label.clone(),
+                        step: src.step,
+                        task: kind.name().into(),
+                        context: c,
+                        layer: g.layer,
+                        group: g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
+                        heads: g.heads,
+                        lambda: g.lambda,
+                        answer_mass: g.stats.answer,
+                        noise_mass: g.stats.noise,
+                        entropy: g.stats.entropy,
+                        sparsity: g.stats.sparsity,
+                        signal_answer: g.signal_answer,
+                        noise_answer: g.noise_answer,
+                        rows: g.rows,
+                    });
                 }
             }
         }

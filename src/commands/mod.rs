@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod data;
 mod eval;
 mod grow;
 mod report;
@@ -14,6 +15,7 @@ mod train;
 use clap::{Parser, Subcommand};
 
 use self::bench::BenchArgs;
+use self::data::DataArgs;
 use self::eval::EvalArgs;
 use self::grow::GrowArgs;
 use self::report::ReportArgs;
@@ -52,6 +54,9 @@ pub enum Command {
     /// running, done (with its validation loss) or failed (with the reason),
     /// from the run directories and, for Slurm jobs, squeue/sacct.
     Status(StatusArgs),
+    /// Prepare text into token shards once, train a BPE tokenizer, inspect a
+    /// data directory (gda's own, nanoGPT or llm.c shards).
+    Data(DataArgs),
 }
 
 impl Command {
@@ -62,7 +67,7 @@ impl Command {
             Command::Train(_) | Command::Grow(_) => true,
             Command::Sweep(a) => a.collect.is_none() && !a.grid.dry_run,
             Command::Ablate(a) => !a.grid.dry_run,
-            Command::Eval(_) | Command::Report(_) | Command::Bench(_) | Command::Status(_) => false,
+            Command::Data(_) | Command::Eval(_) | Command::Report(_) | Command::Bench(_) | Command::Status(_) => false,
         }
     }
 }
@@ -78,5 +83,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status::run(args),
+        Command::Data(args) => data::run(args),
     }
 }
