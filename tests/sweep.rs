@@ -230,6 +230,18 @@ fn ablation_puts_shared_and_twins_side_by_side() {
     assert!(lines[0].contains(&format!("{mean:.4} ± {std:.4}")), "{}", lines[0]);
     assert!(md.contains("Δ no-share") && md.contains("Δ equal-params"));
     assert!(stdout_of(&out).contains(lines[0]));
+
+    // The plot places every variant at the ratio it was asked for: the seeds'
+    // dots stand in two columns (2:1 and 4:1), six runs each, although the
+    // no-share twins achieve 1:1.
+    let svg = std::fs::read_to_string(dir.join("final_loss_vs_ratio.svg")).unwrap();
+    let mut columns: BTreeMap<String, usize> = BTreeMap::new();
+    // The seeds' dots have radius 3 (an error bar marks its mean with its own circle).
+    for circle in svg.split("<circle").skip(1).filter(|c| c.contains("r=\"3\"")) {
+        let cx = circle.split("cx=\"").nth(1).and_then(|c| c.split('"').next()).unwrap();
+        *columns.entry(cx.to_string()).or_default() += 1;
+    }
+    assert_eq!(columns.values().copied().collect::<Vec<_>>(), [6, 6], "dot x positions: {columns:?}");
 }
 
 #[test]

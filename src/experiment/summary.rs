@@ -354,7 +354,11 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(
     let done: Vec<(&Row, f64)> =
         rows.iter().filter_map(|r| r.val().map(|v| (r, if which == 0 { v.0 } else { v.1 }))).collect();
     let (ylo, yhi) = bounds(done.iter().map(|d| d.1)).unwrap_or((0.0, 1.0));
-    let rmax = rows.iter().filter_map(|r| r.point.ratio()).fold(1.0, f64::max);
+    // Placed by the ratio asked for: a no-share twin of 4:1 has one noise head
+    // per signal head (achieved 1:1) but belongs with the 4:1 models it is
+    // compared to; a --nearest point is drawn where it was asked for.
+    let x_of = |r: &Row| r.point.requested.map(|g| g as f64).or_else(|| r.point.ratio());
+    let rmax = rows.iter().filter_map(x_of).fold(1.0, f64::max);
     let axes = (0.5f64..rmax + 0.5, ylo..yhi);
     let caption = format!("final {} vs signal:noise ratio", y_desc.split(" (").next().unwrap_or(y_desc));
     svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), true, |chart| {
@@ -363,7 +367,7 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(
             let color = COLORS[ci];
             let mut by_ratio: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
             for (r, l) in done.iter().filter(|(r, _)| r.point.variant == *v) {
-                by_ratio.entry(r.point.ratio().unwrap_or(0.0).to_bits()).or_default().push(*l);
+                by_ratio.entry(x_of(r).unwrap_or(0.0).to_bits()).or_default().push(*l);
             }
             if by_ratio.is_empty() {
                 continue;

@@ -1,0 +1,98 @@
+//! Student's t and the paired t-test against values computed independently
+//! with scipy 1.17.1, by this script (each literal below is its output):
+//!
+//! ```python
+//! from scipy import stats
+//! import numpy as np
+//! for p, df in [(0.975, 1), (0.975, 2), (0.975, 4), (0.975, 29), (0.9995, 3), (0.6, 10)]:
+//!     print("ppf", p, df, repr(stats.t.ppf(p, df)))
+//! for t, df in [(-2.5, 1), (0.3, 2), (1.7, 5), (-4.2, 12), (10.0, 3)]:
+//!     print("cdf", t, df, repr(stats.t.cdf(t, df)))
+//! for a, b in cases:  # the three pairs in paired_t_tests_match_scipy
+//!     d = np.array(a) - np.array(b)
+//!     r = stats.ttest_rel(a, b)
+//!     ci = r.confidence_interval(0.95)
+//!     print("paired", a, b, repr(d.mean()), repr(r.pvalue), repr(ci.low), repr(ci.high))
+//! ```
+
+use gda::report::stats::{t_cdf, t_quantile, Paired};
+
+fn close(got: f64, want: f64, rel: f64) {
+    assert!((got - want).abs() <= rel * want.abs().max(1e-300), "got {got}, want {want}");
+}
+
+#[test]
+fn t_quantiles_match_scipy() {
+    for (p, df, want) in [
+        (0.975, 1.0, 12.706204736174694),
+        (0.975, 2.0, 4.302652729749462),
+        (0.975, 4.0, 2.7764451051977934),
+        (0.975, 29.0, 2.045229642132703),
+        (0.9995, 3.0, 12.923978636687961),
+        (0.6, 10.0, 0.2601848294920803),
+    ] {
+        close(t_quantile(p, df), want, 1e-9);
+        close(t_quantile(1.0 - p, df), -want, 1e-9);
+    }
+}
+
+#[test]
+fn t_cdf_matches_scipy() {
+    for (t, df, want) in [
+        (-2.5, 1.0, 0.12111894159084341),
+        (0.3, 2.0, 0.6037571695799112),
+        (1.7, 5.0, 0.925061606575838),
+        (-4.2, 12.0, 0.0006159501135613732),
+        (10.0, 3.0, 0.9989358004707929),
+    ] {
+        close(t_cdf(t, df), want, 1e-10);
+    }
+    assert_eq!(t_cdf(0.0, 7.0), 0.5);
+}
+
+#[test]
+fn paired_t_tests_match_scipy() {
+    // (a, b, mean of a − b, two-sided p, 95% CI) from scipy.stats.ttest_rel.
+    let cases: [(&[f64], &[f64], f64, f64, f64, f64); 3] = [
+        (
+            &[3.2141, 3.1987, 3.2250],
+            &[3.2411, 3.2102, 3.2390],
+            -0.017499999999999776,
+            0.06779843191642372,
+            -0.038172145675705496,
+            0.0031721456757059403,
+        ),
+        (&[2.91, 2.95], &[2.93, 2.90], 0.015000000000000124, 0.7422378831816858, -0.42971716576611596, 0.4597171657661162),
+        (
+            &[1.0, 1.1, 0.9, 1.05, 0.97],
+            &[1.2, 1.25, 1.1, 1.3, 1.15],
+            -0.19599999999999998,
+            0.0002748552059233848,
+            -0.24128244929659864,
+            -0.15071755070340132,
+        ),
+    ];
+    for (a, b, mean, p, lo, hi) in cases {
+        let t = Paired::new(a.iter().zip(b).map(|(x, y)| x - y).collect());
+        assert_eq!(t.n(), a.len());
+        close(t.mean, mean, 1e-9);
+        close(t.p.unwrap(), p, 1e-8);
+        let (l, h) = t.ci.unwrap();
+        close(l, lo, 1e-8);
+        close(h, hi, 1e-8);
+    }
+}
+
+#[test]
+fn verdicts_say_what_the_interval_allows() {
+    let noise = Paired::new(vec![0.02, -0.01]);
+    assert!(noise.verdict("4:1", "1:1", "nats").starts_with("no detectable difference at n = 2 (p = "));
+    let clear = Paired::new(vec![-0.2, -0.15, -0.2, -0.25, -0.18]);
+    let v = clear.verdict("4:1", "1:1", "nats");
+    assert!(v == "4:1 lower by 0.1960 nats (p = 2.7e-4)", "{v}");
+    let worse = Paired::new(vec![0.2, 0.15, 0.2, 0.25, 0.18]);
+    assert!(worse.verdict("4:1", "1:1", "nats").starts_with("1:1 lower by 0.1960 nats"));
+    let one = Paired::new(vec![0.03]);
+    assert!(one.ci.is_none() && one.p.is_none());
+    assert!(one.verdict("a", "b", "nats").contains("no interval at n = 1"));
+}
