@@ -161,7 +161,15 @@ impl Paired {
             let half = t_quantile(0.975, df) * se;
             // Identical differences on every seed: no spread to scale by; the
             // difference is exact (p = 0) unless it is exactly zero.
-            let p = if se == 0.0 { if mean == 0.0 { 1.0 } else { 0.0 } } else { t_two_sided_p(mean / se, df) };
+            let p = if se == 0.0 {
+                if mean == 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            } else {
+                t_two_sided_p(mean / se, df)
+            };
             (Some((mean - half, mean + half)), Some(p))
         };
         Paired { diffs, mean, std, ci, p }
