@@ -103,3 +103,20 @@ fn verdicts_say_what_the_interval_allows() {
     assert!(one.ci.is_none() && one.p.is_none());
     assert!(one.verdict("a", "b", "nats").contains("no interval at n = 1"));
 }
+
+/// A single context or a flat series still spans a readable axis: the range
+/// is wide enough that ten tick labels at three decimals are all different.
+#[test]
+fn degenerate_axes_are_widened() {
+    use gda::report::plot::bounds;
+    for vals in [vec![32.0], vec![3.5, 3.5, 3.5], vec![0.0], vec![1.0, 1.0 + 1e-9]] {
+        let (lo, hi) = bounds(vals.iter().copied()).unwrap();
+        let ticks: std::collections::BTreeSet<String> =
+            (0..10).map(|i| format!("{:.3}", lo + (hi - lo) * i as f64 / 9.0)).collect();
+        assert_eq!(ticks.len(), 10, "{vals:?}: {lo}..{hi}");
+        assert!(lo < vals[0] && hi > vals[0]);
+    }
+    // A spread series keeps its 10% padding.
+    let (lo, hi) = bounds([1.0, 3.0].into_iter()).unwrap();
+    assert!((lo - 0.8).abs() < 1e-12 && (hi - 3.2).abs() < 1e-12, "{lo}..{hi}");
+}

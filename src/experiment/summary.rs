@@ -12,7 +12,7 @@ use super::{cost, point_dir, policy_name, Point, Status, Variant};
 use crate::config::{AttentionKind, BudgetPolicy, TaskKind};
 use crate::error::{io, GdaError};
 use crate::report::mean_std;
-use crate::report::plot::{bounds, plot_err, svg_chart, COLORS};
+use crate::report::plot::{bounds, plot_err, svg_chart, COLORS, GREY};
 use crate::report::stats::{fmt_p, Paired};
 use crate::report::table::line;
 use crate::train::metrics::column_pairs;
@@ -496,9 +496,9 @@ pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, rat
         atomic_write(&path, &bytes).map_err(io("cannot write", &path))?;
     }
     if ratio_plot {
-        plot_final(&dir.join("final_loss_vs_ratio.svg"), rows, 0, "val loss (nats/token)")?;
+        plot_final(&dir.join("final_loss_vs_ratio.svg"), rows, 0, "val loss (nats/token)", policy)?;
         if metric_name(rows) == "acc" {
-            plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)")?;
+            plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)", policy)?;
         }
     }
     plot_curves(dir, &dir.join("loss_curves.svg"), rows)?;
@@ -507,7 +507,7 @@ pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, rat
 
 /// Writes by rename, so a reader sees the old file or the new one. The
 /// seed as a dot; the baseline as a dashed line.
-fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(), GdaError> {
+fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str, policy: &str) -> Result<(), GdaError> {
     let done: Vec<(&Row, f64)> =
         rows.iter().filter_map(|r| r.val().map(|v| (r, if which == 0 { v.0 } else { v.1 }))).collect();
     let (ylo, yhi) = bounds(done.iter().map(|d| d.1)).unwrap_or((0.0, 1.0));
@@ -517,7 +517,16 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(
     let x_of = |r: &Row| r.point.requested.map(|g| g as f64).or_else(|| r.point.ratio());
     let rmax = rows.iter().filter_map(x_of).fold(1.0, f64::max);
     let axes = (0.5f64..rmax + 0.5, ylo..yhi);
-    let caption = format!("final {} vs signal:noise ratio", y_desc.split(" (").next().unwrap_or(y_desc));
+    // What every point shares: the budget policy and the training length.
+    let held = rows
+        .first()
+        .map(|r| {
+            let t = &r.point.spec.train;
+            let tokens = (t.steps * t.batch_size * t.grad_accum * t.context) as f64;
+            format!(" ({policy} heads fixed, {} steps, {} tokens)", t.steps, human_count(tokens as usize))
+        })
+        .unwrap_or_default();
+    let caption = format!("final {} vs signal:noise ratio{held}", y_desc.split(" (").next().unwrap_or(y_desc));
     svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), true, |chart| {
         let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
         for (ci, v) in variants.iter().enumerate() {
@@ -556,7 +565,7 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(
         let base: Vec<f64> = done.iter().filter(|(r, _)| r.point.variant == Variant::Baseline).map(|d| d.1).collect();
         if !base.is_empty() {
             let (m, _) = mean_std(&base);
-            let c = COLORS[7];
+            let c = GREY;
             chart
                 .draw_series(DashedLineSeries::new(vec![(0.5, m), (rmax + 0.5, m)], 6, 4, c.stroke_width(2)))
                 .map_err(plot_err)?
