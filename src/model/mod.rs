@@ -94,7 +94,8 @@ impl Model {
         let mut maps = Vec::new();
         for block in &self.blocks {
             let (a, m) = block.attn.forward(&block.attn_norm.forward(&x), &cos, &sin, path);
-            x += a;
+            // A new tensor, not `x += a`: in place would overwrite one autograd saved.
+            x = &x + a;
             maps.extend(m);
             x = &x + block.mlp.forward(&block.mlp_norm.forward(&x));
         }
