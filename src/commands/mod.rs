@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod device_check;
 mod eval;
 mod grow;
 mod report;
@@ -14,6 +15,7 @@ mod train;
 use clap::{Parser, Subcommand};
 
 use self::bench::BenchArgs;
+use self::device_check::DeviceCheckArgs;
 use self::eval::EvalArgs;
 use self::grow::GrowArgs;
 use self::report::ReportArgs;
@@ -52,6 +54,9 @@ pub enum Command {
     /// running, done (with its validation loss) or failed (with the reason),
     /// from the run directories and, for Slurm jobs, squeue/sacct.
     Status(StatusArgs),
+    /// Numerical checks on one device for scripts/gpu/check.sh (JSON out).
+    #[command(hide = true)]
+    DeviceCheck(DeviceCheckArgs),
 }
 
 /// Runs the parsed command; errors carry their exit code (`GdaError::exit_code`).
@@ -65,5 +70,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status::run(args),
+        Command::DeviceCheck(args) => device_check::run(args),
     }
 }
