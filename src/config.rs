@@ -648,15 +648,7 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
     match kind {
         TaskKind::Text => Ok(()),
         TaskKind::Mqar => {
-            if cfg.pairs == 0 || cfg.pairs > n {
-                return err(
-                    "task.pairs",
-                    format!(
-                        "{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})",
-                        cfg.pairs, cfg.vocab
-                    ),
-                );
-            }
+            keys_in_range("task.pairs", cfg.pairs, n, cfg.vocab)?;
             let q = cfg.mqar_queries();
             if 2 * cfg.pairs + 2 * q > window {
                 let most = window / 4;
@@ -668,15 +660,7 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
             Ok(())
         }
         TaskKind::Niah => {
-            if cfg.needles == 0 || cfg.needles > n {
-                return err(
-                    "task.needles",
-                    format!(
-                        "{} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {})",
-                        cfg.needles, cfg.vocab
-                    ),
-                );
-            }
+            keys_in_range("task.needles", cfg.needles, n, cfg.vocab)?;
             if cfg.value_len == 0 {
                 return err("task.value_len", "must be a positive integer".into());
             }
@@ -700,6 +684,14 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
             Ok(())
         }
     }
+}
+
+/// 1 ≤ `count` ≤ `n`, the distinct keys a task vocabulary of `vocab` offers.
+fn keys_in_range(key: &str, count: usize, n: usize, vocab: usize) -> Result<(), KeyError> {
+    if (1..=n).contains(&count) {
+        return Ok(());
+    }
+    Err(key_err(key, format!("{count} is out of range; allowed: 1 to {n} (distinct keys in a vocabulary of {vocab})")))
 }
 
 /// Divisors of `n` closest to `near` (one below and one above when they exist).

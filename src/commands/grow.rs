@@ -93,9 +93,6 @@ pub fn run(args: GrowArgs) -> anyhow::Result<()> {
     }
     args.launch.check()?;
     let src = find_source(&args.from)?;
-    let m = &src.spec.model;
-    let g = m.ratio();
-    let noise = args.clone_noise.map(|snr| CloneNoise { snr, seed: src.spec.seed });
     // The training spec: the source's, or --spec's with the grown model.
     let mut base = match &args.spec {
         Some(p) => Spec::load(Some(p), &[])?,
@@ -106,61 +103,85 @@ pub fn run(args: GrowArgs) -> anyhow::Result<()> {
         base.train.threads = t;
     }
     let corpus = Dataset::load(&base)?;
-    let signal_op = GrowOp::SignalOnly { per_group: args.per_group.unwrap_or(g) };
-    if !args.compare {
-        let (op, tag) = if args.signal_only {
-            (signal_op, "signal-only")
-        } else if args.uniform {
-            (GrowOp::Uniform { groups: args.groups.unwrap_or(m.noise_heads) }, "uniform")
-        } else if let Some(n) = args.width {
-            (GrowOp::Width { factor: n }, "width")
-        } else {
-            (GrowOp::Depth, "depth")
-        };
-        let name = format!("{}-{tag}", src.spec.name);
-        let run_dir = args.run_dir.clone().unwrap_or_else(|| base.output.dir.join(&name));
-        if run_dir.join("spec.toml").exists() {
-            return Err(input(format!(
-                "run directory {} already holds a run; continue it with gda train --resume --run-dir {}, or choose another --run-dir",
-                run_dir.display(),
-                run_dir.display()
-            ))
-            .into());
-        }
-        let grown = grow::grow_checked(&src, &base, &op, noise.as_ref(), &name, &args.set, &corpus, args.tolerance)?;
-        report_growth(&src, tag, &grown, args.tolerance);
-        let mut spec = grown.spec.clone();
-        std::fs::create_dir_all(&run_dir)
-            .map_err(|e| input(format!("results directory {} is not writable: {e}", run_dir.display())))?;
-        let init = init_path(&run_dir.join("init.safetensors"))?;
-        grow::write_init(&grown, &init)?;
-        spec.train.init = init.to_string_lossy().into_owned();
-        let parent = growth_record(&src, tag, &grown, noise.as_ref());
-        let opts = TrainOptions { run_dir: Some(run_dir), resume: false, parent: Some(parent) };
-        let s = train::train(&spec, &opts)?;
-        print_done(&s);
-        return Ok(());
+    let noise = args.clone_noise.map(|snr| CloneNoise { snr, seed: src.spec.seed });
+    let setup = Setup { src, base, corpus, noise };
+    if args.compare {
+        compare(&args, &setup)
+    } else {
+        grow_one(&args, &setup)
+    }
+}
+
+/// What every growth starts from.
+struct Setup {
+    src: Source,
+    /// The spec the grown runs train under (model replaced by the grown one).
+    base: Spec,
+    corpus: Dataset,
+    noise: Option<CloneNoise>,
+}
+
+impl Setup {
+    fn signal_op(&self, args: &GrowArgs) -> GrowOp {
+        GrowOp::SignalOnly { per_group: args.per_group.unwrap_or(self.src.spec.model.ratio()) }
     }
 
-    // Comparison: signal-only, uniform at the closest added parameters, scratch.
-    let signal =
-        grow::grow_checked(&src, &base, &signal_op, noise.as_ref(), "signal-only", &args.set, &corpus, args.tolerance)?;
+    fn grow(&self, args: &GrowArgs, op: &GrowOp, name: &str) -> Result<Grown, GdaError> {
+        let Setup { src, base, corpus, noise } = self;
+        grow::grow_checked(src, base, op, noise.as_ref(), name, &args.set, corpus, args.tolerance)
+    }
+}
+
+/// One growth operation, then training the grown model as a new run.
+fn grow_one(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
+    let (src, base) = (&setup.src, &setup.base);
+    let (op, tag) = if args.signal_only {
+        (setup.signal_op(args), "signal-only")
+    } else if args.uniform {
+        (GrowOp::Uniform { groups: args.groups.unwrap_or(src.spec.model.noise_heads) }, "uniform")
+    } else if let Some(n) = args.width {
+        (GrowOp::Width { factor: n }, "width")
+    } else {
+        (GrowOp::Depth, "depth")
+    };
+    let name = format!("{}-{tag}", src.spec.name);
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| base.output.dir.join(&name));
+    if run_dir.join("spec.toml").exists() {
+        return Err(input(format!(
+            "run directory {} already holds a run; continue it with gda train --resume --run-dir {}, or choose another --run-dir",
+            run_dir.display(),
+            run_dir.display()
+        ))
+        .into());
+    }
+    let grown = setup.grow(args, &op, &name)?;
+    report_growth(src, tag, &grown, args.tolerance);
+    let mut spec = grown.spec.clone();
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| input(format!("results directory {} is not writable: {e}", run_dir.display())))?;
+    let init = init_path(&run_dir.join("init.safetensors"))?;
+    grow::write_init(&grown, &init)?;
+    spec.train.init = init.to_string_lossy().into_owned();
+    let parent = growth_record(src, tag, &grown, setup.noise.as_ref());
+    let opts = TrainOptions { run_dir: Some(run_dir), resume: false, parent: Some(parent) };
+    let s = train::train(&spec, &opts)?;
+    print_done(&s);
+    Ok(())
+}
+
+/// `--compare`: signal-only growth, uniform growth at the closest added
+/// parameters and (with --scratch) the signal-only architecture from a random
+/// init, trained as one experiment.
+fn compare(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
+    let (src, base) = (&setup.src, &setup.base);
+    let signal = setup.grow(args, &setup.signal_op(args), "signal-only")?;
     let groups = match args.groups {
         Some(k) => k,
         None => grow::matching_groups(&src.spec.model, signal.added_parameters),
     };
-    let uniform = grow::grow_checked(
-        &src,
-        &base,
-        &GrowOp::Uniform { groups },
-        noise.as_ref(),
-        "uniform",
-        &args.set,
-        &corpus,
-        args.tolerance,
-    )?;
-    report_growth(&src, "signal-only", &signal, args.tolerance);
-    report_growth(&src, "uniform", &uniform, args.tolerance);
+    let uniform = setup.grow(args, &GrowOp::Uniform { groups }, "uniform")?;
+    report_growth(src, "signal-only", &signal, args.tolerance);
+    report_growth(src, "uniform", &uniform, args.tolerance);
     let dir = args.out.clone().unwrap_or_else(|| base.output.dir.join(format!("grow-{}", src.spec.name)));
     let kind = Kind::Grow { step: src.step };
     experiment::open_dir(&dir, &src.spec, kind)?;

@@ -28,51 +28,50 @@ pub fn svg_chart(
     integer_x: bool,
     draw: impl FnOnce(&mut Chart) -> Result<(), GdaError>,
 ) -> Result<(), GdaError> {
-    draw_svg(path, caption, (x, y), (x_desc, y_desc), integer_x, draw).map_err(|e| match e {
+    // plotters' errors carry no path: name the file here.
+    let named = |e: GdaError| match e {
         GdaError::Io { what, source, .. } => GdaError::Io { what, path: path.to_path_buf(), source },
         other => other,
-    })
-}
-
-fn draw_svg(
-    path: &Path,
-    caption: &str,
-    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
-    (x_desc, y_desc): (&str, &str),
-    integer_x: bool,
-    draw: impl FnOnce(&mut Chart) -> Result<(), GdaError>,
-) -> Result<(), GdaError> {
-    // Whole numbers without a trailing ".0"; an integer axis (layers) gets a
-    // label at every integer and none between.
-    let x_labels = if integer_x { (x.end - x.start).ceil() as usize + 1 } else { 10 };
-    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x, y)
-        .map_err(plot_err)?;
-    let fmt = |v: &f64| {
-        if v.fract() == 0.0 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.3}").trim_end_matches('0').to_string()
-        }
     };
-    chart
-        .configure_mesh()
-        .x_labels(x_labels)
-        .x_label_formatter(&|v: &f64| if integer_x && v.fract() != 0.0 { String::new() } else { fmt(v) })
-        .y_label_formatter(&fmt)
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .draw()
-        .map_err(plot_err)?;
-    draw(&mut chart)?;
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_err)?;
-    root.present().map_err(plot_err)
+    let drawn = || -> Result<(), GdaError> {
+        // Whole numbers without a trailing ".0"; an integer axis (layers) gets a
+        // label at every integer and none between.
+        let x_labels = if integer_x { (x.end - x.start).ceil() as usize + 1 } else { 10 };
+        let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x, y)
+            .map_err(plot_err)?;
+        let fmt = |v: &f64| {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.3}").trim_end_matches('0').to_string()
+            }
+        };
+        chart
+            .configure_mesh()
+            .x_labels(x_labels)
+            .x_label_formatter(&|v: &f64| if integer_x && v.fract() != 0.0 { String::new() } else { fmt(v) })
+            .y_label_formatter(&fmt)
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .draw()
+            .map_err(plot_err)?;
+        draw(&mut chart)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)
+    };
+    drawn().map_err(named)
 }
 
 pub const COLORS: [RGBColor; 8] = [
