@@ -16,6 +16,7 @@ if [ $# -ne 2 ] || [ "$1" != "--torch" ]; then
 fi
 V=$2
 "$ROOT/scripts/build.sh" --torch "$V" build --release --bin gda
+gda_torch=$V
 source "$ROOT/scripts/env.sh"
 DEFAULT_V=$(sed -n 's/^GDA_TORCH_VERSION=\${gda_torch:-\([0-9.]*\)}.0$/\1/p' "$ROOT/scripts/env.sh")
 if [ "$V" = "$DEFAULT_V" ]; then BIN=$ROOT/target/release/gda; else BIN=$ROOT/target-torch$V/release/gda; fi
@@ -28,6 +29,13 @@ mkdir -p "$DIST/experiments" "$DIST/corpora"
 cp "$BIN" "$DIST/gda"
 cp "$ROOT/scripts/gpu/check.sh" "$ROOT/scripts/gpu/check.py" "$ROOT/scripts/bench_torch.py" "$DIST/"
 cp "$ROOT"/experiments/*.toml "$DIST/experiments/"
+# check.py refuses a python whose torch is another version, before gda runs
+# (a build for 2.11 on 2.13's libraries dies with an undefined symbol).
+if [ -n "${LIBTORCH:-}" ]; then
+  cat "$LIBTORCH/build-version" > "$DIST/LIBTORCH_VERSION" 2>/dev/null || echo "$V" > "$DIST/LIBTORCH_VERSION"
+else
+  "$GDA_VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null > "$DIST/LIBTORCH_VERSION"
+fi
 cp -r "$CORPUS" "$DIST/corpora/"
 cat > "$DIST/README.txt" <<EOF
 gda $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown), built against libtorch $V on $(hostname) $(date -u +%Y-%m-%d).

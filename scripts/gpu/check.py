@@ -322,8 +322,21 @@ def main():
     out = Path(args[0]).resolve()
     out.mkdir(parents=True, exist_ok=True)
     c = Check(out, "--dry" in sys.argv[1:])
+    built = HERE / "LIBTORCH_VERSION"  # written by scripts/gpu/build.sh
+    if built.exists():
+        import torch
+
+        want, have = built.read_text().strip(), torch.__version__
+        if want.split(".")[:2] != have.split("+")[0].split(".")[:2]:
+            c.say(f"check: this gda was built against libtorch {want}, but {c.py} has torch {have}: "
+                  f"it cannot run on those libraries; build it with scripts/gpu/build.sh --torch "
+                  f"{'.'.join(have.split('.')[:2])}, or point GDA_PYTHON at a torch {want}")
+            sys.exit(2)
     start = time.time()
     c.step("device", c.header)
+    if c.results["failed"]:
+        c.say(f"== the device step failed, nothing else is run: {c.results['steps']['device']}")
+        sys.exit(1)
     c.step("attention_fused_vs_materialised", c.attention)
     c.step("cpu_checkpoint_loss_on_device", c.cpu_checkpoints)
     c.step("train", c.train)
