@@ -7,6 +7,8 @@
 #   3. a release build of gda.
 # `setup.sh --torch 2.11 --venv-only` installs only another wheel, torch==2.11.0,
 # in its own venv beside the default one (scripts/build.sh --torch asks for it).
+# TensorBoard, which only tests/tensorboard.rs needs, is scripts/tb-venv.sh's
+# (scripts/test.sh calls it).
 set -euo pipefail
 gda_torch="" venv_only=0
 while [ $# -gt 0 ]; do

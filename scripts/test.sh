@@ -10,6 +10,8 @@
 # and runs the unit tests and the model/attention and training tests there.
 set -euo pipefail
 "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+# TensorBoard, for tests/tensorboard.rs (which fails without it).
+"$(dirname "${BASH_SOURCE[0]}")/tb-venv.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GDA_ROOT"
 if scripts/slurm-cluster.sh up; then

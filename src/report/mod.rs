@@ -1,9 +1,10 @@
 //! Presentation without domain knowledge: statistics over seeds, SVG
-//! charts, and the rendering of `gda eval`'s tables.
+//! charts, TensorBoard event files, and the rendering of `gda eval`'s tables.
 
 pub mod eval;
 pub mod plot;
 pub mod table;
+pub mod tfevents;
 
 /// Mean and sample standard deviation (0 for a single value).
 pub fn mean_std(v: &[f64]) -> (f64, f64) {

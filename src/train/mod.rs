@@ -152,6 +152,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let columns = metric_columns(spec.model.n_layers, differential, task);
     let keep = last_ckpt.as_ref().map(|_| state.step);
     let mut log = MetricsLog::open(&run_dir.join("metrics.csv"), &columns, keep)?;
+    // A code block, since TensorBoard renders text as Markdown.
+    log.text("spec", &format!("```toml\n{}```", spec.to_toml()))?;
 
     let evaluate = |model: &Model| evaluate(model, &data, spec, device);
     let checkpoint_every = if tc.checkpoint_every == 0 { tc.eval_every } else { tc.checkpoint_every };
