@@ -727,3 +727,36 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), KeyError> {
     cur.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Manifests, checkpoint states and experiment.json record a spec's
+    /// hash, so runs of one spec match across gda versions (experiment.json
+    /// is matched by it alone when base-spec.toml is missing): a toml or
+    /// sha2 upgrade must not change it. Values computed with toml 0.8 and
+    /// sha2 0.10.
+    #[test]
+    fn the_hash_of_a_spec_never_changes() {
+        let hash = |path: Option<&str>, overrides: &[&str]| {
+            let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+            Spec::load(path.map(Path::new), &overrides).unwrap().hash()
+        };
+        assert_eq!(hash(None, &[]), "e370903d6d1432c9");
+        assert_eq!(hash(Some("experiments/smoke.toml"), &[]), "e4ccb04368b452d7");
+        assert_eq!(hash(Some("experiments/mqar.toml"), &[]), "6eb877c7edb865ba");
+        let odd = [
+            "train.lr=1.5e-7",
+            "train.min_lr=1e-8",
+            "train.steps=30",
+            "model.lambda_init=[0.2,0.35]",
+            r#"name="a,b \"c\"""#,
+        ];
+        assert_eq!(hash(Some("experiments/smoke.toml"), &odd), "25152f25c2405179");
+        assert_eq!(
+            hash(Some("experiments/mqar.toml"), &[r#"data.tokenizer="gpt2""#, "train.weight_decay=1e22"]),
+            "f510ec40b5c35bec"
+        );
+    }
+}

@@ -404,3 +404,25 @@ fn runs_evaluated_together_keep_apart_even_with_equal_names() {
     assert!(!out_dir.join("lm.csv").exists() && !out_dir.join("bpb_vs_context.svg").exists());
     assert!(out_dir.join("retrieval.csv").is_file() && out_dir.join("accuracy_vs_context.svg").is_file());
 }
+
+#[test]
+fn a_run_named_with_commas_and_quotes_keeps_its_name_in_every_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 20"));
+    let name = "a,b \"c\"";
+    let run = tmp.path().join(name);
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = eval(&["--run", run.to_str().unwrap(), "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // Quoted in the file, one cell when read back, never rewritten.
+    let text = std::fs::read_to_string(run.join("eval/lm.csv")).unwrap();
+    assert!(text.lines().nth(1).unwrap().starts_with("\"a,b \"\"c\"\"\",20,32,32,2048,"), "{text}");
+    let rows = csv(&run.join("eval/lm.csv"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0]["run"].as_str(), rows[0]["step"].as_str(), rows[0]["tokens"].as_str()), (name, "20", "2048"));
+    assert_eq!(f(&rows[0], "loss"), summary(&run)["val_loss"].as_f64().unwrap());
+    // summary.md is rendered from lm.csv read back.
+    let md = std::fs::read_to_string(run.join("eval/summary.md")).unwrap();
+    assert!(md.contains(&format!("| {name} | 32 | 32 | 2048 | {:.4} |", f(&rows[0], "loss"))), "{md}");
+}

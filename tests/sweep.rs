@@ -14,24 +14,11 @@ use common::*;
 type Table = Vec<BTreeMap<String, String>>;
 
 fn summary(dir: &Path) -> (Table, Table) {
-    let text = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
-    let rows: Vec<BTreeMap<String, String>> = lines
-        .map(|l| {
-            // The only quoted cells hold reasons with commas; split naively but keep them whole.
-            let mut cells = Vec::new();
-            let mut cur = String::new();
-            let mut quoted = false;
-            for c in l.chars() {
-                match c {
-                    '"' => quoted = !quoted,
-                    ',' if !quoted => cells.push(std::mem::take(&mut cur)),
-                    c => cur.push(c),
-                }
-            }
-            cells.push(cur);
-            assert_eq!(cells.len(), header.len(), "{l}");
+    let (header, rows) = gda::report::table::read(&dir.join("summary.csv")).unwrap();
+    let rows: Table = rows
+        .into_iter()
+        .map(|cells| {
+            assert_eq!(cells.len(), header.len(), "{cells:?}");
             header.iter().cloned().zip(cells).collect()
         })
         .collect();

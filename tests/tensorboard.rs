@@ -84,13 +84,6 @@ fn event_files(run: &Path) -> Vec<String> {
     names
 }
 
-fn last_logged_step(run: &Path) -> usize {
-    std::fs::read_to_string(run.join("metrics.csv"))
-        .ok()
-        .and_then(|t| t.lines().filter_map(|l| l.split(',').next()?.parse().ok()).next_back())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_run_killed_and_resumed_reads_back_in_tensorboard_as_its_metrics_csv() {
     let python = tensorboard_python();

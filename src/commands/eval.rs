@@ -2,9 +2,10 @@
 //! retrieval.csv and attention.csv (then `report::eval` renders the tables
 //! and plots from those files).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use serde::Serialize;
 
 use crate::config::{check_task, Spec, TaskKind};
 use crate::data::{eval_offsets, tasks, Corpus, Split};
@@ -14,10 +15,10 @@ use crate::eval::analysis;
 use crate::eval::{lm_eval, retrieval_eval};
 use crate::experiment::{self, Grid};
 use crate::model::Model;
-use crate::report::eval::{eval_report, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
+use crate::report::eval::{eval_report, AttentionRow, LmRow, RetrievalRow, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
+use crate::report::table::write_rows;
 use crate::train::checkpoint;
 use crate::train::run_dir::{find_source, Source};
-use crate::util::fs::atomic_write;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -115,27 +116,6 @@ pub struct EvalOptions {
     pub threads: Option<usize>,
 }
 
-pub const LM_COLUMNS: &[&str] = &["run", "step", "context", "train_context", "tokens", "loss", "ppl", "bpb"];
-pub const RETRIEVAL_COLUMNS: &[&str] =
-    &["run", "step", "task", "context", "train_context", "depth", "examples", "queries", "loss", "acc", "token_acc"];
-pub const ATTENTION_COLUMNS: &[&str] = &[
-    "run",
-    "step",
-    "task",
-    "context",
-    "layer",
-    "group",
-    "heads",
-    "lambda",
-    "answer_mass",
-    "noise_mass",
-    "entropy",
-    "sparsity",
-    "signal_answer",
-    "noise_answer",
-    "rows",
-];
-
 /// One run to evaluate: its label in the tables and its directory.
 struct Target {
     label: String,
@@ -146,12 +126,12 @@ struct Target {
 /// in grid order) that have a checkpoint.
 /// Runs are labelled by directory name; points of an experiment by point
 /// name, prefixed by the experiment's name when several directories are
-/// evaluated together. Repeated labels get `#2`, `#3`…, and characters that
-/// would break a CSV cell become `_`.
+/// evaluated together. Repeated labels get `#2`, `#3`…; a name is never
+/// rewritten to suit the CSV files (they quote it), so a label always names
+/// its directory.
 fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
-    let name = |d: &std::path::Path| {
-        d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string())
-    };
+    let name =
+        |d: &Path| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string());
     let mut out: Vec<Target> = Vec::new();
     for r in runs {
         if r.join("spec.toml").is_file() {
@@ -180,7 +160,6 @@ fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
     }
     let mut seen: Vec<String> = Vec::new();
     for t in &mut out {
-        t.label = t.label.replace([',', '"', '\n', '\r'], "_");
         let base = t.label.clone();
         let mut k = 1;
         while seen.contains(&t.label) {
@@ -201,12 +180,12 @@ pub fn out_dir(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
     }
 }
 
-/// Rows of the three result tables, in the column order of their *_COLUMNS.
+/// Rows of the three result tables.
 #[derive(Default)]
 struct Tables {
-    lm: Vec<Vec<String>>,
-    retrieval: Vec<Vec<String>>,
-    attention: Vec<Vec<String>>,
+    lm: Vec<LmRow>,
+    retrieval: Vec<RetrievalRow>,
+    attention: Vec<AttentionRow>,
 }
 
 /// Runs the suites on every run, then writes the CSV files into the output
@@ -238,24 +217,22 @@ pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
         eval_run(t, run, opts, &mut corpora, &mut tables)?;
     }
     std::fs::create_dir_all(&out).map_err(io("cannot create", &out))?;
-    for (name, cols, rows) in [
-        (LM_CSV, LM_COLUMNS, &tables.lm),
-        (RETRIEVAL_CSV, RETRIEVAL_COLUMNS, &tables.retrieval),
-        (ATTENTION_CSV, ATTENTION_COLUMNS, &tables.attention),
-    ] {
-        let path = out.join(name);
-        if rows.is_empty() {
-            // A table of an earlier evaluation with other suites would mix in; drop it.
-            let _ = std::fs::remove_file(&path);
-            continue;
-        }
-        let mut text = cols.join(",") + "\n";
-        for r in rows {
-            text += &(r.join(",") + "\n");
-        }
-        atomic_write(&path, text.as_bytes()).map_err(io("cannot write", &path))?;
-    }
+    write_table(&out.join(LM_CSV), &tables.lm)?;
+    write_table(&out.join(RETRIEVAL_CSV), &tables.retrieval)?;
+    write_table(&out.join(ATTENTION_CSV), &tables.attention)?;
     Ok(out)
+}
+
+/// Writes one result table; without rows, removes the table an earlier
+/// evaluation with other suites left, so it cannot mix in.
+fn write_table<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), GdaError> {
+    if !rows.is_empty() {
+        return write_rows(path, rows);
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("cannot remove", path)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// The run's spec with `--set task.*`, `--device` and `--threads` applied.
@@ -426,16 +403,16 @@ fn eval_run(
                 )));
             }
             let s = lm_eval(&model, val, &eval_offsets(val.len, c, budget), c, rows(c), device);
-            tables.lm.push(vec![
-                t.label.clone(),
-                src.step.to_string(),
-                c.to_string(),
-                train_ctx.to_string(),
-                s.tokens.to_string(),
-                format!("{}", s.loss),
-                format!("{}", s.loss.exp()),
-                format!("{}", s.bpb),
-            ]);
+            tables.lm.push(LmRow {
+                run: t.label.clone(),
+                step: src.step,
+                context: c,
+                train_context: train_ctx,
+                tokens: s.tokens,
+                loss: s.loss,
+                ppl: s.loss.exp(),
+                bpb: s.bpb,
+            });
         }
     }
     let n = opts.examples.unwrap_or(spec.task.eval_examples);
@@ -450,40 +427,40 @@ fn eval_run(
             for &depth in &depths {
                 let examples = tasks::eval_set(&spec.task, kind, c, n, depth);
                 let s = retrieval_eval(&model, &examples, rows(c), device);
-                tables.retrieval.push(vec![
-                    t.label.clone(),
-                    src.step.to_string(),
-                    kind.name().into(),
-                    c.to_string(),
-                    train_ctx.to_string(),
-                    depth.map(|d| format!("{d}")).unwrap_or_default(),
-                    n.to_string(),
-                    s.queries.to_string(),
-                    format!("{}", s.loss),
-                    format!("{}", s.acc),
-                    format!("{}", s.token_acc),
-                ]);
+                tables.retrieval.push(RetrievalRow {
+                    run: t.label.clone(),
+                    step: src.step,
+                    task: kind.name().into(),
+                    context: c,
+                    train_context: train_ctx,
+                    depth,
+                    examples: n,
+                    queries: s.queries,
+                    loss: s.loss,
+                    acc: s.acc,
+                    token_acc: s.token_acc,
+                });
                 all.extend(examples);
             }
             if analyse {
                 for g in analysis::analyse(&model, &all, device) {
-                    tables.attention.push(vec![
-                        t.label.clone(),
-                        src.step.to_string(),
-                        kind.name().into(),
-                        c.to_string(),
-                        g.layer.to_string(),
-                        g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
-                        g.heads.to_string(),
-                        g.lambda.map(|l| format!("{l}")).unwrap_or_default(),
-                        format!("{}", g.stats.answer),
-                        format!("{}", g.stats.noise),
-                        format!("{}", g.stats.entropy),
-                        format!("{}", g.stats.sparsity),
-                        g.signal_answer.map(|x| format!("{x}")).unwrap_or_default(),
-                        g.noise_answer.map(|x| format!("{x}")).unwrap_or_default(),
-                        g.rows.to_string(),
-                    ]);
+                    tables.attention.push(AttentionRow {
+                        run: t.label.clone(),
+                        step: src.step,
+                        task: kind.name().into(),
+                        context: c,
+                        layer: g.layer,
+                        group: g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
+                        heads: g.heads,
+                        lambda: g.lambda,
+                        answer_mass: g.stats.answer,
+                        noise_mass: g.stats.noise,
+                        entropy: g.stats.entropy,
+                        sparsity: g.stats.sparsity,
+                        signal_answer: g.signal_answer,
+                        noise_answer: g.noise_answer,
+                        rows: g.rows,
+                    });
                 }
             }
         }

@@ -13,6 +13,7 @@ use crate::config::{AttentionKind, BudgetPolicy, TaskKind};
 use crate::error::{io, GdaError};
 use crate::report::mean_std;
 use crate::report::plot::{bounds, plot_err, svg_chart, COLORS};
+use crate::report::table::line;
 use crate::train::metrics::column_pairs;
 use crate::util::fs::atomic_write;
 
@@ -66,14 +67,6 @@ fn groups<'a, 'b>(rows: &'b [Row<'a>]) -> Vec<(String, Vec<&'b Row<'a>>)> {
         .collect()
 }
 
-fn csv_escape(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn fmt_ratio(r: Option<f64>) -> String {
     match r {
         Some(r) if r.fract() == 0.0 => format!("{r}"),
@@ -112,9 +105,9 @@ pub const CSV_COLUMNS: &[&str] = &[
 ];
 
 /// summary.csv: a `run` row per point, then a `mean` row per group of seeds.
-pub fn csv(rows: &[Row], policy: &str) -> String {
+pub fn csv(rows: &[Row], policy: &str) -> Vec<u8> {
     let metric = metric_name(rows);
-    let mut out = CSV_COLUMNS.iter().map(|c| c.replace("bpb", metric)).collect::<Vec<_>>().join(",") + "\n";
+    let mut out = line(CSV_COLUMNS.iter().map(|c| c.replace("bpb", metric)));
     let arch = |p: &Point| {
         let m = &p.spec.model;
         let (params, attn, train) = cost(p);
@@ -161,7 +154,7 @@ pub fn csv(rows: &[Row], policy: &str) -> String {
             tps,
             secs,
         ]);
-        out += &(cells.iter().map(|c| csv_escape(c)).collect::<Vec<_>>().join(",") + "\n");
+        out.extend(line(&cells));
     }
     for (group, members) in groups(rows) {
         let p = members[0].point;
@@ -203,7 +196,7 @@ pub fn csv(rows: &[Row], policy: &str) -> String {
             String::new(),
             String::new(),
         ]);
-        out += &(cells.iter().map(|c| csv_escape(c)).collect::<Vec<_>>().join(",") + "\n");
+        out.extend(line(&cells));
     }
     out
 }
@@ -341,9 +334,9 @@ pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String
 /// Writes summary.csv, summary.md and the plots into `dir`.
 pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, ratio_plot: bool) -> Result<(), GdaError> {
     let policy = policy_name(policy);
-    for (name, text) in [("summary.csv", csv(rows, policy)), ("summary.md", markdown.to_string())] {
+    for (name, bytes) in [("summary.csv", csv(rows, policy)), ("summary.md", markdown.as_bytes().to_vec())] {
         let path = dir.join(name);
-        atomic_write(&path, text.as_bytes()).map_err(io("cannot write", &path))?;
+        atomic_write(&path, &bytes).map_err(io("cannot write", &path))?;
     }
     if ratio_plot {
         plot_final(&dir.join("final_loss_vs_ratio.svg"), rows, 0, "val loss (nats/token)")?;

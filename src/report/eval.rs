@@ -1,12 +1,16 @@
 //! The tables and plots of `gda eval`, rendered from the CSV files it
 //! writes, so `gda report` can redraw them at any time.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::ErrorKind;
 use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::mean_std;
 use super::plot::plot_lines;
+use super::table::{number, opt_number, read_rows};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::atomic_write;
 
@@ -14,35 +18,99 @@ pub const LM_CSV: &str = "lm.csv";
 pub const RETRIEVAL_CSV: &str = "retrieval.csv";
 pub const ATTENTION_CSV: &str = "attention.csv";
 
-/// Rows of a CSV as maps from column name to cell (empty when the file is absent).
-fn table(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let Ok((header, rows)) = super::table::read(path) else { return Vec::new() };
-    rows.into_iter().map(|r| header.iter().cloned().zip(r).collect()).collect()
+/// A row of lm.csv: one run at one context (columns in docs/run-directory.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LmRow {
+    pub run: String,
+    pub step: usize,
+    pub context: usize,
+    pub train_context: usize,
+    pub tokens: usize,
+    #[serde(serialize_with = "number")]
+    pub loss: f64,
+    #[serde(serialize_with = "number")]
+    pub ppl: f64,
+    #[serde(serialize_with = "number")]
+    pub bpb: f64,
 }
 
-fn num(row: &BTreeMap<String, String>, key: &str) -> f64 {
-    row.get(key).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+/// A row of retrieval.csv: one run, task, context and (NIAH) needle depth.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetrievalRow {
+    pub run: String,
+    pub step: usize,
+    pub task: String,
+    pub context: usize,
+    pub train_context: usize,
+    #[serde(serialize_with = "opt_number")]
+    pub depth: Option<f64>,
+    pub examples: usize,
+    pub queries: usize,
+    #[serde(serialize_with = "number")]
+    pub loss: f64,
+    #[serde(serialize_with = "number")]
+    pub acc: f64,
+    #[serde(serialize_with = "number")]
+    pub token_acc: f64,
 }
 
-fn cellf(row: &BTreeMap<String, String>, key: &str, digits: usize) -> String {
-    let v = num(row, key);
-    if v.is_nan() {
-        "–".into()
-    } else {
-        format!("{v:.digits$}")
+/// A row of attention.csv: one head group of a layer (`group` = `all`: the
+/// whole layer); the gda-only columns are empty for standard attention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttentionRow {
+    pub run: String,
+    pub step: usize,
+    pub task: String,
+    pub context: usize,
+    pub layer: usize,
+    pub group: String,
+    pub heads: usize,
+    #[serde(serialize_with = "opt_number")]
+    pub lambda: Option<f64>,
+    #[serde(serialize_with = "number")]
+    pub answer_mass: f64,
+    #[serde(serialize_with = "number")]
+    pub noise_mass: f64,
+    #[serde(serialize_with = "number")]
+    pub entropy: f64,
+    #[serde(serialize_with = "number")]
+    pub sparsity: f64,
+    #[serde(serialize_with = "opt_number")]
+    pub signal_answer: Option<f64>,
+    #[serde(serialize_with = "opt_number")]
+    pub noise_answer: Option<f64>,
+    pub rows: usize,
+}
+
+/// The rows of an eval table; none when the file is absent.
+fn rows<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, GdaError> {
+    match read_rows(path) {
+        Err(GdaError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// A number with `digits` decimals; "–" for a missing or undefined one.
+fn fixed(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(v) if !v.is_nan() => format!("{v:.digits$}"),
+        _ => "–".into(),
     }
 }
 
 /// Renders `summary.md` and the plots of an eval directory from its CSV
 /// files; returns the Markdown.
 pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
-    let lm = table(&dir.join(LM_CSV));
-    let ret = table(&dir.join(RETRIEVAL_CSV));
-    let att = table(&dir.join(ATTENTION_CSV));
+    let lm: Vec<LmRow> = rows(&dir.join(LM_CSV))?;
+    let ret: Vec<RetrievalRow> = rows(&dir.join(RETRIEVAL_CSV))?;
+    let att: Vec<AttentionRow> = rows(&dir.join(ATTENTION_CSV))?;
     // A plot whose table is gone belongs to an earlier evaluation.
-    for (rows, plot) in [(&lm, "bpb_vs_context.svg"), (&ret, "accuracy_vs_context.svg"), (&att, "attention_noise.svg")]
-    {
-        if rows.is_empty() {
+    for (empty, plot) in [
+        (lm.is_empty(), "bpb_vs_context.svg"),
+        (ret.is_empty(), "accuracy_vs_context.svg"),
+        (att.is_empty(), "attention_noise.svg"),
+    ] {
+        if empty {
             let _ = std::fs::remove_file(dir.join(plot));
         }
     }
@@ -52,7 +120,6 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
             dir.display()
         )));
     }
-    let get = |r: &BTreeMap<String, String>, k: &str| r.get(k).cloned().unwrap_or_default();
     let mut s = String::new();
     if !lm.is_empty() {
         s += "## Held-out language modelling\n\nLoss in nats/token over a fixed token budget of the validation text; contexts past `train ctx` are extrapolation.\n\n";
@@ -61,16 +128,16 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} |",
-                get(r, "run"),
-                get(r, "context"),
-                get(r, "train_context"),
-                get(r, "tokens"),
-                cellf(r, "loss", 4),
-                cellf(r, "ppl", 3),
-                cellf(r, "bpb", 4)
+                r.run,
+                r.context,
+                r.train_context,
+                r.tokens,
+                fixed(Some(r.loss), 4),
+                fixed(Some(r.ppl), 3),
+                fixed(Some(r.bpb), 4)
             );
         }
-        let bpb = series(&lm, |r| get(r, "run"), "context", "bpb");
+        let bpb = series(lm.iter().map(|r| (r.run.clone(), r.context as f64, r.bpb)));
         plot_lines(
             &dir.join("bpb_vs_context.svg"),
             "bits per byte vs context length",
@@ -85,40 +152,38 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
         s += "## Retrieval\n\nExact match: a question counts only if every answer token is the model's top choice. NIAH rows are per needle depth (0 = start of the haystack).\n\n";
         s += "| run | task | context | train ctx | depth | questions | acc | token acc | answer loss |\n|---|---|---|---|---|---|---|---|---|\n";
         for r in &ret {
-            let depth = get(r, "depth");
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                get(r, "run"),
-                get(r, "task"),
-                get(r, "context"),
-                get(r, "train_context"),
-                if depth.is_empty() { "–".into() } else { depth },
-                get(r, "queries"),
-                cellf(r, "acc", 3),
-                cellf(r, "token_acc", 3),
-                cellf(r, "loss", 4)
+                r.run,
+                r.task,
+                r.context,
+                r.train_context,
+                r.depth.map(|d| d.to_string()).unwrap_or_else(|| "–".into()),
+                r.queries,
+                fixed(Some(r.acc), 3),
+                fixed(Some(r.token_acc), 3),
+                fixed(Some(r.loss), 4)
             );
         }
         // Accuracy per context: the mean over depths for NIAH.
-        let mut mean_rows: Vec<BTreeMap<String, String>> = Vec::new();
+        let key = |r: &RetrievalRow| (r.run.clone(), r.task.clone(), r.context);
+        let mut means: Vec<(String, f64, f64)> = Vec::new();
+        let mut seen = Vec::new();
         for r in &ret {
-            let key = |m: &BTreeMap<String, String>| (get(m, "run"), get(m, "task"), get(m, "context"));
-            if mean_rows.iter().any(|m| key(m) == key(r)) {
+            if seen.contains(&key(r)) {
                 continue;
             }
-            let accs: Vec<f64> = ret.iter().filter(|m| key(m) == key(r)).map(|m| num(m, "acc")).collect();
-            let mut m = r.clone();
-            m.insert("acc".into(), format!("{}", mean_std(&accs).0));
-            mean_rows.push(m);
+            seen.push(key(r));
+            let accs: Vec<f64> = ret.iter().filter(|m| key(m) == key(r)).map(|m| m.acc).collect();
+            means.push((format!("{} {}", r.run, r.task), r.context as f64, mean_std(&accs).0));
         }
-        let acc = series(&mean_rows, |r| format!("{} {}", get(r, "run"), get(r, "task")), "context", "acc");
         plot_lines(
             &dir.join("accuracy_vs_context.svg"),
             "retrieval accuracy vs context length",
             ("context (tokens)", "exact-match accuracy"),
             false,
-            &acc,
+            &series(means),
             &[],
         )?;
         s += "\n";
@@ -126,31 +191,28 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
     if !att.is_empty() {
         s += "## Attention on retrieval questions\n\nEffective maps (signal − λ·noise for gda, softmax for standard) at each question's position, averaged over all heads of a layer (per-group rows are in attention.csv). Answer mass: weight on the answer span; noise mass: |weight| everywhere else; entropy in nats of |weights| normalised; sparsity: Hoyer (1 = one position, 0 = uniform). Under gda, signal and noise answer: the answer mass of the signal map and of the subtracted noise map.\n\n";
         s += "| run | task | context | layer | λ | answer mass | noise mass | entropy | sparsity | signal answer | noise answer |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
-        let all: Vec<BTreeMap<String, String>> = att.iter().filter(|r| get(r, "group") == "all").cloned().collect();
+        let all: Vec<&AttentionRow> = att.iter().filter(|r| r.group == "all").collect();
         for r in &all {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                get(r, "run"),
-                get(r, "task"),
-                get(r, "context"),
-                get(r, "layer"),
-                cellf(r, "lambda", 3),
-                cellf(r, "answer_mass", 3),
-                cellf(r, "noise_mass", 3),
-                cellf(r, "entropy", 3),
-                cellf(r, "sparsity", 3),
-                cellf(r, "signal_answer", 3),
-                cellf(r, "noise_answer", 3)
+                r.run,
+                r.task,
+                r.context,
+                r.layer,
+                fixed(r.lambda, 3),
+                fixed(Some(r.answer_mass), 3),
+                fixed(Some(r.noise_mass), 3),
+                fixed(Some(r.entropy), 3),
+                fixed(Some(r.sparsity), 3),
+                fixed(r.signal_answer, 3),
+                fixed(r.noise_answer, 3)
             );
         }
-        let label =
-            |r: &BTreeMap<String, String>| format!("{} {}@{}", get(r, "run"), get(r, "task"), get(r, "context"));
-        let noise = series(&all, label, "layer", "noise_mass");
-        let answer: Vec<(String, Vec<(f64, f64)>)> = series(&all, label, "layer", "answer_mass")
-            .into_iter()
-            .map(|(l, p)| (format!("{l} (answer, dashed)"), p))
-            .collect();
+        let label = |r: &AttentionRow| format!("{} {}@{}", r.run, r.task, r.context);
+        let noise = series(all.iter().map(|r| (label(r), r.layer as f64, r.noise_mass)));
+        let answer =
+            series(all.iter().map(|r| (format!("{} (answer, dashed)", label(r)), r.layer as f64, r.answer_mass)));
         plot_lines(
             &dir.join("attention_noise.svg"),
             "attention noise (solid) and answer mass (dashed) per layer",
@@ -165,16 +227,11 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
     Ok(s)
 }
 
-/// Lines keyed by a label, in first-seen order, each a list of (x, y).
-fn series(
-    rows: &[BTreeMap<String, String>],
-    label: impl Fn(&BTreeMap<String, String>) -> String,
-    x: &str,
-    y: &str,
-) -> Vec<(String, Vec<(f64, f64)>)> {
+/// Lines keyed by a label, in first-seen order, each a list of (x, y)
+/// sorted by x; points that are not finite are left out.
+fn series(points: impl IntoIterator<Item = (String, f64, f64)>) -> Vec<(String, Vec<(f64, f64)>)> {
     let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for r in rows {
-        let (l, px, py) = (label(r), num(r, x), num(r, y));
+    for (l, px, py) in points {
         if !px.is_finite() || !py.is_finite() {
             continue;
         }

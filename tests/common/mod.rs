@@ -50,6 +50,15 @@ pub fn metrics(run_dir: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     gda::report::table::read(&run_dir.join("metrics.csv")).unwrap()
 }
 
+/// The step of the last complete row of a run's metrics.csv (0 before the
+/// first; the file is read while the run appends to it).
+pub fn last_logged_step(run: &Path) -> usize {
+    gda::report::table::read(&run.join("metrics.csv"))
+        .ok()
+        .and_then(|(_, rows)| rows.last()?.first()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The value of `col` in every row where it is not empty, with its step.
 pub fn column(run_dir: &Path, col: &str) -> Vec<(usize, f64)> {
     let (header, rows) = metrics(run_dir);
