@@ -107,8 +107,13 @@ if cmp -s "$MANIFEST/Cargo.toml.new" "$MANIFEST/Cargo.toml"; then
 else
   mv "$MANIFEST/Cargo.toml.new" "$MANIFEST/Cargo.toml"
 fi
-# The default lock as the start, so every other crate keeps its locked version.
-[ -f "$MANIFEST/Cargo.lock" ] || cp "$ROOT/Cargo.lock" "$MANIFEST/Cargo.lock"
+# The default lock as the start (again whenever it changes), so every other
+# crate keeps the version the default build has; cargo then moves only tch
+# and torch-sys.
+if ! cmp -s "$ROOT/Cargo.lock" "$MANIFEST/Cargo.lock.base"; then
+  cp "$ROOT/Cargo.lock" "$MANIFEST/Cargo.lock"
+  cp "$ROOT/Cargo.lock" "$MANIFEST/Cargo.lock.base"
+fi
 # The same source tree (src, tests, build.rs, experiments, scripts, docs...):
 # tests find files through CARGO_MANIFEST_DIR, which is this folder.
 for entry in "$ROOT"/* "$ROOT"/.ci; do
