@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod data;
 mod device_check;
 mod eval;
 mod grow;
@@ -15,6 +16,7 @@ mod train;
 use clap::{Parser, Subcommand};
 
 use self::bench::BenchArgs;
+use self::data::DataArgs;
 use self::device_check::DeviceCheckArgs;
 use self::eval::EvalArgs;
 use self::grow::GrowArgs;
@@ -57,6 +59,9 @@ pub enum Command {
     /// Numerical checks on one device for scripts/gpu/check.sh (JSON out).
     #[command(hide = true)]
     DeviceCheck(DeviceCheckArgs),
+    /// Prepare text into token shards once, train a BPE tokenizer, inspect a
+    /// data directory (gda's own, nanoGPT or llm.c shards).
+    Data(DataArgs),
 }
 
 /// Runs the parsed command; errors carry their exit code (`GdaError::exit_code`).
@@ -71,5 +76,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status::run(args),
         Command::DeviceCheck(args) => device_check::run(args),
+        Command::Data(args) => data::run(args),
     }
 }

@@ -139,6 +139,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         val_sources: data.sources(false),
         command: std::env::args().collect(),
         parent: opts.parent.clone(),
+        data: data.info(),
     };
     // A resumed run keeps the manifest of the run's start.
     let manifest_path = run_dir.join("manifest.json");

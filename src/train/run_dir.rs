@@ -33,6 +33,9 @@ pub struct Manifest {
     pub command: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub parent: Option<serde_json::Value>,
+    /// Text runs: the data's format, the shards read and the tokenizer.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data: Option<crate::data::DataInfo>,
 }
 
 /// What a finished run reports (also `summary.json`).
