@@ -128,11 +128,93 @@ pub enum NoiseScope {
     One,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// `data.tokenizer`: `"bytes"`, `"gpt2"`, or a path to a Hugging Face
+/// `tokenizer.json` (any value ending in `.json`). Serialised as that same
+/// string, so the hashes of specs written before paths were allowed are
+/// unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenizerKind {
     Bytes,
     Gpt2,
+    Json(String),
+}
+
+impl TokenizerKind {
+    pub const ALLOWED: &'static str = "\"bytes\", \"gpt2\" or a path to a Hugging Face tokenizer.json";
+
+    pub fn parse(s: &str) -> Result<TokenizerKind, String> {
+        match s {
+            "bytes" => Ok(TokenizerKind::Bytes),
+            "gpt2" => Ok(TokenizerKind::Gpt2),
+            p if p.ends_with(".json") => Ok(TokenizerKind::Json(p.to_string())),
+            other => Err(format!("unknown tokenizer `{other}`; allowed: {}", TokenizerKind::ALLOWED)),
+        }
+    }
+
+    /// The string the spec holds.
+    pub fn as_str(&self) -> &str {
+        match self {
+            TokenizerKind::Bytes => "bytes",
+            TokenizerKind::Gpt2 => "gpt2",
+            TokenizerKind::Json(p) => p,
+        }
+    }
+
+    /// Vocabulary size: fixed for bytes and gpt2, read from the file for a
+    /// tokenizer.json (the largest id of its vocabulary and added tokens, plus one).
+    pub fn vocab_size(&self) -> Result<usize, String> {
+        match self {
+            TokenizerKind::Bytes => Ok(256),
+            TokenizerKind::Gpt2 => Ok(GPT2_VOCAB),
+            TokenizerKind::Json(p) => json_vocab_size(std::path::Path::new(p)),
+        }
+    }
+}
+
+impl std::fmt::Display for TokenizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TokenizerKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenizerKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TokenizerKind::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The vocabulary size of a Hugging Face tokenizer.json, from its JSON
+/// alone (the data layer loads the tokenizer itself and checks it agrees).
+pub fn json_vocab_size(path: &std::path::Path) -> Result<usize, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read tokenizer {}: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("tokenizer {} is not a Hugging Face tokenizer.json: {e}", path.display()))?;
+    let mut top: Option<u64> = None;
+    let mut see = |id: Option<u64>| {
+        if let Some(id) = id {
+            top = Some(top.map_or(id, |t| t.max(id)));
+        }
+    };
+    match v.pointer("/model/vocab") {
+        Some(serde_json::Value::Object(m)) => m.values().for_each(|id| see(id.as_u64())),
+        // Unigram: a list of [piece, score], ids by position.
+        Some(serde_json::Value::Array(a)) if !a.is_empty() => see(Some(a.len() as u64 - 1)),
+        _ => {}
+    }
+    if let Some(serde_json::Value::Array(added)) = v.get("added_tokens") {
+        added.iter().for_each(|t| see(t.get("id").and_then(|i| i.as_u64())));
+    }
+    match top {
+        Some(t) => Ok(t as usize + 1),
+        None => Err(format!("tokenizer {} has no vocabulary (model.vocab)", path.display())),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -416,19 +498,16 @@ impl Spec {
     /// Fills derived defaults and checks every constraint between keys.
     pub fn resolve(&mut self) -> Result<(), KeyError> {
         let m = &mut self.model;
-        let tok_vocab = match self.data.tokenizer {
-            TokenizerKind::Bytes => 256,
-            TokenizerKind::Gpt2 => GPT2_VOCAB,
-        };
+        let tok_vocab = self.data.tokenizer.vocab_size().map_err(|m| key_err("data.tokenizer", m))?;
         if m.vocab_size == 0 {
             m.vocab_size = tok_vocab;
         } else if m.vocab_size < tok_vocab {
             return Err(key_err(
                 "model.vocab_size",
                 format!(
-                "{} is smaller than the {:?} tokenizer's vocabulary; allowed: 0 (automatic) or at least {tok_vocab}",
-                m.vocab_size, self.data.tokenizer
-            ),
+                    "{} is smaller than the {} tokenizer's vocabulary; allowed: 0 (automatic) or at least {tok_vocab}",
+                    m.vocab_size, self.data.tokenizer
+                ),
             ));
         }
         for (key, v) in [("model.d_model", m.d_model), ("model.n_layers", m.n_layers), ("model.head_dim", m.head_dim)] {

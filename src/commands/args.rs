@@ -136,7 +136,7 @@ pub struct SpecArgs {
     /// Override a spec key, e.g. --set train.steps=100 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Text file or directory to train on instead of data.corpus.
+    /// Data to train on instead of data.corpus: text (file or directory), a prepared directory, or nanoGPT/llm.c shards.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Device: auto, cpu, cuda, cuda:N (overrides train.device).

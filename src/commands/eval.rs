@@ -33,7 +33,7 @@ pub struct EvalArgs {
     /// Context lengths to evaluate at (default: the training context).
     #[arg(long, value_delimiter = ',', value_name = "T,...")]
     pub contexts: Vec<usize>,
-    /// Text file or directory the lm suite scores, all of it (default: the run's validation split).
+    /// Data the lm suite scores: all of a text file or directory, or the validation shards of a prepared, nanoGPT or llm.c directory (default: the run's validation split).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// lm suite: target tokens scored per context (default: train.eval_tokens).
@@ -60,20 +60,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let opts = EvalOptions {
-        runs: args.runs,
-        suites: args.suites,
-        contexts: args.contexts,
-        data: args.data,
-        tokens: args.tokens,
-        examples: args.examples,
-        depths: args.depths,
-        task_set: args.set,
-        out: args.out,
-        device: args.device,
-        threads: args.threads,
-    };
-    let out = run_eval(&opts)?;
+    let out = run_eval(&args)?;
     println!("\n{}", eval_report(&out)?);
     println!("tables and plots: {}", out.display());
     Ok(())
@@ -91,29 +78,6 @@ pub enum Suite {
     /// Attention mass on the answer vs. elsewhere, per layer and head group,
     /// on each retrieval suite evaluated.
     Attention,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct EvalOptions {
-    /// Run directories or experiment directories (all their points).
-    pub runs: Vec<PathBuf>,
-    /// Empty: `lm` for text runs; the run's task and `attention` for task runs.
-    pub suites: Vec<Suite>,
-    /// Empty: each run's training context.
-    pub contexts: Vec<usize>,
-    /// Text the `lm` suite scores whole, instead of the run's validation split.
-    pub data: Option<PathBuf>,
-    /// `lm` token budget per context (default: the run's train.eval_tokens).
-    pub tokens: Option<usize>,
-    /// Retrieval examples per context (and depth); default task.eval_examples.
-    pub examples: Option<usize>,
-    /// NIAH depths; empty: 0, 0.25, 0.5, 0.75, 1.
-    pub depths: Vec<f64>,
-    /// `task.*` overrides for the retrieval generators.
-    pub task_set: Vec<String>,
-    pub out: Option<PathBuf>,
-    pub device: Option<String>,
-    pub threads: Option<usize>,
 }
 
 /// One run to evaluate: its label in the tables and its directory.
@@ -172,7 +136,7 @@ fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
 }
 
 /// Where the CSV files go: `--out`, or `eval/` inside the one directory given.
-pub fn out_dir(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
+pub fn out_dir(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
     match (&opts.out, opts.runs.as_slice()) {
         (Some(o), _) => Ok(o.clone()),
         (None, [one]) => Ok(one.join("eval")),
@@ -190,9 +154,9 @@ struct Tables {
 
 /// Runs the suites on every run, then writes the CSV files into the output
 /// directory (all at the end, each by rename: an error leaves nothing half-written).
-pub fn run_eval(opts: &EvalOptions) -> Result<PathBuf, GdaError> {
+pub fn run_eval(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
     let out = out_dir(opts)?;
-    if let Some(bad) = opts.task_set.iter().find(|o| !o.trim_start().starts_with("task.")) {
+    if let Some(bad) = opts.set.iter().find(|o| !o.trim_start().starts_with("task.")) {
         return Err(input(format!(
             "--set {bad}: gda eval only changes task.* keys (the generators); the model and data come from the run"
         )));
@@ -236,8 +200,8 @@ fn write_table<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), GdaError> {
 }
 
 /// The run's spec with `--set task.*`, `--device` and `--threads` applied.
-fn eval_spec(src: &Spec, opts: &EvalOptions) -> Result<Spec, GdaError> {
-    let mut overrides = opts.task_set.clone();
+fn eval_spec(src: &Spec, opts: &EvalArgs) -> Result<Spec, GdaError> {
+    let mut overrides = opts.set.clone();
     if let Some(d) = &opts.device {
         overrides.push(format!("train.device=\"{d}\""));
     }
@@ -294,7 +258,7 @@ struct Checked {
 /// Everything about one run that can be refused without scoring it: its
 /// checkpoint and spec, the suites, options it would ignore, contexts and
 /// tasks that cannot fit.
-fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
+fn check_run(t: &Target, opts: &EvalArgs) -> Result<Checked, GdaError> {
     let src = find_source(&t.dir)?;
     let spec = eval_spec(&src.spec, opts)?;
     let (suites, tasks) = plan(&opts.suites, spec.data.task, &t.label)?;
@@ -345,7 +309,7 @@ fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
 fn eval_run(
     t: &Target,
     run: Checked,
-    opts: &EvalOptions,
+    opts: &EvalArgs,
     corpora: &mut Vec<(String, Split)>,
     tables: &mut Tables,
 ) -> Result<(), GdaError> {
@@ -384,8 +348,8 @@ fn eval_run(
             Some(i) => i,
             None => {
                 let text = match &opts.data {
-                    Some(d) => Corpus::whole(d, data_cfg.tokenizer)?,
-                    None => Corpus::load(&data_cfg)?.val,
+                    Some(d) => Corpus::whole(d, &data_cfg.tokenizer)?,
+                    None => Corpus::load(&data_cfg, spec.train.threads)?.val,
                 };
                 corpora.push((key, text));
                 corpora.len() - 1

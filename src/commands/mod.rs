@@ -4,6 +4,8 @@
 
 mod args;
 mod bench;
+mod data;
+mod device_check;
 mod eval;
 mod grow;
 mod report;
@@ -14,6 +16,8 @@ mod train;
 use clap::{Parser, Subcommand};
 
 use self::bench::BenchArgs;
+use self::data::DataArgs;
+use self::device_check::DeviceCheckArgs;
 use self::eval::EvalArgs;
 use self::grow::GrowArgs;
 use self::report::ReportArgs;
@@ -52,6 +56,12 @@ pub enum Command {
     /// running, done (with its validation loss) or failed (with the reason),
     /// from the run directories and, for Slurm jobs, squeue/sacct.
     Status(StatusArgs),
+    /// Numerical checks on one device for scripts/gpu/check.sh (JSON out).
+    #[command(hide = true)]
+    DeviceCheck(DeviceCheckArgs),
+    /// Prepare text into token shards once, train a BPE tokenizer, inspect a
+    /// data directory (gda's own, nanoGPT or llm.c shards).
+    Data(DataArgs),
 }
 
 /// Runs the parsed command; errors carry their exit code (`GdaError::exit_code`).
@@ -65,5 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status::run(args),
+        Command::DeviceCheck(args) => device_check::run(args),
+        Command::Data(args) => data::run(args),
     }
 }

@@ -1,11 +1,17 @@
-//! Text corpora, tokenizers, the deterministic training batch order and the
-//! fixed evaluation windows.
+//! Text corpora and token shards (detected by format, raw text prepared into
+//! the cache once), the deterministic training batch order and the fixed
+//! evaluation windows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tch::{Device, Kind, Tensor};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
 
+use super::prepare::{self, Meta, TextPlan};
 use super::rng::splitmix64;
+use super::shards::{self, Format, Split};
+use super::tokenizer::Tokenizer;
 use crate::config::{DataConfig, Spec, TokenizerKind};
 use crate::error::{input, io, GdaError};
 
@@ -26,41 +32,20 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("gda")
 }
 
-pub enum Tokenizer {
-    Bytes,
-    Gpt2(Box<tiktoken_rs::CoreBPE>),
-}
-
-impl Tokenizer {
-    pub fn new(kind: TokenizerKind) -> Tokenizer {
-        match kind {
-            TokenizerKind::Bytes => Tokenizer::Bytes,
-            TokenizerKind::Gpt2 => {
-                Tokenizer::Gpt2(Box::new(tiktoken_rs::r50k_base().expect("r50k_base is compiled in")))
-            }
-        }
-    }
-
-    /// Token ids and, per token, how many bytes of text it covers (for bits per byte).
-    pub fn encode(&self, bytes: &[u8]) -> (Vec<i64>, Vec<u8>) {
-        match self {
-            Tokenizer::Bytes => (bytes.iter().map(|&b| b as i64).collect(), vec![1; bytes.len()]),
-            Tokenizer::Gpt2(bpe) => {
-                let text = String::from_utf8_lossy(bytes);
-                let ids = bpe.encode_ordinary(&text);
-                let lens = bpe._decode_native_and_split(ids.clone()).map(|b| b.len().min(255) as u8).collect();
-                (ids.into_iter().map(|i| i as i64).collect(), lens)
-            }
-        }
-    }
-}
-
-/// One split of a corpus, tokenized, on the CPU.
-pub struct Split {
-    pub tokens: Tensor,
-    /// Bytes of text per token (f32), aligned with `tokens`.
-    pub token_bytes: Tensor,
-    pub len: usize,
+/// How a corpus was found and read, for the run manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    /// What `data.corpus` named: text, gda, nanogpt or llmc.
+    pub format: Format,
+    pub path: String,
+    /// The prepared directory read (raw text: its cache entry).
+    pub shards: String,
+    pub tokenizer: String,
+    pub tokenizer_hash: String,
+    pub vocab_size: usize,
+    /// Said when the shards carry no tokenizer identity and one is assumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_note: Option<String>,
 }
 
 pub struct Corpus {
@@ -69,6 +54,7 @@ pub struct Corpus {
     /// Files (or the one file) each split came from, for the run manifest.
     pub train_sources: Vec<String>,
     pub val_sources: Vec<String>,
+    pub info: DataInfo,
 }
 
 /// Resolves `data.corpus` (or `--data`) to a path on disk.
@@ -86,109 +72,270 @@ pub fn corpus_path(corpus: &str) -> Result<PathBuf, GdaError> {
     let p = PathBuf::from(corpus);
     if !p.exists() {
         return Err(input(format!(
-            "data path {} does not exist; allowed: \"shakespeare\" or a text file or directory",
+            "data path {} does not exist; allowed: \"shakespeare\", a text file or directory, a directory prepared by `gda data prepare`, or a directory of nanoGPT or llm.c shards",
             p.display()
         )));
     }
     Ok(p)
 }
 
-fn read(p: &Path) -> Result<Vec<u8>, GdaError> {
-    std::fs::read(p).map_err(io("cannot read", p))
+/// What a data path holds, by its file names and magic numbers.
+pub enum Detected {
+    Text,
+    /// gda's own directory.
+    Gda,
+    /// nanoGPT or llm.c shards: (format, train files, val files).
+    Shards(Format, Vec<PathBuf>, Vec<PathBuf>),
 }
 
-/// The files of a data directory, recursively, sorted, hidden ones skipped.
-fn text_files(dir: &Path) -> Result<Vec<PathBuf>, GdaError> {
-    let mut files = Vec::new();
-    list_files(dir, &mut files).map_err(io("cannot list", dir))?;
-    files.sort();
-    if files.is_empty() {
-        return Err(input(format!("data directory {} holds no files", dir.display())));
+fn first_bytes(p: &Path) -> Result<[u8; 8], GdaError> {
+    let mut b = [0u8; 8];
+    let mut f = std::fs::File::open(p).map_err(io("cannot open", p))?;
+    let mut n = 0;
+    while n < 8 {
+        match std::io::Read::read(&mut f, &mut b[n..]).map_err(io("cannot read", p))? {
+            0 => break,
+            k => n += k,
+        }
     }
-    Ok(files)
+    Ok(b)
 }
 
-fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if hidden {
+fn is_llmc_magic(b: &[u8; 8]) -> bool {
+    i32::from_le_bytes([b[0], b[1], b[2], b[3]]) == shards::LLMC_MAGIC
+}
+
+/// Detects the format at `path`; refuses a directory that mixes formats.
+pub fn detect(path: &Path) -> Result<Detected, GdaError> {
+    if !path.is_dir() {
+        let b = first_bytes(path)?;
+        if &b == shards::MAGIC || is_llmc_magic(&b) {
+            return Err(input(format!(
+                "{} is a token shard, not text; point data.corpus / --data at the directory that holds the shards",
+                path.display()
+            )));
+        }
+        return Ok(Detected::Text);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .map_err(io("cannot list", path))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".bin") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let gda_shard = |n: &str| {
+        ["train_", "val_"].iter().any(|p| {
+            n.strip_prefix(p)
+                .and_then(|r| r.strip_suffix(".bin"))
+                .is_some_and(|d| d.bytes().all(|c| c.is_ascii_digit()))
+        })
+    };
+    let llmc = |n: &str| n.contains("_train_") || n.contains("_val_");
+    let nano = |n: &str| n == "train.bin" || n == "val.bin";
+    let mut found: Vec<(Format, &str)> = Vec::new();
+    for n in &names {
+        let f = if n == shards::BYTE_TABLE || gda_shard(n) {
+            Format::Gda
+        } else if llmc(n) {
+            Format::Llmc
+        } else if nano(n) {
+            Format::Nanogpt
+        } else {
             continue;
-        }
-        if path.is_dir() {
-            list_files(&path, out)?;
-        } else if path.is_file() {
-            out.push(path);
+        };
+        if !found.iter().any(|(g, _)| *g == f) {
+            found.push((f, n));
         }
     }
-    Ok(())
+    match found.len() {
+        0 => return Ok(Detected::Text),
+        1 => {}
+        _ => {
+            return Err(input(format!(
+            "{}: ambiguous data directory: it holds shards of several formats ({}); allowed: one format per directory",
+            path.display(),
+            found.iter().map(|(f, n)| format!("{} ({n})", f.name())).collect::<Vec<_>>().join(", ")
+        )))
+        }
+    }
+    let format = found[0].0;
+    if format == Format::Gda {
+        return Ok(Detected::Gda);
+    }
+    let pick = |split: &str| -> Vec<PathBuf> {
+        names
+            .iter()
+            .filter(|n| match format {
+                Format::Llmc => n.contains(&format!("_{split}_")),
+                _ => **n == format!("{split}.bin"),
+            })
+            .map(|n| path.join(n))
+            .collect()
+    };
+    let (train, val) = (pick("train"), pick("val"));
+    for (files, split) in [(&train, "training"), (&val, "validation")] {
+        if files.is_empty() {
+            return Err(input(format!(
+                "{}: {} shards but no {split} shard ({}); allowed: both splits",
+                path.display(),
+                format.name(),
+                if format == Format::Llmc { "*_train_*.bin and *_val_*.bin" } else { "train.bin and val.bin" }
+            )));
+        }
+    }
+    if format == Format::Nanogpt {
+        for p in train.iter().chain(&val) {
+            let b = first_bytes(p)?;
+            if &b == shards::MAGIC || is_llmc_magic(&b) {
+                return Err(input(format!(
+                    "{}: ambiguous: named like a nanoGPT shard but starts with the magic of a {} shard; rename it",
+                    p.display(),
+                    if &b == shards::MAGIC { "gda" } else { "llm.c" }
+                )));
+            }
+        }
+    }
+    Ok(Detected::Shards(format, train, val))
 }
 
-/// Indices of the files held out for validation: spread evenly over the
-/// sorted list, so the split is deterministic and no whole-corpus region is
-/// missing from training.
-fn val_indices(n: usize, fraction: f64) -> Vec<usize> {
-    let picked: Vec<usize> =
-        (0..n).filter(|&i| ((i + 1) as f64 * fraction).floor() > (i as f64 * fraction).floor()).collect();
-    if picked.is_empty() {
-        vec![n - 1]
-    } else {
-        picked
+/// The shards of a gda directory, by split.
+fn gda_files(dir: &Path, split: &str) -> Result<Vec<PathBuf>, GdaError> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io("cannot list", dir))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(&format!("{split}_")) && n.ends_with(".bin")
+            })
+        })
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        return Err(input(format!("{}: a gda directory without {split}_*.bin shards", dir.display())));
     }
+    Ok(v)
+}
+
+/// Opens a gda directory for `tok`: its byte table must name the same tokenizer.
+pub fn open_gda_dir(
+    dir: &Path,
+    tok: &Tokenizer,
+    spec_tokenizer: &str,
+) -> Result<(Split, Split, Option<Meta>), GdaError> {
+    let table_path = dir.join(shards::BYTE_TABLE);
+    if !table_path.is_file() {
+        return Err(input(format!(
+            "{}: gda shards without their byte-length table {}; prepare the directory again with `gda data prepare`",
+            dir.display(),
+            shards::BYTE_TABLE
+        )));
+    }
+    let (header, table) = shards::read_byte_table(&table_path)?;
+    if header.tokenizer_hash != tok.hash() {
+        return Err(input(format!(
+            "{} was prepared with tokenizer {} (vocab {}), but data.tokenizer is {spec_tokenizer} ({}, vocab {}); set data.tokenizer to the directory's tokenizer or prepare the text again",
+            dir.display(),
+            header.tokenizer,
+            header.vocab,
+            tok.name(),
+            tok.vocab_size()
+        )));
+    }
+    let table = Arc::new(table);
+    let train = shards::open_gda(&gda_files(dir, "train")?, table.clone(), &header)?;
+    let val = shards::open_gda(&gda_files(dir, "val")?, table, &header)?;
+    let meta_path = dir.join(shards::META);
+    let meta = match std::fs::read(&meta_path) {
+        Ok(b) => Some(
+            serde_json::from_slice::<Meta>(&b)
+                .map_err(|e| input(format!("{}: not a gda meta.json: {e}", meta_path.display())))?,
+        ),
+        Err(_) => None,
+    };
+    Ok((train, val, meta))
+}
+
+fn names(files: &[PathBuf]) -> Vec<String> {
+    files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect()
 }
 
 impl Corpus {
-    /// Loads and tokenizes a corpus: a directory is split by whole files, a
-    /// single file by its last `val_fraction` of bytes.
-    pub fn load(cfg: &DataConfig) -> Result<Corpus, GdaError> {
+    /// Opens the corpus `cfg` names: raw text is prepared into the cache
+    /// once (with `threads` tokenizer threads, 0 = all cores) and read from
+    /// there like any prepared directory.
+    pub fn load(cfg: &DataConfig, threads: usize) -> Result<Corpus, GdaError> {
         let path = corpus_path(&cfg.corpus)?;
-        let tok = Tokenizer::new(cfg.tokenizer);
-        let (train_parts, val_parts, train_sources, val_sources) = if path.is_dir() {
-            let files = text_files(&path)?;
-            if files.len() == 1 {
-                let bytes = read(&files[0])?;
-                let (a, b) = split_bytes(&bytes, cfg.val_fraction);
-                let name = files[0].display().to_string();
-                (vec![a.to_vec()], vec![b.to_vec()], vec![name.clone()], vec![name])
-            } else {
-                let val = val_indices(files.len(), cfg.val_fraction);
-                let (mut tp, mut vp, mut ts, mut vs) = (vec![], vec![], vec![], vec![]);
-                for (i, f) in files.iter().enumerate() {
-                    let name = f.strip_prefix(&path).unwrap_or(f).display().to_string();
-                    if val.contains(&i) {
-                        vp.push(read(f)?);
-                        vs.push(name);
-                    } else {
-                        tp.push(read(f)?);
-                        ts.push(name);
-                    }
-                }
-                (tp, vp, ts, vs)
-            }
-        } else {
-            let bytes = read(&path)?;
-            let (a, b) = split_bytes(&bytes, cfg.val_fraction);
-            let name = path.display().to_string();
-            (vec![a.to_vec()], vec![b.to_vec()], vec![name.clone()], vec![name])
+        let tok = Tokenizer::new(&cfg.tokenizer)?;
+        let mut info = DataInfo {
+            format: Format::Text,
+            path: path.display().to_string(),
+            shards: path.display().to_string(),
+            tokenizer: tok.name(),
+            tokenizer_hash: shards::hex(&tok.hash()),
+            vocab_size: tok.vocab_size(),
+            tokenizer_note: None,
         };
-        let train = encode_split(&tok, &train_parts);
-        let val = encode_split(&tok, &val_parts);
-        if train.len < 2 || val.len < 2 {
+        let corpus = match detect(&path)? {
+            Detected::Text => {
+                let plan = TextPlan::new(&path, cfg.val_fraction)?;
+                let dir = prepare::cached(&plan, &tok, threads)?;
+                let (train, val, _) = open_gda_dir(&dir, &tok, cfg.tokenizer.as_str())?;
+                info.shards = dir.display().to_string();
+                Corpus { train, val, train_sources: plan.train_sources, val_sources: plan.val_sources, info }
+            }
+            Detected::Gda => {
+                let (train, val, meta) = open_gda_dir(&path, &tok, cfg.tokenizer.as_str())?;
+                info.format = Format::Gda;
+                let (train_sources, val_sources) = match meta {
+                    Some(m) => (m.train.sources, m.val.sources),
+                    None => (vec![], vec![]),
+                };
+                Corpus { train, val, train_sources, val_sources, info }
+            }
+            Detected::Shards(format, train_files, val_files) => {
+                let (train, val) = open_foreign(format, &train_files, &val_files, &tok, &cfg.tokenizer, &mut info)?;
+                Corpus { train, val, train_sources: names(&train_files), val_sources: names(&val_files), info }
+            }
+        };
+        if corpus.train.len < 2 || corpus.val.len < 2 {
             return Err(input(format!(
                 "data at {} is too small to split into training and validation text",
                 path.display()
             )));
         }
-        Ok(Corpus { train, val, train_sources, val_sources })
+        Ok(corpus)
     }
 
-    /// All of the text at `path` (a file, or a directory's files in order),
-    /// unsplit: what `gda eval --data` scores.
-    pub fn whole(path: &Path, tokenizer: TokenizerKind) -> Result<Split, GdaError> {
+    /// What `gda eval --data` scores: all of a text (a file, or a
+    /// directory's files in order, unsplit), or the validation split of a
+    /// prepared or shard directory.
+    pub fn whole(path: &Path, tokenizer: &TokenizerKind) -> Result<Split, GdaError> {
         let path = corpus_path(&path.to_string_lossy())?;
-        let files = if path.is_dir() { text_files(&path)? } else { vec![path.clone()] };
-        let parts = files.iter().map(|f| read(f)).collect::<Result<Vec<_>, _>>()?;
-        Ok(encode_split(&Tokenizer::new(tokenizer), &parts))
+        let tok = Tokenizer::new(tokenizer)?;
+        match detect(&path)? {
+            Detected::Text => {
+                let plan = TextPlan::new(&path, 0.5)?;
+                let ids = prepare::encode_all(&plan, &tok);
+                Ok(Split::from_ids(&ids, Arc::new(tok.byte_table())))
+            }
+            Detected::Gda => Ok(open_gda_dir(&path, &tok, tokenizer.as_str())?.1),
+            Detected::Shards(format, _, val) => {
+                let mut info = DataInfo {
+                    format,
+                    path: path.display().to_string(),
+                    shards: path.display().to_string(),
+                    tokenizer: tok.name(),
+                    tokenizer_hash: String::new(),
+                    vocab_size: tok.vocab_size(),
+                    tokenizer_note: None,
+                };
+                Ok(open_foreign(format, &[], &val, &tok, tokenizer, &mut info)?.1)
+            }
+        }
     }
 
     /// Checks that one training window (context + 1 tokens) fits in each split.
@@ -209,24 +356,113 @@ impl Corpus {
     }
 }
 
-/// What a run trains and is scored on: a text corpus, or a retrieval task
-/// Splits at a line break near the cut so no line is torn between splits.
-fn split_bytes(bytes: &[u8], fraction: f64) -> (&[u8], &[u8]) {
-    let cut = ((bytes.len() as f64) * (1.0 - fraction)) as usize;
-    let cut = bytes[cut..].iter().position(|&b| b == b'\n').map(|p| cut + p + 1).unwrap_or(cut);
-    bytes.split_at(cut.min(bytes.len()))
+/// The tokenizer a gda directory was prepared with, from its byte table
+/// (a tokenizer.json is read from the copy kept in the directory).
+pub fn prepared_tokenizer(dir: &Path) -> Result<TokenizerKind, GdaError> {
+    let (h, _) = shards::read_byte_table(&dir.join(shards::BYTE_TABLE))?;
+    Ok(match h.tokenizer.as_str() {
+        "bytes" => TokenizerKind::Bytes,
+        "gpt2" => TokenizerKind::Gpt2,
+        _ => TokenizerKind::Json(dir.join(shards::TOKENIZER_JSON).display().to_string()),
+    })
 }
 
-fn encode_split(tok: &Tokenizer, parts: &[Vec<u8>]) -> Split {
-    let mut ids = Vec::new();
-    let mut lens = Vec::new();
-    for p in parts {
-        let (i, l) = tok.encode(p);
-        ids.extend(i);
-        lens.extend(l.into_iter().map(f32::from));
+/// `gda data inspect`: what a data directory holds, its shards checked,
+/// with a decoded sample. `tokenizer` names the tokenizer of nanoGPT/llm.c
+/// shards (default gpt2) and of raw text (default bytes).
+pub fn inspect(path: &Path, tokenizer: Option<&TokenizerKind>) -> Result<String, GdaError> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let (kind, format) = match detect(path)? {
+        Detected::Gda => {
+            let k = prepared_tokenizer(path)?;
+            if let Some(t) = tokenizer.filter(|t| **t != k) {
+                return Err(input(format!("{} was prepared with tokenizer {k}, not {t}", path.display())));
+            }
+            (k, Format::Gda)
+        }
+        Detected::Shards(f, ..) => (tokenizer.cloned().unwrap_or(TokenizerKind::Gpt2), f),
+        Detected::Text => (tokenizer.cloned().unwrap_or(TokenizerKind::Bytes), Format::Text),
+    };
+    let cfg = DataConfig { corpus: path.display().to_string(), tokenizer: kind.clone(), ..DataConfig::default() };
+    let c = Corpus::load(&cfg, 0)?;
+    let tok = Tokenizer::new(&kind)?;
+    let _ = writeln!(
+        out,
+        "{}: {} ({})",
+        path.display(),
+        format.name(),
+        match format {
+            Format::Gda => "prepared by gda data prepare",
+            Format::Nanogpt => "nanoGPT uint16 train.bin/val.bin",
+            Format::Llmc => "llm.c shards, header version 1",
+            Format::Text => "raw text, read through the cache",
+        }
+    );
+    let _ = writeln!(out, "tokenizer: {} (vocab {}, hash {})", tok.name(), tok.vocab_size(), &c.info.tokenizer_hash);
+    if let Some(n) = &c.info.tokenizer_note {
+        let _ = writeln!(out, "note: {n}");
     }
-    let len = ids.len();
-    Split { tokens: Tensor::from_slice(&ids), token_bytes: Tensor::from_slice(&lens), len }
+    if format == Format::Gda || format == Format::Text {
+        let dir = PathBuf::from(&c.info.shards);
+        if let Ok(b) = std::fs::read(dir.join(shards::META)) {
+            if let Ok(m) = serde_json::from_slice::<Meta>(&b) {
+                for (name, s) in [("train", &m.train), ("val", &m.val)] {
+                    let _ = writeln!(
+                        out,
+                        "{name}: {} tokens in {} shard(s), {} text bytes ({} covered by tokens), {} source(s)",
+                        s.tokens,
+                        s.shards.len(),
+                        s.text_bytes,
+                        s.token_bytes,
+                        s.sources.len()
+                    );
+                    for (f, n) in &s.shards {
+                        let _ = writeln!(out, "  {f}: {n} tokens");
+                    }
+                }
+            }
+        }
+    } else {
+        let _ = writeln!(out, "train: {} tokens in {} shard(s)", c.train.len, c.train_sources.len());
+        let _ = writeln!(out, "val: {} tokens in {} shard(s)", c.val.len, c.val_sources.len());
+    }
+    let mut ids = Vec::new();
+    let n = c.val.len.min(48);
+    c.val.read(0, n, &mut ids);
+    let ids: Vec<u32> = ids.into_iter().map(|i| i as u32).collect();
+    let _ = writeln!(out, "sample (first {n} validation tokens): {:?}", tok.decode(&ids));
+    Ok(out)
+}
+
+/// nanoGPT or llm.c shards under the spec's tokenizer (they carry none).
+fn open_foreign(
+    format: Format,
+    train: &[PathBuf],
+    val: &[PathBuf],
+    tok: &Tokenizer,
+    kind: &TokenizerKind,
+    info: &mut DataInfo,
+) -> Result<(Split, Split), GdaError> {
+    info.format = format;
+    if format == Format::Llmc && *kind == TokenizerKind::Bytes {
+        let dir = val.first().or(train.first()).and_then(|p| p.parent()).unwrap_or(Path::new("."));
+        return Err(input(format!(
+            "{}: llm.c version 1 shards hold GPT-2 tokens, but data.tokenizer is \"bytes\"; allowed: data.tokenizer = \"gpt2\" (or a tokenizer.json of the same vocabulary)",
+            dir.display()
+        )));
+    }
+    info.tokenizer_note = Some(match format {
+        Format::Llmc if *kind == TokenizerKind::Gpt2 => {
+            "llm.c shards carry no tokenizer identity; version 1 holds GPT-2 tokens, so GPT-2 is assumed".into()
+        }
+        _ => format!("{} shards carry no tokenizer identity; data.tokenizer ({kind}) is assumed", format.name()),
+    });
+    let table = Arc::new(tok.byte_table());
+    let vocab = tok.vocab_size();
+    let train = shards::open_u16(train, format, vocab, table.clone())?;
+    let val = shards::open_u16(val, format, vocab, table)?;
+    Ok((train, val))
 }
 
 /// Start offsets of the `rows` training windows of micro-batch `micro` at `step`.
@@ -236,14 +472,17 @@ pub fn batch_offsets(seed: u64, step: usize, micro: usize, rows: usize, context:
     (0..rows).map(|r| (splitmix64(base.wrapping_add(r as u64)) % span) as i64).collect()
 }
 
-/// Gathers windows of `context + 1` tokens starting at `offsets`; returns
-/// inputs and next-token targets, each (rows, context), on `device`.
+/// Gathers windows of `context + 1` tokens starting at `offsets` (read from
+/// the shards on demand); returns inputs and next-token targets, each
+/// (rows, context), on `device`.
 pub fn windows(split: &Split, offsets: &[i64], context: usize, device: Device) -> (Tensor, Tensor) {
     let rows = offsets.len() as i64;
     let t = context as i64;
-    let idx = Tensor::from_slice(offsets).view([rows, 1])
-        + Tensor::arange(t + 1, (Kind::Int64, Device::Cpu)).view([1, t + 1]);
-    let w = split.tokens.take(&idx).to_device(device);
+    let mut ids = Vec::with_capacity(offsets.len() * (context + 1));
+    for &o in offsets {
+        split.read(o as usize, context + 1, &mut ids);
+    }
+    let w = Tensor::from_slice(&ids).view([rows, t + 1]).to_device(device);
     (w.narrow(1, 0, t), w.narrow(1, 1, t))
 }
 
@@ -260,6 +499,7 @@ pub fn eval_offsets(val_len: usize, context: usize, eval_tokens: usize) -> Vec<i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::prepare::{split_point, val_indices};
 
     #[test]
     fn val_files_are_spread_and_deterministic() {
@@ -279,20 +519,19 @@ mod tests {
     }
 
     #[test]
-    fn split_bytes_cuts_at_a_line_break() {
+    fn split_point_cuts_at_a_line_break() {
         let text = b"aaaa\nbbbb\ncccc\ndddd\n";
-        let (a, b) = split_bytes(text, 0.3);
-        assert_eq!(a.len() + b.len(), text.len());
-        assert_eq!(*a.last().unwrap(), b'\n');
-        assert!(!b.is_empty());
+        let cut = split_point(text, 0.3);
+        assert!(cut < text.len());
+        assert_eq!(text[cut - 1], b'\n');
     }
 
     #[test]
-    fn gpt2_token_bytes_add_up_to_the_text() {
-        let tok = Tokenizer::new(TokenizerKind::Gpt2);
-        let text = "To be, or not to be, that is the question.";
-        let (ids, lens) = tok.encode(text.as_bytes());
-        assert!(ids.len() < text.len());
-        assert_eq!(lens.iter().map(|&l| l as usize).sum::<usize>(), text.len());
+    fn windows_read_across_shard_boundaries() {
+        let ids: Vec<u32> = (0..100).collect();
+        let split = Split::from_ids(&ids, Arc::new(vec![1; 100]));
+        let (x, y) = windows(&split, &[3, 90], 8, Device::Cpu);
+        assert_eq!(Vec::<i64>::try_from(x.reshape([-1])).unwrap()[..3], [3, 4, 5]);
+        assert_eq!(Vec::<i64>::try_from(y.reshape([-1])).unwrap()[8..11], [91, 92, 93]);
     }
 }

@@ -3,20 +3,25 @@
 //! batch order of both (`rng`).
 
 pub mod corpus;
+pub mod prepare;
 pub mod rng;
+pub mod shards;
 pub mod tasks;
+pub mod tokenizer;
 
 use tch::{Device, Tensor};
 
-pub use self::corpus::{batch_offsets, cache_dir, corpus_path, eval_offsets, windows, Corpus, Split, Tokenizer};
+pub use self::corpus::{batch_offsets, cache_dir, corpus_path, eval_offsets, windows, Corpus, DataInfo};
 pub use self::rng::{splitmix64, Rng};
+pub use self::shards::{Format, Split};
 use self::tasks::Example;
+pub use self::tokenizer::Tokenizer;
 use crate::config::{Spec, TaskConfig, TaskKind};
 use crate::error::GdaError;
 
 /// with its fixed evaluation set.
 pub enum Dataset {
-    Text(Corpus),
+    Text(Box<Corpus>),
     Task { cfg: TaskConfig, kind: TaskKind, eval: Vec<Example> },
 }
 
@@ -25,9 +30,21 @@ impl Dataset {
     pub fn load(spec: &Spec) -> Result<Dataset, GdaError> {
         match spec.data.task {
             TaskKind::Text => {
-                let corpus = Corpus::load(&spec.data)?;
+                let corpus = Corpus::load(&spec.data, spec.train.threads)?;
+                // The embedding must cover every id the shards hold (their
+                // ids are checked against the tokenizer's vocabulary, which
+                // the spec's vocab_size is at least).
+                if corpus.info.vocab_size > spec.model.vocab_size {
+                    return Err(spec.error(
+                        "model.vocab_size",
+                        format!(
+                            "{} is smaller than the vocabulary of the data at {} ({} ids)",
+                            spec.model.vocab_size, corpus.info.path, corpus.info.vocab_size
+                        ),
+                    ));
+                }
                 corpus.check_context(spec)?;
-                Ok(Dataset::Text(corpus))
+                Ok(Dataset::Text(Box::new(corpus)))
             }
             kind => {
                 let cfg = spec.task.clone();
@@ -48,6 +65,14 @@ impl Dataset {
             Dataset::Task { cfg, kind, .. } => {
                 tasks::batch(&tasks::train_batch(cfg, *kind, context, spec.seed, step, micro, rows), device)
             }
+        }
+    }
+
+    /// Where the text came from and how it was read (None for tasks).
+    pub fn info(&self) -> Option<DataInfo> {
+        match self {
+            Dataset::Text(c) => Some(c.info.clone()),
+            Dataset::Task { .. } => None,
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Manifest {
     pub command: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub parent: Option<serde_json::Value>,
+    /// Text runs: the data's format, the shards read and the tokenizer.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data: Option<crate::data::DataInfo>,
 }
 
 /// What a finished run reports (also `summary.json`).
@@ -53,6 +56,11 @@ pub struct RunSummary {
     /// Training throughput over the whole run (evaluation time excluded).
     pub tokens_per_s: f64,
     pub run_dir: PathBuf,
+    /// Device-to-host reads (`device::host_f64`) made on steps that wrote no
+    /// metrics row, evaluation or checkpoint: 0 unless the loop stalls an
+    /// asynchronous device every step (scripts/gpu/check.sh checks it).
+    #[serde(default)]
+    pub unlogged_host_reads: usize,
 }
 
 impl RunSummary {
