@@ -53,7 +53,8 @@ fn t_cdf_matches_scipy() {
 #[test]
 fn paired_t_tests_match_scipy() {
     // (a, b, mean of a − b, two-sided p, 95% CI) from scipy.stats.ttest_rel.
-    let cases: [(&[f64], &[f64], f64, f64, f64, f64); 3] = [
+    type Case<'a> = (&'a [f64], &'a [f64], f64, f64, f64, f64);
+    let cases: [Case; 3] = [
         (
             &[3.2141, 3.1987, 3.2250],
             &[3.2411, 3.2102, 3.2390],
