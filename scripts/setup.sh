@@ -48,4 +48,5 @@ if [ ! -f "$CORPUS/.gda-complete" ]; then
 fi
 
 cd "$GDA_ROOT"
-cargo build --release --quiet
+echo "setup: cargo build --release (the first build compiles the libtorch wrapper: about 5 minutes on 2 cores; later ones take seconds)"
+cargo build --release
