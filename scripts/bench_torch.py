@@ -4,8 +4,10 @@ same way: `gda bench`'s counterpart for scripts/bench.sh.
 Reads a resolved gda spec (TOML), builds the model (GDA or standard attention,
 pre-RMSNorm, RoPE, SwiGLU), trains it with torch.optim.AdamW on random byte
 windows of the spec's shape, and prints one JSON line like `gda bench`.
-`--compile` wraps the model in torch.compile. Nothing here is used by gda
-itself; it exists only to be measured against.
+`--compile` wraps the model in torch.compile. `--device cuda` trains on the
+GPU the way gda does there: fp32 weights, bf16 autocast (gda computes in bf16
+on CUDA), and also reports torch's peak allocated GPU memory. Nothing here is
+used by gda itself; it exists only to be measured against.
 """
 
 import argparse
@@ -133,7 +135,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with open(args.spec, "rb") as f:
@@ -142,7 +147,7 @@ def main():
     if m["attention"] == "gda" and (m["noise_kv_heads"] != m["kv_heads"] or m["noise_scope"] != "group"):
         raise SystemExit("bench_torch.py implements the shared GDA layout only (noise_kv_heads = kv_heads, noise_scope = group)")
     b, t, accum = tc["batch_size"], tc["context"], tc["grad_accum"]
-    model = Model(m, t)
+    model = Model(m, t).to(dev)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -155,23 +160,29 @@ def main():
 
     def step():
         for _ in range(accum):
-            data = torch.randint(0, 256, (b, t + 1))
-            loss = step_fn(data[:, :-1], data[:, 1:]) / accum
+            data = torch.randint(0, 256, (b, t + 1), device=dev)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = step_fn(data[:, :-1], data[:, 1:]) / accum
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss
 
+    # The loss is read once per repetition (timing the device to completion),
+    # not every step: a per-step read would stall the GPU queue.
     start = time.perf_counter()
     for _ in range(args.warmup):
-        step()
+        loss = step()
+    if args.warmup:
+        loss.item()
     warmup_s = time.perf_counter() - start
     rates = []
     for _ in range(args.repeats):
         start = time.perf_counter()
         for _ in range(args.steps):
-            step()
+            loss = step()
+        loss.item()
         rates.append(args.steps * b * t * accum / (time.perf_counter() - start))
     print(
         json.dumps(
@@ -183,6 +194,9 @@ def main():
                 "median_tokens_per_s": statistics.median(rates),
                 "warmup_s": warmup_s,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "device": str(dev),
+                "peak_gpu_allocated_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None,
+                "peak_gpu_reserved_mb": torch.cuda.max_memory_reserved(dev) / 2**20 if cuda else None,
             }
         )
     )

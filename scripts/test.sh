@@ -5,6 +5,9 @@
 # one-node cluster on this machine: brought up here (as root on Debian; it
 # installs slurm-wlm and munge if missing) and stopped at the end. Where it
 # cannot start, those tests fail and say why.
+# Without arguments it then builds gda again against libtorch 2.11 (tch 0.24;
+# the torch==2.11.0 wheel in its own venv under $GDA_CACHE, installed once)
+# and runs the unit tests and the model/attention and training tests there.
 set -euo pipefail
 "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # TensorBoard, for tests/tensorboard.rs (which fails without it).
@@ -17,3 +20,7 @@ else
   echo "test.sh: no Slurm cluster could be started (see above): the tests in tests/slurm.rs will fail" >&2
 fi
 cargo test --release "$@"
+if [ $# -eq 0 ]; then
+  echo "test.sh: the unit, attention and training tests again against libtorch 2.11 (tch 0.24): scripts/build.sh --torch 2.11 test --release --lib --test attention --test train"
+  GDA_TORCH_TARGET=$GDA_CACHE/target-torch2.11 scripts/build.sh --torch 2.11 test --release --lib --test attention --test train
+fi

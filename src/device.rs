@@ -1,6 +1,40 @@
-//! Device choice and CPU thread control.
+//! Device choice and CPU thread control, device-to-host reads, and the
+//! libtorch version gda was built against (`torch`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tch::{Device, Kind, Tensor};
+
+static HOST_READS: AtomicUsize = AtomicUsize::new(0);
+
+/// The value of a one-element tensor on the host, counted: on CUDA every such
+/// read waits for the device to finish its queue, so the training loop makes
+/// them only where it logs, evaluates or checkpoints (`host_reads` lets a
+/// caller check that).
+pub fn host_f64(t: &Tensor) -> f64 {
+    HOST_READS.fetch_add(1, Ordering::Relaxed);
+    t.double_value(&[])
+}
+
+/// How many `host_f64` reads this process has made.
+pub fn host_reads() -> usize {
+    HOST_READS.load(Ordering::Relaxed)
+}
+
+/// The libtorch release gda is built against. Cargo allows one `tch` per
+/// build (its torch-sys `links` libtorch), so scripts/build.sh picks the tch
+/// release for the libtorch it finds and builds the same sources with it:
+/// whatever differs between those releases' Rust APIs is bridged here, and
+/// only here. Between tch 0.24 (libtorch 2.11) and 0.26 (2.13) nothing gda
+/// calls changed; the generated bindings only gained and lost functions gda
+/// does not use.
+pub mod torch {
+    /// The libtorch version found at build time (build.rs), e.g. "2.11.0".
+    pub const LIBTORCH_VERSION: &str = match option_env!("GDA_LIBTORCH_VERSION") {
+        Some(v) => v,
+        None => "unknown",
+    };
+}
 
 /// Parses a `train.device` value without touching the hardware.
 pub fn parse_device(s: &str) -> Result<Option<Device>, String> {

@@ -23,18 +23,18 @@ fn main() {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commands::run(cli)));
     let code = match result {
         Ok(Ok(())) => return,
-        Ok(Err(err)) => match err.downcast_ref::<GdaError>() {
-            // gda's own errors say everything (an I/O error its cause): the
-            // source chain of `{:#}` would repeat it.
-            Some(e) => {
-                err_line(format_args!("error: {e}"));
-                e.exit_code()
-            }
-            None => {
+        Ok(Err(err)) => {
+            // A gda error with no context around it says everything itself
+            // (an I/O error its cause): the source chain of `{:#}` would
+            // repeat it.
+            let bare = err.chain().next().is_some_and(|e| e.is::<GdaError>());
+            if bare {
+                err_line(format_args!("error: {err}"));
+            } else {
                 err_line(format_args!("error: {err:#}"));
-                1
             }
-        },
+            err.downcast_ref::<GdaError>().map(GdaError::exit_code).unwrap_or(1)
+        }
         Err(_) => 1,
     };
     std::process::exit(code);

@@ -10,19 +10,28 @@ use std::time::Duration;
 
 use common::*;
 
-/// summary.csv as maps from column to cell, split into run and mean rows.
+/// A CSV file as maps from column to cell.
 type Table = Vec<BTreeMap<String, String>>;
 
-fn summary(dir: &Path) -> (Table, Table) {
-    let (header, rows) = gda::report::table::read(&dir.join("summary.csv")).unwrap();
-    let rows: Table = rows
-        .into_iter()
+fn table(path: &Path) -> Table {
+    let (header, rows) = gda::report::table::read(path).unwrap();
+    rows.into_iter()
         .map(|cells| {
             assert_eq!(cells.len(), header.len(), "{cells:?}");
             header.iter().cloned().zip(cells).collect()
         })
-        .collect();
-    rows.into_iter().partition(|r| r["row_type"] == "run")
+        .collect()
+}
+
+/// summary.csv (one row per run) and summary_groups.csv (one per group of seeds).
+fn summary(dir: &Path) -> (Table, Table) {
+    (table(&dir.join("summary.csv")), table(&dir.join("summary_groups.csv")))
+}
+
+/// The first table of summary.md (the per-point one), before the comparisons.
+fn first_table(dir: &Path) -> String {
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    md.split("## Paired comparisons").next().unwrap().to_string()
 }
 
 fn point_summary(dir: &Path, point: &str) -> serde_json::Value {
@@ -49,7 +58,7 @@ fn sweep_trains_every_point_and_summarises_with_seed_spread_and_plots() {
 
     // What was held fixed (signal heads) and what was not, per row.
     for r in &runs[..6] {
-        let g: usize = r["ratio_requested"].parse().unwrap();
+        let g: usize = r["requested_ratio"].parse().unwrap();
         assert_eq!(r["signal_heads"], "4");
         assert_eq!(r["noise_heads"], (4 / g).to_string());
         assert_eq!(r["kv_heads"], (4 / g).to_string());
@@ -71,13 +80,20 @@ fn sweep_trains_every_point_and_summarises_with_seed_spread_and_plots() {
     assert_ne!(l[0], l[1]);
     let m = &means[0];
     assert_eq!(m["group"], "1:1 shared");
-    assert!((m["val_loss"].parse::<f64>().unwrap() - (l[0] + l[1]) / 2.0).abs() < 1e-12);
+    assert!((m["val_loss_mean"].parse::<f64>().unwrap() - (l[0] + l[1]) / 2.0).abs() < 1e-12);
     assert!((m["val_loss_std"].parse::<f64>().unwrap() - (l[0] - l[1]).abs() / 2f64.sqrt()).abs() < 1e-12);
-    assert_eq!(m["seeds"], "2");
+    assert_eq!((m["n"].as_str(), m["runs"].as_str(), m["requested_ratio"].as_str()), ("2", "2", "1"));
+    // Tidy: one value per cell, no aggregate rows among the runs.
+    assert!(runs.iter().chain(&means).all(|r| r.values().all(|c| !c.contains(';'))));
+    assert!(!runs[0].contains_key("row_type") && !runs[0].contains_key("per_seed_val_loss"));
 
     // The baseline is plain attention matched on parameters to the 1:1 model.
     let base = &runs[6];
     assert_eq!(base["variant"], "baseline");
+    // The budget policy and a requested ratio do not apply to the baseline.
+    assert_eq!((base["policy"].as_str(), base["requested_ratio"].as_str(), base["ratio"].as_str()), ("", "", ""));
+    assert_eq!(base["seed"], "7");
+    assert_eq!((means[3]["group"].as_str(), means[3]["policy"].as_str()), ("baseline", ""));
     let (bp, gp): (f64, f64) = (base["parameters"].parse().unwrap(), runs[0]["parameters"].parse().unwrap());
     assert!((bp - gp).abs() / gp < 0.05, "baseline {bp} vs 1:1 {gp}");
     let bspec = std::fs::read_to_string(dir.join("points/baseline-s7/spec.toml")).unwrap();
@@ -98,10 +114,42 @@ fn sweep_trains_every_point_and_summarises_with_seed_spread_and_plots() {
 
     let stdout = stdout_of(&out);
     assert!(stdout.contains("| 2:1 shared | 2:1 | 4 | 2 | 2 |"), "{stdout}");
+    assert_eq!(first_table(&dir).lines().filter(|l| l.starts_with("| ")).count(), 5);
+
+    // Paired statistics: each ratio against 1:1 and against the baseline, one
+    // CSV row per comparison and seed.
+    let cmp = table(&dir.join("comparisons.csv"));
+    let arms: Vec<(&str, &str)> = cmp.iter().step_by(2).map(|r| (r["a"].as_str(), r["b"].as_str())).collect();
     assert_eq!(
-        std::fs::read_to_string(dir.join("summary.md")).unwrap().lines().filter(|l| l.starts_with("| ")).count(),
-        5
+        arms,
+        [
+            ("1:1 shared", "baseline"),
+            ("2:1 shared", "1:1 shared"),
+            ("2:1 shared", "baseline"),
+            ("4:1 shared", "1:1 shared"),
+            ("4:1 shared", "baseline")
+        ]
     );
+    let loss = |p: &str| runs.iter().find(|r| r["point"] == p).unwrap()["val_loss"].parse::<f64>().unwrap();
+    let rows: Vec<_> = cmp.iter().filter(|r| r["a"] == "4:1 shared" && r["b"] == "1:1 shared").collect();
+    let d: Vec<f64> = [7, 8].iter().map(|s| loss(&format!("g4-s{s}")) - loss(&format!("g1-s{s}"))).collect();
+    for (r, (seed, d)) in rows.iter().zip([7, 8].iter().zip(&d)) {
+        assert_eq!((r["n"].as_str(), r["seed"].parse::<u64>().unwrap()), ("2", *seed));
+        assert_eq!(r["diff"].parse::<f64>().unwrap(), *d);
+    }
+    // n = 2: se = |d1 − d2| / 2, t_0.975(1) = 12.706204736174694 (scipy
+    // t.ppf(0.975, 1)), and with one degree of freedom t is Cauchy:
+    // p = 1 − 2·atan(|t|)/π.
+    let f = |k: &str| rows[0][k].parse::<f64>().unwrap();
+    let (mean, se) = ((d[0] + d[1]) / 2.0, (d[0] - d[1]).abs() / 2.0);
+    assert!((f("mean_diff") - mean).abs() < 1e-12);
+    assert!((f("ci95_low") - (mean - 12.706204736174694 * se)).abs() < 1e-9);
+    assert!((f("ci95_high") - (mean + 12.706204736174694 * se)).abs() < 1e-9);
+    let p = 1.0 - 2.0 * (mean / se).abs().atan() / std::f64::consts::PI;
+    assert!((f("p_value") - p).abs() < 1e-9, "{} vs {p}", f("p_value"));
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("| 4:1 shared | 1:1 shared | 2 | s7: "), "{md}");
+    assert!(md.contains(&rows[0]["verdict"]) && stdout.contains("## Paired comparisons"));
     for plot in ["final_loss_vs_ratio.svg", "loss_curves.svg"] {
         let svg = std::fs::read_to_string(dir.join(plot)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{plot}");
@@ -220,7 +268,7 @@ fn ablation_puts_shared_and_twins_side_by_side() {
         .contains("noise_scope = \"one\""));
 
     // One table line per ratio, with the paired difference over seeds.
-    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    let md = first_table(&dir);
     let lines: Vec<&str> = md.lines().filter(|l| l.starts_with("| 2:1") || l.starts_with("| 4:1")).collect();
     assert_eq!(lines.len(), 2, "{md}");
     let l = |n: &str| get(n)["val_loss"].parse::<f64>().unwrap();
@@ -230,6 +278,33 @@ fn ablation_puts_shared_and_twins_side_by_side() {
     assert!(lines[0].contains(&format!("{mean:.4} ± {std:.4}")), "{}", lines[0]);
     assert!(md.contains("Δ no-share") && md.contains("Δ equal-params"));
     assert!(stdout_of(&out).contains(lines[0]));
+
+    // The twins against shared at the same ratio, paired by seed.
+    let cmp = table(&dir.join("comparisons.csv"));
+    let arms: Vec<(&str, &str)> = cmp.iter().step_by(2).map(|r| (r["a"].as_str(), r["b"].as_str())).collect();
+    assert_eq!(
+        arms,
+        [
+            ("2:1 no-share", "2:1 shared"),
+            ("2:1 equal-params", "2:1 shared"),
+            ("4:1 no-share", "4:1 shared"),
+            ("4:1 equal-params", "4:1 shared")
+        ]
+    );
+    assert_eq!(cmp[0]["diff"].parse::<f64>().unwrap(), d[0]);
+    assert!((cmp[0]["mean_diff"].parse::<f64>().unwrap() - mean).abs() < 1e-12);
+
+    // The plot places every variant at the ratio it was asked for: the seeds'
+    // dots stand in two columns (2:1 and 4:1), six runs each, although the
+    // no-share twins achieve 1:1.
+    let svg = std::fs::read_to_string(dir.join("final_loss_vs_ratio.svg")).unwrap();
+    let mut columns: BTreeMap<String, usize> = BTreeMap::new();
+    // The seeds' dots have radius 3 (an error bar marks its mean with its own circle).
+    for circle in svg.split("<circle").skip(1).filter(|c| c.contains("r=\"3\"")) {
+        let cx = circle.split("cx=\"").nth(1).and_then(|c| c.split('"').next()).unwrap();
+        *columns.entry(cx.to_string()).or_default() += 1;
+    }
+    assert_eq!(columns.values().copied().collect::<Vec<_>>(), [6, 6], "dot x positions: {columns:?}");
 }
 
 #[test]
@@ -282,7 +357,7 @@ fn nearest_trains_the_closest_allocation_and_reports_the_real_ratio() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let (runs, _) = summary(&dir);
-    assert_eq!(runs[0]["ratio_requested"], "3");
+    assert_eq!(runs[0]["requested_ratio"], "3");
     assert!(runs[0]["ratio"] == "2" || runs[0]["ratio"] == "4");
 
     // Under the total policy 4 + 2 = 6 heads split exactly for 1:1 (3+3),

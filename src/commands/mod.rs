@@ -5,6 +5,7 @@
 mod args;
 mod bench;
 mod data;
+mod device_check;
 mod eval;
 mod grow;
 mod report;
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 use self::bench::BenchArgs;
 use self::data::DataArgs;
+use self::device_check::DeviceCheckArgs;
 use self::eval::EvalArgs;
 use self::grow::GrowArgs;
 use self::report::ReportArgs;
@@ -54,6 +56,9 @@ pub enum Command {
     /// running, done (with its validation loss) or failed (with the reason),
     /// from the run directories and, for Slurm jobs, squeue/sacct.
     Status(StatusArgs),
+    /// Numerical checks on one device for scripts/gpu/check.sh (JSON out).
+    #[command(hide = true)]
+    DeviceCheck(DeviceCheckArgs),
     /// Prepare text into token shards once, train a BPE tokenizer, inspect a
     /// data directory (gda's own, nanoGPT or llm.c shards).
     Data(DataArgs),
@@ -67,7 +72,12 @@ impl Command {
             Command::Train(_) | Command::Grow(_) => true,
             Command::Sweep(a) => a.collect.is_none() && !a.grid.dry_run,
             Command::Ablate(a) => !a.grid.dry_run,
-            Command::Data(_) | Command::Eval(_) | Command::Report(_) | Command::Bench(_) | Command::Status(_) => false,
+            Command::Data(_)
+            | Command::Eval(_)
+            | Command::Report(_)
+            | Command::Bench(_)
+            | Command::Status(_)
+            | Command::DeviceCheck(_) => false,
         }
     }
 }
@@ -83,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status::run(args),
+        Command::DeviceCheck(args) => device_check::run(args),
         Command::Data(args) => data::run(args),
     }
 }

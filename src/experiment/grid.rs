@@ -111,7 +111,7 @@ impl Grid {
                 summary::ablation_markdown(&rows, &v)
             }
             Kind::Grow { .. } => summary::growth_markdown(&rows, dir, self.source_parameters.unwrap_or(0)),
-        };
+        } + &summary::comparisons_markdown(&summary::comparisons(&rows));
         summary::write(dir, &rows, self.policy, &markdown, !matches!(self.kind, Kind::Grow { .. }))?;
         let failed = rows.iter().filter(|r| matches!(r.status, Status::Failed(_))).count();
         let missing = rows

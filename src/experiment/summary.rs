@@ -1,6 +1,6 @@
-//! Summaries of multi-run experiments: a CSV (one row per run plus one per
-//! group of seeds), Markdown tables and SVG plots, all rebuilt from the run
-//! directories.
+//! Summaries of multi-run experiments: CSVs (one row per run, one per group
+//! of seeds, one per paired comparison and seed), Markdown tables and SVG
+//! plots, all rebuilt from the run directories.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,7 +12,8 @@ use super::{cost, point_dir, policy_name, Point, Status, Variant};
 use crate::config::{AttentionKind, BudgetPolicy, TaskKind};
 use crate::error::{io, GdaError};
 use crate::report::mean_std;
-use crate::report::plot::{bounds, plot_err, svg_chart, COLORS};
+use crate::report::plot::{bounds, plot_err, svg_chart, COLORS, GREY};
+use crate::report::stats::{fmt_p, Paired};
 use crate::report::table::line;
 use crate::train::metrics::column_pairs;
 use crate::util::fs::atomic_write;
@@ -75,14 +76,14 @@ fn fmt_ratio(r: Option<f64>) -> String {
     }
 }
 
+/// summary.csv: one row per run.
 pub const CSV_COLUMNS: &[&str] = &[
-    "row_type",
     "point",
     "group",
     "variant",
     "seed",
     "policy",
-    "ratio_requested",
+    "requested_ratio",
     "ratio",
     "signal_heads",
     "noise_heads",
@@ -96,35 +97,65 @@ pub const CSV_COLUMNS: &[&str] = &[
     "status",
     "val_loss",
     "val_bpb",
-    "val_loss_std",
-    "val_bpb_std",
-    "seeds",
-    "per_seed_val_loss",
     "tokens_per_s",
     "elapsed_s",
 ];
 
-/// summary.csv: a `run` row per point, then a `mean` row per group of seeds.
+/// summary_groups.csv: one row per group of runs that differ only in seed.
+pub const GROUP_COLUMNS: &[&str] = &[
+    "group",
+    "variant",
+    "policy",
+    "requested_ratio",
+    "ratio",
+    "signal_heads",
+    "noise_heads",
+    "kv_heads",
+    "noise_kv_heads",
+    "heads",
+    "head_dim",
+    "parameters",
+    "attn_flops_per_token",
+    "train_flops",
+    "status",
+    "runs",
+    "n",
+    "val_loss_mean",
+    "val_loss_std",
+    "val_bpb_mean",
+    "val_bpb_std",
+];
+
+/// The cells every row of a point carries: variant, policy, ratios, layout
+/// and cost. The budget policy only decides how a requested ratio became
+/// heads: the baseline and grown models have none.
+fn point_cells(p: &Point, policy: &str) -> Vec<String> {
+    let m = &p.spec.model;
+    let (params, attn, train) = cost(p);
+    let gda = m.attention == AttentionKind::Gda;
+    let opt = |b: bool, v: usize| if b { v.to_string() } else { String::new() };
+    let ratio_based = p.requested.is_some() && p.variant != Variant::Baseline;
+    vec![
+        p.variant.label().to_string(),
+        if ratio_based { policy.to_string() } else { String::new() },
+        p.requested.map(|g| g.to_string()).unwrap_or_default(),
+        fmt_ratio(p.ratio()),
+        opt(gda, m.signal_heads),
+        opt(gda, m.noise_heads),
+        m.kv_heads.to_string(),
+        opt(gda, m.noise_kv_heads),
+        opt(!gda, m.heads),
+        m.head_dim.to_string(),
+        params.to_string(),
+        format!("{attn}"),
+        format!("{train:e}"),
+    ]
+}
+
+/// summary.csv: one row per run, nothing aggregated.
 pub fn csv(rows: &[Row], policy: &str) -> Vec<u8> {
     let metric = metric_name(rows);
     let mut out = line(CSV_COLUMNS.iter().map(|c| c.replace("bpb", metric)));
-    let arch = |p: &Point| {
-        let m = &p.spec.model;
-        let (params, attn, train) = cost(p);
-        let gda = m.attention == AttentionKind::Gda;
-        let opt = |b: bool, v: usize| if b { v.to_string() } else { String::new() };
-        vec![
-            opt(gda, m.signal_heads),
-            opt(gda, m.noise_heads),
-            m.kv_heads.to_string(),
-            opt(gda, m.noise_kv_heads),
-            opt(!gda, m.heads),
-            m.head_dim.to_string(),
-            params.to_string(),
-            format!("{attn}"),
-            format!("{train:e}"),
-        ]
-    };
     for r in rows {
         let p = r.point;
         let (loss, bpb) = r.val().map(|(l, b)| (format!("{l}"), format!("{b}"))).unwrap_or_default();
@@ -132,73 +163,65 @@ pub fn csv(rows: &[Row], policy: &str) -> Vec<u8> {
             Status::Done(s) => (format!("{:.0}", s.tokens_per_s), format!("{:.1}", s.elapsed_s)),
             _ => Default::default(),
         };
-        let mut cells = vec![
-            "run".to_string(),
-            p.name.clone(),
-            p.group(),
-            p.variant.label().to_string(),
-            p.seed.to_string(),
-            policy.to_string(),
-            p.requested.map(|g| g.to_string()).unwrap_or_default(),
-            fmt_ratio(p.ratio()),
-        ];
-        cells.extend(arch(p));
-        cells.extend([
-            r.status.describe(),
-            loss,
-            bpb,
-            String::new(),
-            String::new(),
-            "1".into(),
-            String::new(),
-            tps,
-            secs,
-        ]);
+        let pc = point_cells(p, policy);
+        let mut cells = vec![p.name.clone(), p.group(), pc[0].clone(), p.seed.to_string()];
+        cells.extend(pc.into_iter().skip(1));
+        cells.extend([r.status.describe(), loss, bpb, tps, secs]);
         out.extend(line(&cells));
     }
+    out
+}
+
+/// summary_groups.csv: mean and sample std over the finished seeds of each
+/// group (`n` of `runs`).
+pub fn groups_csv(rows: &[Row], policy: &str) -> Vec<u8> {
+    let metric = metric_name(rows);
+    let mut out = line(GROUP_COLUMNS.iter().map(|c| c.replace("bpb", metric)));
     for (group, members) in groups(rows) {
-        let p = members[0].point;
         let vals: Vec<(f64, f64)> = members.iter().filter_map(|r| r.val()).collect();
         let losses: Vec<f64> = vals.iter().map(|v| v.0).collect();
         let bpbs: Vec<f64> = vals.iter().map(|v| v.1).collect();
-        let (lm, ls) = if losses.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(&losses) };
-        let (bm, bs) = if bpbs.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(&bpbs) };
+        let stats = |v: &[f64]| {
+            if v.is_empty() {
+                (String::new(), String::new())
+            } else {
+                let (m, s) = mean_std(v);
+                (format!("{m}"), if v.len() > 1 { format!("{s}") } else { String::new() })
+            }
+        };
+        let ((lm, ls), (bm, bs)) = (stats(&losses), stats(&bpbs));
         let status = if vals.len() == members.len() {
             "done".to_string()
         } else {
             format!("{} of {} done", vals.len(), members.len())
         };
-        let per_seed = members
-            .iter()
-            .map(|r| r.val().map(|v| format!("{}", v.0)).unwrap_or_else(|| "-".into()))
-            .collect::<Vec<_>>()
-            .join(";");
-        let mut cells = vec![
-            "mean".to_string(),
-            String::new(),
-            group,
-            p.variant.label().to_string(),
-            String::new(),
-            policy.to_string(),
-            p.requested.map(|g| g.to_string()).unwrap_or_default(),
-            fmt_ratio(p.ratio()),
-        ];
-        cells.extend(arch(p));
-        let num = |x: f64| if x.is_nan() { String::new() } else { format!("{x}") };
-        cells.extend([
-            status,
-            num(lm),
-            num(bm),
-            num(ls),
-            num(bs),
-            vals.len().to_string(),
-            per_seed,
-            String::new(),
-            String::new(),
-        ]);
+        let mut cells = vec![group];
+        cells.extend(point_cells(members[0].point, policy));
+        cells.extend([status, members.len().to_string(), vals.len().to_string(), lm, ls, bm, bs]);
         out.extend(line(&cells));
     }
     out
+}
+
+/// A parameter count for people: 51.5K, 42.3M, 1.20B.
+pub fn human_count(n: usize) -> String {
+    let x = n as f64;
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{:.1}K", x / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}M", x / 1e6),
+        _ => format!("{:.2}B", x / 1e9),
+    }
+}
+
+/// Training FLOPs with a unit that keeps three significant digits.
+pub fn human_flops(f: f64) -> String {
+    for (unit, scale) in [("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)] {
+        if f >= scale {
+            return format!("{:.3} {unit}", f / scale);
+        }
+    }
+    format!("{f:.3e} FLOP")
 }
 
 fn pm(v: &[f64], digits: usize) -> String {
@@ -217,7 +240,7 @@ fn pm(v: &[f64], digits: usize) -> String {
 pub fn sweep_markdown(rows: &[Row], policy: &str) -> String {
     let metric = metric_name(rows);
     let mut s = format!("Budget policy: `{policy}`. Loss in nats/token on the fixed validation set; ± is the sample std over seeds.\n\n");
-    s += &format!("| point | ratio | H_s | H_n | K/V | params | attn MFLOP/tok | train PFLOP | val loss | val {metric} | per-seed val loss | status |\n");
+    s += &format!("| point | ratio | H_s | H_n | K/V | params | attn MFLOP/tok | train compute | val loss | val {metric} | per-seed val loss | status |\n");
     s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (group, members) in groups(rows) {
         let p = members[0].point;
@@ -239,11 +262,12 @@ pub fn sweep_markdown(rows: &[Row], policy: &str) -> String {
         let status = if vals.len() == members.len() { "done".to_string() } else { summarize_status(&members) };
         let _ = writeln!(
             s,
-            "| {group} | {} | {hs} | {hn} | {} | {params} | {:.2} | {:.3} | {} | {} | {per_seed} | {status} |",
+            "| {group} | {} | {hs} | {hn} | {} | {} | {:.2} | {} | {} | {} | {per_seed} | {status} |",
             if p.ratio().is_some() { fmt_ratio(p.ratio()) + ":1" } else { "–".into() },
             m.kv_heads,
+            human_count(params),
             attn / 1e6,
-            train / 1e15,
+            human_flops(train),
             pm(&losses, 4),
             pm(&bpbs, 4),
         );
@@ -279,7 +303,7 @@ pub fn ablation_markdown(rows: &[Row], variants: &[Variant]) -> String {
         let Some(first) = shared.first() else { continue };
         let (params, attn, _) = cost(first.point);
         let losses = |rs: &[&Row]| rs.iter().filter_map(|r| r.val().map(|v| v.0)).collect::<Vec<f64>>();
-        let _ = write!(s, "| {g}:1 | {params} | {:.2} | {} |", attn / 1e6, pm(&losses(&shared), 4));
+        let _ = write!(s, "| {g}:1 | {} | {:.2} | {} |", human_count(params), attn / 1e6, pm(&losses(&shared), 4));
         for &v in variants {
             let twin = of(v);
             let Some(t0) = twin.first() else {
@@ -294,7 +318,8 @@ pub fn ablation_markdown(rows: &[Row], variants: &[Variant]) -> String {
                     Some(t.val()?.0 - sh.val()?.0)
                 })
                 .collect();
-            let _ = write!(s, " {tp} | {:.2} | {} | {} |", ta / 1e6, pm(&losses(&twin), 4), pm(&diffs, 4));
+            let _ =
+                write!(s, " {} | {:.2} | {} | {} |", human_count(tp), ta / 1e6, pm(&losses(&twin), 4), pm(&diffs, 4));
         }
         s += "\n";
     }
@@ -315,13 +340,14 @@ pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String
         let (fl, fb) = r.val().map(|(l, b)| (format!("{l:.4}"), format!("{b:.4}"))).unwrap_or(("–".into(), "–".into()));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {params} | {} | {:.2} | {} | {fl} | {fb} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {fl} | {fb} | {} |",
             p.variant.label(),
             m.signal_heads,
             m.noise_heads,
             m.kv_heads,
             m.d_model,
             m.n_layers,
+            human_count(params),
             params as i64 - source_params as i64,
             attn / 1e6,
             first.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into()),
@@ -331,17 +357,148 @@ pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String
     s
 }
 
+/// One comparison the paper makes: arm `a` against arm `b` (group labels),
+/// val loss paired by seed, d = a − b.
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub seeds: Vec<u64>,
+    pub test: Paired,
+}
+
+/// Every comparison the grid supports: each ratio against 1:1 and against
+/// the baseline; each ablation twin against shared at its ratio; signal-only
+/// growth against uniform and against scratch. Arms without a finished seed
+/// in common still get a row (n = 0) so a missing comparison is visible.
+pub fn comparisons(rows: &[Row]) -> Vec<Comparison> {
+    let gs = groups(rows);
+    let find = |v: Variant, g: Option<usize>| {
+        gs.iter().position(|(_, m)| m[0].point.variant == v && (v == Variant::Baseline || m[0].point.requested == g))
+    };
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for (i, (_, members)) in gs.iter().enumerate() {
+        let p = members[0].point;
+        let mut against = |other: Option<usize>| pairs.extend(other.map(|o| (i, o)));
+        match p.variant {
+            Variant::Gda => {
+                if p.requested != Some(1) {
+                    against(find(Variant::Gda, Some(1)));
+                }
+                against(find(Variant::Baseline, None));
+            }
+            Variant::NoShare | Variant::EqualParams => against(find(Variant::Gda, p.requested)),
+            Variant::SignalOnly => {
+                against(find(Variant::Uniform, p.requested));
+                against(find(Variant::Scratch, p.requested));
+            }
+            _ => {}
+        }
+    }
+    pairs
+        .into_iter()
+        .map(|(ai, bi)| {
+            let ((a, am), (b, bm)) = (&gs[ai], &gs[bi]);
+            let mut seeds = Vec::new();
+            let mut diffs = Vec::new();
+            for r in am {
+                let other = bm.iter().find(|o| o.point.seed == r.point.seed);
+                if let (Some((x, _)), Some((y, _))) = (r.val(), other.and_then(|o| o.val())) {
+                    seeds.push(r.point.seed);
+                    diffs.push(x - y);
+                }
+            }
+            let (a, b) = (a.clone(), b.clone());
+            Comparison { a, b, seeds, test: Paired::new(diffs) }
+        })
+        .collect()
+}
+
+/// The comparisons as a Markdown section (empty when there are none).
+pub fn comparisons_markdown(cmp: &[Comparison]) -> String {
+    if cmp.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Paired comparisons\n\nΔ = A − B in val loss (nats/token), paired by seed (negative: A is better). \
+         95% CI: Student t on the paired differences (n − 1 degrees of freedom); p: two-sided paired t-test.\n\n",
+    );
+    s += "| A | B | n | Δ per seed | mean Δ | 95% CI | p | verdict |\n|---|---|---|---|---|---|---|---|\n";
+    for c in cmp {
+        let t = &c.test;
+        let per_seed =
+            c.seeds.iter().zip(&t.diffs).map(|(seed, d)| format!("s{seed}: {d:+.4}")).collect::<Vec<_>>().join(", ");
+        let mean = if t.n() == 0 { "–".into() } else { format!("{:+.4}", t.mean) };
+        let ci = t.ci.map(|(l, h)| format!("[{l:+.4}, {h:+.4}]")).unwrap_or_else(|| "–".into());
+        let p = t.p.map(fmt_p).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {per_seed} | {mean} | {ci} | {p} | {} |",
+            c.a,
+            c.b,
+            t.n(),
+            t.verdict(&c.a, &c.b, "nats")
+        );
+    }
+    s
+}
+
+pub const COMPARISON_COLUMNS: &[&str] =
+    &["a", "b", "n", "seeds", "diffs", "mean_diff", "std_diff", "ci95_low", "ci95_high", "p_value", "verdict"];
+
+/// comparisons.csv: one row per comparison and seed (`seed`, `diff`), the
+/// summary columns repeated on each, so a reader can filter without
+/// splitting cells.
+pub fn comparisons_csv(cmp: &[Comparison]) -> Vec<u8> {
+    let mut out = line(COMPARISON_COLUMNS.iter().map(|c| match *c {
+        "seeds" => "seed".to_string(),
+        "diffs" => "diff".to_string(),
+        c => c.to_string(),
+    }));
+    let num = |x: Option<f64>| x.filter(|v| v.is_finite()).map(|v| format!("{v}")).unwrap_or_default();
+    for c in cmp {
+        let t = &c.test;
+        let tail = |seed: String, diff: String| {
+            vec![
+                c.a.clone(),
+                c.b.clone(),
+                t.n().to_string(),
+                seed,
+                diff,
+                num(Some(t.mean)),
+                num((t.n() > 1).then_some(t.std)),
+                num(t.ci.map(|c| c.0)),
+                num(t.ci.map(|c| c.1)),
+                num(t.p),
+                t.verdict(&c.a, &c.b, "nats"),
+            ]
+        };
+        if c.seeds.is_empty() {
+            out.extend(line(tail(String::new(), String::new())));
+        }
+        for (seed, d) in c.seeds.iter().zip(&t.diffs) {
+            out.extend(line(tail(seed.to_string(), format!("{d}"))));
+        }
+    }
+    out
+}
+
 /// Writes summary.csv, summary.md and the plots into `dir`.
 pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, ratio_plot: bool) -> Result<(), GdaError> {
     let policy = policy_name(policy);
-    for (name, bytes) in [("summary.csv", csv(rows, policy)), ("summary.md", markdown.as_bytes().to_vec())] {
+    let cmp = comparisons_csv(&comparisons(rows));
+    for (name, bytes) in [
+        ("summary.csv", csv(rows, policy)),
+        ("summary_groups.csv", groups_csv(rows, policy)),
+        ("summary.md", markdown.as_bytes().to_vec()),
+        ("comparisons.csv", cmp),
+    ] {
         let path = dir.join(name);
         atomic_write(&path, &bytes).map_err(io("cannot write", &path))?;
     }
     if ratio_plot {
-        plot_final(&dir.join("final_loss_vs_ratio.svg"), rows, 0, "val loss (nats/token)")?;
+        plot_final(&dir.join("final_loss_vs_ratio.svg"), rows, 0, "val loss (nats/token)", policy)?;
         if metric_name(rows) == "acc" {
-            plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)")?;
+            plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)", policy)?;
         }
     }
     plot_curves(dir, &dir.join("loss_curves.svg"), rows)?;
@@ -350,20 +507,33 @@ pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, rat
 
 /// Writes by rename, so a reader sees the old file or the new one. The
 /// seed as a dot; the baseline as a dashed line.
-fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(), GdaError> {
+fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str, policy: &str) -> Result<(), GdaError> {
     let done: Vec<(&Row, f64)> =
         rows.iter().filter_map(|r| r.val().map(|v| (r, if which == 0 { v.0 } else { v.1 }))).collect();
     let (ylo, yhi) = bounds(done.iter().map(|d| d.1)).unwrap_or((0.0, 1.0));
-    let rmax = rows.iter().filter_map(|r| r.point.ratio()).fold(1.0, f64::max);
+    // Placed by the ratio asked for: a no-share twin of 4:1 has one noise head
+    // per signal head (achieved 1:1) but belongs with the 4:1 models it is
+    // compared to; a --nearest point is drawn where it was asked for.
+    let x_of = |r: &Row| r.point.requested.map(|g| g as f64).or_else(|| r.point.ratio());
+    let rmax = rows.iter().filter_map(x_of).fold(1.0, f64::max);
     let axes = (0.5f64..rmax + 0.5, ylo..yhi);
-    let caption = format!("final {} vs signal:noise ratio", y_desc.split(" (").next().unwrap_or(y_desc));
+    // What every point shares: the budget policy and the training length.
+    let held = rows
+        .first()
+        .map(|r| {
+            let t = &r.point.spec.train;
+            let tokens = (t.steps * t.batch_size * t.grad_accum * t.context) as f64;
+            format!(" ({policy} heads fixed, {} steps, {} tokens)", t.steps, human_count(tokens as usize))
+        })
+        .unwrap_or_default();
+    let caption = format!("final {} vs signal:noise ratio{held}", y_desc.split(" (").next().unwrap_or(y_desc));
     svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), true, |chart| {
         let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
         for (ci, v) in variants.iter().enumerate() {
             let color = COLORS[ci];
             let mut by_ratio: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
             for (r, l) in done.iter().filter(|(r, _)| r.point.variant == *v) {
-                by_ratio.entry(r.point.ratio().unwrap_or(0.0).to_bits()).or_default().push(*l);
+                by_ratio.entry(x_of(r).unwrap_or(0.0).to_bits()).or_default().push(*l);
             }
             if by_ratio.is_empty() {
                 continue;
@@ -395,7 +565,7 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str) -> Result<(
         let base: Vec<f64> = done.iter().filter(|(r, _)| r.point.variant == Variant::Baseline).map(|d| d.1).collect();
         if !base.is_empty() {
             let (m, _) = mean_std(&base);
-            let c = COLORS[7];
+            let c = GREY;
             chart
                 .draw_series(DashedLineSeries::new(vec![(0.5, m), (rmax + 0.5, m)], 6, 4, c.stroke_width(2)))
                 .map_err(plot_err)?

@@ -50,7 +50,7 @@ pub fn svg_chart(
             if v.fract() == 0.0 {
                 format!("{v:.0}")
             } else {
-                format!("{v:.3}").trim_end_matches('0').to_string()
+                format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
             }
         };
         chart
@@ -74,7 +74,9 @@ pub fn svg_chart(
     drawn().map_err(named)
 }
 
-pub const COLORS: [RGBColor; 8] = [
+/// Twenty colours, no two alike before the palette repeats: the ten of
+/// matplotlib's tab10, then the darker halves of tab20b's hues.
+pub const COLORS: [RGBColor; 20] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -83,8 +85,26 @@ pub const COLORS: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(57, 59, 121),
+    RGBColor(99, 121, 57),
+    RGBColor(140, 109, 49),
+    RGBColor(132, 60, 57),
+    RGBColor(123, 65, 115),
+    RGBColor(82, 84, 163),
+    RGBColor(181, 207, 107),
+    RGBColor(231, 186, 82),
+    RGBColor(214, 97, 107),
+    RGBColor(206, 109, 189),
 ];
 
+/// The grey kept for reference lines (a baseline).
+pub const GREY: RGBColor = RGBColor(127, 127, 127);
+
+/// An axis range around `vals` with 10% padding. A single value or a flat
+/// series still gets a readable range (±5% of its magnitude, at least ±0.05)
+/// rather than one so narrow that every tick label reads the same.
 pub fn bounds(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     let v: Vec<f64> = vals.filter(|x| x.is_finite()).collect();
     let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -92,7 +112,8 @@ pub fn bounds(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     if v.is_empty() {
         return None;
     }
-    let pad = ((hi - lo) * 0.1).max(1e-3);
+    let flat = (0.05 * lo.abs().max(hi.abs())).max(0.05);
+    let pad = if hi - lo < flat { flat } else { (hi - lo) * 0.1 };
     Some((lo - pad, hi + pad))
 }
 

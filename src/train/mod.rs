@@ -126,7 +126,7 @@ fn params_finite(vs: &VarStore) -> bool {
     tch::no_grad(|| {
         let vars = vs.trainable_variables();
         let flags: Vec<Tensor> = vars.iter().map(|v| v.isfinite().all()).collect();
-        Tensor::stack(&flags, 0).all().int64_value(&[]) != 0
+        device::host_f64(&Tensor::stack(&flags, 0).all()) != 0.0
     })
 }
 
@@ -201,7 +201,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     atomic_write(&spec_path, spec.to_toml().as_bytes()).map_err(io("cannot write", &spec_path))?;
     let manifest = Manifest {
         gda_version: env!("CARGO_PKG_VERSION").into(),
-        libtorch_version: option_env!("GDA_LIBTORCH_VERSION").unwrap_or("unknown").into(),
+        libtorch_version: device::torch::LIBTORCH_VERSION.into(),
         device: device::describe(device),
         threads,
         seed: spec.seed,
@@ -252,8 +252,39 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         write_row(&mut log, &model, 0, 0, None, Some(score), 0.0, None, None, 0.0, &bar)?;
     }
 
+    // Step losses and gradient norms stay on the device between metrics rows:
+    // reading them every step would stall an asynchronous device (CUDA) once
+    // per step. They are read where the host needs them anyway (a metrics
+    // row, an evaluation, a checkpoint). f64 sums of f32 losses are exact, so
+    // where the flushes fall does not change `train_loss` (exact resume).
+    let mut pending_loss = Tensor::zeros([], (Kind::Double, device));
+    let mut pending_norm = Tensor::zeros([], (Kind::Double, device));
+    let mut pending_steps = 0usize;
+    let mut unlogged_host_reads = 0usize;
+    let flush = |state: &mut TrainState, loss: &mut Tensor, norm: &mut Tensor, steps: &mut usize| {
+        let (l, n) = (device::host_f64(loss), device::host_f64(norm));
+        state.loss_sum += l;
+        state.loss_count += *steps;
+        let _ = loss.zero_();
+        let _ = norm.zero_();
+        let first = state.step + 1 - *steps;
+        *steps = 0;
+        if !l.is_finite() || !n.is_finite() {
+            let what = if !l.is_finite() { format!("train loss is {l}") } else { format!("gradient norm is {n}") };
+            Err(format!("{what} (steps {first}..={})", state.step))
+        } else {
+            Ok(())
+        }
+    };
+
     while state.step < tc.steps {
         if interrupted() {
+            if pending_steps > 0 {
+                if let Err(reason) = flush(&mut state, &mut pending_loss, &mut pending_norm, &mut pending_steps) {
+                    bar.abandon();
+                    return Err(GdaError::Diverged { step: state.step, reason, checkpoint: last_ckpt });
+                }
+            }
             bar.abandon();
             let ckpt = match &last_ckpt {
                 Some(c) if saved_step == Some(state.step) => c.clone(),
@@ -265,42 +296,49 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
             return Err(GdaError::Interrupted { step: state.step, checkpoint: ckpt, run_dir });
         }
         let step_start = Instant::now();
+        let reads_before = device::host_reads();
         let step = state.step;
         let lr = learning_rate(tc, step);
 
         let loss_sum = accumulate_gradients(&model, &data, spec, step, tc.batch_size, device);
         let grad_norm = opt.clip_grad_norm(tc.grad_clip);
-        let loss = loss_sum.double_value(&[]);
-        let norm = grad_norm.double_value(&[]);
-        if !loss.is_finite() || !norm.is_finite() {
-            bar.abandon();
-            let what =
-                if !loss.is_finite() { format!("train loss is {loss}") } else { format!("gradient norm is {norm}") };
-            return Err(GdaError::Diverged { step: step + 1, reason: what, checkpoint: last_ckpt });
-        }
+        pending_loss += loss_sum.to_kind(Kind::Double);
+        pending_norm += grad_norm.to_kind(Kind::Double);
+        pending_steps += 1;
         opt.step(lr);
         opt.zero_grad();
 
         state.step += 1;
         state.tokens_seen += tokens_per_step;
-        state.loss_sum += loss;
-        state.loss_count += 1;
         window_tokens += tokens_per_step;
         train_tokens_now += tokens_per_step;
+        let s = state.step;
+        let eval_due = s % tc.eval_every == 0 || s == tc.steps;
+        let log_due = s % tc.log_every == 0 || eval_due;
+        let checkpoint_due = s % checkpoint_every == 0 || s == tc.steps;
+        let mut norm = f64::NAN;
+        if log_due || checkpoint_due {
+            norm = device::host_f64(&grad_norm);
+            if let Err(reason) = flush(&mut state, &mut pending_loss, &mut pending_norm, &mut pending_steps) {
+                bar.abandon();
+                return Err(GdaError::Diverged { step: s, reason, checkpoint: last_ckpt });
+            }
+        }
         let step_time = step_start.elapsed().as_secs_f64();
         train_time += step_time;
         window_time += step_time;
         bar.set_position(state.step as u64);
-        bar.set_message(format!("loss {loss:.4} | {:.0} tok/s", train_tokens_now as f64 / train_time.max(1e-9)));
+        if log_due {
+            let loss = state.loss_sum / state.loss_count.max(1) as f64;
+            bar.set_message(format!("loss {loss:.4} | {:.0} tok/s", train_tokens_now as f64 / train_time.max(1e-9)));
+        }
 
-        let s = state.step;
-        let eval_due = s % tc.eval_every == 0 || s == tc.steps;
         let score = eval_due.then(|| evaluate(&model));
         if let Some(sc) = score {
             state.record(sc);
         }
         state.elapsed_s = start_elapsed + clock.elapsed().as_secs_f64();
-        if s % tc.log_every == 0 || eval_due {
+        if log_due {
             let tps = window_tokens as f64 / window_time.max(1e-9);
             let train_loss = state.loss_sum / state.loss_count as f64;
             let speed = Speed { tokens_per_s: tps, mfu: tps * flops_per_token / peak };
@@ -322,7 +360,10 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
             window_tokens = 0;
             window_time = 0.0;
         }
-        if s % checkpoint_every == 0 || s == tc.steps {
+        if !(log_due || checkpoint_due) {
+            unlogged_host_reads += device::host_reads() - reads_before;
+        }
+        if checkpoint_due {
             if !params_finite(&vs) {
                 bar.abandon();
                 return Err(GdaError::Diverged {
@@ -348,6 +389,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         elapsed_s: state.elapsed_s,
         tokens_per_s: if train_time > 0.0 { train_tokens_now as f64 / train_time } else { 0.0 },
         run_dir: run_dir.clone(),
+        unlogged_host_reads,
     };
     let summary_path = run_dir.join(SUMMARY_FILE);
     atomic_write(&summary_path, &serde_json::to_vec_pretty(&summary).expect("summary serialises"))

@@ -57,6 +57,11 @@ pub struct RunSummary {
     /// Training throughput over the whole run (evaluation time excluded).
     pub tokens_per_s: f64,
     pub run_dir: PathBuf,
+    /// Device-to-host reads (`device::host_f64`) made on steps that wrote no
+    /// metrics row, evaluation or checkpoint: 0 unless the loop stalls an
+    /// asynchronous device every step (scripts/gpu/check.sh checks it).
+    #[serde(default)]
+    pub unlogged_host_reads: usize,
 }
 
 impl RunSummary {
