@@ -14,6 +14,8 @@ pub const DEFAULT_NAME: &str = "default";
 pub const BUILTIN: &str = "<built-in default spec>";
 /// Tokens of the GPT-2 BPE vocabulary (r50k_base).
 pub const GPT2_VOCAB: usize = 50257;
+/// The most layers a spec may ask for (docs/spec.md).
+pub const MAX_LAYERS: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -515,6 +517,14 @@ impl Spec {
                 return Err(key_err(key, "must be a positive integer"));
             }
         }
+        // One λ_init per layer is stored in the spec: a count beyond any real
+        // model must not allocate gigabytes before a memory check can refuse it.
+        if m.n_layers > MAX_LAYERS {
+            return Err(key_err(
+                "model.n_layers",
+                format!("{} is not allowed; allowed: 1 to {MAX_LAYERS}", m.n_layers),
+            ));
+        }
         if !m.head_dim.is_multiple_of(2) {
             return Err(key_err("model.head_dim", format!("{} is odd; RoPE needs an even head_dim", m.head_dim)));
         }
@@ -547,7 +557,7 @@ impl Spec {
             }
         }
         if m.mlp_hidden == 0 {
-            m.mlp_hidden = (8 * m.d_model / 3).div_ceil(32) * 32;
+            m.mlp_hidden = (m.d_model.saturating_mul(8) / 3).div_ceil(32).saturating_mul(32);
         }
         if m.lambda_init.is_empty() {
             m.lambda_init = (0..m.n_layers).map(default_lambda_init).collect();
@@ -634,6 +644,24 @@ impl Spec {
         toml::to_string(self).expect("a spec always serialises")
     }
 
+    /// The keys whose values differ from `new`'s, as `key: old → new`, over
+    /// what [`Spec::hash`] covers: empty exactly when the hashes are equal.
+    pub fn diff(&self, new: &Spec) -> Vec<String> {
+        let mut out = Vec::new();
+        diff_tables("", &self.identity_table(), &new.identity_table(), &mut out);
+        out
+    }
+
+    /// The spec as a table without what only changes speed (device,
+    /// threads) or belongs to sweeps, not to a single run.
+    fn identity_table(&self) -> toml::Table {
+        let mut s = self.clone();
+        s.train.device = String::new();
+        s.train.threads = 0;
+        s.sweep = SweepConfig::default();
+        toml::Table::try_from(&s).expect("a spec always serialises")
+    }
+
     /// Identifies what a run computes; runs with equal hashes are the same experiment.
     /// Device and thread count only change speed, and the sweep section does
     /// not change a single run, so they are left out. Only keys whose values
@@ -641,15 +669,27 @@ impl Spec {
     /// later (with a default that keeps the old behaviour) leaves the hashes
     /// of existing runs, and so their resumption, unchanged.
     pub fn hash(&self) -> String {
-        let mut s = self.clone();
-        s.train.device = String::new();
-        s.train.threads = 0;
-        s.sweep = SweepConfig::default();
-        let mut table = toml::Table::try_from(&s).expect("a spec always serialises");
+        let mut table = self.identity_table();
         let defaults = toml::Table::try_from(Spec::default()).expect("a spec always serialises");
         drop_defaults(&mut table, &defaults);
         let digest = Sha256::digest(toml::to_string(&table).expect("a table serialises").as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Appends `key: old → new` for every leaf that differs between `a` and `b`.
+fn diff_tables(prefix: &str, a: &toml::Table, b: &toml::Table, out: &mut Vec<String>) {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for k in keys {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match (a.get(k), b.get(k)) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => diff_tables(&key, x, y, out),
+            (x, y) if x != y => {
+                let show = |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "(none)".into());
+                out.push(format!("{key}: {} → {}", show(x), show(y)));
+            }
+            _ => {}
+        }
     }
 }
 

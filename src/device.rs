@@ -77,12 +77,70 @@ pub fn compute_kind(device: Device) -> Kind {
     }
 }
 
-/// Sets libtorch's intra-op threads; 0 keeps all cores. Returns the count in use.
-pub fn set_threads(threads: usize) -> usize {
+/// CPU cores this process may use (its affinity and cgroup CPU quota included).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// More threads than this only thrash (and a hundred thousand overflow the
+/// stack): four per core leaves room for deliberate oversubscription.
+pub fn max_threads() -> usize {
+    4 * cores()
+}
+
+/// Sets libtorch's intra-op threads; 0 keeps all cores. Returns the count in
+/// use, or why `threads` is refused (more than [`max_threads`]).
+pub fn set_threads(threads: usize) -> Result<usize, String> {
+    check_threads(threads)?;
     if threads > 0 {
         tch::set_num_threads(threads as i32);
     }
-    tch::get_num_threads() as usize
+    Ok(tch::get_num_threads() as usize)
+}
+
+/// Refuses more threads than [`max_threads`], before any is started.
+pub fn check_threads(threads: usize) -> Result<(), String> {
+    let (cores, max) = (cores(), max_threads());
+    if threads > max {
+        return Err(format!(
+            "{threads} threads are more than 4 × the {cores} cores this process may use; allowed: 0 (all cores) to {max}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `bytes` fit in what `device` has free now; the error says
+/// what is available, for a refusal message.
+///
+/// CPU: the memory this process may still take (`util::host::available_memory`).
+/// CUDA: libtorch cannot say how much memory a GPU has, so one block of
+/// `bytes` is allocated and freed at once. That is cheap (cudaMalloc
+/// reserves the memory without touching it) and exact about what the device
+/// can give; the caching allocator keeps the block for the run's tensors.
+/// Other devices are not checked.
+pub fn check_memory(device: Device, bytes: f64) -> Result<(), String> {
+    use crate::util::host::fmt_bytes;
+    match device {
+        Device::Cpu => match crate::util::host::available_memory() {
+            Some((available, source)) if bytes > available as f64 => {
+                Err(format!("this machine has {} available ({source})", fmt_bytes(available as f64)))
+            }
+            _ => Ok(()),
+        },
+        Device::Cuda(_) => {
+            if bytes >= i64::MAX as f64 {
+                return Err(format!("no {} can hold that much", describe(device)));
+            }
+            match Tensor::f_empty([bytes as i64], (Kind::Uint8, device)) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let why = e.to_string();
+                    Err(format!("{} cannot allocate it: {}", describe(device), why.lines().next().unwrap_or("")))
+                }
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 pub fn describe(device: Device) -> String {

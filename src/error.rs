@@ -43,9 +43,22 @@ pub enum GdaError {
     #[error("run directory {} is in use: another gda train ({holder}) is training it; this one stops without training", run_dir.display())]
     Busy { run_dir: PathBuf, holder: String },
 
-    /// Ctrl-C / SIGTERM: a checkpoint was written, `--resume` continues.
-    #[error("interrupted at step {step}; checkpoint written to {}; continue with the same command plus --resume (for a sweep: the same command) in {}", checkpoint.display(), run_dir.display())]
+    /// Ctrl-C / SIGTERM / SIGHUP, or a closed stdout: a checkpoint was
+    /// written, `--resume` continues.
+    #[error("interrupted at step {step}; checkpoint written to {}; continue with the same command plus --resume in {}", checkpoint.display(), run_dir.display())]
     Interrupted { step: usize, checkpoint: PathBuf, run_dir: PathBuf },
+
+    /// A sweep, ablation or growth comparison stopped by Ctrl-C / SIGTERM:
+    /// each point in training was stopped (`stopped` says at which step it
+    /// has a checkpoint); rerunning the command resumes.
+    #[error("interrupted: {}; rerun the same command to resume {}", stopped.join("; "), dir.display())]
+    ExperimentInterrupted { dir: PathBuf, stopped: Vec<String> },
+
+    /// Trainers of an experiment were killed by a signal they could not
+    /// handle (the OOM killer, kill -9): not failed points, unfinished ones;
+    /// the other points were trained.
+    #[error("{} of {total} points did not finish: {}; their checkpoints are kept: rerun the same command to resume them in {}", killed.len(), killed.join("; "), dir.display())]
+    PointsKilled { dir: PathBuf, killed: Vec<String>, total: usize },
 }
 
 impl GdaError {
@@ -58,7 +71,8 @@ impl GdaError {
             GdaError::Rejected { .. } => 6,
             GdaError::Busy { .. } => 7,
             GdaError::Io { .. } => 8,
-            GdaError::Interrupted { .. } => 130,
+            GdaError::PointsKilled { .. } => 9,
+            GdaError::Interrupted { .. } | GdaError::ExperimentInterrupted { .. } => 130,
         }
     }
 }
@@ -78,7 +92,14 @@ pub fn tch_io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(tch::TchErr
     move |e| {
         let source = match e {
             tch::TchError::Io(e) => e,
-            other => std::io::Error::other(other.to_string()),
+            // tch keeps safetensors' io::Error inside a type gda cannot name
+            // (safetensors is not a dependency); its text holds the OS error
+            // code ("IoError(Os { code: 28, ...") that makes the message plain.
+            other => {
+                let text = other.to_string();
+                let code = text.split("IoError(Os { code: ").nth(1).and_then(|t| t.split(',').next()?.parse().ok());
+                code.map(std::io::Error::from_raw_os_error).unwrap_or_else(|| std::io::Error::other(text))
+            }
         };
         GdaError::Io { what, path: path.to_path_buf(), source }
     }

@@ -144,3 +144,51 @@ fn resume_of_an_empty_directory_says_what_is_missing() {
     assert_names(&stderr_of(&out), &["holds no run to resume", "--spec"]);
     assert!(!Path::new(&tmp.path().join("spec.toml")).exists());
 }
+
+#[test]
+fn non_finite_numbers_are_refused_naming_the_key() {
+    for (key, value) in [
+        ("train.lr", "inf"),
+        ("train.lr", "nan"),
+        ("model.init_std", "inf"),
+        ("model.rope_theta", "inf"),
+        ("train.weight_decay", "inf"),
+        ("model.norm_eps", "inf"),
+        ("model.norm_eps", "nan"),
+        ("train.adam_eps", "inf"),
+        ("train.grad_clip", "-inf"),
+    ] {
+        let err = refused(TINY, &["--set", &format!("{key}={value}")]);
+        let shown = if value == "nan" { "NaN" } else { value };
+        assert_names(&err, &["bad.toml", &format!("key `{key}`"), &format!("{shown} is not allowed"), "allowed: "]);
+    }
+    let err = refused(TINY, &["--set", "model.lambda_init=[0.5, nan]"]);
+    assert_names(&err, &["key `model.lambda_init[1]`", "NaN is not allowed", "0 <= lambda_init < 1"]);
+    let err = refused(TINY, &["--set", "model.lambda_init=[inf, 0.5]"]);
+    assert_names(&err, &["key `model.lambda_init[0]`", "inf is not allowed"]);
+}
+
+/// A model, batch or thread count this machine cannot hold is refused
+/// before anything is allocated or written, naming the numbers and the key.
+#[test]
+fn oversized_models_and_thread_counts_are_refused_before_allocating() {
+    let err = refused(TINY, &["--set", "model.d_model=1000000000"]);
+    assert_names(&err, &["key `model.d_model`", "parameters", "available", "model.n_layers", "MemAvailable"]);
+    assert!(!err.contains("panicked"), "{err}");
+    let err = refused(TINY, &["--set", "model.n_layers=100000000"]);
+    assert_names(&err, &["key `model.n_layers`", "100000000", "allowed: 1 to 10000"]);
+    // Activations, not weights: the batch is what to change.
+    let err = refused(TINY, &["--set", "train.batch_size=100000000"]);
+    assert_names(&err, &["key `train.batch_size`", "activations", "train.grad_accum", "available"]);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let err = refused(TINY, &["--threads", "100000"]);
+    assert_names(
+        &err,
+        &[
+            "key `train.threads`",
+            "100000",
+            &format!("{cores} cores"),
+            &format!("allowed: 0 (all cores) to {}", 4 * cores),
+        ],
+    );
+}

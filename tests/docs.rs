@@ -148,3 +148,49 @@ fn the_readme_commands_run() {
         }
     }
 }
+
+/// The README's exit-code table lists exactly the codes gda exits with: one
+/// per kind of error (src/error.rs `exit_code`), 0 and 1 (any other error,
+/// and a panic, which main turns into 1).
+#[test]
+fn the_readme_exit_code_table_matches_the_code() {
+    use gda::error::GdaError;
+    use std::path::PathBuf;
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme.split("\n## Exit codes\n").nth(1).expect("README has an Exit codes section");
+    let section = section.split("\n## ").next().unwrap();
+    let documented: BTreeSet<i32> =
+        section.lines().filter_map(|l| l.strip_prefix("| ")?.split(" |").next()?.trim().parse().ok()).collect();
+    let (p, s) = (PathBuf::new, String::new);
+    let errors = [
+        GdaError::Spec { file: s(), key: None, msg: s() },
+        GdaError::Input(s()),
+        GdaError::Io { what: "cannot write", path: p(), source: std::io::Error::other("disk full") },
+        GdaError::Diverged { step: 1, reason: s(), checkpoint: None },
+        GdaError::NotPreserved { max_logit_diff: 1.0, tolerance: 0.0, source_loss: 1.0, grown_loss: 1.0 },
+        GdaError::PointsFailed { failed: 1, total: 1, dir: p() },
+        GdaError::Rejected { stderr: s(), script: p() },
+        GdaError::Busy { run_dir: p(), holder: s() },
+        GdaError::Interrupted { step: 1, checkpoint: p(), run_dir: p() },
+        GdaError::ExperimentInterrupted { dir: p(), stopped: vec![] },
+        GdaError::PointsKilled { dir: p(), killed: vec![], total: 1 },
+    ];
+    // Exhaustive: a new variant stops this compiling until it is listed above.
+    let variant = |e: &GdaError| match e {
+        GdaError::Spec { .. } => 0,
+        GdaError::Input(_) => 1,
+        GdaError::Io { .. } => 2,
+        GdaError::Diverged { .. } => 3,
+        GdaError::NotPreserved { .. } => 4,
+        GdaError::PointsFailed { .. } => 5,
+        GdaError::Rejected { .. } => 6,
+        GdaError::Busy { .. } => 7,
+        GdaError::Interrupted { .. } => 8,
+        GdaError::ExperimentInterrupted { .. } => 9,
+        GdaError::PointsKilled { .. } => 10,
+    };
+    assert_eq!(errors.iter().map(variant).collect::<Vec<_>>(), (0..errors.len()).collect::<Vec<_>>());
+    let mut codes: BTreeSet<i32> = errors.iter().map(GdaError::exit_code).collect();
+    codes.extend([0, 1]);
+    assert_eq!(documented, codes, "README exit codes (left) against the code's (right)");
+}

@@ -351,3 +351,39 @@ fn slurm_input_is_checked_before_anything_is_submitted() {
     }
     assert!(!tmp.path().join("refused").exists());
 }
+
+/// Issue 12.1 on Slurm: a task whose gda train is killed by a signal (the
+/// OOM killer, a node's watchdog; bash reports 128 + the signal) leaves its
+/// point to resume, not a failed one. Needs no cluster: the batch script
+/// runs by hand.
+#[test]
+fn a_task_killed_by_a_signal_leaves_its_point_resumable_not_failed() {
+    let tmp = scratch();
+    let dir = tmp.path().join("killed");
+    let sets = ["train.steps=5000", "train.checkpoint_every=20", "train.threads=1"];
+    let out = sweep(&dir, "1", "1", &sets).args(["--launcher", "slurm", "--no-submit"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let script = dir.join("slurm/sweep.sbatch");
+    let task = Command::new("bash")
+        .arg(&script)
+        .env("SLURM_ARRAY_TASK_ID", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = dir.join("points/g1-s1");
+    wait_for(Duration::from_secs(120), || gda::train::checkpoint::latest_step(&run).is_some());
+    let (pid, _) = gda::train::run_dir::lock_holder(&run).unwrap();
+    // SAFETY: kill only sends a signal.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let out = task.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("killed by signal 9"), "{}", stdout_of(&out));
+    assert!(!run.join("failed.txt").exists(), "{:?}", std::fs::read_to_string(run.join("failed.txt")));
+    let s = status(&dir);
+    assert!(s.contains("g1-s1  pending  stopped at step "), "{s}");
+    // Rerunning the command offers the point again, no --retry-failed needed.
+    let out = sweep(&dir, "1", "1", &sets).args(["--launcher", "slurm", "--no-submit"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains(&format!("sbatch --array=0 {}", script.display())), "{}", stdout_of(&out));
+}

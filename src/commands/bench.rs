@@ -36,7 +36,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(p, spec.to_toml()).map_err(io("cannot write", p))?;
     }
     let device = device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
-    let threads = device::set_threads(spec.train.threads);
+    let threads = device::set_threads(spec.train.threads).map_err(|m| spec.error("train.threads", m))?;
     let corpus = Dataset::load(&spec)?;
     let tc = &spec.train;
     let mut timer = train::StepTimer::new(&spec, &corpus, device);

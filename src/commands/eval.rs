@@ -317,7 +317,7 @@ fn eval_run(
     let analyse = suites.contains(&Suite::Attention);
     let train_ctx = spec.train.context;
     let device = device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
-    device::set_threads(spec.train.threads);
+    device::set_threads(spec.train.threads).map_err(|m| spec.error("train.threads", m))?;
     let (vs, model) = Model::build(&spec.model, device);
     let load = |src: &Source| checkpoint::load_weights(&vs, &src.checkpoint.join(checkpoint::MODEL_FILE));
     if let Err(e) = load(&src) {

@@ -16,6 +16,7 @@ use crate::model;
 use crate::train::run_dir::{find_source, Source};
 use crate::train::{self, TrainOptions};
 use crate::util::fs::absolute;
+use crate::util::out::outln;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("op").required(true).args(["signal_only", "uniform", "width", "depth", "compare"])))]
@@ -208,7 +209,7 @@ fn compare(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
             spec,
         });
     }
-    println!("growth comparison of {} points into {}", points.len(), dir.display());
+    outln!("growth comparison of {} points into {}", points.len(), dir.display());
     let opts = args.launch.run_options(dir, args.jobs, base.train.threads, args.retry_failed);
     let grid =
         Grid { kind, policy: base.sweep.policy, source_parameters: Some(model::param_count(&src.spec.model)), points };
@@ -223,7 +224,7 @@ fn init_path(p: &Path) -> Result<PathBuf, GdaError> {
 
 fn report_growth(src: &Source, tag: &str, g: &Grown, tolerance: f64) {
     let m = &g.spec.model;
-    println!(
+    outln!(
         "{tag}: {} -> {} parameters (+{}); H_s {} H_n {} d_model {} layers {}; max |logit difference| {:.2e} <= {tolerance:e}; val loss source {:.6}, grown {:.6} (step {} of {})",
         model::param_count(&src.spec.model),
         model::param_count(m),

@@ -64,6 +64,24 @@ pub enum Command {
     Data(DataArgs),
 }
 
+impl Command {
+    /// Whether the command trains (and so checkpoints on an interrupt or a
+    /// closed stdout) rather than only reading and reporting.
+    pub fn trains(&self) -> bool {
+        match self {
+            Command::Train(_) | Command::Grow(_) => true,
+            Command::Sweep(a) => a.collect.is_none() && !a.grid.dry_run,
+            Command::Ablate(a) => !a.grid.dry_run,
+            Command::Data(_)
+            | Command::Eval(_)
+            | Command::Report(_)
+            | Command::Bench(_)
+            | Command::Status(_)
+            | Command::DeviceCheck(_) => false,
+        }
+    }
+}
+
 /// Runs the parsed command; errors carry their exit code (`GdaError::exit_code`).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::{LauncherArgs, SpecArgs};
+use super::args::{LauncherArg, LauncherArgs, SpecArgs};
 use crate::config::{AttentionKind, Spec};
 use crate::data::Dataset;
 use crate::error::{input, GdaError};
 use crate::experiment::{self, grid, Grid, Kind, Point};
+use crate::util::out::outln;
 use crate::{device, train};
 
 #[derive(Debug, Args)]
@@ -133,13 +134,27 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     let dir = args.out.clone().unwrap_or_else(|| spec.output.dir.join(format!("{}-{}", kind.dir_prefix(), spec.name)));
     let corpus = Dataset::load(&spec)?;
     args.launch.check()?;
+    if args.dry_run || args.launch.launcher == LauncherArg::Local {
+        // Refused here, before the experiment directory exists, rather than
+        // by each point's trainer. A GPU is checked by each trainer itself
+        // (device::check_memory allocates on it).
+        device::check_threads(spec.train.threads).map_err(|m| spec.error("train.threads", m))?;
+        let device = device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
+        if !device.is_cuda() {
+            for p in &points {
+                // A dry run times steps on smaller batches than training.
+                let rows = if args.dry_run { train::estimate_rows(&p.spec) } else { p.spec.train.batch_size };
+                train::check_memory(&p.spec, device, rows)?;
+            }
+        }
+    }
     if args.dry_run {
         dry_run(&spec, &points, &corpus, args.launch.concurrency(args.jobs))?;
         return Ok(());
     }
     drop(corpus);
     experiment::open_dir(&dir, &spec, kind)?;
-    println!("{} of {} points into {}", kind.dir_prefix(), points.len(), dir.display());
+    outln!("{} of {} points into {}", kind.dir_prefix(), points.len(), dir.display());
     let opts = args.launch.run_options(dir, args.jobs, spec.train.threads, args.retry_failed);
     let grid = Grid { kind, policy: spec.sweep.policy, source_parameters: None, points };
     Ok(grid::run(&grid, &opts)?)
@@ -149,9 +164,10 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
 /// estimate from a few timed steps per architecture; trains nothing.
 fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Result<(), GdaError> {
     let device = device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
-    let cores = device::set_threads(spec.train.threads);
+    let threads = |n| device::set_threads(n).map_err(|m| spec.error("train.threads", m));
+    let cores = threads(spec.train.threads)?;
     if !device.is_cuda() {
-        device::set_threads((cores / jobs.max(1)).max(1));
+        threads((cores / jobs.max(1)).max(1))?;
     }
     println!("| point | variant | ratio | H_s | H_n | K/V | K2 | heads | head_dim | params | attn MFLOP/tok | train PFLOP | est. time |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");

@@ -7,6 +7,7 @@ use clap::Args;
 use super::args::SpecArgs;
 use crate::error::input;
 use crate::train::{self, RunSummary, TrainOptions};
+use crate::util::out::outln;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -41,7 +42,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
 /// The closing line of a finished run.
 pub fn print_done(s: &RunSummary) {
-    println!(
+    outln!(
         "done: {} | {} steps | {} params | {} | {:.0} tok/s | {:.1}s | {}",
         s.name,
         s.steps,

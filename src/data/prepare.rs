@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::shards::{self, Header, ShardWriter, BYTE_TABLE, META, TOKENIZER_JSON};
 use super::tokenizer::Tokenizer;
 use crate::error::{input, io, GdaError};
+use crate::util::out::errln;
 
 /// Tokens per shard file (llm.c uses 10^8 too: a few hundred MB each).
 pub const SHARD_TOKENS: usize = 100_000_000;
@@ -297,7 +298,7 @@ fn write_prepared(plan: &TextPlan, tok: &Tokenizer, dir: &Path, threads: usize, 
             )));
         }
         if text_bytes != token_bytes && !quiet {
-            eprintln!(
+            errln!(
                 "note: tokenizer {}: the {split} split's tokens stand for {token_bytes} bytes of its {text_bytes} (the tokenizer normalises text); bits per byte use the tokens' bytes",
                 tok.name()
             );
@@ -365,7 +366,7 @@ impl Progress {
         let t = self.start.elapsed().as_secs_f64();
         if t - self.last.get() >= 5.0 {
             self.last.set(t);
-            eprintln!(
+            errln!(
                 "tokenizing: {:.0} of {:.0} MB ({:.1} MB/s)",
                 self.done.get() as f64 / 1e6,
                 self.total as f64 / 1e6,
@@ -407,7 +408,7 @@ pub fn cached(plan: &TextPlan, tok: &Tokenizer, threads: usize) -> Result<PathBu
     // error alone when the run is then refused).
     let quiet = plan.text_bytes() < 16 << 20;
     if !quiet {
-        eprintln!(
+        errln!(
             "preparing {} ({:.1} MB, tokenizer {}) into {} (once; later runs reuse it)",
             plan.root.display(),
             plan.text_bytes() as f64 / 1e6,
@@ -431,7 +432,7 @@ fn lock_exclusive(f: &File, path: &Path, what: &Path) -> Result<(), GdaError> {
         // keeps a half-written entry from ever being seen).
         return Ok(());
     }
-    eprintln!("waiting for another gda that is preparing {} ({})", what.display(), path.display());
+    errln!("waiting for another gda that is preparing {} ({})", what.display(), path.display());
     // SAFETY: as above.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(io("cannot lock", path)(std::io::Error::last_os_error()));

@@ -10,6 +10,7 @@ use super::{local, policy_name, slurm, summary, write_spec, Kind, Launcher, Poin
 use crate::config::{BudgetPolicy, Spec};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::atomic_write;
+use crate::util::out::outln;
 
 /// An experiment's grid with what its summary needs.
 pub struct Grid {
@@ -125,12 +126,12 @@ impl Grid {
 impl Summary {
     /// Prints the table and where it is; Err(PointsFailed) if some points failed.
     pub fn report(&self, dir: &Path) -> Result<(), GdaError> {
-        println!("\n{}", self.markdown);
+        outln!("\n{}", self.markdown);
         if !self.missing.is_empty() {
             let list: Vec<String> = self.missing.iter().map(|(n, s)| format!("{n} ({s})")).collect();
-            println!("{} of {} points have no result yet: {}", self.missing.len(), self.total, list.join(", "));
+            outln!("{} of {} points have no result yet: {}", self.missing.len(), self.total, list.join(", "));
         }
-        println!("summary: {}", dir.join("summary.csv").display());
+        outln!("summary: {}", dir.join("summary.csv").display());
         if self.failed > 0 {
             return Err(GdaError::PointsFailed { failed: self.failed, total: self.total, dir: dir.to_path_buf() });
         }
@@ -148,8 +149,13 @@ pub fn run(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
     let outcome = local::run_points(&grid.points, opts);
     // The summary is rebuilt from the run directories whatever happened.
     let summary = grid.summarize(&opts.dir)?;
-    outcome?;
-    summary.report(&opts.dir)
+    let killed = outcome?;
+    let reported = summary.report(&opts.dir);
+    // Points still to train outrank failed ones: the command is not done.
+    if !killed.is_empty() {
+        return Err(GdaError::PointsKilled { dir: opts.dir.clone(), killed, total: summary.total });
+    }
+    reported
 }
 
 /// `gda sweep --collect <dir>`: the summary of whatever points are done.

@@ -2,8 +2,8 @@
 //! on this machine, `--jobs N` at a time or one per `--devices` entry.
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,10 +12,13 @@ use super::slurm::Queue;
 use super::{point_command, point_dir, status, write_spec, Point, RunOptions, Status, FAILED_FILE};
 use crate::error::{io, GdaError};
 use crate::train::{self, checkpoint, RunSummary};
+use crate::util::out::{self, errln, outln};
 
 /// Trains every point that is not done, `jobs` at a time, each in a `gda
-/// train` child process. Returns Err(Interrupted) if Ctrl-C stopped it.
-pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
+/// train` child process. Returns the points whose trainer was killed by a
+/// signal (unfinished, to resume: see [`GdaError::PointsKilled`]), or
+/// Err(ExperimentInterrupted) if Ctrl-C stopped it.
+pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, GdaError> {
     // Points of this directory queued or running on Slurm are left to it.
     let queue = Queue::read(&opts.dir);
     let mut on_slurm = Vec::new();
@@ -37,10 +40,10 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
     let total = points.len();
     let already = total - todo.len() - on_slurm.len();
     if already > 0 {
-        println!("{already} of {total} points already finished or failed; {} to train", todo.len());
+        outln!("{already} of {total} points already finished or failed; {} to train", todo.len());
     }
     if !on_slurm.is_empty() {
-        println!("left to Slurm, which has them queued or running: {}", on_slurm.join(", "));
+        outln!("left to Slurm, which has them queued or running: {}", on_slurm.join(", "));
     }
     // One slot per concurrent point, each with its device (None: the spec's).
     // Slots spread over the GPUs only where the spec leaves the device to gda.
@@ -52,28 +55,27 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
         opts.devices.iter().cloned().map(Some).collect()
     };
     slots.truncate(todo.len().max(1));
-    let cores = if opts.threads > 0 {
-        opts.threads
-    } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    };
+    let cores = if opts.threads > 0 { opts.threads } else { crate::device::cores() };
     let threads_each = (cores / slots.len()).max(1);
     let queue = Arc::new(Mutex::new(todo));
-    let interrupted = Arc::new(Mutex::new(None::<PathBuf>));
+    // Points stopped by the sweep's own interrupt, and points whose trainer
+    // something else killed, each described for the closing message.
+    let interrupted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let killed = Arc::new(Mutex::new(Vec::<String>::new()));
     let done = Arc::new(Mutex::new(already));
     let mut workers = Vec::new();
     for device in slots {
-        let (queue, interrupted, done) = (queue.clone(), interrupted.clone(), done.clone());
+        let (queue, interrupted, killed, done) = (queue.clone(), interrupted.clone(), killed.clone(), done.clone());
         let dir = opts.dir.clone();
         let retry = opts.retry_failed;
         workers.push(std::thread::spawn(move || -> Result<(), GdaError> {
             loop {
-                if interrupted.lock().unwrap().is_some() || train::interrupted() {
+                if train::interrupted() {
                     return Ok(());
                 }
                 let Some(p) = queue.lock().unwrap().pop_front() else { return Ok(()) };
                 let run = point_dir(&dir, &p);
-                println!(
+                outln!(
                     "training {} ({})",
                     p.name,
                     match status(&dir, &p) {
@@ -82,14 +84,19 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
                     }
                 );
                 if retry {
+                    // Absent unless the point failed before: nothing to lose.
                     let _ = std::fs::remove_file(run.join(FAILED_FILE));
                 }
                 let outcome = train_point(&dir, &p, threads_each, device.as_deref())?;
-                let mut n = done.lock().unwrap();
+                let saved = || match checkpoint::latest_step(&run) {
+                    Some(step) => format!("its checkpoint at step {step}"),
+                    None => "no checkpoint yet".to_string(),
+                };
                 match outcome {
                     Outcome::Done(s) => {
+                        let mut n = done.lock().unwrap();
                         *n += 1;
-                        println!(
+                        outln!(
                             "[{}/{total}] {} done | {} | {:.0} tok/s | {:.1}s",
                             *n,
                             p.name,
@@ -99,18 +106,30 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
                         );
                     }
                     Outcome::Failed(reason) => {
+                        let mut n = done.lock().unwrap();
                         *n += 1;
                         let failed = run.join(FAILED_FILE);
                         std::fs::create_dir_all(&run)
                             .and_then(|_| std::fs::write(&failed, format!("{reason}\n")))
                             .map_err(io("cannot record the failure in", &failed))?;
-                        println!("[{}/{total}] {} failed: {reason}", *n, p.name);
+                        outln!("[{}/{total}] {} failed: {reason}", *n, p.name);
                     }
                     Outcome::Interrupted => {
-                        *interrupted.lock().unwrap() = Some(run);
+                        let stopped = match checkpoint::latest_step(&run) {
+                            Some(step) => format!("{} stopped at step {step} (its checkpoint)", p.name),
+                            None => format!("{} stopped before its first checkpoint", p.name),
+                        };
+                        interrupted.lock().unwrap().push(stopped);
                         return Ok(());
                     }
-                    Outcome::Busy(why) => println!("{} skipped: {why}", p.name),
+                    Outcome::Stopped(how) => {
+                        let what = format!("{} {how}, {}", p.name, saved());
+                        outln!("{what}: not a failure; rerunning this command resumes it");
+                        killed.lock().unwrap().push(what);
+                    }
+                    Outcome::Busy(why) => {
+                        outln!("{} skipped: {why}", p.name);
+                    }
                 }
             }
         }));
@@ -118,64 +137,121 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<(), GdaError> {
     for w in workers {
         w.join().expect("worker thread")?;
     }
-    if let Some(run) = interrupted.lock().unwrap().take() {
-        let step = checkpoint::latest_step(&run);
-        return Err(GdaError::Interrupted { step: step.unwrap_or(0), checkpoint: run, run_dir: opts.dir.clone() });
-    }
     if train::interrupted() {
-        return Err(GdaError::Interrupted { step: 0, checkpoint: opts.dir.clone(), run_dir: opts.dir.clone() });
+        if out::closed() {
+            errln!("standard output was closed (its reader went away): stopping as for Ctrl-C");
+        }
+        let mut stopped = std::mem::take(&mut *interrupted.lock().unwrap());
+        if stopped.is_empty() {
+            stopped.push("no point was training".into());
+        }
+        return Err(GdaError::ExperimentInterrupted { dir: opts.dir.clone(), stopped });
     }
-    Ok(())
+    let killed = std::mem::take(&mut *killed.lock().unwrap());
+    Ok(killed)
 }
 
 enum Outcome {
     Done(RunSummary),
     Failed(String),
+    /// Stopped by the interrupt this process passed on.
     Interrupted,
+    /// Stopped from outside by a signal (killed, or interrupted directly):
+    /// unfinished, not failed; how, in words.
+    Stopped(String),
     /// Another process trains the point (exit 7): neither done nor failed.
     Busy(String),
 }
-/// Runs `gda train` for one point; its output goes to the point's train.log.
+
+/// Signals that mean the trainer itself crashed (a failure of the point),
+/// not that something outside stopped it (the Slurm batch script tells them
+/// apart the same way).
+pub const CRASH_SIGNALS: [i32; 7] =
+    [libc::SIGILL, libc::SIGTRAP, libc::SIGABRT, libc::SIGBUS, libc::SIGFPE, libc::SIGSEGV, libc::SIGSYS];
+
+/// "SIGKILL" for 9: a signal's name, for messages.
+fn signal_name(sig: i32) -> String {
+    let names = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    names.iter().find(|n| n.0 == sig).map(|n| n.1.to_string()).unwrap_or_else(|| format!("signal {sig}"))
+}
+
+/// Runs `gda train` for one point; its output, stdout and stderr, goes to
+/// the point's train.log. Nothing of it passes through this process: a child
+/// that writes a lot (libtorch warnings on a GPU) can never block on a full
+/// pipe.
 fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> Result<Outcome, GdaError> {
     let run = point_dir(dir, p);
     let io = |e: std::io::Error| GdaError::Io { what: "cannot run the point in", path: run.clone(), source: e };
     write_spec(dir, p).map_err(io)?;
     std::fs::create_dir_all(&run).map_err(io)?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(run.join("train.log")).map_err(io)?;
+    let log_path = run.join("train.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io)?;
+    let start = log.metadata().map_err(io)?.len();
     let exe = std::env::current_exe().map_err(io)?;
     let argv = point_command(&exe, dir, p, threads, device);
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
-    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(Stdio::piped());
-    die_with_parent(&mut cmd);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(log);
+    own_process_group(&mut cmd);
     let mut child = cmd.spawn().map_err(io)?;
-    let code = wait_forwarding_interrupt(&mut child).map_err(io)?;
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
-    let _ = (&log).write_all(err.as_bytes());
-    let reason = err.lines().rfind(|l| l.starts_with("error: ")).map(|l| l.trim_start_matches("error: ").to_string());
-    Ok(match code {
-        Some(0) => match status(dir, p) {
+    let exit = wait_forwarding_interrupt(&mut child).map_err(io)?;
+    let reason = last_error_line(&log_path, start);
+    Ok(match (exit.code(), exit.signal()) {
+        (Some(0), _) => match status(dir, p) {
             Status::Done(s) => Outcome::Done(s),
             _ => Outcome::Failed("finished without a summary.json".into()),
         },
-        Some(130) => Outcome::Interrupted,
-        Some(7) => Outcome::Busy(reason.unwrap_or_default()),
-        Some(c) => Outcome::Failed(reason.unwrap_or_else(|| format!("gda train exited with code {c}"))),
-        None if train::interrupted() => Outcome::Interrupted,
-        None => Outcome::Failed("gda train was killed by a signal".into()),
+        (Some(130), _) if train::interrupted() => Outcome::Interrupted,
+        (Some(130), _) => Outcome::Stopped("was stopped by a signal sent to it (exit 130)".into()),
+        (Some(7), _) => Outcome::Busy(reason.unwrap_or_default()),
+        (Some(c), _) => Outcome::Failed(reason.unwrap_or_else(|| format!("gda train exited with code {c}"))),
+        (None, _) if train::interrupted() => Outcome::Interrupted,
+        (None, Some(sig)) if CRASH_SIGNALS.contains(&sig) => {
+            Outcome::Failed(format!("gda train crashed (signal {sig}, {})", signal_name(sig)))
+        }
+        (None, sig) => {
+            let sig = sig.unwrap_or(0);
+            Outcome::Stopped(format!("was killed by signal {sig} ({})", signal_name(sig)))
+        }
     })
 }
 
-/// Waits for a child; on Ctrl-C passes SIGINT on so it checkpoints first.
-fn wait_forwarding_interrupt(child: &mut Child) -> std::io::Result<Option<i32>> {
+/// The last `error: ` line the child wrote to its log since `from` (main
+/// prints every error that way), without the prefix. Only the log's last
+/// MiB is read: the error is the child's last output.
+fn last_error_line(log: &Path, from: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(from.max(len.saturating_sub(1 << 20)))).ok()?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().rfind(|l| l.starts_with("error: ")).map(|l| l.trim_start_matches("error: ").to_string())
+}
+
+/// Waits for a child; on Ctrl-C passes SIGINT on, once, so it checkpoints
+/// first.
+fn wait_forwarding_interrupt(child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
     let mut forwarded = false;
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(status.code());
+            return Ok(status);
         }
         if train::interrupted() && !forwarded {
             // SAFETY: sending a signal to our own child process.
@@ -186,18 +262,30 @@ fn wait_forwarding_interrupt(child: &mut Child) -> std::io::Result<Option<i32>> 
     }
 }
 
-/// A child dies with the experiment process (kill -9 included), so a rerun
-/// never races an orphaned trainer over the same run directory.
-fn die_with_parent(cmd: &mut Command) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches only the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+/// The child gets its own process group, so a terminal's Ctrl-C (sent to the
+/// whole foreground group) reaches only this process, which passes exactly
+/// one SIGINT on: two would make the child exit without a checkpoint. It
+/// dies with the experiment process (kill -9 included), so a rerun never
+/// races an orphaned trainer over the same run directory. And it starts with
+/// the interrupt signals blocked, unblocked once its handler is installed
+/// (`train::install_interrupt_handler`), so an interrupt that arrives while
+/// libtorch loads waits for the handler instead of killing it.
+fn own_process_group(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    // SAFETY: prctl and pthread_sigmask are async-signal-safe and touch only
+    // the child; the signal set lives on the child's stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            #[cfg(target_os = "linux")]
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in train::INTERRUPT_SIGNALS {
+                libc::sigaddset(&mut set, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
     }
 }

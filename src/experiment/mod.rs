@@ -365,12 +365,19 @@ pub fn open_dir(dir: &Path, base: &Spec, kind: Kind) -> Result<(), GdaError> {
             .map_err(|e| input(format!("{} is not a gda experiment file: {e}", file.display())))?;
         // The stored hash may come from an older way of hashing; the saved
         // base spec, hashed now, is what the current spec must match.
-        if let Ok(saved) = Spec::load(Some(&dir.join("base-spec.toml")), &[]) {
+        let saved = Spec::load(Some(&dir.join("base-spec.toml")), &[]).ok();
+        if let Some(saved) = &saved {
             old.base_spec_hash = saved.hash();
         }
         if old != id {
+            let changed = match &saved {
+                Some(saved) if old.base_spec_hash != id.base_spec_hash => {
+                    format!("; changed: {}", saved.diff(base).join(", "))
+                }
+                _ => String::new(),
+            };
             return Err(input(format!(
-                "{} holds a different experiment ({} of spec {}; this is a {} of spec {}); nothing was changed: choose another --out",
+                "{} holds a different experiment ({} of spec {}; this is a {} of spec {}{changed}); nothing was changed: choose another --out",
                 dir.display(),
                 old.kind,
                 old.base_spec_hash,

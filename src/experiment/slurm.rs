@@ -16,9 +16,11 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+use super::local::CRASH_SIGNALS;
 use super::{point_command, point_dir, status, Grid, RunOptions, SlurmOptions, Status, FAILED_FILE};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::{absolute, atomic_write};
+use crate::util::out::{errln, outln};
 
 pub const SCRIPT: &str = "sweep.sbatch";
 const JOBS: &str = "jobs.json";
@@ -73,7 +75,7 @@ fn array_ranges(idx: &[usize]) -> String {
 /// Compute nodes see only shared filesystems; /tmp is never one.
 fn warn_if_node_local(what: &str, p: &Path) {
     if ["/tmp", "/var/tmp", "/dev/shm"].iter().any(|t| p.starts_with(t)) {
-        eprintln!(
+        errln!(
             "warning: the {what} {} is under {}, which compute nodes usually do not share with this machine: their tasks could not read or write it. Put it on a shared filesystem (e.g. with --out under your home or project directory) unless the jobs run on this very machine",
             p.display(),
             p.components().take(2).collect::<PathBuf>().display()
@@ -150,10 +152,19 @@ fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &SlurmOption
          \x20 # Another gda train holds the point: this task did nothing, and did not fail.\n\
          \x20 log \"exit 7: another gda train holds the point\"; exit 0\n\
          fi\n\
-         # 130: interrupted, resumable from its checkpoint.\n\
-         if [ \"$code\" != 0 ] && [ \"$code\" != 130 ]; then\n\
+         # 130: interrupted, resumable from its checkpoint. Above 128: killed by\n\
+         # signal code - 128 (the OOM killer, a node's watchdog), not a failure of\n\
+         # the point either, unless the signal says gda train itself crashed.\n\
+         crashed=\n\
+         if [ \"$code\" -gt 128 ] && [ \"$code\" != 130 ]; then\n\
+         \x20 case $((code - 128)) in\n\
+         \x20   {crash}) crashed=\"gda train crashed (signal $((code - 128)))\" ;;\n\
+         \x20   *) log \"killed by signal $((code - 128)): not a failure; resubmitted, the point resumes from its checkpoint\" ;;\n\
+         \x20 esac\n\
+         fi\n\
+         if [ \"$code\" != 0 ] && {{ [ \"$code\" -le 128 ] || [ -n \"$crashed\" ]; }}; then\n\
          \x20 # Recorded as a local run records it: the point's last error line.\n\
-         \x20 reason=$(tail -n +\"$first\" \"$RUN/train.log\" | grep '^error: ' | tail -n 1 | sed 's/^error: //')\n\
+         \x20 reason=${{crashed:-$(tail -n +\"$first\" \"$RUN/train.log\" | grep '^error: ' | tail -n 1 | sed 's/^error: //')}}\n\
          \x20 echo \"${{reason:-gda train exited with code $code}}\" > \"$RUN/{failed}\"\n\
          fi\n\
          log \"exit $code\"\n\
@@ -162,6 +173,7 @@ fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &SlurmOption
         points = q(&dir.join("points")),
         failed = FAILED_FILE,
         tasks = TASKS_LOG,
+        crash = CRASH_SIGNALS.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("|"),
     );
     Ok(s)
 }
@@ -210,29 +222,29 @@ pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
     let dir_q = sh_quote(dir.as_os_str());
     if todo.is_empty() {
         if queued.is_empty() {
-            println!("all {n} points are done or failed; nothing to submit");
+            outln!("all {n} points are done or failed; nothing to submit");
             return grid.summarize(&dir)?.report(&dir);
         }
-        println!(
+        outln!(
             "nothing to submit: {done} of {n} points done, {} queued or running in Slurm ({}), {} failed",
             queued.len(),
             queue.jobs(),
             failed.len()
         );
-        println!("follow them: gda status {dir_q}");
+        outln!("follow them: gda status {dir_q}");
         return Ok(());
     }
     let array = array_ranges(&todo);
     if !failed.is_empty() {
-        println!(
+        outln!(
             "{} failed points are not submitted (add --retry-failed to train them again): {}",
             failed.len(),
             failed.join(", ")
         );
     }
     if launch.no_submit {
-        println!("wrote {} ({n} array tasks, one per point); nothing was submitted", script_path.display());
-        println!("submit the {} points not done with:\n  sbatch --array={array} {script_q}", todo.len());
+        outln!("wrote {} ({n} array tasks, one per point); nothing was submitted", script_path.display());
+        outln!("submit the {} points not done with:\n  sbatch --array={array} {script_q}", todo.len());
         return Ok(());
     }
     let job = submit(&script_path, &array)?;
@@ -257,13 +269,13 @@ pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
     atomic_write(&jobs, &serde_json::to_vec_pretty(&subs).expect("jobs serialise")).map_err(|e| {
         input(format!("Slurm job {job} was submitted, but {} could not be written: {e}", jobs.display()))
     })?;
-    println!(
+    outln!(
         "submitted Slurm job {job}: array tasks {array} ({} of {n} points) of {}",
         todo.len(),
         script_path.display()
     );
-    println!("follow it:  gda status {dir_q}   (or squeue -j {job})");
-    println!("when done:  gda sweep --collect {dir_q}   (or rerun this command)");
+    outln!("follow it:  gda status {dir_q}   (or squeue -j {job})");
+    outln!("when done:  gda sweep --collect {dir_q}   (or rerun this command)");
     Ok(())
 }
 
@@ -287,7 +299,7 @@ fn submit(script: &Path, array: &str) -> Result<String, GdaError> {
         return Err(GdaError::Rejected { stderr: said, script: script.to_path_buf() });
     }
     if !stderr.is_empty() {
-        eprintln!("{stderr}");
+        errln!("{stderr}");
     }
     Ok(job)
 }

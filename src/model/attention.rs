@@ -81,22 +81,31 @@ pub enum Attention {
 /// Weights of the linear projections of one attention layer (the matmul
 /// parameters; see docs/tensors.md for the shapes).
 pub fn linear_params(cfg: &ModelConfig) -> usize {
-    let (c, d, kv) = (cfg.d_model, cfg.head_dim, cfg.kv_heads);
+    linear_params_f64(cfg) as usize
+}
+
+/// [`linear_params`] in floating point: exact below 2^53, and finite for the
+/// absurd shapes a memory check has to refuse (usize products would wrap).
+pub fn linear_params_f64(cfg: &ModelConfig) -> f64 {
+    let (c, d, kv) = (cfg.d_model as f64, cfg.head_dim as f64, cfg.kv_heads as f64);
     match cfg.attention {
-        AttentionKind::Standard => c * d * (cfg.heads + 2 * kv) + cfg.heads * d * c,
+        AttentionKind::Standard => {
+            let h = cfg.heads as f64;
+            c * d * (h + 2.0 * kv) + h * d * c
+        }
         AttentionKind::Gda => {
-            let (hs, hn, k2) = (cfg.signal_heads, cfg.noise_heads, cfg.noise_kv_heads);
-            c * d * (hs + hn + kv + k2) + c * 2 * d * kv + hs * 2 * d * c
+            let (hs, hn, k2) = (cfg.signal_heads as f64, cfg.noise_heads as f64, cfg.noise_kv_heads as f64);
+            c * d * (hs + hn + kv + k2) + c * 2.0 * d * kv + hs * 2.0 * d * c
         }
     }
 }
 
 /// All parameters of one attention layer: projections, plus λ vectors and
-/// `subln` under gda.
-pub fn param_count(cfg: &ModelConfig) -> usize {
+/// `subln` under gda (in floating point, as [`linear_params_f64`]).
+pub fn param_count_f64(cfg: &ModelConfig) -> f64 {
     match cfg.attention {
-        AttentionKind::Standard => linear_params(cfg),
-        AttentionKind::Gda => linear_params(cfg) + 6 * cfg.head_dim,
+        AttentionKind::Standard => linear_params_f64(cfg),
+        AttentionKind::Gda => linear_params_f64(cfg) + 6.0 * cfg.head_dim as f64,
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod flops;
 pub mod layers;
+pub mod memory;
 
 use tch::{nn, nn::VarStore, Device, Kind, Tensor};
 
@@ -122,9 +123,14 @@ impl Model {
 /// Parameter count of a config, computed from its shapes (matches the
 /// VarStore's count; used for reports without building a model).
 pub fn param_count(cfg: &ModelConfig) -> usize {
-    let (c, f) = (cfg.d_model, cfg.mlp_hidden);
-    let attn = attention::param_count(cfg);
-    let per_layer = attn + 3 * c * f + 2 * c;
-    let head = if cfg.tie_embeddings { 0 } else { cfg.vocab_size * c };
-    cfg.vocab_size * c + cfg.n_layers * per_layer + c + head
+    param_count_f64(cfg) as usize
+}
+
+/// [`param_count`] in floating point: exact below 2^53 parameters, and
+/// finite for the absurd configs `memory::training` must size to refuse.
+pub fn param_count_f64(cfg: &ModelConfig) -> f64 {
+    let (c, f, v) = (cfg.d_model as f64, cfg.mlp_hidden as f64, cfg.vocab_size as f64);
+    let per_layer = attention::param_count_f64(cfg) + 3.0 * c * f + 2.0 * c;
+    let head = if cfg.tie_embeddings { 0.0 } else { v * c };
+    v * c + cfg.n_layers as f64 * per_layer + c + head
 }

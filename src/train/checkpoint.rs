@@ -68,17 +68,51 @@ pub fn save_weights(vs: &VarStore, path: &Path) -> Result<(), GdaError> {
 }
 
 /// Saves a checkpoint for `state.step` and points `LATEST` at it; older
-/// checkpoints are removed once the new one is in place.
+/// checkpoints are removed once the new one is in place. The checkpoint
+/// `LATEST` names is never deleted before `LATEST` names its replacement (a
+/// kill in between would leave nothing to resume from): saving the step it
+/// already holds again writes `step-NNNNNNNN.1` beside it.
 pub fn save(run_dir: &Path, vs: &VarStore, opt: &AdamW, state: &TrainState) -> Result<PathBuf, GdaError> {
     let root = dir(run_dir);
-    let name = format!("step-{:08}", state.step);
+    let base = format!("step-{:08}", state.step);
+    let current = fs::read_to_string(root.join("LATEST")).ok().map(|n| n.trim().to_string());
+    let name = if current.as_deref() == Some(base.as_str()) { format!("{base}.1") } else { base };
     let fin = root.join(&name);
     let tmp = root.join(format!("{name}.tmp"));
     let write_err = || io("cannot write checkpoint", &fin);
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(write_err())?;
     }
-    fs::create_dir_all(&tmp).map_err(write_err())?;
+    let written = write_files(&tmp, vs, opt, state, &fin);
+    if written.is_err() {
+        // A full disk gets the partial checkpoint's space back; what is left
+        // (nothing, or a directory the next save replaces) is harmless.
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    written?;
+    if fin.exists() {
+        // Not what LATEST names (see above): a leftover of a crash between
+        // the rename below and LATEST's replacement.
+        fs::remove_dir_all(&fin).map_err(write_err())?;
+    }
+    fs::rename(&tmp, &fin).map_err(write_err())?;
+    sync_dir(&fin).map_err(write_err())?;
+    atomic_write(&root.join("LATEST"), name.as_bytes()).map_err(write_err())?;
+    for entry in fs::read_dir(&root).map_err(write_err())?.flatten() {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if n.starts_with("step-") && n != name {
+            // An old checkpoint left behind costs disk space, nothing else:
+            // the next save tries again.
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(fin)
+}
+
+/// Writes and syncs the three files of a checkpoint into `tmp`; errors name `fin`.
+fn write_files(tmp: &Path, vs: &VarStore, opt: &AdamW, state: &TrainState, fin: &Path) -> Result<(), GdaError> {
+    let write_err = || io("cannot write checkpoint", fin);
+    fs::create_dir_all(tmp).map_err(write_err())?;
     save_weights(vs, &tmp.join(MODEL_FILE))?;
     let opt_tensors: Vec<(String, Tensor)> =
         opt.state_tensors().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
@@ -89,20 +123,7 @@ pub fn save(run_dir: &Path, vs: &VarStore, opt: &AdamW, state: &TrainState) -> R
     for f in [MODEL_FILE, OPTIM_FILE, STATE_FILE] {
         sync_file(&tmp.join(f)).map_err(write_err())?;
     }
-    if fin.exists() {
-        fs::remove_dir_all(&fin).map_err(write_err())?;
-    }
-    fs::rename(&tmp, &fin).map_err(write_err())?;
-    sync_dir(&fin).map_err(write_err())?;
-    atomic_write(&root.join("LATEST"), name.as_bytes()).map_err(write_err())?;
-    for entry in fs::read_dir(&root).map_err(write_err())?.flatten() {
-        let p = entry.path();
-        let n = entry.file_name().to_string_lossy().into_owned();
-        if n.starts_with("step-") && n != name {
-            let _ = fs::remove_dir_all(&p);
-        }
-    }
-    Ok(fin)
+    Ok(())
 }
 
 /// The newest complete checkpoint of a run, if any.

@@ -11,7 +11,8 @@ pub mod run_dir;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,21 +30,63 @@ use crate::error::{io, GdaError};
 use crate::eval::{evaluate, Score};
 use crate::model::{self, Model};
 use crate::util::fs::atomic_write;
+use crate::util::host::fmt_bytes;
+use crate::util::out::{self, errln, outln};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// When the first interrupt came, in ms since the handler was installed.
+static FIRST_INTERRUPT_MS: AtomicU64 = AtomicU64::new(0);
+static HANDLER_SINCE: OnceLock<Instant> = OnceLock::new();
+/// A repeat within this long is the same interrupt delivered twice (a
+/// terminal's Ctrl-C reaching a process group and a parent passing it on),
+/// not a second Ctrl-C.
+const SAME_INTERRUPT_MS: u64 = 1000;
 
-/// Ctrl-C / SIGTERM: the first asks the loop to checkpoint and stop at the
-/// next step boundary; a second one exits at once.
+/// The signals a trainer stops at with a checkpoint: Ctrl-C, SIGTERM (Slurm,
+/// systemd, kill) and SIGHUP (a closed terminal or ssh session).
+pub const INTERRUPT_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Ctrl-C / SIGTERM / SIGHUP: the first asks the loop to checkpoint and stop
+/// at the next step boundary; a second one, a second or more later, stops at
+/// once without a checkpoint (the previous one is kept). Unblocks these
+/// signals, which a sweep blocks in its children until now (local.rs), so
+/// that one arriving while libtorch loads is not lost.
 pub fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+    HANDLER_SINCE.get_or_init(Instant::now);
+    // set_handler fails only when a handler is already installed, and this
+    // is the one place that installs it.
+    let _ = ctrlc::set_handler(on_interrupt);
+    // SAFETY: a signal set on the stack, passed to pthread_sigmask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in INTERRUPT_SIGNALS {
+            libc::sigaddset(&mut set, sig);
         }
-    });
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }
 
+fn on_interrupt() {
+    let now = HANDLER_SINCE.get().map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
+    if !INTERRUPTED.swap(true, Ordering::SeqCst) {
+        FIRST_INTERRUPT_MS.store(now, Ordering::SeqCst);
+        return;
+    }
+    if now.saturating_sub(FIRST_INTERRUPT_MS.load(Ordering::SeqCst)) < SAME_INTERRUPT_MS {
+        return;
+    }
+    errln!("second interrupt: stopping now, without a checkpoint (the last one is kept)");
+    // _exit, not process::exit: exit handlers and static destructors must not
+    // run while the main thread is inside libtorch.
+    // SAFETY: _exit ends the process; nothing after it runs.
+    unsafe { libc::_exit(130) };
+}
+
+/// Whether training should stop at the next step boundary: an interrupt, or
+/// a stdout that can no longer be written (`util::out`).
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    INTERRUPTED.load(Ordering::SeqCst) || out::closed()
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,10 +130,41 @@ fn params_finite(vs: &VarStore) -> bool {
     })
 }
 
+/// Refuses a run that cannot fit in `device`'s memory, before anything is
+/// allocated or written: parameters, AdamW state and the activations of
+/// micro-batches of `rows` windows (`model::memory`, a lower bound) against
+/// what the device has free.
+pub fn check_memory(spec: &Spec, device: tch::Device, rows: usize) -> Result<(), GdaError> {
+    let tc = &spec.train;
+    let need = model::memory::training(&spec.model, rows, tc.context, device::compute_kind(device));
+    device::check_memory(device, need.total()).map_err(|available| {
+        let (key, change) = if need.state_bytes >= need.activation_bytes {
+            ("model.d_model", "make the model smaller: model.d_model or model.n_layers (or model.vocab_size)")
+        } else {
+            ("train.batch_size", "lower train.batch_size (a larger train.grad_accum keeps the tokens per step) or train.context")
+        };
+        let parameters =
+            if need.parameters < 1e6 { format!("{}", need.parameters) } else { format!("{:.3e}", need.parameters) };
+        spec.error(
+            key,
+            format!(
+                "training needs at least {} on {}: {parameters} parameters × 16 bytes (weights, gradients, AdamW moments) = {}, plus {} of activations for a micro-batch of {rows} × {} tokens (train.batch_size × train.context); {available}; {change}",
+                fmt_bytes(need.total()),
+                device::describe(device),
+                fmt_bytes(need.state_bytes),
+                fmt_bytes(need.activation_bytes),
+                tc.context,
+            ),
+        )
+    })
+}
+
 pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let tc = &spec.train;
     let device = device::select(&tc.device).map_err(|m| spec.error("train.device", m))?;
-    let threads = device::set_threads(tc.threads);
+    device::check_threads(tc.threads).map_err(|m| spec.error("train.threads", m))?;
+    check_memory(spec, device, tc.batch_size)?;
+    let threads = device::set_threads(tc.threads).map_err(|m| spec.error("train.threads", m))?;
     let data = Dataset::load(spec)?;
     let run_dir = run_dir_for(spec, opts);
     let _lock = prepare_run_dir(spec, &run_dir, opts.resume)?;
@@ -111,6 +185,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         }
     };
     let mut last_ckpt = last_ckpt;
+    // The step the newest checkpoint holds: an interrupt right after one has
+    // nothing new to save.
+    let mut saved_step = last_ckpt.as_ref().map(|_| state.step);
     if state.step >= tc.steps {
         if let Some(done) = finished(&run_dir) {
             return Ok(done);
@@ -208,8 +285,14 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
                     return Err(GdaError::Diverged { step: state.step, reason, checkpoint: last_ckpt });
                 }
             }
-            let ckpt = checkpoint::save(&run_dir, &vs, &opt, &state)?;
             bar.abandon();
+            let ckpt = match &last_ckpt {
+                Some(c) if saved_step == Some(state.step) => c.clone(),
+                _ => checkpoint::save(&run_dir, &vs, &opt, &state)?,
+            };
+            if out::closed() {
+                errln!("standard output was closed (its reader went away): stopping as for Ctrl-C");
+            }
             return Err(GdaError::Interrupted { step: state.step, checkpoint: ckpt, run_dir });
         }
         let step_start = Instant::now();
@@ -290,6 +373,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
                 });
             }
             last_ckpt = Some(checkpoint::save(&run_dir, &vs, &opt, &state)?);
+            saved_step = Some(s);
         }
     }
     bar.finish_and_clear();
@@ -368,6 +452,11 @@ impl<'a> StepTimer<'a> {
     }
 }
 
+/// Rows of the micro-batches [`estimate_seconds`] times: about 1024 tokens.
+pub fn estimate_rows(spec: &Spec) -> usize {
+    (1024 / spec.train.context).clamp(1, spec.train.batch_size)
+}
+
 /// Estimated wall time (seconds) of a whole run of `spec`, for `--dry-run`:
 /// optimizer steps and evaluation forwards are timed after a warm-up on
 /// batches of about 1024 tokens (fewer rows than the spec's when its batch is
@@ -375,7 +464,7 @@ impl<'a> StepTimer<'a> {
 pub fn estimate_seconds(spec: &Spec, data: &Dataset, device: tch::Device) -> f64 {
     let tc = &spec.train;
     let mut timer = StepTimer::new(spec, data, device);
-    let rows = (1024 / tc.context).clamp(1, tc.batch_size);
+    let rows = estimate_rows(spec);
     let mut times = Vec::new();
     // A warm-up step, then two timed ones; a step slower than 2 s is its own
     // estimate (large models on a CPU: allocation overhead is small there).
@@ -458,10 +547,12 @@ fn write_row(
         line += &format!(" | lr {lr:.2e} | {:.0} tok/s | MFU {:.1}%", s.tokens_per_s, 100.0 * s.mfu);
     }
     line += &format!(" | {elapsed_s:.1}s");
+    // A failed write closes stdout for good; the loop then stops as for
+    // Ctrl-C (`interrupted`).
     if bar.is_hidden() {
-        println!("{line}");
+        outln!("{line}");
     } else {
-        bar.println(line);
+        bar.suspend(|| outln!("{line}"));
     }
     Ok(())
 }

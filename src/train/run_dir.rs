@@ -11,6 +11,7 @@ use super::TrainOptions;
 use crate::config::Spec;
 use crate::error::{input, GdaError};
 use crate::util::host::hostname;
+use crate::util::out::errln;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -111,13 +112,17 @@ pub fn lock_holder(dir: &Path) -> Option<(u32, String)> {
 }
 
 /// Creates (or re-opens, with `--resume`) a run directory and locks it;
-/// refuses to mix two different experiments in one directory. The lock comes
-/// first, so the checks never read a spec.toml another trainer is writing.
-/// Returns the lock, held until it is dropped (`None` where the filesystem
-/// cannot lock, after a warning).
+/// refuses to mix two different experiments in one directory. A refusal
+/// leaves the directory as it was, its lock file included: what it holds is
+/// checked before anything is touched (spec.toml is replaced atomically, so
+/// reading it needs no lock), and checked again once the lock is held, in
+/// case another trainer started the run in between. Returns the lock, held
+/// until it is dropped (`None` where the filesystem cannot lock, after a
+/// warning).
 pub(super) fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<Option<std::fs::File>, GdaError> {
     use std::io::{Seek, Write};
     use std::os::fd::AsRawFd;
+    check_run_dir(spec, dir, resume)?;
     let path = dir.join(LOCK_FILE);
     let unwritable = |e: std::io::Error| input(format!("results directory {} is not writable: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(unwritable)?;
@@ -129,11 +134,8 @@ pub(super) fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<O
         .open(&path)
         .map_err(unwritable)?;
     // SAFETY: flock on a descriptor this File owns.
-    let lock = if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        file.set_len(0).and_then(|_| file.rewind()).map_err(unwritable)?;
-        writeln!(file, "{} {}", std::process::id(), hostname()).map_err(unwritable)?;
-        Some(file)
-    } else {
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
         let err = std::io::Error::last_os_error();
         if err.kind() == std::io::ErrorKind::WouldBlock {
             let holder = lock_holder(dir)
@@ -143,32 +145,45 @@ pub(super) fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<O
         }
         // Some cluster filesystems have no flock (NFS without lockd, Lustre
         // without -o flock): train unguarded rather than not at all.
-        eprintln!(
-            "warning: cannot lock {} ({err}); nothing stops a second trainer on this run directory",
-            path.display()
-        );
-        None
-    };
-    let saved = dir.join("spec.toml");
-    if saved.exists() {
-        if !resume {
-            return Err(input(format!(
-                "run directory {} already holds a run; pass --resume to continue it, or choose another --run-dir",
-                dir.display()
-            )));
-        }
-        let old = Spec::load(Some(&saved), &[])?;
-        if old.hash() != spec.hash() {
-            return Err(input(format!(
-                "run directory {} holds a different experiment (spec hash {} vs {}); resume it with its own spec (gda train --resume --run-dir {}) or choose another --run-dir",
-                dir.display(),
-                old.hash(),
-                spec.hash(),
-                dir.display()
-            )));
-        }
+        errln!("warning: cannot lock {} ({err}); nothing stops a second trainer on this run directory", path.display());
     }
-    Ok(lock)
+    check_run_dir(spec, dir, resume)?;
+    if !locked {
+        return Ok(None);
+    }
+    file.set_len(0).and_then(|_| file.rewind()).map_err(unwritable)?;
+    writeln!(file, "{} {}", std::process::id(), hostname()).map_err(unwritable)?;
+    Ok(Some(file))
+}
+
+/// Refuses a directory that holds a run unless resuming it, and a run of a
+/// different experiment always, naming the keys that differ.
+fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> {
+    let saved = dir.join("spec.toml");
+    if !saved.exists() {
+        return Ok(());
+    }
+    if !resume {
+        return Err(input(format!(
+            "run directory {} already holds a run; pass --resume to continue it, or choose another --run-dir",
+            dir.display()
+        )));
+    }
+    let old = Spec::load(Some(&saved), &[])?;
+    if old.hash() != spec.hash() {
+        let changed = old.diff(spec);
+        let changed = if changed.is_empty() {
+            format!("spec hash {} vs {}", old.hash(), spec.hash())
+        } else {
+            format!("changed: {}", changed.join(", "))
+        };
+        return Err(input(format!(
+            "run directory {} holds a different experiment ({changed}); resume it with its own spec (gda train --resume --run-dir {}) or choose another --run-dir",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A trained run (or one of its checkpoints) to grow from.

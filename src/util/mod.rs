@@ -1,4 +1,5 @@
-//! The bottom layer: file-system and host helpers with no knowledge of gda.
+//! The bottom layer: file-system, host and stdout helpers with no knowledge of gda.
 
 pub mod fs;
 pub mod host;
+pub mod out;
