@@ -19,6 +19,9 @@ if scripts/slurm-cluster.sh up; then
 else
   echo "test.sh: no Slurm cluster could be started (see above): the tests in tests/slurm.rs will fail" >&2
 fi
+echo "test.sh: cargo fmt --check and cargo clippy --all-targets -- -D warnings"
+cargo fmt --check
+cargo clippy --release --all-targets --quiet -- -D warnings
 cargo test --release "$@"
 if [ $# -eq 0 ]; then
   echo "test.sh: the unit, attention and training tests again against libtorch 2.11 (tch 0.24): scripts/build.sh --torch 2.11 test --release --lib --test attention --test train"
