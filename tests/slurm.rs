@@ -167,15 +167,18 @@ fn a_sweep_runs_as_a_job_array_and_matches_a_local_run() {
     );
     let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
     let local_csv = std::fs::read_to_string(local.join("summary.csv")).unwrap();
-    let runs = |csv: &str| -> Vec<Vec<String>> {
-        csv.lines().filter(|l| l.starts_with("run,")).map(|l| l.split(',').map(String::from).collect()).collect()
-    };
-    let (cluster_rows, local_rows) = (runs(&csv), runs(&local_csv));
-    assert_eq!(cluster_rows.iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), POINTS, "one row per point:\n{csv}");
-    let val = csv.lines().next().unwrap().split(',').position(|c| c == "val_loss").unwrap();
+    // summary.csv has one row per run; read with gda's own CSV reader.
+    let (header, cluster_rows) = gda::report::table::read(&dir.join("summary.csv")).unwrap();
+    let (local_header, local_rows) = gda::report::table::read(&local.join("summary.csv")).unwrap();
+    assert_eq!(header, local_header, "{local_csv}");
+    let col = |name: &str| header.iter().position(|c| c == name).unwrap();
+    let (point, val) = (col("point"), col("val_loss"));
+    assert_eq!(cluster_rows.iter().map(|r| r[point].as_str()).collect::<Vec<_>>(), POINTS, "one row per point:\n{csv}");
+    assert_eq!(local_rows.len(), cluster_rows.len(), "{local_csv}");
     for (c, l) in cluster_rows.iter().zip(&local_rows) {
-        assert_eq!(c[val], l[val], "{}: the cluster's result differs from the local run's", c[1]);
-        assert_eq!(val_loss(&dir, &c[1]), val_loss(&local, &c[1]));
+        assert_eq!(c[point], l[point]);
+        assert_eq!(c[val], l[val], "{}: the cluster's result differs from the local run's", c[point]);
+        assert_eq!(val_loss(&dir, &c[point]), val_loss(&local, &c[point]));
     }
     // Rerunning the sweep command collects too, and submits nothing.
     let out = sweep(&dir, "1,2", "2", &sets).args(["--launcher", "slurm"]).output().unwrap();
