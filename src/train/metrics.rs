@@ -15,7 +15,6 @@ use crate::util::fs::atomic_write;
 pub struct MetricsLog {
     file: File,
     path: PathBuf,
-    width: usize,
     columns: Vec<String>,
     tb: EventWriter,
     /// First step this process logs: TensorBoard's restart marker and the spec text go there.
@@ -63,14 +62,7 @@ impl MetricsLog {
         let start_step = keep_through_step.map_or(0, |k| k as u64 + 1);
         let mut tb = EventWriter::create(&path.with_file_name("tb"))?;
         tb.start(start_step)?;
-        Ok(MetricsLog {
-            file,
-            path: path.to_path_buf(),
-            width: columns.len(),
-            columns: columns.to_vec(),
-            tb,
-            start_step,
-        })
+        Ok(MetricsLog { file, path: path.to_path_buf(), columns: columns.to_vec(), tb, start_step })
     }
 
     /// Shows `text` under `tag` in TensorBoard's TEXT tab, at the first step
@@ -80,7 +72,7 @@ impl MetricsLog {
     }
 
     pub fn row(&mut self, values: &[String]) -> Result<(), GdaError> {
-        assert_eq!(values.len(), self.width, "a metrics row must fill every column");
+        assert_eq!(values.len(), self.columns.len(), "a metrics row must fill every column");
         let line = table::line(values);
         self.file.write_all(&line).and_then(|_| self.file.flush()).map_err(io("cannot write", &self.path))?;
         let step = values[0].parse().expect("the first column is the step");
