@@ -16,6 +16,12 @@ pub const BUILTIN: &str = "<built-in default spec>";
 pub const GPT2_VOCAB: usize = 50257;
 /// The most layers a spec may ask for (docs/spec.md).
 pub const MAX_LAYERS: usize = 10_000;
+/// The keys `gda train --resume` may change (docs/spec.md, "Extending a
+/// run"): the length of the run (`train.steps`, never below the step reached)
+/// and the cadence of evaluations, metrics rows and checkpoints. None of them
+/// changes a step already taken; `train.steps` does change the learning-rate
+/// schedule of the steps still to come (`train::optim::learning_rate`).
+pub const RESUMABLE_KEYS: [&str; 4] = ["train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -650,6 +656,21 @@ impl Spec {
         let mut out = Vec::new();
         diff_tables("", &self.identity_table(), &new.identity_table(), &mut out);
         out
+    }
+
+    /// What [`Spec::diff`] lists except the [`RESUMABLE_KEYS`]: the changes a
+    /// resume refuses, because they would change steps already computed.
+    pub fn fixed_diff(&self, new: &Spec) -> Vec<String> {
+        let strip = |s: &Spec| {
+            let mut s = s.clone();
+            let d = TrainConfig::default();
+            s.train.steps = d.steps;
+            s.train.eval_every = d.eval_every;
+            s.train.log_every = d.log_every;
+            s.train.checkpoint_every = d.checkpoint_every;
+            s
+        };
+        strip(self).diff(&strip(new))
     }
 
     /// The spec as a table without what only changes speed (device,

@@ -9,7 +9,6 @@ use clap::Args;
 use crate::error::{input, io, GdaError};
 use crate::experiment::Grid;
 use crate::report::eval::{eval_report, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
-use crate::report::plot::plot_lines;
 use crate::train::{self, checkpoint, metrics::column_pairs};
 use crate::util::fs::atomic_write;
 
@@ -56,16 +55,8 @@ pub fn run_report(run: &Path) -> Result<String, GdaError> {
     if !metrics.is_file() {
         return Err(input(format!("{} has no metrics.csv: not a gda run, or one that never started", run.display())));
     }
-    let train = column_pairs(run, "tokens", "train_loss");
+    train::draw_loss_curve(run)?;
     let val = column_pairs(run, "tokens", "val_loss");
-    plot_lines(
-        &run.join("loss_curve.svg"),
-        "training (solid) and validation (dashed) loss",
-        ("training tokens", "loss (nats/token)"),
-        false,
-        &[("train loss".to_string(), train)],
-        &[("val loss".to_string(), val.clone())],
-    )?;
     let mut s = format!("# Run {}\n\n", run.display());
     match train::finished(run) {
         Some(sum) => {
