@@ -285,7 +285,8 @@ pub fn cpu_peak(threads: usize) -> Peak {
     let written = (|| -> std::io::Result<f64> {
         use std::os::fd::AsRawFd;
         std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.with_extension("lock"))?;
+        let lock =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.with_extension("lock"))?;
         // SAFETY: flock on a descriptor this File owns; released when it closes.
         unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
         if let Some(flops) = read() {
@@ -306,7 +307,10 @@ pub fn cpu_peak(threads: usize) -> Peak {
     match written {
         Ok(flops) => cached(flops),
         Err(e) => {
-            crate::util::out::errln!("warning: cannot cache the CPU peak in {} ({e}); MFU uses this run's measurement", path.display());
+            crate::util::out::errln!(
+                "warning: cannot cache the CPU peak in {} ({e}); MFU uses this run's measurement",
+                path.display()
+            );
             Peak { flops: measure(), source: format!("cpu fp32 matmul peak at {at}, measured by this run") }
         }
     }

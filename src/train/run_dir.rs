@@ -103,8 +103,7 @@ pub(super) fn begin(
     let changed = Spec::load(Some(&spec_path), &[]).map(|old| old.diff(spec)).unwrap_or_default();
     atomic_write(&spec_path, spec.to_toml().as_bytes()).map_err(io("cannot write", &spec_path))?;
     let manifest_path = run_dir.join("manifest.json");
-    let saved: Option<Manifest> =
-        std::fs::read(&manifest_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let saved: Option<Manifest> = std::fs::read(&manifest_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let command: Vec<String> = std::env::args().collect();
     let manifest = match saved {
         Some(mut m) if !changed.is_empty() => {
@@ -153,7 +152,11 @@ pub(super) fn begin(
 /// `train tiny: steps 0 → 60 on cpu (fp32, 1 thread; device "auto": no CUDA device)`.
 fn header(spec: &Spec, device: tch::Device, threads: usize, data: &Dataset, s: &Start, step: usize) -> [String; 2] {
     let dtype = if device::compute_kind(device) == tch::Kind::BFloat16 { "bf16" } else { "fp32" };
-    let cpu = if device.is_cuda() { String::new() } else { format!(", {threads} thread{}", if threads == 1 { "" } else { "s" }) };
+    let cpu = if device.is_cuda() {
+        String::new()
+    } else {
+        format!(", {threads} thread{}", if threads == 1 { "" } else { "s" })
+    };
     let auto = match (spec.train.device.as_str(), device.is_cuda()) {
         ("auto", false) => "; device \"auto\" found no GPU",
         ("auto", true) => "; device \"auto\"",

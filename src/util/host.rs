@@ -102,8 +102,9 @@ pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
+            })
         })
         .unwrap_or_default()
 }
@@ -113,7 +114,13 @@ pub fn fmt_count(n: f64) -> String {
     for (unit, scale) in [("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)] {
         if n >= scale {
             let v = n / scale;
-            let digits = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+            let digits = if v >= 100.0 {
+                0
+            } else if v >= 10.0 {
+                1
+            } else {
+                2
+            };
             return format!("{v:.digits$}{unit}");
         }
     }
@@ -125,7 +132,13 @@ pub fn fmt_flops(f: f64) -> String {
     for (unit, scale) in [("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)] {
         if f >= scale {
             let v = f / scale;
-            let digits = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+            let digits = if v >= 100.0 {
+                0
+            } else if v >= 10.0 {
+                1
+            } else {
+                2
+            };
             return format!("{v:.digits$} {unit}FLOP");
         }
     }
