@@ -872,6 +872,22 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), KeyError> {
 mod tests {
     use super::*;
 
+    /// `fixed_diff` leaves out exactly the keys RESUMABLE_KEYS names.
+    #[test]
+    fn a_resume_may_change_the_resumable_keys_and_nothing_else() {
+        let base = Spec::load(Some(Path::new("experiments/smoke.toml")), &[]).unwrap();
+        for key in RESUMABLE_KEYS {
+            let changed = base.with_overrides(&[format!("{key}=977")]).unwrap();
+            assert_eq!(base.diff(&changed).len(), 1, "{key}");
+            assert!(base.fixed_diff(&changed).is_empty(), "{key}");
+        }
+        for key in ["train.warmup_steps", "train.lr", "train.context", "seed", "model.d_model"] {
+            let changed = base.with_overrides(&[format!("{key}=64")]).unwrap();
+            assert_eq!(base.fixed_diff(&changed), base.diff(&changed), "{key}");
+            assert_eq!(base.fixed_diff(&changed).len(), 1, "{key}");
+        }
+    }
+
     /// Manifests, checkpoint states and experiment.json record a spec's
     /// hash, so runs of one spec match across gda versions (experiment.json
     /// is matched by it alone when base-spec.toml is missing): a toml or

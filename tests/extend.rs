@@ -164,3 +164,56 @@ fn a_resume_that_changes_computed_steps_is_refused_naming_each_key() {
     assert!(err.contains("train.steps") && err.contains("allowed: at least 20"), "{err}");
     assert_eq!(snapshot(&run), before, "a refused resume writes nothing");
 }
+
+/// A sweep point extended with `gda train` stays the sweep's (a rerun
+/// skips it and summarises its extended result), and a sweep rerun with
+/// more `train.steps` extends every point that has fewer, as `gda train
+/// --resume` extends one run; fewer steps are refused.
+#[test]
+fn extended_sweep_points_stay_in_their_sweep_and_a_sweep_extends_like_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "tiny", &spec_text(20, 10));
+    let dir = tmp.path().join("sweep");
+    let sweep = |sets: &[&str]| {
+        let mut cmd = gda();
+        cmd.args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "1,2", "--out"]).arg(&dir);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        cmd.output().unwrap()
+    };
+    let point = |name: &str| dir.join("points").join(name);
+    let steps_of = |name: &str| column(&point(name), "val_loss").iter().map(|r| r.0).collect::<Vec<_>>();
+    let out = sweep(&[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    let out = extend(&point("g1-s7"), &["train.steps=40"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = sweep(&[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("2 of 2 points already finished"), "{}", stdout_of(&out));
+    assert_eq!(steps_of("g1-s7"), [0, 10, 20, 30, 40]);
+    assert_eq!(steps_of("g2-s7"), [0, 10, 20]);
+    let (_, rows) = gda::report::table::read(&dir.join("summary.csv")).unwrap();
+    let (header, _) = gda::report::table::read(&dir.join("summary.csv")).unwrap();
+    let at = |c: &str| header.iter().position(|h| h == c).unwrap();
+    let extended = point_json(&dir, "g1-s7", "summary.json");
+    assert_eq!(rows[0][at("val_loss")].parse::<f64>().unwrap(), extended["val_loss"].as_f64().unwrap());
+
+    let g2 = deterministic_rows(&point("g2-s7"));
+    let out = sweep(&["train.steps=40"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("1 of 2 points already finished"), "{}", stdout_of(&out));
+    assert_eq!(steps_of("g2-s7"), [0, 10, 20, 30, 40]);
+    assert_eq!(deterministic_rows(&point("g2-s7"))[..g2.len()], g2[..], "the rows of the first 20 steps are kept");
+    assert_eq!(point_json(&dir, "g2-s7", "summary.json")["steps"], 40);
+
+    let before = snapshot(&dir);
+    let out = sweep(&["train.steps=30"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("allowed: at least 40"), "{}", stderr_of(&out));
+    let out = sweep(&["train.lr=0.02"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("train.lr: 0.01 → 0.02"), "{}", stderr_of(&out));
+    assert_eq!(snapshot(&dir), before, "a refused sweep writes nothing");
+}

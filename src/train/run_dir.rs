@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint;
 use super::metrics::column_pairs;
 use super::TrainOptions;
-use crate::config::{Spec, RESUMABLE_KEYS};
+use crate::config::Spec;
 use crate::data::Dataset;
 use crate::device::{self, Peak};
 use crate::error::{input, io, GdaError};
@@ -58,7 +58,7 @@ pub struct Manifest {
     pub extensions: Vec<Extension>,
 }
 
-/// A resume that changed the run's [`RESUMABLE_KEYS`]: `spec_hash` and
+/// A resume that changed the run's `config::RESUMABLE_KEYS`: `spec_hash` and
 /// spec.toml then describe the run as extended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Extension {
@@ -324,7 +324,7 @@ pub(super) fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<O
 
 /// Refuses a directory that holds a run unless resuming it, and a run of a
 /// different experiment always, naming the keys that differ. A resume may
-/// change the [`RESUMABLE_KEYS`] (extending a run): `train.steps` to no
+/// change the `config::RESUMABLE_KEYS` (extending a run): `train.steps` to no
 /// fewer than the steps the run has taken.
 fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> {
     let saved = dir.join("spec.toml");
@@ -346,9 +346,8 @@ fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> 
             format!("changed: {}", fixed.join(", "))
         };
         return Err(input(format!(
-            "run directory {} holds a different experiment ({changed}); a resume may change only {}; resume it with its own spec (gda train --resume --run-dir {}) or choose another --run-dir",
+            "run directory {} holds a different experiment ({changed}); a resume may only extend the run (more steps) or change its evaluation, logging and checkpoint cadence; resume it with its own spec (gda train --resume --run-dir {}) or choose another --run-dir",
             dir.display(),
-            RESUMABLE_KEYS.join(", "),
             dir.display()
         )));
     }
