@@ -452,3 +452,22 @@ fn bad_data_is_refused_with_the_path_named_and_nothing_written() {
         }
     );
 }
+
+/// gda's GPT-2 encoder (a hand-written pre-tokenizer) gives tiktoken's ids
+/// on every file of the default corpus.
+#[test]
+fn gpt2_encodes_the_whole_default_corpus_as_tiktoken_does() {
+    let src = gda::data::cache_dir().join(gda::data::corpus::SHAKESPEARE_DIR);
+    let files = gda::data::prepare::text_files(&src).unwrap();
+    assert!(files.len() > 10, "{}", src.display());
+    let ours = gda::data::gpt2::Gpt2::new();
+    let tiktoken = tiktoken_rs::r50k_base().unwrap();
+    let mut tokens = 0;
+    for f in files {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        let ids = ours.encode(&text);
+        assert_eq!(ids, tiktoken.encode_ordinary(&text), "{}", f.display());
+        tokens += ids.len();
+    }
+    assert!(tokens > 1_000_000, "{tokens}");
+}
