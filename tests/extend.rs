@@ -18,13 +18,13 @@ fn spec_text(steps: usize, every: usize) -> String {
 }
 
 fn train(spec: &Path, run: &Path) {
-    let out = gda().args(["train", "--spec"]).arg(spec).arg("--run-dir").arg(run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(spec).arg("--out").arg(run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
 }
 
 fn extend(run: &Path, sets: &[&str]) -> std::process::Output {
     let mut cmd = gda();
-    cmd.args(["train", "--resume", "--run-dir"]).arg(run);
+    cmd.args(["train", "--resume", "--out"]).arg(run);
     for s in sets {
         cmd.args(["--set", s]);
     }

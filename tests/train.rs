@@ -18,7 +18,7 @@ fn training_lowers_validation_loss_and_writes_a_run_directory() {
         &TINY.replace("steps = 60", "steps = 150").replace("eval_every = 20", "eval_every = 50"),
     );
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
 
     let val = column(&run, "val_loss");
@@ -107,14 +107,14 @@ fn train_prints_a_header_and_closing_lines_and_draws_its_loss_curve() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path(), "tiny", TINY);
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let stdout = stdout_of(&out);
     let lines: Vec<&str> = stdout.lines().collect();
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
-    let fmt_count = gda::util::host::fmt_count;
-    let fmt_flops = gda::util::host::fmt_flops;
+    let human_count = |n: f64| gda::report::units::human_count(n as usize);
+    let si_flops = gda::report::units::si_flops;
 
     // Two header lines, then step 0.
     assert!(lines[2].starts_with("step 0 |"), "{stdout}");
@@ -126,29 +126,27 @@ fn train_prints_a_header_and_closing_lines_and_draws_its_loss_curve() {
     };
     assert!(lines[0].starts_with(&format!("train tiny: steps 0 → 60 {device}")), "{}", lines[0]);
     let parameters = manifest["parameters"].as_f64().unwrap();
-    assert!(lines[0].contains(&format!("| {} parameters |", fmt_count(parameters))), "{}", lines[0]);
-    assert_eq!(fmt_count(parameters), format!("{:.1}K", parameters / 1e3));
+    assert!(lines[0].contains(&format!("| {} parameters |", human_count(parameters))), "{}", lines[0]);
+    assert_eq!(human_count(parameters), format!("{:.1}K", parameters / 1e3));
     let per_token = manifest["train_flops_per_token"].as_f64().unwrap();
-    assert!(lines[0].ends_with(&format!("| {}/token", fmt_flops(per_token))), "{}", lines[0]);
+    assert!(lines[0].ends_with(&format!("| {}/token", si_flops(per_token))), "{}", lines[0]);
     let corpus = gda::data::corpus_path("shakespeare").unwrap();
     let data = format!(
         "data: {} train / {} val tokens, text {}",
-        fmt_count(manifest["train_tokens"].as_f64().unwrap()),
-        fmt_count(manifest["val_tokens"].as_f64().unwrap()),
+        human_count(manifest["train_tokens"].as_f64().unwrap()),
+        human_count(manifest["val_tokens"].as_f64().unwrap()),
         corpus.display()
     );
     assert!(lines[1].starts_with(&data), "{}\nexpected: {data}", lines[1]);
     let peak = manifest["peak_flops"].as_f64().unwrap();
-    assert!(lines[1].contains(&format!("| MFU peak {}/s (", fmt_flops(peak))), "{}", lines[1]);
+    assert!(lines[1].contains(&format!("| MFU peak {}/s (", si_flops(peak))), "{}", lines[1]);
 
     // The closing lines name the run directory, its metrics, the plot and the next command.
     let dir = run.display();
     assert!(lines[lines.len() - 2].starts_with("done: tiny | 60 steps |"), "{stdout}");
     assert_eq!(
         lines[lines.len() - 1],
-        format!(
-            "run dir {dir} | metrics {dir}/metrics.csv | loss curve {dir}/loss_curve.svg | next: gda eval --run {dir}"
-        )
+        format!("run dir {dir} | metrics {dir}/metrics.csv | loss curve {dir}/loss_curve.svg | next: gda eval {dir}")
     );
 
     // loss_curve.svg: the training loss is drawn as one marker per metrics
@@ -206,7 +204,7 @@ fn mfu_divides_by_one_cached_peak_per_machine() {
         if let Some(p) = peak {
             cmd.env("GDA_PEAK_FLOPS", p);
         }
-        let out = cmd.args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+        let out = cmd.args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
         assert!(out.status.success(), "{}", stderr_of(&out));
         let m: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
@@ -267,7 +265,7 @@ fn the_progress_bar_fits_in_80_columns() {
     let run = tmp.path().join("run");
     // Interrupted after 4 s: a checkpoint, exit 130.
     let cmd = format!(
-        "stty cols 80 rows 24; timeout -s INT 4 '{}' train --spec '{}' --run-dir '{}'",
+        "stty cols 80 rows 24; timeout -s INT 4 '{}' train --spec '{}' --out '{}'",
         env!("CARGO_BIN_EXE_gda"),
         spec.display(),
         run.display()
@@ -290,7 +288,7 @@ fn checkpoint_tensor_names_match_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 10"));
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let ckpt = latest_checkpoint(&run);
     let mut names: Vec<String> =
@@ -310,7 +308,7 @@ fn checkpoint_tensor_names_match_the_model() {
 
 fn spawn_train(spec: &Path, run: &Path, resume: bool) -> Child {
     let mut cmd = gda();
-    cmd.args(["train", "--spec"]).arg(spec).arg("--run-dir").arg(run);
+    cmd.args(["train", "--spec"]).arg(spec).arg("--out").arg(run);
     if resume {
         cmd.arg("--resume");
     }
@@ -328,7 +326,7 @@ fn check_resume_equivalence(signal: &str) {
     let spec = write_spec(tmp.path(), "tiny", &text);
 
     let whole = tmp.path().join("whole");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&whole).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&whole).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
 
     let cut = tmp.path().join("cut");
@@ -389,7 +387,7 @@ fn a_diverging_run_stops_with_step_and_reason_and_keeps_its_last_good_checkpoint
     let text = TINY.replace("[train]", "[train]\ncheckpoint_every = 1\nweight_decay = 1e4");
     let spec = write_spec(tmp.path(), "div", &text);
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     let step: usize = err.split("diverged at step ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
@@ -409,17 +407,17 @@ fn resuming_a_finished_run_changes_nothing_and_a_second_run_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 20"));
     let run = tmp.path().join("run");
-    let first = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let first = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(first.status.success());
     let rows = deterministic_rows(&run);
     let weights = std::fs::read(latest_checkpoint(&run).join("model.safetensors")).unwrap();
 
-    let again = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let again = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr_of(&again).contains("already holds a run"), "{}", stderr_of(&again));
 
     // --resume without --spec takes the run directory's own spec.
-    let resumed = gda().args(["train", "--resume", "--run-dir"]).arg(&run).output().unwrap();
+    let resumed = gda().args(["train", "--resume", "--out"]).arg(&run).output().unwrap();
     assert!(resumed.status.success(), "{}", stderr_of(&resumed));
     assert_eq!(deterministic_rows(&run), rows);
     assert_eq!(std::fs::read(latest_checkpoint(&run).join("model.safetensors")).unwrap(), weights);
@@ -427,7 +425,7 @@ fn resuming_a_finished_run_changes_nothing_and_a_second_run_is_refused() {
     let other = gda()
         .args(["train", "--spec"])
         .arg(&spec)
-        .args(["--set", "seed=8", "--resume", "--run-dir"])
+        .args(["--set", "seed=8", "--resume", "--out"])
         .arg(&run)
         .output()
         .unwrap();
@@ -441,7 +439,7 @@ fn gpt2_tokenizer_reports_bits_per_byte_from_token_lengths() {
     let text = TINY.replace("steps = 60", "steps = 10").replace("[train]", "[data]\ntokenizer = \"gpt2\"\n[train]");
     let spec = write_spec(tmp.path(), "bpe", &text);
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let loss = column(&run, "val_loss");
     let bpb = column(&run, "val_bpb");

@@ -30,8 +30,9 @@ use crate::device;
 use crate::error::{io, GdaError};
 use crate::eval::{evaluate, Score};
 use crate::model::{self, Model};
+use crate::report::units::human_count;
 use crate::util::fs::atomic_write;
-use crate::util::host::{fmt_bytes, fmt_count};
+use crate::util::host::fmt_bytes;
 use crate::util::out::{self, errln, outln};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -458,7 +459,7 @@ pub const PROGRESS_TEMPLATE: &str = "{bar:16} {pos}/{len} | {msg} | ETA {eta}";
 
 /// The progress bar's message: "loss 2.3456 | 12.3K tok/s".
 pub fn progress_message(loss: f64, tokens_per_s: f64) -> String {
-    format!("loss {loss:.4} | {} tok/s", fmt_count(tokens_per_s))
+    format!("loss {loss:.4} | {} tok/s", human_count(tokens_per_s as usize))
 }
 
 fn progress_bar(steps: usize, at: usize) -> ProgressBar {

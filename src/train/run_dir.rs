@@ -15,8 +15,9 @@ use crate::device::{self, Peak};
 use crate::error::{input, io, GdaError};
 use crate::model;
 use crate::report::plot::plot_lines;
+use crate::report::units::{human_count, si_flops};
 use crate::util::fs::atomic_write;
-use crate::util::host::{fmt_count, fmt_flops, hostname};
+use crate::util::host::hostname;
 use crate::util::out::{errln, outln};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,14 +173,14 @@ fn header(spec: &Spec, device: tch::Device, threads: usize, data: &Dataset, s: &
             spec.name,
             spec.train.steps,
             device::describe(device),
-            fmt_count(s.parameters as f64),
-            fmt_flops(s.flops_per_token),
+            human_count(s.parameters),
+            si_flops(s.flops_per_token),
         ),
         format!(
             "data: {} train / {} val tokens, {source} | MFU peak {}/s ({})",
-            fmt_count(data.train_tokens() as f64),
-            fmt_count(data.val_tokens(spec) as f64),
-            fmt_flops(s.peak.flops),
+            human_count(data.train_tokens()),
+            human_count(data.val_tokens(spec)),
+            si_flops(s.peak.flops),
             s.peak.source
         ),
     ]
@@ -333,7 +334,7 @@ fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> 
     }
     if !resume {
         return Err(input(format!(
-            "run directory {} already holds a run; pass --resume to continue it, or choose another --run-dir",
+            "run directory {} already holds a run; pass --resume to continue it, or choose another --out",
             dir.display()
         )));
     }
@@ -346,7 +347,7 @@ fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> 
             format!("changed: {}", fixed.join(", "))
         };
         return Err(input(format!(
-            "run directory {} holds a different experiment ({changed}); a resume may only extend the run (more steps) or change its evaluation, logging and checkpoint cadence; resume it with its own spec (gda train --resume --run-dir {}) or choose another --run-dir",
+            "run directory {} holds a different experiment ({changed}); a resume may only extend the run (more steps) or change its evaluation, logging and checkpoint cadence; resume it with its own spec (gda train --resume --out {}) or choose another --out",
             dir.display(),
             dir.display()
         )));
@@ -392,7 +393,7 @@ pub fn find_source(from: &Path) -> Result<Source, GdaError> {
     let (run_dir, checkpoint) = if from.join("spec.toml").is_file() {
         let ck = checkpoint::latest(from).ok_or_else(|| {
             input(format!(
-                "run directory {} has no checkpoint yet (train it first: gda train --resume --run-dir {})",
+                "run directory {} has no checkpoint yet (train it first: gda train --resume --out {})",
                 from.display(),
                 from.display()
             ))

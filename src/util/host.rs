@@ -109,42 +109,6 @@ pub fn cpu_model() -> String {
         .unwrap_or_default()
 }
 
-/// A count for people, three significant digits: 51.5K, 42.3M, 1.20B.
-pub fn fmt_count(n: f64) -> String {
-    for (unit, scale) in [("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)] {
-        if n >= scale {
-            let v = n / scale;
-            let digits = if v >= 100.0 {
-                0
-            } else if v >= 10.0 {
-                1
-            } else {
-                2
-            };
-            return format!("{v:.digits$}{unit}");
-        }
-    }
-    format!("{n:.0}")
-}
-
-/// A FLOP count (or rate, with "/s" after it) with an SI prefix: "283 kFLOP", "60.1 GFLOP".
-pub fn fmt_flops(f: f64) -> String {
-    for (unit, scale) in [("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)] {
-        if f >= scale {
-            let v = f / scale;
-            let digits = if v >= 100.0 {
-                0
-            } else if v >= 10.0 {
-                1
-            } else {
-                2
-            };
-            return format!("{v:.digits$} {unit}FLOP");
-        }
-    }
-    format!("{f:.0} FLOP")
-}
-
 /// "1.5 GiB": a byte count for a message.
 pub fn fmt_bytes(bytes: f64) -> String {
     const UNITS: [&str; 7] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -186,16 +150,5 @@ mod tests {
         assert_eq!(fmt_bytes(1536.0 * 1024.0 * 1024.0), "1.5 GiB");
         assert_eq!(fmt_bytes(100.0), "100 bytes");
         assert_eq!(fmt_bytes(2.0 * 1024f64.powi(7)), "2048.0 EiB");
-    }
-
-    #[test]
-    fn counts_read_with_three_significant_digits() {
-        assert_eq!(fmt_count(999.0), "999");
-        assert_eq!(fmt_count(42_346_496.0), "42.3M");
-        assert_eq!(fmt_count(51_456.0), "51.5K");
-        assert_eq!(fmt_count(1.2e9), "1.20B");
-        assert_eq!(fmt_count(989e12), "989T");
-        assert_eq!(fmt_flops(282_624.0), "283 kFLOP");
-        assert_eq!(fmt_flops(60.09e9), "60.1 GFLOP");
     }
 }
