@@ -155,8 +155,7 @@ fn off_a_terminal_each_point_prints_progress_from_its_metrics_and_the_grid_count
             let vi = header.iter().position(|h| h == "val_loss").unwrap();
             let val = rows
                 .iter()
-                .filter(|r| r[0].parse::<usize>().unwrap() <= p.step && !r[vi].is_empty())
-                .next_back()
+                .rfind(|r| r[0].parse::<usize>().unwrap() <= p.step && !r[vi].is_empty())
                 .map(|r| format!("{:.4}", r[vi].parse::<f64>().unwrap()));
             assert_eq!(p.val, val, "{l}");
             assert!(seen.last().is_none_or(|(n, s)| *n != p.name || *s < p.step), "a step printed twice: {text}");

@@ -509,8 +509,8 @@ mod tests {
     fn sample_of(step: usize) -> Sample {
         Sample {
             step,
-            train_loss: Some(3.14159),
-            val_loss: Some(2.71828),
+            train_loss: Some(3.14207),
+            val_loss: Some(2.71843),
             tokens_per_s: Some(123456.0),
             secs_per_step: Some(0.5),
         }
