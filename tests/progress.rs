@@ -89,7 +89,7 @@ fn check_closing_lines(out: &Output, dir: &Path) {
     // The command it names works as printed.
     let next = line("next: ");
     let cmd = next.split(" (").next().unwrap();
-    assert_eq!(cmd, format!("gda eval --run {}", dir.display()), "{text}");
+    assert_eq!(cmd, format!("gda eval {}", dir.display()), "{text}");
     let args: Vec<&str> = cmd.split(' ').skip(1).collect();
     let eval = gda().args(&args).args(["--tokens", "2048"]).output().unwrap();
     assert!(eval.status.success(), "{cmd}: {}", stderr_of(&eval));

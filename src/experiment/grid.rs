@@ -161,9 +161,9 @@ pub fn closing_lines(dir: &Path, incomplete: bool) -> Vec<String> {
     plots.sort();
     let d = slurm::sh_quote(dir.as_os_str());
     let next = if incomplete {
-        format!("next: gda status {d} (which points are missing and why), then rerun this command to train them")
+        format!("next: gda status {d} (which points are missing and why), then rerun the command that trained it to train them")
     } else {
-        format!("next: gda eval --run {d} (held-out scores of every point, per ratio; written to {d}/eval/)")
+        format!("next: gda eval {d} (held-out scores of every point, per ratio; written to {d}/eval/)")
     };
     vec![
         format!("summary: {}", existing(SUMMARY_FILES.map(String::from).to_vec()).join(", ")),
@@ -200,4 +200,27 @@ pub fn collect(dir: &Path) -> Result<(), GdaError> {
     let grid = Grid::load(dir)?;
     let summary = grid.summarize(dir)?;
     summary.report(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_lines_name_only_files_that_exist_and_the_next_step() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("my sweep");
+        std::fs::create_dir(&dir).unwrap();
+        for f in ["summary.csv", "summary.md", "loss_curves.svg", "a.svg"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let d = dir.display();
+        let lines = closing_lines(&dir, false);
+        assert_eq!(lines[0], format!("summary: {d}/summary.md, {d}/summary.csv"));
+        assert_eq!(lines[1], format!("plots: {d}/a.svg, {d}/loss_curves.svg"));
+        // Quoted for the shell: the path has a space.
+        assert!(lines[2].starts_with(&format!("next: gda eval '{d}' (")), "{}", lines[2]);
+        let lines = closing_lines(&dir, true);
+        assert!(lines[2].starts_with(&format!("next: gda status '{d}' (")), "{}", lines[2]);
+    }
 }
