@@ -8,6 +8,7 @@
 
 pub mod grid;
 pub mod local;
+pub mod progress;
 pub mod slurm;
 pub mod summary;
 
