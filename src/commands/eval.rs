@@ -13,9 +13,12 @@ use crate::device;
 use crate::error::{input, io, GdaError};
 use crate::eval::analysis;
 use crate::eval::{lm_eval, retrieval_eval};
-use crate::experiment::{self, Grid};
+use crate::experiment::grid::GRID_FILE;
+use crate::experiment::{self, policy_name, spec_ratio, summary, Grid};
 use crate::model::Model;
-use crate::report::eval::{eval_report, AttentionRow, LmRow, RetrievalRow, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
+use crate::report::eval::{
+    eval_report, AttentionRow, Identified, LmRow, RetrievalRow, RunId, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV,
+};
 use crate::report::table::write_rows;
 use crate::train::checkpoint;
 use crate::train::run_dir::{find_source, Source};
@@ -61,7 +64,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let out = run_eval(&args)?;
-    println!("\n{}", eval_report(&out)?);
+    println!("\n{}", eval_report(&out)?.brief);
     println!("tables and plots: {}", out.display());
     Ok(())
 }
@@ -80,34 +83,48 @@ pub enum Suite {
     Attention,
 }
 
-/// One run to evaluate: its label in the tables and its directory.
+/// One run to evaluate: its label in the tables, its directory, and which
+/// point of an experiment it is.
 struct Target {
     label: String,
     dir: PathBuf,
+    id: RunId,
 }
 
 /// Expands experiment directories into their points (from the grid record,
 /// in grid order) that have a checkpoint.
 /// Runs are labelled by directory name; points of an experiment by point
 /// name, prefixed by the experiment's name when several directories are
-/// evaluated together. Repeated labels get `#2`, `#3`…; a name is never
-/// rewritten to suit the CSV files (they quote it), so a label always names
-/// its directory.
+/// evaluated together (and so are their groups, so two sweeps' 4:1 points
+/// stay apart). Repeated labels get `#2`, `#3`…; a name is never rewritten
+/// to suit the CSV files (they quote it), so a label always names its
+/// directory.
 fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
     let name =
         |d: &Path| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string());
     let mut out: Vec<Target> = Vec::new();
+    let mut experiments: Vec<String> = Vec::new();
     for r in runs {
         if r.join("spec.toml").is_file() {
-            out.push(Target { label: name(r), dir: r.clone() });
+            out.push(Target { label: name(r), dir: r.clone(), id: run_id(r, &name(r))? });
         } else if r.join("experiment.json").is_file() {
             let grid = Grid::load(r)?;
+            let mut exp = name(r);
+            let base = exp.clone();
+            let mut k = 1;
+            while experiments.contains(&exp) {
+                k += 1;
+                exp = format!("{base}#{k}");
+            }
+            experiments.push(exp.clone());
             let before = out.len();
             for p in &grid.points {
                 let dir = experiment::point_dir(r, p);
                 if checkpoint::latest(&dir).is_some() {
-                    let label = if runs.len() > 1 { format!("{}/{}", name(r), p.name) } else { p.name.clone() };
-                    out.push(Target { label, dir });
+                    let prefix = |s: String| if runs.len() > 1 { format!("{exp}/{s}") } else { s };
+                    let mut id = summary::run_id(p, policy_name(grid.policy));
+                    id.group = prefix(id.group);
+                    out.push(Target { label: prefix(p.name.clone()), dir, id });
                 } else {
                     eprintln!("note: point {} has no checkpoint yet; skipped", p.name);
                 }
@@ -130,9 +147,27 @@ fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
             k += 1;
             t.label = format!("{base}#{k}");
         }
+        if t.id.group == base {
+            t.id.group = t.label.clone();
+        }
         seen.push(t.label.clone());
     }
     Ok(out)
+}
+
+/// Which point a run directory given alone is: its experiment's point when
+/// it is one (`<experiment>/points/<name>`), else a point of its own named
+/// `label`, with the seed and ratio of its spec.
+fn run_id(dir: &Path, label: &str) -> Result<RunId, GdaError> {
+    let parent = dir.parent().filter(|p| p.file_name().is_some_and(|n| n == "points"));
+    if let Some(exp) = parent.and_then(Path::parent).filter(|e| e.join(GRID_FILE).is_file()) {
+        let grid = Grid::load(exp)?;
+        if let Some(p) = grid.points.iter().find(|p| dir.file_name().is_some_and(|n| *n == *p.name)) {
+            return Ok(summary::run_id(p, policy_name(grid.policy)));
+        }
+    }
+    let spec = Spec::load(Some(&dir.join("spec.toml")), &[])?;
+    Ok(RunId { group: label.to_string(), seed: Some(spec.seed), ratio: spec_ratio(&spec), ..RunId::default() })
 }
 
 /// Where the CSV files go: `--out`, or `eval/` inside the one directory given.
@@ -367,7 +402,7 @@ fn eval_run(
                 )));
             }
             let s = lm_eval(&model, val, &eval_offsets(val.len, c, budget), c, rows(c), device);
-            tables.lm.push(LmRow {
+            let mut row = LmRow {
                 run: t.label.clone(),
                 step: src.step,
                 context: c,
@@ -376,7 +411,10 @@ fn eval_run(
                 loss: s.loss,
                 ppl: s.loss.exp(),
                 bpb: s.bpb,
-            });
+                ..LmRow::default()
+            };
+            row.set_id(&t.id);
+            tables.lm.push(row);
         }
     }
     let n = opts.examples.unwrap_or(spec.task.eval_examples);
@@ -391,7 +429,7 @@ fn eval_run(
             for &depth in &depths {
                 let examples = tasks::eval_set(&spec.task, kind, c, n, depth);
                 let s = retrieval_eval(&model, &examples, rows(c), device);
-                tables.retrieval.push(RetrievalRow {
+                let mut row = RetrievalRow {
                     run: t.label.clone(),
                     step: src.step,
                     task: kind.name().into(),
@@ -403,18 +441,21 @@ fn eval_run(
                     loss: s.loss,
                     acc: s.acc,
                     token_acc: s.token_acc,
-                });
+                    ..RetrievalRow::default()
+                };
+                row.set_id(&t.id);
+                tables.retrieval.push(row);
                 all.extend(examples);
             }
             if analyse {
                 for g in analysis::analyse(&model, &all, device) {
-                    tables.attention.push(AttentionRow {
+                    let mut row = AttentionRow {
                         run: t.label.clone(),
                         step: src.step,
                         task: kind.name().into(),
                         context: c,
                         layer: g.layer,
-                        group: g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
+                        head_group: g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
                         heads: g.heads,
                         lambda: g.lambda,
                         answer_mass: g.stats.answer,
@@ -424,7 +465,10 @@ fn eval_run(
                         signal_answer: g.signal_answer,
                         noise_answer: g.noise_answer,
                         rows: g.rows,
-                    });
+                        ..AttentionRow::default()
+                    };
+                    row.set_id(&t.id);
+                    tables.attention.push(row);
                 }
             }
         }
