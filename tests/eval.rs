@@ -565,6 +565,23 @@ fn sweep_eval_tables_are_per_point_with_seed_statistics() {
     assert!(legend_x > right_of_data + 20.0, "legend at x = {legend_x}, data up to {right_of_data}");
     assert!(polyline_xs(&svg).iter().all(|&x| x < legend_x), "a line runs under the legend");
 
+    // The experiment's own plots: the same legend column; loss curves one
+    // line per point (mean over its seeds), not one per run.
+    for (plot, labels) in [
+        ("final_loss_vs_ratio.svg", vec!["shared", "baseline (standard attention)"]),
+        ("loss_curves.svg", vec!["1:1 shared (2 seeds)", "2:1 shared (2 seeds)", "baseline (2 seeds)"]),
+    ] {
+        let svg = std::fs::read_to_string(dir.join(plot)).unwrap();
+        let texts = svg_texts(&svg);
+        let legend: Vec<_> = texts.iter().filter(|t| t.2 == "start").collect();
+        assert_eq!(legend.iter().map(|t| t.3.as_str()).collect::<Vec<_>>(), labels, "{plot}");
+        let (xt, _) = ticks(&svg);
+        let right_of_data = xt.iter().map(|t| t.0).fold(f64::MIN, f64::max);
+        let legend_x = legend.iter().map(|t| t.0).fold(f64::MAX, f64::min);
+        assert!(legend_x > right_of_data + 20.0, "{plot}: legend at x = {legend_x}, data up to {right_of_data}");
+        assert!(polyline_xs(&svg).iter().all(|&x| x < legend_x), "{plot}: a line runs under the legend");
+    }
+
     // A single context: whole, distinct, increasing ticks on both axes.
     let one = tmp.path().join("one");
     let out =

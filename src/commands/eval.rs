@@ -212,6 +212,7 @@ pub fn run_eval(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
     let mut corpora: Vec<(String, Split)> = Vec::new();
     let targets = targets(&opts.runs)?;
     let checked = targets.iter().map(|t| check_run(t, opts)).collect::<Result<Vec<_>, _>>()?;
+    warn_extrapolation(&targets, &checked);
     for (t, run) in targets.iter().zip(checked) {
         eval_run(t, run, opts, &mut corpora, &mut tables)?;
     }
@@ -323,9 +324,6 @@ fn check_run(t: &Target, opts: &EvalArgs) -> Result<Checked, GdaError> {
                 analysis::MAX_MAP_BYTES >> 30
             )));
         }
-        if c > train_ctx {
-            eprintln!("warning: {}: context {c} is longer than the training context {train_ctx}; RoPE has no hard limit, but quality past the training length is extrapolation", t.label);
-        }
     }
     for &kind in &tasks {
         for &c in &contexts {
@@ -338,6 +336,29 @@ fn check_run(t: &Target, opts: &EvalArgs) -> Result<Checked, GdaError> {
         return Err(input("task.eval_examples = 0 would score nothing; allowed: a positive count"));
     }
     Ok(Checked { src, spec, suites, tasks, contexts })
+}
+
+/// One warning per context and training context past it, naming the runs
+/// (a sweep's sixteen points share one line).
+fn warn_extrapolation(targets: &[Target], checked: &[Checked]) {
+    let mut past: Vec<((usize, usize), Vec<&str>)> = Vec::new();
+    for (t, run) in targets.iter().zip(checked) {
+        let train_ctx = run.spec.train.context;
+        for &c in run.contexts.iter().filter(|&&c| c > train_ctx) {
+            match past.iter_mut().find(|p| p.0 == (c, train_ctx)) {
+                Some(p) => p.1.push(&t.label),
+                None => past.push(((c, train_ctx), vec![&t.label])),
+            }
+        }
+    }
+    for ((c, train_ctx), labels) in past {
+        let who = match labels.as_slice() {
+            [one] => one.to_string(),
+            [first, .., last] => format!("{} runs ({first} … {last})", labels.len()),
+            [] => continue,
+        };
+        eprintln!("warning: {who}: context {c} is longer than the training context {train_ctx}; RoPE has no hard limit, but quality past the training length is extrapolation");
+    }
 }
 
 /// Evaluates one checked run and appends its rows to `tables`.

@@ -599,7 +599,7 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str, policy: &st
                 .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
                 .map_err(plot_err)?;
             draw_error_bars(chart, pts.iter().copied(), color)?;
-            chart.draw_series(dots.iter().map(|d| Circle::new(*d, 2, color.mix(0.5).filled()))).map_err(plot_err)?;
+            chart.draw_series(dots.iter().map(|d| Circle::new(*d, 3, color.mix(0.5).filled()))).map_err(plot_err)?;
             draw_markers(chart, pts.iter().map(|p| (p.0, p.1)), *ci, 5, color.filled())?;
         }
         if !base.is_empty() {
