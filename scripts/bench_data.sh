@@ -165,7 +165,7 @@ first_step() { # dir -> "seconds peak_rss_mb"
   t0=$(now)
   /usr/bin/time -f "%M" -o "$log" "$GDA" train --set data.corpus="$1" --set data.tokenizer=gpt2 \
     --set train.steps=1 --set train.eval_every=1 --set train.eval_tokens=256 --set train.threads="$THREADS" \
-    --run-dir "$W/run-$(basename "$1")" >/dev/null 2>&1
+    --out "$W/run-$(basename "$1")" >/dev/null 2>&1
   t1=$(now)
   "$PY" -c "print(f'{$t1 - $t0:.2f}', f'{int(open(\"$log\").read().split()[-1]) / 1024:.0f}')"
 }

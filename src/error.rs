@@ -61,6 +61,22 @@ pub enum GdaError {
     PointsKilled { dir: PathBuf, killed: Vec<String>, total: usize },
 }
 
+/// Every exit code gda uses, with a one-line meaning for `--help` (the
+/// README's table says more; tests/docs.rs checks the two agree).
+pub const EXIT_CODES: &[(i32, &str)] = &[
+    (0, "success"),
+    (1, "unexpected failure (a libtorch error, a bug)"),
+    (2, "bad input (spec, data, arguments, run directory); nothing trained, written or submitted"),
+    (3, "training diverged; the message gives the step; the last good checkpoint is kept"),
+    (4, "some points of the experiment failed (reasons in the summary)"),
+    (5, "grow: the grown model does not compute its source's function; nothing written"),
+    (6, "Slurm refused the submission; nothing recorded as submitted"),
+    (7, "the run directory is in use by another gda train"),
+    (8, "I/O error reading or writing a file (named in the message)"),
+    (9, "trainers of some points were killed by a signal; rerun to resume them"),
+    (130, "interrupted (Ctrl-C, SIGTERM, SIGHUP, closed stdout); checkpointed, resumable"),
+];
+
 impl GdaError {
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -1,11 +1,9 @@
-use clap::Parser;
-
-use gda::commands::{self, Cli};
+use gda::commands;
 use gda::error::GdaError;
 use gda::util::out::err_line;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = commands::parse();
     if cli.command.trains() {
         // Ctrl-C, SIGTERM and SIGHUP checkpoint at the next step boundary;
         // stdout is written through util::out, which never panics.

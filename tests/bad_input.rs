@@ -13,7 +13,7 @@ fn refused(text: &str, extra: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path(), "bad", text);
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).args(extra).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).args(extra).output().unwrap();
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
     assert!(!run.exists(), "a refused run must not create its directory");
@@ -116,7 +116,7 @@ fn unwritable_results_directory_is_refused() {
     let blocker = tmp.path().join("a-file");
     std::fs::write(&blocker, "").unwrap();
     let run = blocker.join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_names(&stderr_of(&out), &["results directory", "a-file/run", "not writable"]);
     let out = gda()
@@ -139,7 +139,7 @@ fn missing_spec_file_is_refused() {
 #[test]
 fn resume_of_an_empty_directory_says_what_is_missing() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = gda().args(["train", "--resume", "--run-dir"]).arg(tmp.path()).output().unwrap();
+    let out = gda().args(["train", "--resume", "--out"]).arg(tmp.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_names(&stderr_of(&out), &["holds no run to resume", "--spec"]);
     assert!(!Path::new(&tmp.path().join("spec.toml")).exists());

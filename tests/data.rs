@@ -62,7 +62,7 @@ fn spec(tmp: &Path, name: &str, corpus: &Path, tokenizer: &str, steps: usize) ->
 
 fn train(tmp: &Path, spec: &Path, run: &Path) {
     let mut c = gda_in(tmp);
-    c.args(["train", "--spec"]).arg(spec).arg("--run-dir").arg(run);
+    c.args(["train", "--spec"]).arg(spec).arg("--out").arg(run);
     ok(c);
 }
 
@@ -129,7 +129,7 @@ fn preparation_is_byte_identical_for_any_thread_count_and_trains_like_the_raw_te
     let written = |p: &Path| std::fs::metadata(p.join("train_000000.bin")).unwrap().modified().unwrap();
     let before = written(&cached);
     let mut c = gda_in(t);
-    c.args(["train", "--spec"]).arg(spec(t, "raw", &file, "gpt2", 20)).arg("--run-dir").arg(t.join("raw2"));
+    c.args(["train", "--spec"]).arg(spec(t, "raw", &file, "gpt2", 20)).arg("--out").arg(t.join("raw2"));
     ok(c);
     assert_eq!(written(&cached), before);
     let entries = std::fs::read_dir(t.join("cache/prepared")).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir());
@@ -199,7 +199,7 @@ fn nanogpt_and_llmc_shards_train_like_the_gda_directory() {
     for d in [&g, &nano, &llmc] {
         let out_dir = t.join(format!("eval-{}", d.file_name().unwrap().to_string_lossy()));
         let mut c = gda_in(t);
-        c.args(["eval", "--run"]).arg(t.join("run-gda")).arg("--data").arg(d).args(["--contexts", "16,32"]);
+        c.args(["eval"]).arg(t.join("run-gda")).arg("--data").arg(d).args(["--contexts", "16,32"]);
         c.arg("--out").arg(&out_dir);
         ok(c);
         let (_, r) = gda::report::table::read(&out_dir.join("lm.csv")).unwrap();
@@ -263,7 +263,7 @@ fn a_trained_bpe_tokenizer_prepares_trains_and_keeps_bits_per_byte_exact() {
 
 fn spawn_train(t: &Path, spec: &Path, run: &Path, resume: bool) -> Child {
     let mut c = gda_in(t);
-    c.args(["train", "--spec"]).arg(spec).arg("--run-dir").arg(run);
+    c.args(["train", "--spec"]).arg(spec).arg("--out").arg(run);
     if resume {
         c.arg("--resume");
     }
@@ -347,7 +347,7 @@ fn bad_data_is_refused_with_the_path_named_and_nothing_written() {
     };
     let train_on = |d: &Path, tokenizer: &str| {
         let s = spec(t, "bad", d, tokenizer, 5);
-        vec!["train".to_string(), "--spec".into(), s.display().to_string(), "--run-dir".into(), run_s.into()]
+        vec!["train".to_string(), "--spec".into(), s.display().to_string(), "--out".into(), run_s.into()]
     };
     let check = |d: &Path, tokenizer: &str, named: &Path, what: &str| {
         let args = train_on(d, tokenizer);
@@ -451,4 +451,23 @@ fn bad_data_is_refused_with_the_path_named_and_nothing_written() {
             })
         }
     );
+}
+
+/// gda's GPT-2 encoder (a hand-written pre-tokenizer) gives tiktoken's ids
+/// on every file of the default corpus.
+#[test]
+fn gpt2_encodes_the_whole_default_corpus_as_tiktoken_does() {
+    let src = gda::data::cache_dir().join(gda::data::corpus::SHAKESPEARE_DIR);
+    let files = gda::data::prepare::text_files(&src).unwrap();
+    assert!(files.len() > 10, "{}", src.display());
+    let ours = gda::data::gpt2::Gpt2::new();
+    let tiktoken = tiktoken_rs::r50k_base().unwrap();
+    let mut tokens = 0;
+    for f in files {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        let ids = ours.encode(&text);
+        assert_eq!(ids, tiktoken.encode_ordinary(&text), "{}", f.display());
+        tokens += ids.len();
+    }
+    assert!(tokens > 1_000_000, "{tokens}");
 }

@@ -82,7 +82,7 @@ fn the_smoke_spec_trains_end_to_end() {
     let run = tmp.path().join("smoke");
     let out = gda()
         .current_dir(repo())
-        .args(["train", "--spec", "experiments/smoke.toml", "--run-dir"])
+        .args(["train", "--spec", "experiments/smoke.toml", "--out"])
         .arg(&run)
         .output()
         .unwrap();
@@ -193,4 +193,7 @@ fn the_readme_exit_code_table_matches_the_code() {
     let mut codes: BTreeSet<i32> = errors.iter().map(GdaError::exit_code).collect();
     codes.extend([0, 1]);
     assert_eq!(documented, codes, "README exit codes (left) against the code's (right)");
+    // The short table every `--help` prints from lists the same codes.
+    let short: BTreeSet<i32> = gda::error::EXIT_CODES.iter().map(|c| c.0).collect();
+    assert_eq!(short, codes, "error::EXIT_CODES (left) against the code's (right)");
 }

@@ -12,7 +12,7 @@ use common::*;
 fn source(tmp: &Path) -> PathBuf {
     let spec = write_spec(tmp, "src", TINY);
     let run = tmp.join("src");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     run
 }
@@ -37,10 +37,10 @@ fn every_growth_keeps_the_function_and_continues_training() {
     for (flags, name, (hs, hn, c, layers)) in cases {
         let run = tmp.path().join(name);
         let out = gda()
-            .args(["grow", "--from"])
+            .args(["grow"])
             .arg(&src)
             .args(flags)
-            .args(["--set", "train.steps=20", "--run-dir"])
+            .args(["--set", "train.steps=20", "--out"])
             .arg(&run)
             .output()
             .unwrap();
@@ -66,7 +66,7 @@ fn every_growth_keeps_the_function_and_continues_training() {
         assert_eq!(parent["run"].as_str().unwrap(), src.canonicalize().unwrap().to_str().unwrap());
         assert_eq!(column(&run, "val_loss").last().unwrap().0, 20);
         // A grown run is a normal run: resuming the finished one changes nothing.
-        let again = gda().args(["train", "--resume", "--run-dir"]).arg(&run).output().unwrap();
+        let again = gda().args(["train", "--resume", "--out"]).arg(&run).output().unwrap();
         assert!(again.status.success(), "{}", stderr_of(&again));
     }
     // λ_init travels with each layer under depth growth.
@@ -83,7 +83,7 @@ fn growth_from_a_checkpoint_directory_and_the_comparison_mode() {
     let ckpt = latest_checkpoint(&src);
     let dir = tmp.path().join("cmp");
     let out = gda()
-        .args(["grow", "--compare", "--scratch", "--from"])
+        .args(["grow", "--compare", "--scratch"])
         .arg(&ckpt)
         .args(["--set", "train.steps=20", "--out"])
         .arg(&dir)
@@ -130,7 +130,7 @@ fn growth_from_a_checkpoint_directory_and_the_comparison_mode() {
     std::fs::write(scratch_dir.join("failed.txt"), "made to fail by the test\n").unwrap();
     let rerun = |extra: &[&str]| {
         gda()
-            .args(["grow", "--compare", "--scratch", "--from"])
+            .args(["grow", "--compare", "--scratch"])
             .arg(&ckpt)
             .args(["--set", "train.steps=20", "--out"])
             .arg(&dir)
@@ -165,7 +165,7 @@ fn bad_growth_input_is_refused_and_writes_nothing() {
     let src = source(tmp.path());
     let refuse = |from: &Path, flags: &[&str], code: i32| -> String {
         let run = tmp.path().join("grown");
-        let out = gda().args(["grow", "--from"]).arg(from).args(flags).arg("--run-dir").arg(&run).output().unwrap();
+        let out = gda().args(["grow"]).arg(from).args(flags).arg("--out").arg(&run).output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{flags:?}: {}", stderr_of(&out));
         assert!(!run.exists(), "{flags:?}: nothing may be written");
         stderr_of(&out)

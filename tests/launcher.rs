@@ -70,7 +70,7 @@ fn status_tells_running_from_stopped_and_collect_lists_what_is_missing() {
     let out = gda()
         .args(["train", "--resume", "--spec"])
         .arg(dir.join("specs/g1-s7.toml"))
-        .arg("--run-dir")
+        .arg("--out")
         .arg(&run)
         .output()
         .unwrap();
@@ -90,7 +90,7 @@ fn status_tells_running_from_stopped_and_collect_lists_what_is_missing() {
     let s = status();
     assert!(s.contains("g1-s7  pending  stopped at step ") && s.contains("the next run resumes"), "{s}");
 
-    let out = gda().args(["sweep", "--collect"]).arg(&dir).output().unwrap();
+    let out = gda().args(["sweep", "--collect", "--out"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let text = stdout_of(&out);
     assert!(

@@ -30,7 +30,7 @@ fn sweep(spec: &Path, ratios: &str, dir: &Path) -> Command {
 
 fn train(spec: &Path, run: &Path) -> Command {
     let mut c = gda();
-    c.args(["train", "--spec"]).arg(spec).arg("--run-dir").arg(run);
+    c.args(["train", "--spec"]).arg(spec).arg("--out").arg(run);
     c
 }
 

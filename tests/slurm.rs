@@ -55,10 +55,10 @@ fn scratch() -> tempfile::TempDir {
 }
 
 /// `gda sweep` of the smoke spec with `sets`, into `dir`.
-fn sweep(dir: &Path, ratios: &str, seeds: &str, sets: &[&str]) -> Command {
+fn sweep(dir: &Path, ratios: &str, num_seeds: &str, sets: &[&str]) -> Command {
     let mut c = gda();
     c.args(["sweep", "--spec"]).arg(repo().join("experiments/smoke.toml"));
-    c.args(["--ratios", ratios, "--seeds", seeds, "--out"]).arg(dir);
+    c.args(["--ratios", ratios, "--num-seeds", num_seeds, "--out"]).arg(dir);
     for s in sets {
         c.args(["--set", s]);
     }
@@ -158,7 +158,7 @@ fn a_sweep_runs_as_a_job_array_and_matches_a_local_run() {
     for p in POINTS {
         assert!(s.lines().any(|l| l.starts_with(p) && l.contains("done") && l.contains("val loss")), "{p}: {s}");
     }
-    let out = gda().args(["sweep", "--collect"]).arg(&dir).output().unwrap();
+    let out = gda().args(["sweep", "--collect", "--out"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(
         stdout_of(&out).contains("| 2:1 shared |") && !stdout_of(&out).contains("no result yet"),
@@ -269,7 +269,7 @@ fn a_point_failing_on_the_cluster_is_recorded_with_its_reason() {
     let s = wait_status(&dir, Duration::from_secs(300), |s| s.contains("2 failed"));
     assert!(s.contains("g1-s1  failed   training diverged at step"), "{s}");
     assert!(s.contains("--retry-failed") && s.contains("sbatch --array=0-1 "), "{s}");
-    let out = gda().args(["sweep", "--collect"]).arg(&dir).output().unwrap();
+    let out = gda().args(["sweep", "--collect", "--out"]).arg(&dir).output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("failed: training diverged"), "{}", stdout_of(&out));
 }
@@ -335,7 +335,7 @@ fn slurm_input_is_checked_before_anything_is_submitted() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let s = status(&dir);
     assert!(s.contains("g1-s1  pending") && s.contains("g2-s1  done"), "{s}");
-    let out = gda().args(["sweep", "--collect"]).arg(&dir).output().unwrap();
+    let out = gda().args(["sweep", "--collect", "--out"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("1 of 2 points have no result yet: g1-s1 (not started)"), "{}", stdout_of(&out));
     // The task run by hand logged itself as `local_1`: no Slurm job to ask

@@ -46,11 +46,17 @@ fn sweep_trains_every_point_and_summarises_with_seed_spread_and_plots() {
     let out = gda()
         .args(["sweep", "--spec"])
         .arg(&spec)
-        .args(["--ratios", "1,2,4", "--seeds", "2", "--baseline", "--out"])
+        .args(["--ratios", "1,2,4", "--num-seeds", "2", "--baseline", "--out"])
         .arg(&dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
+    // --num-seeds counts from the spec's seed (7); the plan line says so.
+    assert!(
+        stdout_of(&out).contains("8 points into") && stdout_of(&out).contains("(seeds 7,8)"),
+        "{}",
+        stdout_of(&out)
+    );
     let (runs, means) = summary(&dir);
     let names: Vec<&str> = runs.iter().map(|r| r["point"].as_str()).collect();
     assert_eq!(names, ["g1-s7", "g1-s8", "g2-s7", "g2-s8", "g4-s7", "g4-s8", "baseline-s7", "baseline-s8"]);
@@ -162,7 +168,7 @@ fn sweep_trains_every_point_and_summarises_with_seed_spread_and_plots() {
     let again = gda()
         .args(["sweep", "--spec"])
         .arg(&spec)
-        .args(["--ratios", "1,2,4", "--seeds", "2", "--baseline", "--out"])
+        .args(["--ratios", "1,2,4", "--num-seeds", "2", "--baseline", "--out"])
         .arg(&dir)
         .output()
         .unwrap();
@@ -397,10 +403,14 @@ fn bad_sweep_input_is_refused_before_training() {
     let out = gda().args(["sweep", "--spec", s, "--ratios", "1,x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("--ratios"), "{}", stderr_of(&out));
-    for seeds in ["", "0", "1,1", "a,b"] {
+    for seeds in ["", "1,1", "a,b"] {
         let err = refused(&["sweep", "--spec", s, "--seeds", seeds], &dir);
         assert!(err.contains("seed"), "{seeds:?}: {err}");
     }
+    let err = refused(&["sweep", "--spec", s, "--num-seeds", "0"], &dir);
+    assert!(err.contains("--num-seeds 0"), "{err}");
+    let err = refused(&["sweep", "--spec", s, "--num-seeds", "2", "--seeds", "1,2"], &dir);
+    assert!(err.contains("cannot be used with"), "{err}");
     let err = refused(&["ablate", "--spec", s], &dir);
     assert!(err.contains("--no-share"), "{err}");
     assert!(!dir.exists(), "nothing may be written for refused input");
@@ -432,6 +442,13 @@ fn dry_runs_print_the_grid_and_train_nothing() {
     }
     assert!(text.contains("| baseline-s1337 | baseline |"));
     assert!(text.contains("6 points on cpu | estimated"));
+    // Parameters and training FLOPs carry units, never a raw count or 0.000.
+    let g1 = text.lines().find(|l| l.starts_with("| g1-s1337 |")).unwrap();
+    let cells: Vec<&str> = g1.split(" | ").collect();
+    let (params, flop) = (cells[10], cells[12]);
+    assert!(params.ends_with('M') && params[..params.len() - 1].parse::<f64>().unwrap() > 1.0, "{g1}");
+    let (value, unit) = flop.split_once(' ').unwrap();
+    assert!(value.parse::<f64>().unwrap() >= 1.0 && unit.ends_with("FLOP"), "{g1}");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "a dry run writes nothing");
 
     for (spec, points) in

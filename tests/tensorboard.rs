@@ -99,7 +99,7 @@ fn a_run_killed_and_resumed_reads_back_in_tensorboard_as_its_metrics_csv() {
     let child = gda()
         .args(["train", "--spec"])
         .arg(&spec)
-        .arg("--run-dir")
+        .arg("--out")
         .arg(&run)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -129,7 +129,7 @@ fn a_run_killed_and_resumed_reads_back_in_tensorboard_as_its_metrics_csv() {
     let len = std::fs::metadata(&path).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
 
-    let out = gda().args(["train", "--resume", "--run-dir"]).arg(&run).output().unwrap();
+    let out = gda().args(["train", "--resume", "--out"]).arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let files = event_files(&run);
     assert_eq!(files.len(), 2, "one events file per process: {files:?}");

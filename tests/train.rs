@@ -18,7 +18,7 @@ fn training_lowers_validation_loss_and_writes_a_run_directory() {
         &TINY.replace("steps = 60", "steps = 150").replace("eval_every = 20", "eval_every = 50"),
     );
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
 
     let val = column(&run, "val_loss");
@@ -103,7 +103,7 @@ fn checkpoint_tensor_names_match_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 10"));
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let ckpt = latest_checkpoint(&run);
     let mut names: Vec<String> =
@@ -123,7 +123,7 @@ fn checkpoint_tensor_names_match_the_model() {
 
 fn spawn_train(spec: &Path, run: &Path, resume: bool) -> Child {
     let mut cmd = gda();
-    cmd.args(["train", "--spec"]).arg(spec).arg("--run-dir").arg(run);
+    cmd.args(["train", "--spec"]).arg(spec).arg("--out").arg(run);
     if resume {
         cmd.arg("--resume");
     }
@@ -141,7 +141,7 @@ fn check_resume_equivalence(signal: &str) {
     let spec = write_spec(tmp.path(), "tiny", &text);
 
     let whole = tmp.path().join("whole");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&whole).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&whole).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
 
     let cut = tmp.path().join("cut");
@@ -202,7 +202,7 @@ fn a_diverging_run_stops_with_step_and_reason_and_keeps_its_last_good_checkpoint
     let text = TINY.replace("[train]", "[train]\ncheckpoint_every = 1\nweight_decay = 1e4");
     let spec = write_spec(tmp.path(), "div", &text);
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     let step: usize = err.split("diverged at step ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
@@ -222,17 +222,17 @@ fn resuming_a_finished_run_changes_nothing_and_a_second_run_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 20"));
     let run = tmp.path().join("run");
-    let first = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let first = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(first.status.success());
     let rows = deterministic_rows(&run);
     let weights = std::fs::read(latest_checkpoint(&run).join("model.safetensors")).unwrap();
 
-    let again = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let again = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr_of(&again).contains("already holds a run"), "{}", stderr_of(&again));
 
     // --resume without --spec takes the run directory's own spec.
-    let resumed = gda().args(["train", "--resume", "--run-dir"]).arg(&run).output().unwrap();
+    let resumed = gda().args(["train", "--resume", "--out"]).arg(&run).output().unwrap();
     assert!(resumed.status.success(), "{}", stderr_of(&resumed));
     assert_eq!(deterministic_rows(&run), rows);
     assert_eq!(std::fs::read(latest_checkpoint(&run).join("model.safetensors")).unwrap(), weights);
@@ -240,7 +240,7 @@ fn resuming_a_finished_run_changes_nothing_and_a_second_run_is_refused() {
     let other = gda()
         .args(["train", "--spec"])
         .arg(&spec)
-        .args(["--set", "seed=8", "--resume", "--run-dir"])
+        .args(["--set", "seed=8", "--resume", "--out"])
         .arg(&run)
         .output()
         .unwrap();
@@ -254,7 +254,7 @@ fn gpt2_tokenizer_reports_bits_per_byte_from_token_lengths() {
     let text = TINY.replace("steps = 60", "steps = 10").replace("[train]", "[data]\ntokenizer = \"gpt2\"\n[train]");
     let spec = write_spec(tmp.path(), "bpe", &text);
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--run-dir").arg(&run).output().unwrap();
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let loss = column(&run, "val_loss");
     let bpb = column(&run, "val_bpb");

@@ -155,7 +155,7 @@ class Check:
             run = self.work / f"cpu-{name}"
             shutil.rmtree(run, ignore_errors=True)
             self.run(
-                [self.gda, "train", "--device", "cpu", "--threads", self.threads, "--run-dir", run, *self.TINY, *sets,
+                [self.gda, "train", "--device", "cpu", "--threads", self.threads, "--out", run, *self.TINY, *sets,
                  "--set", f"train.steps={10 if self.dry else 40}", "--set", "train.eval_every=10", "--set", "train.log_every=10",
                  "--set", f"name=cpu-{name}"],
                 f"train {name} on cpu",
@@ -176,7 +176,7 @@ class Check:
                     "--set", "train.log_every=25", "--set", "train.eval_tokens=131072",
                     "--set", "train.checkpoint_every=300"]
         self.run([self.gda, "train", "--spec", self.gpu_spec, "--device", self.device, "--threads", self.threads,
-                  "--run-dir", run, "--set", "name=gpu-check", *sets], "train")
+                  "--out", run, "--set", "name=gpu-check", *sets], "train")
         summary = json.loads((run / "summary.json").read_text())
         manifest = json.loads((run / "manifest.json").read_text())
         with open(run / "metrics.csv") as f:
@@ -202,7 +202,7 @@ class Check:
     def eval_dtype(self):
         run, summary = self.trained
         out = self.work / "eval"
-        self.run([self.gda, "eval", "--run", run, "--suite", "lm", "--device", self.device, "--out", out], "eval")
+        self.run([self.gda, "eval", run, "--suite", "lm", "--device", self.device, "--out", out], "eval")
         with open(out / "lm.csv") as f:
             row = list(csv.DictReader(f))[-1]
         shutil.copy(out / "lm.csv", self.out / "eval_lm.csv")

@@ -25,10 +25,13 @@ use crate::train::run_dir::{find_source, Source};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Run directory, or a sweep/ablation/growth directory (all its points
-    /// with a checkpoint); repeatable.
-    #[arg(long = "run", value_name = "DIR", required = true)]
+    /// Run directories, or sweep/ablation/growth directories (all their
+    /// points with a checkpoint).
+    #[arg(value_name = "DIR", required_unless_present = "run_flags")]
     pub runs: Vec<PathBuf>,
+    /// The older spelling of the DIR arguments (repeatable).
+    #[arg(long = "run", value_name = "DIR", hide = true)]
+    pub run_flags: Vec<PathBuf>,
     /// Suites: lm, mqar, niah, attention (default: lm for text runs; the
     /// run's task and attention for task runs).
     #[arg(long = "suite", value_enum, value_delimiter = ',', value_name = "SUITE,...")]
@@ -62,7 +65,9 @@ pub struct EvalArgs {
     pub threads: Option<usize>,
 }
 
-pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
+    let old = std::mem::take(&mut args.run_flags);
+    args.runs.extend(old);
     let out = run_eval(&args)?;
     println!("\n{}", eval_report(&out)?.brief);
     println!("tables and plots: {}", out.display());
@@ -175,7 +180,7 @@ pub fn out_dir(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
     match (&opts.out, opts.runs.as_slice()) {
         (Some(o), _) => Ok(o.clone()),
         (None, [one]) => Ok(one.join("eval")),
-        (None, _) => Err(input("several --run directories need --out DIR for the combined tables")),
+        (None, _) => Err(input("several directories to evaluate need --out DIR for the combined tables")),
     }
 }
 

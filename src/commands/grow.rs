@@ -22,8 +22,11 @@ use crate::util::out::outln;
 #[command(group(clap::ArgGroup::new("op").required(true).args(["signal_only", "uniform", "width", "depth", "compare"])))]
 pub struct GrowArgs {
     /// Run directory (its newest checkpoint) or checkpoint directory to grow from.
-    #[arg(long)]
-    pub from: PathBuf,
+    #[arg(value_name = "DIR", required_unless_present = "from_flag")]
+    pub from: Option<PathBuf>,
+    /// The older spelling of the DIR argument.
+    #[arg(long = "from", value_name = "DIR", hide = true, conflicts_with = "from")]
+    pub from_flag: Option<PathBuf>,
     /// Clone signal heads only (the paper's proposal): --per-group new heads in every group.
     #[arg(long)]
     pub signal_only: bool,
@@ -64,11 +67,9 @@ pub struct GrowArgs {
     /// Override a key of the training spec, e.g. --set train.steps=200 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Run directory of the grown model (default: <output.dir>/<source name>-<op>).
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
-    /// With --compare: experiment directory (default: <output.dir>/grow-<source name>).
-    #[arg(long)]
+    /// Run directory of the grown model (default: <output.dir>/<source name>-<op>);
+    /// with --compare, the experiment directory (default: <output.dir>/grow-<source name>).
+    #[arg(long, alias = "run-dir", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// CPU threads (overrides train.threads).
     #[arg(long)]
@@ -93,7 +94,8 @@ pub fn run(args: GrowArgs) -> anyhow::Result<()> {
         .into());
     }
     args.launch.check()?;
-    let src = find_source(&args.from)?;
+    let from = args.from.as_ref().or(args.from_flag.as_ref()).expect("clap requires DIR or --from");
+    let src = find_source(from)?;
     // The training spec: the source's, or --spec's with the grown model.
     let mut base = match &args.spec {
         Some(p) => Spec::load(Some(p), &[])?,
@@ -146,10 +148,10 @@ fn grow_one(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
         (GrowOp::Depth, "depth")
     };
     let name = format!("{}-{tag}", src.spec.name);
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| base.output.dir.join(&name));
+    let run_dir = args.out.clone().unwrap_or_else(|| base.output.dir.join(&name));
     if run_dir.join("spec.toml").exists() {
         return Err(input(format!(
-            "run directory {} already holds a run; continue it with gda train --resume --run-dir {}, or choose another --run-dir",
+            "run directory {} already holds a run; continue it with gda train --resume --out {}, or choose another --out",
             run_dir.display(),
             run_dir.display()
         ))

@@ -8,12 +8,13 @@ mod data;
 mod device_check;
 mod eval;
 mod grow;
+pub mod help;
 mod report;
 mod status;
 mod sweep;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use self::bench::BenchArgs;
 use self::data::DataArgs;
@@ -80,6 +81,25 @@ impl Command {
             | Command::DeviceCheck(_) => false,
         }
     }
+}
+
+/// The command line's definition, with each subcommand's examples and exit
+/// codes after its `--help`.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let names: Vec<String> = cmd.get_subcommands().map(|c| c.get_name().to_string()).collect();
+    for name in names {
+        if let Some(text) = help::after_help(&name) {
+            cmd = cmd.mut_subcommand(&name, |c| c.after_help(text));
+        }
+    }
+    cmd
+}
+
+/// Parses the process's arguments (exits 2 with clap's message when they are wrong).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Runs the parsed command; errors carry their exit code (`GdaError::exit_code`).

@@ -96,8 +96,7 @@ pub fn run_report(run: &Path) -> Result<String, GdaError> {
             let step = checkpoint::latest_step(run)
                 .map(|s| format!("checkpoint at step {s}"))
                 .unwrap_or_else(|| "no checkpoint yet".into());
-            let _ =
-                writeln!(s, "Not finished ({step}); resume with `gda train --resume --run-dir {}`.\n", run.display());
+            let _ = writeln!(s, "Not finished ({step}); resume with `gda train --resume --out {}`.\n", run.display());
         }
     }
     s += "| tokens | val loss |\n|---|---|\n";

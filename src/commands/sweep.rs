@@ -10,6 +10,7 @@ use crate::config::{AttentionKind, Spec};
 use crate::data::Dataset;
 use crate::error::{input, GdaError};
 use crate::experiment::{self, grid, Grid, Kind, Point};
+use crate::report::units::{fmt_secs, human_count, human_flops};
 use crate::util::out::outln;
 use crate::{device, train};
 
@@ -23,9 +24,12 @@ pub struct GridArgs {
     /// Budget policy: signal (H_s fixed) or total (H_s + H_n fixed); overrides sweep.match.
     #[arg(long = "match", value_name = "POLICY", value_parser = ["signal", "total"])]
     pub policy: Option<String>,
-    /// Seeds: a count N (seeds seed..seed+N-1) or a list such as 1,5,9.
-    #[arg(long, value_name = "N|S,...")]
-    pub seeds: Option<String>,
+    /// The seeds every point trains with, e.g. 1,5,9 (--seeds 42 is the one seed 42).
+    #[arg(long, value_delimiter = ',', value_name = "S,...", conflicts_with = "num_seeds")]
+    pub seeds: Option<Vec<u64>>,
+    /// Train every point with N seeds: seed, seed+1, ..., seed+N-1 (`seed` from the spec).
+    #[arg(long, value_name = "N")]
+    pub num_seeds: Option<u64>,
     /// Train the nearest valid allocation when a ratio cannot be met exactly.
     #[arg(long)]
     pub nearest: bool,
@@ -52,10 +56,11 @@ pub struct SweepArgs {
     /// Add a plain-Transformer point matched on parameters (overrides sweep.baseline).
     #[arg(long)]
     pub baseline: bool,
-    /// Build the summary of an existing experiment directory from the points
-    /// done so far (wherever they ran) and list the missing ones; train nothing.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["ratios", "seeds", "dry_run", "out", "baseline"])]
-    pub collect: Option<PathBuf>,
+    /// Build the summary of the experiment directory (--out, or the default)
+    /// from the points done so far (wherever they ran) and list the missing
+    /// ones; train nothing. (`--collect DIR` is the older spelling of `--collect --out DIR`.)
+    #[arg(long, value_name = "DIR", num_args = 0..=1, conflicts_with_all = ["ratios", "seeds", "num_seeds", "dry_run", "baseline"])]
+    pub collect: Option<Option<PathBuf>>,
 }
 
 #[derive(Debug, Args)]
@@ -72,7 +77,14 @@ pub struct AblateArgs {
 
 pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.collect {
-        return Ok(grid::collect(dir)?);
+        let dir = match dir.as_ref().or(args.grid.out.as_ref()) {
+            Some(d) => d.clone(),
+            None => {
+                let spec = args.grid.spec.load(None)?;
+                spec.output.dir.join(format!("{}-{}", Kind::Sweep.dir_prefix(), spec.name))
+            }
+        };
+        return Ok(grid::collect(&dir)?);
     }
     let mut overrides = Vec::new();
     if args.baseline {
@@ -91,26 +103,15 @@ pub fn run_ablate(args: AblateArgs) -> anyhow::Result<()> {
     run_grid(&args.grid, Kind::Ablate { no_share: args.no_share, equal_params: args.equal_params }, Vec::new())
 }
 
-/// `--seeds`: a count N (seeds `base`..`base`+N−1) or a comma-separated list.
-fn parse_seeds(arg: &str, base: u64) -> Result<Vec<u64>, GdaError> {
-    let bad = || {
-        input(format!(
-            "--seeds {arg:?} is not allowed; allowed: a count such as 3, or a list of distinct seeds such as 1,5,9"
-        ))
-    };
-    let arg = arg.trim();
-    if arg.is_empty() {
-        return Err(bad());
-    }
-    if !arg.contains(',') {
-        let n: u64 = arg.parse().map_err(|_| bad())?;
+/// The seeds of `--seeds` (a list) or `--num-seeds` (a count from `base`).
+fn seeds_arg(args: &GridArgs, base: u64) -> Result<Option<Vec<u64>>, GdaError> {
+    if let Some(n) = args.num_seeds {
         if n == 0 {
-            return Err(bad());
+            return Err(input("--num-seeds 0 is not allowed; allowed: a count of at least 1"));
         }
-        return Ok((base..base + n).collect());
+        return Ok(Some((base..base + n).collect()));
     }
-    let seeds: Vec<u64> = arg.split(',').map(|s| s.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
-    Ok(seeds)
+    Ok(args.seeds.clone())
 }
 
 fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::Result<()> {
@@ -126,8 +127,8 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     let mut spec_args = args.spec.clone();
     spec_args.set.extend(overrides);
     let mut spec = spec_args.load(None)?;
-    if let Some(s) = &args.seeds {
-        spec.sweep.seeds = parse_seeds(s, spec.seed)?;
+    if let Some(seeds) = seeds_arg(args, spec.seed)? {
+        spec.sweep.seeds = seeds;
         spec.resolve().map_err(|e| spec.error(&e.key, e.msg))?;
     }
     let points = experiment::grid(&spec, kind)?;
@@ -154,7 +155,10 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     }
     drop(corpus);
     experiment::open_dir(&dir, &spec, kind)?;
-    outln!("{} of {} points into {}", kind.dir_prefix(), points.len(), dir.display());
+    // The seeds are spelled out so that a count mistaken for a seed (or the
+    // reverse) shows before anything trains.
+    let seeds = spec.sweep.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    outln!("{} of {} points into {} (seeds {seeds})", kind.dir_prefix(), points.len(), dir.display());
     let opts = args.launch.run_options(dir, args.jobs, spec.train.threads, args.retry_failed);
     let grid = Grid { kind, policy: spec.sweep.policy, source_parameters: None, points };
     Ok(grid::run(&grid, &opts)?)
@@ -169,7 +173,7 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
     if !device.is_cuda() {
         threads((cores / jobs.max(1)).max(1))?;
     }
-    println!("| point | variant | ratio | H_s | H_n | K/V | K2 | heads | head_dim | params | attn MFLOP/tok | train PFLOP | est. time |");
+    println!("| point | variant | ratio | H_s | H_n | K/V | K2 | heads | head_dim | params | attn MFLOP/tok | train FLOP | est. time |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut cache: Vec<(String, f64)> = Vec::new();
     let mut total = 0.0;
@@ -189,7 +193,7 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
         let gda = m.attention == AttentionKind::Gda;
         let o = |b: bool, v: usize| if b { v.to_string() } else { "–".into() };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {params} | {:.2} | {:.3} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
             p.name,
             p.variant.label(),
             p.ratio().map(|r| format!("{r}:1")).unwrap_or_else(|| "–".into()),
@@ -199,8 +203,9 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
             o(gda, m.noise_kv_heads),
             o(!gda, m.heads),
             m.head_dim,
+            human_count(params),
             attn / 1e6,
-            flops / 1e15,
+            human_flops(flops),
             fmt_secs(secs)
         );
     }
@@ -212,14 +217,4 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
         jobs.max(1)
     );
     Ok(())
-}
-
-fn fmt_secs(s: f64) -> String {
-    if s < 120.0 {
-        format!("{s:.0}s")
-    } else if s < 7200.0 {
-        format!("{:.1}min", s / 60.0)
-    } else {
-        format!("{:.1}h", s / 3600.0)
-    }
 }

@@ -13,19 +13,19 @@ use crate::util::out::outln;
 pub struct TrainArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
-    /// Run directory (default: <output.dir>/<name>).
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
+    /// Run directory to write, or with --resume to continue (default: <output.dir>/<name>).
+    #[arg(long, alias = "run-dir", value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Continue the run in the run directory from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    // `--resume --run-dir D` without --spec continues D with D's own spec.
-    let saved = args.run_dir.as_ref().map(|d| d.join("spec.toml")).filter(|p| args.resume && p.is_file());
+    // `--resume --out D` without --spec continues D with D's own spec.
+    let saved = args.out.as_ref().map(|d| d.join("spec.toml")).filter(|p| args.resume && p.is_file());
     if args.resume && args.spec.spec.is_none() && saved.is_none() {
-        if let Some(d) = &args.run_dir {
+        if let Some(d) = &args.out {
             return Err(input(format!(
                 "{} holds no run to resume (no spec.toml); pass --spec to start it",
                 d.display()
@@ -34,7 +34,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
     }
     let spec = args.spec.load(saved)?;
-    let opts = TrainOptions { run_dir: args.run_dir, resume: args.resume, parent: None };
+    let opts = TrainOptions { run_dir: args.out, resume: args.resume, parent: None };
     let s = train::train(&spec, &opts)?;
     print_done(&s);
     Ok(())

@@ -3,6 +3,7 @@
 //! batch order of both (`rng`).
 
 pub mod corpus;
+pub mod gpt2;
 pub mod prepare;
 pub mod rng;
 pub mod shards;

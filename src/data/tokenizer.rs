@@ -7,12 +7,13 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::gpt2::Gpt2;
 use crate::config::TokenizerKind;
 use crate::error::{input, io, GdaError};
 
 pub enum Tokenizer {
     Bytes,
-    Gpt2(Box<tiktoken_rs::CoreBPE>),
+    Gpt2(Box<Gpt2>),
     Hf { tok: Box<tokenizers::Tokenizer>, json: Vec<u8>, path: String },
 }
 
@@ -22,9 +23,7 @@ impl Tokenizer {
     pub fn new(kind: &TokenizerKind) -> Result<Tokenizer, GdaError> {
         Ok(match kind {
             TokenizerKind::Bytes => Tokenizer::Bytes,
-            TokenizerKind::Gpt2 => {
-                Tokenizer::Gpt2(Box::new(tiktoken_rs::r50k_base().expect("r50k_base is compiled in")))
-            }
+            TokenizerKind::Gpt2 => Tokenizer::Gpt2(Box::new(Gpt2::new())),
             TokenizerKind::Json(p) => {
                 let path = Path::new(p);
                 if !path.is_file() {
@@ -83,7 +82,7 @@ impl Tokenizer {
     pub fn encode(&self, bytes: &[u8]) -> Vec<u32> {
         match self {
             Tokenizer::Bytes => bytes.iter().map(|&b| b as u32).collect(),
-            Tokenizer::Gpt2(bpe) => bpe.encode_ordinary(&String::from_utf8_lossy(bytes)),
+            Tokenizer::Gpt2(g) => g.encode(&String::from_utf8_lossy(bytes)),
             Tokenizer::Hf { tok, .. } => tok
                 .encode(String::from_utf8_lossy(bytes).as_ref(), false)
                 .map(|e| e.get_ids().to_vec())
@@ -97,8 +96,8 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> String {
         match self {
             Tokenizer::Bytes => String::from_utf8_lossy(&ids.iter().map(|&i| i as u8).collect::<Vec<_>>()).into(),
-            Tokenizer::Gpt2(bpe) => {
-                let bytes: Vec<u8> = bpe._decode_native_and_split(ids.to_vec()).flatten().collect();
+            Tokenizer::Gpt2(g) => {
+                let bytes: Vec<u8> = g.bpe._decode_native_and_split(ids.to_vec()).flatten().collect();
                 String::from_utf8_lossy(&bytes).into()
             }
             Tokenizer::Hf { tok, .. } => tok.decode(ids, false).unwrap_or_default(),
@@ -112,8 +111,8 @@ impl Tokenizer {
     pub fn byte_table(&self) -> Vec<u16> {
         match self {
             Tokenizer::Bytes => vec![1; 256],
-            Tokenizer::Gpt2(bpe) => (0..crate::config::GPT2_VOCAB as u32)
-                .map(|id| bpe._decode_native_and_split(vec![id]).map(|b| b.len()).sum::<usize>() as u16)
+            Tokenizer::Gpt2(g) => (0..crate::config::GPT2_VOCAB as u32)
+                .map(|id| g.bpe._decode_native_and_split(vec![id]).map(|b| b.len()).sum::<usize>() as u16)
                 .collect(),
             Tokenizer::Hf { tok, json, .. } => {
                 let byte_level = serde_json::from_slice::<serde_json::Value>(json)

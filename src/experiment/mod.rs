@@ -414,7 +414,7 @@ pub fn write_spec(dir: &Path, p: &Point) -> std::io::Result<()> {
 }
 
 /// The command line that trains one point, program first: `gda train
-/// --resume --spec <dir>/specs/<p>.toml --run-dir <dir>/points/<p>`, with
+/// --resume --spec <dir>/specs/<p>.toml --out <dir>/points/<p>`, with
 /// the threads and device of its slot. The local launcher runs it as a child
 /// process, the Slurm batch script as one array task; rerunning it resumes
 /// the point from its last checkpoint.
@@ -426,7 +426,7 @@ pub fn point_command(
     device: Option<&str>,
 ) -> Vec<std::ffi::OsString> {
     let mut argv: Vec<std::ffi::OsString> = vec![exe.into(), "train".into(), "--resume".into(), "--spec".into()];
-    argv.extend([spec_file(dir, p).into(), "--run-dir".into(), point_dir(dir, p).into()]);
+    argv.extend([spec_file(dir, p).into(), "--out".into(), point_dir(dir, p).into()]);
     argv.extend(["--threads".into(), threads.to_string().into()]);
     if let Some(d) = device {
         argv.extend(["--device".into(), d.into()]);

@@ -18,6 +18,7 @@ use crate::report::plot::{
 };
 use crate::report::stats::{fmt_p, Paired};
 use crate::report::table::line;
+use crate::report::units::{human_count, human_flops};
 use crate::train::metrics::column_pairs;
 use crate::util::fs::atomic_write;
 
@@ -218,27 +219,6 @@ pub fn groups_csv(rows: &[Row], policy: &str) -> Vec<u8> {
         out.extend(line(&cells));
     }
     out
-}
-
-/// A parameter count for people: 51.5K, 42.3M, 1.20B.
-pub fn human_count(n: usize) -> String {
-    let x = n as f64;
-    match n {
-        0..=9_999 => n.to_string(),
-        10_000..=999_999 => format!("{:.1}K", x / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1}M", x / 1e6),
-        _ => format!("{:.2}B", x / 1e9),
-    }
-}
-
-/// Training FLOPs with a unit that keeps three significant digits.
-pub fn human_flops(f: f64) -> String {
-    for (unit, scale) in [("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)] {
-        if f >= scale {
-            return format!("{:.3} {unit}", f / scale);
-        }
-    }
-    format!("{f:.3e} FLOP")
 }
 
 fn pm(v: &[f64], digits: usize) -> String {

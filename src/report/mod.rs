@@ -6,5 +6,6 @@ pub mod plot;
 pub mod stats;
 pub mod table;
 pub mod tfevents;
+pub mod units;
 
 pub use stats::mean_std;

@@ -165,7 +165,7 @@ fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> 
     }
     if !resume {
         return Err(input(format!(
-            "run directory {} already holds a run; pass --resume to continue it, or choose another --run-dir",
+            "run directory {} already holds a run; pass --resume to continue it, or choose another --out",
             dir.display()
         )));
     }
@@ -178,7 +178,7 @@ fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> 
             format!("changed: {}", changed.join(", "))
         };
         return Err(input(format!(
-            "run directory {} holds a different experiment ({changed}); resume it with its own spec (gda train --resume --run-dir {}) or choose another --run-dir",
+            "run directory {} holds a different experiment ({changed}); resume it with its own spec (gda train --resume --out {}) or choose another --out",
             dir.display(),
             dir.display()
         )));
@@ -206,7 +206,7 @@ pub fn find_source(from: &Path) -> Result<Source, GdaError> {
     let (run_dir, checkpoint) = if from.join("spec.toml").is_file() {
         let ck = checkpoint::latest(from).ok_or_else(|| {
             input(format!(
-                "run directory {} has no checkpoint yet (train it first: gda train --resume --run-dir {})",
+                "run directory {} has no checkpoint yet (train it first: gda train --resume --out {})",
                 from.display(),
                 from.display()
             ))

@@ -1,0 +1,94 @@
+//! The text after each subcommand's `--help`: examples that parse (tests/cli.rs
+//! parses every one) and the exit codes the subcommand can end with.
+
+use std::fmt::Write as _;
+
+use crate::error::EXIT_CODES;
+
+/// Examples and exit codes per subcommand, by the name clap gives it.
+const HELP: &[(&str, &[&str], &[i32])] = &[
+    (
+        "train",
+        &[
+            "gda train --spec experiments/smoke.toml",
+            "gda train --spec experiments/smoke.toml --set model.noise_heads=4 --set name=smoke-1to1",
+            "gda train --data ~/corpora/mytext --device cuda --out results/mytext",
+            "gda train --resume --out results/smoke",
+        ],
+        &[0, 1, 2, 3, 7, 8, 130],
+    ),
+    (
+        "sweep",
+        &[
+            "gda sweep --spec experiments/smoke.toml --ratios 1,2,4 --num-seeds 2 --baseline",
+            "gda sweep --ratios 1,2,3,4,8 --seeds 1,5,9 --devices cuda:0,cuda:1",
+            "gda sweep --spec experiments/gpu.toml --dry-run",
+            "gda sweep --collect --out results/sweep-smoke",
+        ],
+        &[0, 1, 2, 4, 6, 8, 9, 130],
+    ),
+    (
+        "ablate",
+        &[
+            "gda ablate --no-share --spec experiments/smoke.toml --ratios 2,4",
+            "gda ablate --no-share --equal-params --ratios 4 --num-seeds 3",
+        ],
+        &[0, 1, 2, 4, 6, 8, 9, 130],
+    ),
+    (
+        "grow",
+        &[
+            "gda grow results/smoke --signal-only",
+            "gda grow results/smoke --uniform --groups 2 --set train.steps=200",
+            "gda grow results/smoke --compare --scratch",
+        ],
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 130],
+    ),
+    (
+        "eval",
+        &[
+            "gda eval results/smoke --contexts 32,64",
+            "gda eval results/sweep-smoke --contexts 64,128,256",
+            "gda eval results/sweep-mqar --suite mqar,attention",
+            "gda eval results/a results/b --out results/a-vs-b",
+        ],
+        &[0, 1, 2, 8],
+    ),
+    ("report", &["gda report results/smoke", "gda report results/sweep-smoke"], &[0, 1, 2, 8]),
+    ("bench", &["gda bench --spec experiments/smoke.toml"], &[0, 1, 2]),
+    ("status", &["gda status results/sweep-smoke"], &[0, 1, 2, 8]),
+    (
+        "data",
+        &[
+            "gda data prepare --data ~/corpora/mytext --tokenizer gpt2 --out data/mytext-gpt2",
+            "gda data train-tokenizer --data ~/corpora/mytext --vocab 8192 --out data/mytext-bpe8k.json",
+            "gda data inspect data/mytext-gpt2",
+        ],
+        &[0, 1, 2, 8],
+    ),
+];
+
+/// The examples of subcommand `name` (empty for one without any).
+pub fn examples(name: &str) -> &'static [&'static str] {
+    HELP.iter().find(|h| h.0 == name).map(|h| h.1).unwrap_or(&[])
+}
+
+/// The exit codes subcommand `name` documents in its `--help`.
+pub fn exit_codes(name: &str) -> &'static [i32] {
+    HELP.iter().find(|h| h.0 == name).map(|h| h.2).unwrap_or(&[])
+}
+
+/// The `after_help` text of subcommand `name`.
+pub fn after_help(name: &str) -> Option<String> {
+    let h = HELP.iter().find(|h| h.0 == name)?;
+    let mut s = String::from("Examples:\n");
+    for e in h.1 {
+        let _ = writeln!(s, "  {e}");
+    }
+    s.push_str("\nExit codes (README \"Exit codes\" says more):\n");
+    for code in h.2 {
+        let meaning = EXIT_CODES.iter().find(|c| c.0 == *code).map(|c| c.1).expect("a documented exit code");
+        let _ = writeln!(s, "  {code:>3}  {meaning}");
+    }
+    Some(s)
+}
