@@ -491,7 +491,7 @@ fn sweep_eval_tables_are_per_point_with_seed_statistics() {
     let out = gda()
         .args(["sweep", "--spec"])
         .arg(&spec)
-        .args(["--ratios", "1,2", "--seeds", "2", "--baseline", "--out"])
+        .args(["--ratios", "1,2", "--num-seeds", "2", "--baseline", "--out"])
         .arg(&dir)
         .output()
         .unwrap();

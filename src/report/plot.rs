@@ -281,12 +281,18 @@ pub fn bounds(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     Some((lo - pad, hi + pad))
 }
 
-/// An axis range for whole-number positions (contexts, layers, ratios): at
-/// least one unit either side of a single value, so its ticks are whole.
+/// An axis range for whole-number positions (contexts, layers, ratios):
+/// half a unit (or 10%) beyond the outer values, and one unit either side of
+/// a single value, so its whole-number neighbours are ticks too.
 pub fn integer_bounds(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
-    let (lo, hi) = bounds(vals)?;
-    let (mid, half) = ((lo + hi) / 2.0, ((hi - lo) / 2.0).max(1.0));
-    Some(((mid - half).floor(), (mid + half).ceil()))
+    let v: Vec<f64> = vals.filter(|x| x.is_finite()).collect();
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        return None;
+    }
+    let pad = if hi == lo { 1.0 } else { (0.1 * (hi - lo)).max(0.5) };
+    Some((lo - pad, hi + pad))
 }
 
 /// One series of a line plot: a point per x with, where several seeds
