@@ -445,7 +445,7 @@ fn dry_runs_print_the_grid_and_train_nothing() {
     // Parameters and training FLOPs carry units, never a raw count or 0.000.
     let g1 = text.lines().find(|l| l.starts_with("| g1-s1337 |")).unwrap();
     let cells: Vec<&str> = g1.split(" | ").collect();
-    let (params, flop) = (cells[10], cells[12]);
+    let (params, flop) = (cells[9], cells[11]);
     assert!(params.ends_with('M') && params[..params.len() - 1].parse::<f64>().unwrap() > 1.0, "{g1}");
     let (value, unit) = flop.split_once(' ').unwrap();
     assert!(value.parse::<f64>().unwrap() >= 1.0 && unit.ends_with("FLOP"), "{g1}");
