@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::config::Spec;
 use crate::error::{input, io, GdaError};
 use crate::experiment::Grid;
 use crate::report::eval::{eval_report, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
-use crate::report::plot::plot_lines;
+use crate::report::plot::{plot_lines, Line, Titles};
 use crate::train::{self, checkpoint, metrics::column_pairs};
 use crate::util::fs::atomic_write;
 
@@ -34,7 +35,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     }
     for d in [dir.to_path_buf(), dir.join("eval")] {
         if eval_dir(&d) {
-            println!("{}", eval_report(&d)?);
+            println!("{}", eval_report(&d)?.brief);
             drew = true;
         }
     }
@@ -58,13 +59,24 @@ pub fn run_report(run: &Path) -> Result<String, GdaError> {
     }
     let train = column_pairs(run, "tokens", "train_loss");
     let val = column_pairs(run, "tokens", "val_loss");
+    let spec = Spec::load(Some(&run.join("spec.toml")), &[]).ok();
+    let held = spec
+        .map(|s| {
+            let t = &s.train;
+            format!("{} steps, batch {} × {} tokens, lr {}", t.steps, t.batch_size * t.grad_accum, t.context, t.lr)
+        })
+        .unwrap_or_default();
+    let titles = Titles {
+        title: "training (solid) and validation (dashed) loss",
+        held: &held,
+        x: "training tokens",
+        y: "loss (nats/token)",
+    };
     plot_lines(
         &run.join("loss_curve.svg"),
-        "training (solid) and validation (dashed) loss",
-        ("training tokens", "loss (nats/token)"),
+        &titles,
         false,
-        &[("train loss".to_string(), train)],
-        &[("val loss".to_string(), val.clone())],
+        &[Line::plain("train loss", &train, 0, false), Line::plain("val loss", &val, 1, true)],
     )?;
     let mut s = format!("# Run {}\n\n", run.display());
     match train::finished(run) {
