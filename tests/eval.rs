@@ -164,7 +164,7 @@ fn a_retrieval_run_is_scored_and_its_attention_analysed() {
     // 2 layers × (2 groups + all).
     assert_eq!(att.len(), 6);
     let lambda_last = column(&run, "lambda_1").last().unwrap().1;
-    let l1 = att.iter().find(|r| r["layer"] == "1" && r["group"] == "all").unwrap();
+    let l1 = att.iter().find(|r| r["layer"] == "1" && r["head_group"] == "all").unwrap();
     assert!((f(l1, "lambda") - lambda_last).abs() < 1e-6);
     for r in &att {
         assert!(f(r, "noise_mass") >= 0.0 && (0.0..=1.0 + 1e-9).contains(&f(r, "sparsity")));
@@ -174,7 +174,7 @@ fn a_retrieval_run_is_scored_and_its_attention_analysed() {
     }
     // The layer row is the mean of its two equal-sized groups.
     for layer in ["0", "1"] {
-        let of = |g: &str| att.iter().find(|r| r["layer"] == layer && r["group"] == g).unwrap();
+        let of = |g: &str| att.iter().find(|r| r["layer"] == layer && r["head_group"] == g).unwrap();
         for k in ["answer_mass", "noise_mass", "entropy", "sparsity", "signal_answer", "noise_answer"] {
             let mean = (f(of("0"), k) + f(of("1"), k)) / 2.0;
             assert!((f(of("all"), k) - mean).abs() < 1e-9, "{k}");
@@ -244,7 +244,7 @@ fn a_retrieval_sweep_reports_accuracy_per_ratio_and_evaluates_every_point() {
     points.sort();
     assert_eq!(evaluated, points);
     // The baseline has no λ and no noise map; every gda layer has both.
-    for r in att.iter().filter(|r| r["group"] == "all") {
+    for r in att.iter().filter(|r| r["head_group"] == "all") {
         let baseline = r["run"].starts_with("baseline");
         for k in ["lambda", "signal_answer", "noise_answer"] {
             assert_eq!(r[k].is_empty(), baseline, "{k}: {r:?}");
@@ -417,7 +417,10 @@ fn a_run_named_with_commas_and_quotes_keeps_its_name_in_every_table() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     // Quoted in the file, one cell when read back, never rewritten.
     let text = std::fs::read_to_string(run.join("eval/lm.csv")).unwrap();
-    assert!(text.lines().nth(1).unwrap().starts_with("\"a,b \"\"c\"\"\",20,32,32,2048,"), "{text}");
+    // A run outside an experiment is its own point: group = its name, its
+    // spec's seed and H_s / H_n, no variant, policy or requested ratio.
+    let quoted = "\"a,b \"\"c\"\"\"";
+    assert!(text.lines().nth(1).unwrap().starts_with(&format!("{quoted},{quoted},,7,,,2,20,32,32,2048,")), "{text}");
     let rows = csv(&run.join("eval/lm.csv"));
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0]["run"].as_str(), rows[0]["step"].as_str(), rows[0]["tokens"].as_str()), (name, "20", "2048"));
@@ -425,4 +428,178 @@ fn a_run_named_with_commas_and_quotes_keeps_its_name_in_every_table() {
     // summary.md is rendered from lm.csv read back.
     let md = std::fs::read_to_string(run.join("eval/summary.md")).unwrap();
     assert!(md.contains(&format!("| {name} | 32 | 32 | 2048 | {:.4} |", f(&rows[0], "loss"))), "{md}");
+}
+
+/// The text elements of an SVG that plotters wrote: (x, y, text-anchor, text).
+fn svg_texts(svg: &str) -> Vec<(f64, f64, String, String)> {
+    let attr = |tag: &str, name: &str| -> String {
+        let key = format!(" {name}=\"");
+        tag.find(&key).map(|i| tag[i + key.len()..].split('"').next().unwrap().to_string()).unwrap_or_default()
+    };
+    svg.split("<text")
+        .skip(1)
+        .map(|t| {
+            let (tag, rest) = t.split_once('>').unwrap();
+            let text = rest.split("</text>").next().unwrap().trim().to_string();
+            (attr(tag, "x").parse().unwrap(), attr(tag, "y").parse().unwrap(), attr(tag, "text-anchor"), text)
+        })
+        .collect()
+}
+
+/// Every x coordinate of the SVG's polylines (data lines, axes, legend strokes).
+fn polyline_xs(svg: &str) -> Vec<f64> {
+    svg.split("<polyline")
+        .skip(1)
+        .flat_map(|t| {
+            let pts = t.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+            pts.split_whitespace().map(|p| p.split(',').next().unwrap().parse::<f64>().unwrap()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Tick labels: (position along the axis in pixels, text).
+type Ticks = Vec<(f64, String)>;
+
+/// The x-axis tick labels (numbers centred on one baseline) and the y-axis
+/// ones (numbers right-aligned on one x), each in drawing order.
+fn ticks(svg: &str) -> (Ticks, Ticks) {
+    let texts = svg_texts(svg);
+    let numeric: Vec<&(f64, f64, String, String)> = texts.iter().filter(|t| t.3.parse::<f64>().is_ok()).collect();
+    let most = |anchor: &str, key: fn(&(f64, f64, String, String)) -> f64| {
+        let mut by: BTreeMap<i64, Vec<&(f64, f64, String, String)>> = BTreeMap::new();
+        for t in numeric.iter().filter(|t| t.2 == anchor) {
+            by.entry(key(t) as i64).or_default().push(t);
+        }
+        by.into_values().max_by_key(|v| v.len()).unwrap_or_default()
+    };
+    let x = most("middle", |t| t.1).into_iter().map(|t| (t.0, t.3.clone())).collect();
+    let y = most("end", |t| t.0).into_iter().map(|t| (t.1, t.3.clone())).collect();
+    (x, y)
+}
+
+/// A sweep evaluated as a whole: every run row names its point (ratio,
+/// requested ratio, variant, seed, policy, as summary.csv does); the
+/// per-point tables are the mean and sample std of those rows over seeds;
+/// the terminal shows one line per point; the plot has one line per point,
+/// its legend outside the data, and a single context gives whole, distinct
+/// ticks.
+#[test]
+fn sweep_eval_tables_are_per_point_with_seed_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "tiny", TINY);
+    let dir = tmp.path().join("sweep");
+    let out = gda()
+        .args(["sweep", "--spec"])
+        .arg(&spec)
+        .args(["--ratios", "1,2", "--num-seeds", "2", "--baseline", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = eval(&["--run", dir.to_str().unwrap(), "--contexts", "32,64", "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    // Run rows: the point columns agree with summary.csv's row for the run.
+    let runs = csv(&dir.join("eval/lm.csv"));
+    let summary = csv(&dir.join("summary.csv"));
+    assert_eq!(runs.len(), 6 * 2, "6 runs × 2 contexts");
+    for r in &runs {
+        let s = summary.iter().find(|s| s["point"] == r["run"]).unwrap_or_else(|| panic!("{r:?}"));
+        for k in ["group", "variant", "seed", "policy", "requested_ratio"] {
+            assert_eq!(r[k], s[k], "{k}: {r:?}");
+        }
+        let (name, seed) = r["run"].rsplit_once("-s").unwrap();
+        assert_eq!(r["seed"], seed);
+        if name == "baseline" {
+            assert_eq!((r["variant"].as_str(), r["policy"].as_str(), r["ratio"].as_str()), ("baseline", "", ""));
+            assert_eq!(r["requested_ratio"], "");
+        } else {
+            let g = name.trim_start_matches('g');
+            assert_eq!((r["variant"].as_str(), r["policy"].as_str()), ("shared", "signal"));
+            assert_eq!((r["requested_ratio"].as_str(), r["ratio"].as_str()), (g, g));
+            assert_eq!(r["group"], format!("{g}:1 shared"));
+        }
+    }
+    let seeds: std::collections::BTreeSet<&str> = runs.iter().map(|r| r["seed"].as_str()).collect();
+    assert_eq!(seeds.into_iter().collect::<Vec<_>>(), ["7", "8"]);
+
+    // Aggregates: mean and sample std of the run rows, recomputed here.
+    let groups = csv(&dir.join("eval/lm_groups.csv"));
+    assert_eq!(groups.len(), 3 * 2, "3 points × 2 contexts");
+    for g in &groups {
+        let members: Vec<_> =
+            runs.iter().filter(|r| r["group"] == g["group"] && r["context"] == g["context"]).collect();
+        assert_eq!(members.len(), 2);
+        assert_eq!(g["n"], "2");
+        assert!(!g.contains_key("seed"), "a point aggregates its seeds");
+        for k in ["variant", "policy", "requested_ratio", "ratio", "train_context", "tokens"] {
+            assert_eq!(g[k], members[0][k], "{k}");
+        }
+        for v in ["loss", "ppl", "bpb"] {
+            let xs: Vec<f64> = members.iter().map(|r| f(r, v)).collect();
+            let mean = (xs[0] + xs[1]) / 2.0;
+            let std = ((xs[0] - mean).powi(2) + (xs[1] - mean).powi(2)).sqrt(); // n − 1 = 1
+            assert!((f(g, &format!("{v}_mean")) - mean).abs() <= 1e-12 * mean.abs(), "{v}: {g:?}");
+            assert!((f(g, &format!("{v}_std")) - std).abs() <= 1e-9 * std.max(1e-12), "{v}: {g:?}");
+            assert!(std > 0.0, "two seeds differ");
+        }
+    }
+
+    // The terminal: one line per point and context, not one per seed; the
+    // Markdown keeps both.
+    let stdout = stdout_of(&out);
+    let md = std::fs::read_to_string(dir.join("eval/summary.md")).unwrap();
+    let g1 = &groups.iter().find(|g| g["group"] == "1:1 shared" && g["context"] == "32").unwrap();
+    let line = format!("| 1:1 shared | 1:1 | 32 | 32 | 2 | {:.4} ± {:.4} |", f(g1, "loss_mean"), f(g1, "loss_std"));
+    assert!(stdout.contains(&line) && md.contains(&line), "{line}\n{stdout}");
+    assert!(!stdout.contains("| g1-s7 |") && md.contains("| g1-s7 | 32 | 32 |"), "{stdout}");
+
+    // The plot: one legend entry per point, right of the data.
+    let svg = std::fs::read_to_string(dir.join("eval/bpb_vs_context.svg")).unwrap();
+    let texts = svg_texts(&svg);
+    let legend: Vec<_> = texts.iter().filter(|t| t.2 == "start").collect();
+    assert_eq!(legend.iter().map(|t| t.3.as_str()).collect::<Vec<_>>(), ["1:1 shared", "2:1 shared", "baseline"]);
+    let (xt, _) = ticks(&svg);
+    let right_of_data = xt.iter().map(|t| t.0).fold(f64::MIN, f64::max);
+    let legend_x = legend.iter().map(|t| t.0).fold(f64::MAX, f64::min);
+    assert!(legend_x > right_of_data + 20.0, "legend at x = {legend_x}, data up to {right_of_data}");
+    assert!(polyline_xs(&svg).iter().all(|&x| x < legend_x), "a line runs under the legend");
+
+    // The experiment's own plots: the same legend column; loss curves one
+    // line per point (mean over its seeds), not one per run.
+    for (plot, labels) in [
+        ("final_loss_vs_ratio.svg", vec!["shared", "baseline (standard attention)"]),
+        ("loss_curves.svg", vec!["1:1 shared (2 seeds)", "2:1 shared (2 seeds)", "baseline (2 seeds)"]),
+    ] {
+        let svg = std::fs::read_to_string(dir.join(plot)).unwrap();
+        let texts = svg_texts(&svg);
+        let legend: Vec<_> = texts.iter().filter(|t| t.2 == "start").collect();
+        assert_eq!(legend.iter().map(|t| t.3.as_str()).collect::<Vec<_>>(), labels, "{plot}");
+        let (xt, _) = ticks(&svg);
+        let right_of_data = xt.iter().map(|t| t.0).fold(f64::MIN, f64::max);
+        let legend_x = legend.iter().map(|t| t.0).fold(f64::MAX, f64::min);
+        assert!(legend_x > right_of_data + 20.0, "{plot}: legend at x = {legend_x}, data up to {right_of_data}");
+        assert!(polyline_xs(&svg).iter().all(|&x| x < legend_x), "{plot}: a line runs under the legend");
+    }
+
+    // A single context: whole, distinct, increasing ticks on both axes.
+    let one = tmp.path().join("one");
+    let out =
+        eval(&["--run", dir.to_str().unwrap(), "--contexts", "32", "--threads", "1", "--out", one.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let svg = std::fs::read_to_string(one.join("bpb_vs_context.svg")).unwrap();
+    let (xt, yt) = ticks(&svg);
+    for (axis, t) in [("x", &xt), ("y", &yt)] {
+        let mut t = t.clone();
+        t.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let labels: Vec<&str> = t.iter().map(|t| t.1.as_str()).collect();
+        let distinct: std::collections::BTreeSet<&str> = labels.iter().copied().collect();
+        assert!(labels.len() >= 3 && distinct.len() == labels.len(), "{axis} ticks {labels:?}");
+        let vals: Vec<f64> = labels.iter().map(|l| l.parse().unwrap()).collect();
+        let ordered =
+            if axis == "x" { vals.windows(2).all(|w| w[0] < w[1]) } else { vals.windows(2).all(|w| w[0] > w[1]) };
+        assert!(ordered, "{axis} ticks out of order (by position; SVG y grows downwards): {labels:?}");
+    }
+    assert!(xt.iter().all(|t| t.1.parse::<f64>().unwrap().fract() == 0.0), "contexts are whole: {xt:?}");
+    assert!(xt.iter().any(|t| t.1 == "32"), "{xt:?}");
 }

@@ -149,24 +149,26 @@ fn train_prints_a_header_and_closing_lines_and_draws_its_loss_curve() {
         format!("run dir {dir} | metrics {dir}/metrics.csv | loss curve {dir}/loss_curve.svg | next: gda eval {dir}")
     );
 
-    // loss_curve.svg: the training loss is drawn as one marker per metrics
-    // row, placed by an affine map of (tokens, loss), loss upwards.
+    // loss_curve.svg: the training loss is the first line in the first
+    // colour, through one point per metrics row, placed by an affine map of
+    // (tokens, loss), loss upwards.
     let svg = std::fs::read_to_string(run.join("loss_curve.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG document");
-    let markers: Vec<(f64, f64)> = svg
+    let line = svg
         .lines()
-        .filter(|l| l.starts_with("<circle") && l.contains("stroke=\"#1F77B4\""))
-        .map(|l| {
-            let attr = |name: &str| -> f64 {
-                let rest = &l[l.find(&format!(" {name}=\"")).unwrap() + name.len() + 3..];
-                rest[..rest.find('"').unwrap()].parse().unwrap()
-            };
-            (attr("cx"), attr("cy"))
+        .find(|l| l.starts_with("<polyline") && l.contains("stroke=\"#1F77B4\""))
+        .expect("a training loss line");
+    let points = &line[line.find(" points=\"").unwrap() + 9..];
+    let markers: Vec<(f64, f64)> = points[..points.find('"').unwrap()]
+        .split_whitespace()
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
         })
         .collect();
     let tokens: Vec<f64> = column(&run, "train_loss").iter().map(|r| r.0 as f64 * 8.0 * 32.0).collect();
     let losses: Vec<f64> = column(&run, "train_loss").iter().map(|r| r.1).collect();
-    assert_eq!(markers.len(), losses.len(), "one marker per train_loss row");
+    assert_eq!(markers.len(), losses.len(), "one point per train_loss row");
     // The map through the first and last marker (x) and the lowest and
     // highest loss (y) places every marker within a pixel's rounding.
     let last = markers.len() - 1;

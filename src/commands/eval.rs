@@ -13,9 +13,12 @@ use crate::device;
 use crate::error::{input, io, GdaError};
 use crate::eval::analysis;
 use crate::eval::{lm_eval, retrieval_eval};
-use crate::experiment::{self, Grid};
+use crate::experiment::grid::GRID_FILE;
+use crate::experiment::{self, policy_name, spec_ratio, summary, Grid};
 use crate::model::Model;
-use crate::report::eval::{eval_report, AttentionRow, LmRow, RetrievalRow, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
+use crate::report::eval::{
+    eval_report, AttentionRow, Identified, LmRow, RetrievalRow, RunId, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV,
+};
 use crate::report::table::write_rows;
 use crate::train::checkpoint;
 use crate::train::run_dir::{find_source, Source};
@@ -66,7 +69,7 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
     let old = std::mem::take(&mut args.run_flags);
     args.runs.extend(old);
     let out = run_eval(&args)?;
-    println!("\n{}", eval_report(&out)?);
+    println!("\n{}", eval_report(&out)?.brief);
     println!("tables and plots: {}", out.display());
     Ok(())
 }
@@ -85,34 +88,48 @@ pub enum Suite {
     Attention,
 }
 
-/// One run to evaluate: its label in the tables and its directory.
+/// One run to evaluate: its label in the tables, its directory, and which
+/// point of an experiment it is.
 struct Target {
     label: String,
     dir: PathBuf,
+    id: RunId,
 }
 
 /// Expands experiment directories into their points (from the grid record,
 /// in grid order) that have a checkpoint.
 /// Runs are labelled by directory name; points of an experiment by point
 /// name, prefixed by the experiment's name when several directories are
-/// evaluated together. Repeated labels get `#2`, `#3`…; a name is never
-/// rewritten to suit the CSV files (they quote it), so a label always names
-/// its directory.
+/// evaluated together (and so are their groups, so two sweeps' 4:1 points
+/// stay apart). Repeated labels get `#2`, `#3`…; a name is never rewritten
+/// to suit the CSV files (they quote it), so a label always names its
+/// directory.
 fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
     let name =
         |d: &Path| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| d.display().to_string());
     let mut out: Vec<Target> = Vec::new();
+    let mut experiments: Vec<String> = Vec::new();
     for r in runs {
         if r.join("spec.toml").is_file() {
-            out.push(Target { label: name(r), dir: r.clone() });
+            out.push(Target { label: name(r), dir: r.clone(), id: run_id(r, &name(r))? });
         } else if r.join("experiment.json").is_file() {
             let grid = Grid::load(r)?;
+            let mut exp = name(r);
+            let base = exp.clone();
+            let mut k = 1;
+            while experiments.contains(&exp) {
+                k += 1;
+                exp = format!("{base}#{k}");
+            }
+            experiments.push(exp.clone());
             let before = out.len();
             for p in &grid.points {
                 let dir = experiment::point_dir(r, p);
                 if checkpoint::latest(&dir).is_some() {
-                    let label = if runs.len() > 1 { format!("{}/{}", name(r), p.name) } else { p.name.clone() };
-                    out.push(Target { label, dir });
+                    let prefix = |s: String| if runs.len() > 1 { format!("{exp}/{s}") } else { s };
+                    let mut id = summary::run_id(p, policy_name(grid.policy));
+                    id.group = prefix(id.group);
+                    out.push(Target { label: prefix(p.name.clone()), dir, id });
                 } else {
                     eprintln!("note: point {} has no checkpoint yet; skipped", p.name);
                 }
@@ -135,9 +152,27 @@ fn targets(runs: &[PathBuf]) -> Result<Vec<Target>, GdaError> {
             k += 1;
             t.label = format!("{base}#{k}");
         }
+        if t.id.group == base {
+            t.id.group = t.label.clone();
+        }
         seen.push(t.label.clone());
     }
     Ok(out)
+}
+
+/// Which point a run directory given alone is: its experiment's point when
+/// it is one (`<experiment>/points/<name>`), else a point of its own named
+/// `label`, with the seed and ratio of its spec.
+fn run_id(dir: &Path, label: &str) -> Result<RunId, GdaError> {
+    let parent = dir.parent().filter(|p| p.file_name().is_some_and(|n| n == "points"));
+    if let Some(exp) = parent.and_then(Path::parent).filter(|e| e.join(GRID_FILE).is_file()) {
+        let grid = Grid::load(exp)?;
+        if let Some(p) = grid.points.iter().find(|p| dir.file_name().is_some_and(|n| *n == *p.name)) {
+            return Ok(summary::run_id(p, policy_name(grid.policy)));
+        }
+    }
+    let spec = Spec::load(Some(&dir.join("spec.toml")), &[])?;
+    Ok(RunId { group: label.to_string(), seed: Some(spec.seed), ratio: spec_ratio(&spec), ..RunId::default() })
 }
 
 /// Where the CSV files go: `--out`, or `eval/` inside the one directory given.
@@ -182,6 +217,7 @@ pub fn run_eval(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
     let mut corpora: Vec<(String, Split)> = Vec::new();
     let targets = targets(&opts.runs)?;
     let checked = targets.iter().map(|t| check_run(t, opts)).collect::<Result<Vec<_>, _>>()?;
+    warn_extrapolation(&targets, &checked);
     for (t, run) in targets.iter().zip(checked) {
         eval_run(t, run, opts, &mut corpora, &mut tables)?;
     }
@@ -293,9 +329,6 @@ fn check_run(t: &Target, opts: &EvalArgs) -> Result<Checked, GdaError> {
                 analysis::MAX_MAP_BYTES >> 30
             )));
         }
-        if c > train_ctx {
-            eprintln!("warning: {}: context {c} is longer than the training context {train_ctx}; RoPE has no hard limit, but quality past the training length is extrapolation", t.label);
-        }
     }
     for &kind in &tasks {
         for &c in &contexts {
@@ -308,6 +341,29 @@ fn check_run(t: &Target, opts: &EvalArgs) -> Result<Checked, GdaError> {
         return Err(input("task.eval_examples = 0 would score nothing; allowed: a positive count"));
     }
     Ok(Checked { src, spec, suites, tasks, contexts })
+}
+
+/// One warning per context and training context past it, naming the runs
+/// (a sweep's sixteen points share one line).
+fn warn_extrapolation(targets: &[Target], checked: &[Checked]) {
+    let mut past: Vec<((usize, usize), Vec<&str>)> = Vec::new();
+    for (t, run) in targets.iter().zip(checked) {
+        let train_ctx = run.spec.train.context;
+        for &c in run.contexts.iter().filter(|&&c| c > train_ctx) {
+            match past.iter_mut().find(|p| p.0 == (c, train_ctx)) {
+                Some(p) => p.1.push(&t.label),
+                None => past.push(((c, train_ctx), vec![&t.label])),
+            }
+        }
+    }
+    for ((c, train_ctx), labels) in past {
+        let who = match labels.as_slice() {
+            [one] => one.to_string(),
+            [first, .., last] => format!("{} runs ({first} … {last})", labels.len()),
+            [] => continue,
+        };
+        eprintln!("warning: {who}: context {c} is longer than the training context {train_ctx}; RoPE has no hard limit, but quality past the training length is extrapolation");
+    }
 }
 
 /// Evaluates one checked run and appends its rows to `tables`.
@@ -372,7 +428,7 @@ fn eval_run(
                 )));
             }
             let s = lm_eval(&model, val, &eval_offsets(val.len, c, budget), c, rows(c), device);
-            tables.lm.push(LmRow {
+            let mut row = LmRow {
                 run: t.label.clone(),
                 step: src.step,
                 context: c,
@@ -381,7 +437,10 @@ fn eval_run(
                 loss: s.loss,
                 ppl: s.loss.exp(),
                 bpb: s.bpb,
-            });
+                ..LmRow::default()
+            };
+            row.set_id(&t.id);
+            tables.lm.push(row);
         }
     }
     let n = opts.examples.unwrap_or(spec.task.eval_examples);
@@ -396,7 +455,7 @@ fn eval_run(
             for &depth in &depths {
                 let examples = tasks::eval_set(&spec.task, kind, c, n, depth);
                 let s = retrieval_eval(&model, &examples, rows(c), device);
-                tables.retrieval.push(RetrievalRow {
+                let mut row = RetrievalRow {
                     run: t.label.clone(),
                     step: src.step,
                     task: kind.name().into(),
@@ -408,18 +467,21 @@ fn eval_run(
                     loss: s.loss,
                     acc: s.acc,
                     token_acc: s.token_acc,
-                });
+                    ..RetrievalRow::default()
+                };
+                row.set_id(&t.id);
+                tables.retrieval.push(row);
                 all.extend(examples);
             }
             if analyse {
                 for g in analysis::analyse(&model, &all, device) {
-                    tables.attention.push(AttentionRow {
+                    let mut row = AttentionRow {
                         run: t.label.clone(),
                         step: src.step,
                         task: kind.name().into(),
                         context: c,
                         layer: g.layer,
-                        group: g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
+                        head_group: g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
                         heads: g.heads,
                         lambda: g.lambda,
                         answer_mass: g.stats.answer,
@@ -429,7 +491,10 @@ fn eval_run(
                         signal_answer: g.signal_answer,
                         noise_answer: g.noise_answer,
                         rows: g.rows,
-                    });
+                        ..AttentionRow::default()
+                    };
+                    row.set_id(&t.id);
+                    tables.attention.push(row);
                 }
             }
         }

@@ -91,5 +91,10 @@ pub fn after_help(name: &str) -> Option<String> {
         let meaning = EXIT_CODES.iter().find(|c| c.0 == *code).map(|c| c.1).expect("a documented exit code");
         let _ = writeln!(s, "  {code:>3}  {meaning}");
     }
+    if ["sweep", "ablate", "grow"].contains(&name) {
+        s.push_str(
+            "\nEnvironment:\n  GDA_PROGRESS_SECS  off a terminal, seconds between two progress lines of a\n                     training point (default 30; 0: at every metrics row)\n",
+        );
+    }
     Some(s)
 }

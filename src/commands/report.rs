@@ -33,7 +33,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     }
     for d in [dir.to_path_buf(), dir.join("eval")] {
         if eval_dir(&d) {
-            println!("{}", eval_report(&d)?);
+            println!("{}", eval_report(&d)?.brief);
             drew = true;
         }
     }

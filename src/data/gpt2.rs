@@ -66,6 +66,12 @@ pub struct Gpt2 {
     space: Ranges,
 }
 
+impl Default for Gpt2 {
+    fn default() -> Gpt2 {
+        Gpt2::new()
+    }
+}
+
 impl Gpt2 {
     pub fn new() -> Gpt2 {
         let bpe = tiktoken_rs::r50k_base().expect("r50k_base is compiled in");
@@ -131,13 +137,11 @@ impl Gpt2 {
         // is one piece; otherwise the run but its last character (which goes
         // with what follows), or a single one.
         let mut last = i;
-        let mut count = 0;
-        for (k, ch) in s[i..].char_indices() {
+        for (count, (k, ch)) in s[i..].char_indices().enumerate() {
             if self.kind(ch) != Kind::Space {
                 return if count >= 2 { last } else { i + c.len_utf8() };
             }
             last = i + k;
-            count += 1;
         }
         s.len()
     }

@@ -23,7 +23,7 @@ impl Tokenizer {
     pub fn new(kind: &TokenizerKind) -> Result<Tokenizer, GdaError> {
         Ok(match kind {
             TokenizerKind::Bytes => Tokenizer::Bytes,
-            TokenizerKind::Gpt2 => Tokenizer::Gpt2(Box::new(Gpt2::new())),
+            TokenizerKind::Gpt2 => Tokenizer::Gpt2(Box::default()),
             TokenizerKind::Json(p) => {
                 let path = Path::new(p);
                 if !path.is_file() {

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{local, policy_name, slurm, summary, write_spec, Kind, Launcher, Point, RunOptions, Status, Variant};
+use super::{
+    local, policy_name, progress, slurm, summary, write_spec, Kind, Launcher, Point, RunOptions, Status, Variant,
+};
 use crate::config::{BudgetPolicy, Spec};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::atomic_write;
@@ -131,7 +133,9 @@ impl Summary {
             let list: Vec<String> = self.missing.iter().map(|(n, s)| format!("{n} ({s})")).collect();
             outln!("{} of {} points have no result yet: {}", self.missing.len(), self.total, list.join(", "));
         }
-        outln!("summary: {}", dir.join("summary.csv").display());
+        for line in closing_lines(dir, !self.missing.is_empty()) {
+            outln!("{line}");
+        }
         if self.failed > 0 {
             return Err(GdaError::PointsFailed { failed: self.failed, total: self.total, dir: dir.to_path_buf() });
         }
@@ -139,9 +143,42 @@ impl Summary {
     }
 }
 
+/// The files of a summary, in the order a reader wants them.
+const SUMMARY_FILES: [&str; 4] = ["summary.md", "summary.csv", "summary_groups.csv", "comparisons.csv"];
+
+/// What the summary wrote and what to run next: `summary: <files>`,
+/// `plots: <svg files>`, `next: <command>`, every path one that exists.
+pub fn closing_lines(dir: &Path, incomplete: bool) -> Vec<String> {
+    let existing = |names: Vec<String>| -> Vec<String> {
+        names.iter().map(|n| dir.join(n)).filter(|p| p.is_file()).map(|p| p.display().to_string()).collect()
+    };
+    let mut plots: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".svg"))
+        .collect();
+    plots.sort();
+    let d = slurm::sh_quote(dir.as_os_str());
+    let next = if incomplete {
+        format!("next: gda status {d} (which points are missing and why), then rerun the command that trained it to train them")
+    } else {
+        format!("next: gda eval {d} (held-out scores of every point, per ratio; written to {d}/eval/)")
+    };
+    vec![
+        format!("summary: {}", existing(SUMMARY_FILES.map(String::from).to_vec()).join(", ")),
+        format!("plots: {}", existing(plots).join(", ")),
+        next,
+    ]
+}
+
 /// Trains (local) or submits (slurm) the points of a grid, after recording
 /// it; locally, then rebuilds and prints the summary.
 pub fn run(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
+    if opts.launcher == Launcher::Local {
+        // A bad GDA_PROGRESS_SECS is refused before anything is written.
+        progress::interval_from_env()?;
+    }
     grid.record(&opts.dir)?;
     if opts.launcher == Launcher::Slurm {
         return slurm::launch(grid, opts);
@@ -163,4 +200,27 @@ pub fn collect(dir: &Path) -> Result<(), GdaError> {
     let grid = Grid::load(dir)?;
     let summary = grid.summarize(dir)?;
     summary.report(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_lines_name_only_files_that_exist_and_the_next_step() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("my sweep");
+        std::fs::create_dir(&dir).unwrap();
+        for f in ["summary.csv", "summary.md", "loss_curves.svg", "a.svg"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let d = dir.display();
+        let lines = closing_lines(&dir, false);
+        assert_eq!(lines[0], format!("summary: {d}/summary.md, {d}/summary.csv"));
+        assert_eq!(lines[1], format!("plots: {d}/a.svg, {d}/loss_curves.svg"));
+        // Quoted for the shell: the path has a space.
+        assert!(lines[2].starts_with(&format!("next: gda eval '{d}' (")), "{}", lines[2]);
+        let lines = closing_lines(&dir, true);
+        assert!(lines[2].starts_with(&format!("next: gda status '{d}' (")), "{}", lines[2]);
+    }
 }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::progress::{self, Ended, Progress};
 use super::slurm::Queue;
 use super::{point_command, point_dir, status, write_spec, Point, RunOptions, Status, FAILED_FILE};
 use crate::error::{io, GdaError};
@@ -19,10 +20,11 @@ use crate::util::out::{self, errln, outln};
 /// signal (unfinished, to resume: see [`GdaError::PointsKilled`]), or
 /// Err(ExperimentInterrupted) if Ctrl-C stopped it.
 pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, GdaError> {
+    let every = progress::interval_from_env()?;
     // Points of this directory queued or running on Slurm are left to it.
     let queue = Queue::read(&opts.dir);
     let mut on_slurm = Vec::new();
-    let todo: VecDeque<Point> = points
+    let mut todo: VecDeque<Point> = points
         .iter()
         .filter(|p| match status(&opts.dir, p) {
             Status::Done(_) => false,
@@ -57,6 +59,7 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
     slots.truncate(todo.len().max(1));
     let cores = if opts.threads > 0 { opts.threads } else { crate::device::cores() };
     let threads_each = (cores / slots.len()).max(1);
+    let view = Arc::new(Progress::start(&opts.dir, points, todo.make_contiguous(), slots.len(), every));
     let queue = Arc::new(Mutex::new(todo));
     // Points stopped by the sweep's own interrupt, and points whose trainer
     // something else killed, each described for the closing message.
@@ -66,6 +69,7 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
     let mut workers = Vec::new();
     for device in slots {
         let (queue, interrupted, killed, done) = (queue.clone(), interrupted.clone(), killed.clone(), done.clone());
+        let view = view.clone();
         let dir = opts.dir.clone();
         let retry = opts.retry_failed;
         workers.push(std::thread::spawn(move || -> Result<(), GdaError> {
@@ -75,13 +79,13 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
                 }
                 let Some(p) = queue.lock().unwrap().pop_front() else { return Ok(()) };
                 let run = point_dir(&dir, &p);
-                outln!(
-                    "training {} ({})",
-                    p.name,
-                    match status(&dir, &p) {
-                        Status::Started(step) => format!("resuming at step {step}"),
-                        _ => "new".to_string(),
-                    }
+                let how = match status(&dir, &p) {
+                    Status::Started(step) => format!("resuming at step {step}"),
+                    _ => "new".to_string(),
+                };
+                view.started(
+                    &p.name,
+                    &format!("training {} ({how}) | log {}", p.name, run.join("train.log").display()),
                 );
                 if retry {
                     // Absent unless the point failed before: nothing to lose.
@@ -96,7 +100,7 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
                     Outcome::Done(s) => {
                         let mut n = done.lock().unwrap();
                         *n += 1;
-                        outln!(
+                        let line = format!(
                             "[{}/{total}] {} done | {} | {:.0} tok/s | {:.1}s",
                             *n,
                             p.name,
@@ -104,6 +108,7 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
                             s.tokens_per_s,
                             s.elapsed_s
                         );
+                        view.ended(&p.name, Ended::Done, Some(&line));
                     }
                     Outcome::Failed(reason) => {
                         let mut n = done.lock().unwrap();
@@ -112,7 +117,11 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
                         std::fs::create_dir_all(&run)
                             .and_then(|_| std::fs::write(&failed, format!("{reason}\n")))
                             .map_err(io("cannot record the failure in", &failed))?;
-                        outln!("[{}/{total}] {} failed: {reason}", *n, p.name);
+                        view.ended(
+                            &p.name,
+                            Ended::Failed,
+                            Some(&format!("[{}/{total}] {} failed: {reason}", *n, p.name)),
+                        );
                     }
                     Outcome::Interrupted => {
                         let stopped = match checkpoint::latest_step(&run) {
@@ -120,15 +129,17 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
                             None => format!("{} stopped before its first checkpoint", p.name),
                         };
                         interrupted.lock().unwrap().push(stopped);
+                        view.ended(&p.name, Ended::Unfinished, None);
                         return Ok(());
                     }
                     Outcome::Stopped(how) => {
                         let what = format!("{} {how}, {}", p.name, saved());
-                        outln!("{what}: not a failure; rerunning this command resumes it");
+                        let line = format!("{what}: not a failure; rerunning this command resumes it");
+                        view.ended(&p.name, Ended::Unfinished, Some(&line));
                         killed.lock().unwrap().push(what);
                     }
                     Outcome::Busy(why) => {
-                        outln!("{} skipped: {why}", p.name);
+                        view.ended(&p.name, Ended::Unfinished, Some(&format!("{} skipped: {why}", p.name)));
                     }
                 }
             }
@@ -137,6 +148,7 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
     for w in workers {
         w.join().expect("worker thread")?;
     }
+    view.finish();
     if train::interrupted() {
         if out::closed() {
             errln!("standard output was closed (its reader went away): stopping as for Ctrl-C");

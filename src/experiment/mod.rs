@@ -8,6 +8,7 @@
 
 pub mod grid;
 pub mod local;
+pub mod progress;
 pub mod slurm;
 pub mod summary;
 
@@ -102,8 +103,7 @@ pub struct Point {
 impl Point {
     /// H_s / H_n actually trained (None for the baseline).
     pub fn ratio(&self) -> Option<f64> {
-        let m = &self.spec.model;
-        (m.attention == AttentionKind::Gda).then(|| m.signal_heads as f64 / m.noise_heads as f64)
+        spec_ratio(&self.spec)
     }
 
     /// Points that differ only in seed share a group.
@@ -114,6 +114,12 @@ impl Point {
             (v, None) => v.label().into(),
         }
     }
+}
+
+/// H_s / H_n of a spec's model (None for standard attention).
+pub fn spec_ratio(spec: &Spec) -> Option<f64> {
+    let m = &spec.model;
+    (m.attention == AttentionKind::Gda).then(|| m.signal_heads as f64 / m.noise_heads as f64)
 }
 
 /// (H_s, H_n) for ratio `g` under `policy`, or the nearest valid allocations.

@@ -11,8 +11,11 @@ use plotters::prelude::*;
 use super::{cost, point_dir, policy_name, Point, Status, Variant};
 use crate::config::{AttentionKind, BudgetPolicy, TaskKind};
 use crate::error::{io, GdaError};
+use crate::report::eval::RunId;
 use crate::report::mean_std;
-use crate::report::plot::{bounds, plot_err, svg_chart, COLORS, GREY};
+use crate::report::plot::{
+    bounds, draw_error_bars, draw_markers, plot_err, plot_lines, svg_chart, LegendEntry, Line, Titles, COLORS, GREY,
+};
 use crate::report::stats::{fmt_p, Paired};
 use crate::report::table::line;
 use crate::report::units::{human_count, human_flops};
@@ -127,20 +130,34 @@ pub const GROUP_COLUMNS: &[&str] = &[
     "val_bpb_std",
 ];
 
+/// Which point a run is, as summary.csv and the eval tables name it. The
+/// budget policy only decides how a requested ratio became heads: the
+/// baseline and grown models have none.
+pub fn run_id(p: &Point, policy: &str) -> RunId {
+    let ratio_based = p.requested.is_some() && p.variant != Variant::Baseline;
+    RunId {
+        group: p.group(),
+        variant: p.variant.label().to_string(),
+        seed: Some(p.seed),
+        policy: if ratio_based { policy.to_string() } else { String::new() },
+        requested_ratio: p.requested,
+        ratio: p.ratio(),
+    }
+}
+
 /// The cells every row of a point carries: variant, policy, ratios, layout
-/// and cost. The budget policy only decides how a requested ratio became
-/// heads: the baseline and grown models have none.
+/// and cost.
 fn point_cells(p: &Point, policy: &str) -> Vec<String> {
     let m = &p.spec.model;
     let (params, attn, train) = cost(p);
     let gda = m.attention == AttentionKind::Gda;
     let opt = |b: bool, v: usize| if b { v.to_string() } else { String::new() };
-    let ratio_based = p.requested.is_some() && p.variant != Variant::Baseline;
+    let id = run_id(p, policy);
     vec![
-        p.variant.label().to_string(),
-        if ratio_based { policy.to_string() } else { String::new() },
-        p.requested.map(|g| g.to_string()).unwrap_or_default(),
-        fmt_ratio(p.ratio()),
+        id.variant,
+        id.policy,
+        id.requested_ratio.map(|g| g.to_string()).unwrap_or_default(),
+        fmt_ratio(id.ratio),
         opt(gda, m.signal_heads),
         opt(gda, m.noise_heads),
         m.kv_heads.to_string(),
@@ -481,123 +498,141 @@ pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, rat
             plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)", policy)?;
         }
     }
-    plot_curves(dir, &dir.join("loss_curves.svg"), rows)?;
+    plot_curves(dir, &dir.join("loss_curves.svg"), rows, policy)?;
     Ok(())
 }
 
-/// Writes by rename, so a reader sees the old file or the new one. The
-/// seed as a dot; the baseline as a dashed line.
+/// What every point of an experiment shares, for a plot's subtitle: the
+/// budget policy and the training length.
+fn held_fixed(rows: &[Row], policy: &str) -> String {
+    rows.first()
+        .map(|r| {
+            let t = &r.point.spec.train;
+            let tokens = t.steps * t.batch_size * t.grad_accum * t.context;
+            let policy = if rows.iter().any(|r| r.point.requested.is_some()) {
+                format!("{policy} heads fixed, ")
+            } else {
+                String::new()
+            };
+            format!("{policy}{} steps, {} training tokens per run", t.steps, human_count(tokens))
+        })
+        .unwrap_or_default()
+}
+
+/// Writes by rename, so a reader sees the old file or the new one. Each
+/// variant's mean ± std over seeds per requested ratio, every seed as a dot;
+/// the baseline as a dashed line.
 fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str, policy: &str) -> Result<(), GdaError> {
     let done: Vec<(&Row, f64)> =
         rows.iter().filter_map(|r| r.val().map(|v| (r, if which == 0 { v.0 } else { v.1 }))).collect();
-    let (ylo, yhi) = bounds(done.iter().map(|d| d.1)).unwrap_or((0.0, 1.0));
     // Placed by the ratio asked for: a no-share twin of 4:1 has one noise head
     // per signal head (achieved 1:1) but belongs with the 4:1 models it is
     // compared to; a --nearest point is drawn where it was asked for.
     let x_of = |r: &Row| r.point.requested.map(|g| g as f64).or_else(|| r.point.ratio());
     let rmax = rows.iter().filter_map(x_of).fold(1.0, f64::max);
+    let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
+    // Mean ± std per variant and ratio.
+    // (colour, variant, mean ± std per ratio, every seed).
+    type VariantLine = (usize, Variant, Vec<(f64, f64, f64)>, Vec<(f64, f64)>);
+    let mut lines: Vec<VariantLine> = Vec::new();
+    for (ci, v) in variants.iter().enumerate() {
+        let mut by_ratio: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for (r, l) in done.iter().filter(|(r, _)| r.point.variant == *v) {
+            by_ratio.entry(x_of(r).unwrap_or(0.0).to_bits()).or_default().push(*l);
+        }
+        if by_ratio.is_empty() {
+            continue;
+        }
+        let mut pts: Vec<(f64, f64, f64)> = by_ratio
+            .iter()
+            .map(|(k, ls)| {
+                let (m, s) = mean_std(ls);
+                (f64::from_bits(*k), m, s)
+            })
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Seeds beside their bar, not under it.
+        let dots =
+            by_ratio.iter().flat_map(|(k, ls)| ls.iter().map(move |l| (f64::from_bits(*k) + 0.06, *l))).collect();
+        lines.push((ci, *v, pts, dots));
+    }
+    let base: Vec<f64> = done.iter().filter(|(r, _)| r.point.variant == Variant::Baseline).map(|d| d.1).collect();
+    let ys = done.iter().map(|d| d.1).chain(lines.iter().flat_map(|l| l.2.iter().flat_map(|p| [p.1 - p.2, p.1 + p.2])));
+    let (ylo, yhi) = bounds(ys).unwrap_or((0.0, 1.0));
     let axes = (0.5f64..rmax + 0.5, ylo..yhi);
-    // What every point shares: the budget policy and the training length.
-    let held = rows
-        .first()
-        .map(|r| {
-            let t = &r.point.spec.train;
-            let tokens = (t.steps * t.batch_size * t.grad_accum * t.context) as f64;
-            format!(" ({policy} heads fixed, {} steps, {} tokens)", t.steps, human_count(tokens as usize))
-        })
-        .unwrap_or_default();
-    let caption = format!("final {} vs signal:noise ratio{held}", y_desc.split(" (").next().unwrap_or(y_desc));
-    svg_chart(path, &caption, axes, ("ratio G (H_s / H_n)", y_desc), true, |chart| {
-        let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
-        for (ci, v) in variants.iter().enumerate() {
-            let color = COLORS[ci];
-            let mut by_ratio: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-            for (r, l) in done.iter().filter(|(r, _)| r.point.variant == *v) {
-                by_ratio.entry(x_of(r).unwrap_or(0.0).to_bits()).or_default().push(*l);
-            }
-            if by_ratio.is_empty() {
-                continue;
-            }
-            let mut pts: Vec<(f64, f64, f64)> = by_ratio
-                .iter()
-                .map(|(k, ls)| {
-                    let (m, s) = mean_std(ls);
-                    (f64::from_bits(*k), m, s)
-                })
-                .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut legend: Vec<LegendEntry> = lines.iter().map(|l| LegendEntry::styled(l.0, l.1.label(), false)).collect();
+    if !base.is_empty() {
+        legend.push(LegendEntry {
+            label: "baseline (standard attention)".into(),
+            color: GREY,
+            marker: None,
+            dashed: true,
+        });
+    }
+    let title = format!("final {} vs signal:noise ratio", y_desc.split(" (").next().unwrap_or(y_desc));
+    let held = format!("{}; bars: ± std over seeds, dots: single seeds", held_fixed(rows, policy));
+    let titles = Titles { title: &title, held: &held, x: "ratio G (H_s / H_n), as requested", y: y_desc };
+    svg_chart(path, &titles, axes, true, &legend, |chart| {
+        for (ci, _, pts, dots) in &lines {
+            let color = COLORS[*ci];
             chart
                 .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(v.label())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            chart
-                .draw_series(
-                    pts.iter().map(|p| ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.filled(), 8)),
-                )
                 .map_err(plot_err)?;
-            chart
-                .draw_series(by_ratio.iter().flat_map(|(k, ls)| {
-                    ls.iter().map(move |l| Circle::new((f64::from_bits(*k), *l), 3, color.mix(0.5).filled()))
-                }))
-                .map_err(plot_err)?;
+            draw_error_bars(chart, pts.iter().copied(), color)?;
+            chart.draw_series(dots.iter().map(|d| Circle::new(*d, 3, color.mix(0.5).filled()))).map_err(plot_err)?;
+            draw_markers(chart, pts.iter().map(|p| (p.0, p.1)), *ci, 5, color.filled())?;
         }
-        let base: Vec<f64> = done.iter().filter(|(r, _)| r.point.variant == Variant::Baseline).map(|d| d.1).collect();
         if !base.is_empty() {
             let (m, _) = mean_std(&base);
-            let c = GREY;
             chart
-                .draw_series(DashedLineSeries::new(vec![(0.5, m), (rmax + 0.5, m)], 6, 4, c.stroke_width(2)))
-                .map_err(plot_err)?
-                .label("baseline (standard attention)")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .draw_series(DashedLineSeries::new(vec![(0.5, m), (rmax + 0.5, m)], 6, 4, GREY.stroke_width(2)))
+                .map_err(plot_err)?;
         }
         Ok(())
     })
 }
 
-type Points = Vec<(f64, f64)>;
-
-/// Validation loss against training tokens for every finished or started run,
-/// one colour per group.
-fn plot_curves(dir: &Path, path: &Path, rows: &[Row]) -> Result<(), GdaError> {
-    // (group, colour index, points) per run.
-    let mut curves: Vec<(String, usize, Points)> = Vec::new();
-    let mut group_ids: Vec<String> = Vec::new();
+/// Validation loss against training tokens, one line per group: the mean
+/// over its seeds at each evaluation, with their std as error bars.
+fn plot_curves(dir: &Path, path: &Path, rows: &[Row], policy: &str) -> Result<(), GdaError> {
+    // Per group (in grid order): tokens → the seeds' val losses.
+    let mut groups: Vec<(String, BTreeMap<u64, Vec<f64>>)> = Vec::new();
     for r in rows {
         let pts = column_pairs(&point_dir(dir, r.point), "tokens", "val_loss");
         if pts.is_empty() {
             continue;
         }
         let g = r.point.group();
-        let gi = group_ids.iter().position(|x| *x == g).unwrap_or_else(|| {
-            group_ids.push(g.clone());
-            group_ids.len() - 1
+        let i = groups.iter().position(|x| x.0 == g).unwrap_or_else(|| {
+            groups.push((g.clone(), BTreeMap::new()));
+            groups.len() - 1
         });
-        curves.push((g, gi, pts));
+        for (t, l) in pts {
+            groups[i].1.entry(t as u64).or_default().push(l);
+        }
     }
-    let (ylo, yhi) = bounds(curves.iter().flat_map(|c| c.2.iter().map(|p| p.1))).unwrap_or((0.0, 1.0));
-    let xmax = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)).fold(1.0, f64::max);
-    let axes = (0f64..xmax, ylo..yhi);
-    svg_chart(
-        path,
-        "validation loss during training",
-        axes,
-        ("training tokens", "val loss (nats/token)"),
-        false,
-        |chart| {
-            let mut labelled = vec![false; group_ids.len()];
-            for (g, gi, pts) in curves {
-                let color = COLORS[gi % COLORS.len()];
-                let series = chart.draw_series(LineSeries::new(pts, color.stroke_width(2))).map_err(plot_err)?;
-                if !labelled[gi] {
-                    labelled[gi] = true;
-                    series
-                        .label(g)
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-                }
-            }
-            Ok(())
-        },
-    )
+    let lines: Vec<Line> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, (g, by_t))| {
+            let points = by_t
+                .iter()
+                .map(|(t, ls)| {
+                    let (m, s) = mean_std(ls);
+                    (*t as f64, m, s)
+                })
+                .collect();
+            let seeds = by_t.values().map(Vec::len).max().unwrap_or(0);
+            let label = if seeds > 1 { format!("{g} ({seeds} seeds)") } else { g.clone() };
+            Line { label, points, dashed: false, style: i }
+        })
+        .collect();
+    let held = held_fixed(rows, policy);
+    let titles = Titles {
+        title: "validation loss during training",
+        held: &held,
+        x: "training tokens",
+        y: "val loss (nats/token; mean ± std over seeds)",
+    };
+    plot_lines(path, &titles, false, &lines)
 }

@@ -1,5 +1,11 @@
 //! The tables and plots of `gda eval`, rendered from the CSV files it
 //! writes, so `gda report` can redraw them at any time.
+//!
+//! The run tables (lm.csv, retrieval.csv, attention.csv) have one row per
+//! run and measurement, each naming its run's point (`group`, `variant`,
+//! `seed`, `policy`, `requested_ratio`, `ratio`, as in an experiment's
+//! summary.csv); the `*_groups.csv` tables aggregate the seeds of each point
+//! (mean, sample std, n), and so do the summary and the plots.
 
 use std::fmt::Write as _;
 use std::io::ErrorKind;
@@ -9,19 +15,78 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::mean_std;
-use super::plot::plot_lines;
-use super::table::{number, opt_number, read_rows};
+use super::plot::{plot_lines, Line, Titles};
+use super::table::{line, number, opt_number, read_rows};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::atomic_write;
 
 pub const LM_CSV: &str = "lm.csv";
 pub const RETRIEVAL_CSV: &str = "retrieval.csv";
 pub const ATTENTION_CSV: &str = "attention.csv";
+pub const LM_GROUPS_CSV: &str = "lm_groups.csv";
+pub const RETRIEVAL_GROUPS_CSV: &str = "retrieval_groups.csv";
+pub const ATTENTION_GROUPS_CSV: &str = "attention_groups.csv";
+
+/// Which point of an experiment a run is: the columns every run row of
+/// summary.csv and of the eval tables carries. Outside an experiment,
+/// `group` is the run's own label and `variant`, `policy` and
+/// `requested_ratio` are empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunId {
+    /// Runs that differ only in seed share a group (`4:1 shared`, `baseline`).
+    pub group: String,
+    pub variant: String,
+    pub seed: Option<u64>,
+    /// The budget policy that turned the requested ratio into heads.
+    pub policy: String,
+    pub requested_ratio: Option<usize>,
+    /// H_s / H_n as trained; None for standard attention.
+    pub ratio: Option<f64>,
+}
+
+/// Rows that carry a [`RunId`] in their own columns.
+pub trait Identified {
+    fn id(&self) -> RunId;
+    fn set_id(&mut self, id: &RunId);
+}
+
+macro_rules! identified {
+    ($($t:ty),*) => {$(
+        impl Identified for $t {
+            fn id(&self) -> RunId {
+                RunId {
+                    group: self.group.clone(),
+                    variant: self.variant.clone(),
+                    seed: self.seed,
+                    policy: self.policy.clone(),
+                    requested_ratio: self.requested_ratio,
+                    ratio: self.ratio,
+                }
+            }
+            fn set_id(&mut self, id: &RunId) {
+                self.group = id.group.clone();
+                self.variant = id.variant.clone();
+                self.seed = id.seed;
+                self.policy = id.policy.clone();
+                self.requested_ratio = id.requested_ratio;
+                self.ratio = id.ratio;
+            }
+        }
+    )*};
+}
+identified!(LmRow, RetrievalRow, AttentionRow);
 
 /// A row of lm.csv: one run at one context (columns in docs/run-directory.md).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LmRow {
     pub run: String,
+    pub group: String,
+    pub variant: String,
+    pub seed: Option<u64>,
+    pub policy: String,
+    pub requested_ratio: Option<usize>,
+    #[serde(serialize_with = "opt_number")]
+    pub ratio: Option<f64>,
     pub step: usize,
     pub context: usize,
     pub train_context: usize,
@@ -35,9 +100,16 @@ pub struct LmRow {
 }
 
 /// A row of retrieval.csv: one run, task, context and (NIAH) needle depth.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RetrievalRow {
     pub run: String,
+    pub group: String,
+    pub variant: String,
+    pub seed: Option<u64>,
+    pub policy: String,
+    pub requested_ratio: Option<usize>,
+    #[serde(serialize_with = "opt_number")]
+    pub ratio: Option<f64>,
     pub step: usize,
     pub task: String,
     pub context: usize,
@@ -54,16 +126,23 @@ pub struct RetrievalRow {
     pub token_acc: f64,
 }
 
-/// A row of attention.csv: one head group of a layer (`group` = `all`: the
-/// whole layer); the gda-only columns are empty for standard attention.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A row of attention.csv: one head group of a layer (`head_group` = `all`:
+/// the whole layer); the gda-only columns are empty for standard attention.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AttentionRow {
     pub run: String,
+    pub group: String,
+    pub variant: String,
+    pub seed: Option<u64>,
+    pub policy: String,
+    pub requested_ratio: Option<usize>,
+    #[serde(serialize_with = "opt_number")]
+    pub ratio: Option<f64>,
     pub step: usize,
     pub task: String,
     pub context: usize,
     pub layer: usize,
-    pub group: String,
+    pub head_group: String,
     pub heads: usize,
     #[serde(serialize_with = "opt_number")]
     pub lambda: Option<f64>,
@@ -98,9 +177,152 @@ fn fixed(v: Option<f64>, digits: usize) -> String {
     }
 }
 
-/// Renders `summary.md` and the plots of an eval directory from its CSV
-/// files; returns the Markdown.
-pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
+/// A ratio as `4:1` (three decimals when not whole); "–" for none.
+fn ratio_label(r: Option<f64>) -> String {
+    match r {
+        Some(r) if r.fract() == 0.0 => format!("{r}:1"),
+        Some(r) => format!("{r:.3}:1"),
+        None => "–".into(),
+    }
+}
+
+/// Mean and sample std over the seeds of a point (std only for n ≥ 2).
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    pub mean: f64,
+    pub std: Option<f64>,
+    pub n: usize,
+}
+
+/// The statistics of the defined values; None if there are none (a column
+/// standard attention leaves empty).
+fn stat(vals: impl IntoIterator<Item = Option<f64>>) -> Option<Stat> {
+    let v: Vec<f64> = vals.into_iter().flatten().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let (mean, std) = mean_std(&v);
+    Some(Stat { mean, std: (v.len() > 1).then_some(std), n: v.len() })
+}
+
+/// `mean ± std` (just the mean for one seed), "–" for none.
+fn pm(s: Option<Stat>, digits: usize) -> String {
+    match s {
+        None => "–".into(),
+        Some(Stat { mean, std: Some(sd), .. }) => format!("{mean:.digits$} ± {sd:.digits$}"),
+        Some(Stat { mean, .. }) => format!("{mean:.digits$}"),
+    }
+}
+
+/// CSV cells `_mean`, `_std` of a statistic (empty where undefined).
+fn stat_cells(s: Option<Stat>) -> [String; 2] {
+    match s {
+        None => Default::default(),
+        Some(s) => [format!("{}", s.mean), s.std.map(|v| format!("{v}")).unwrap_or_default()],
+    }
+}
+
+/// Rows with equal `key`, in first-seen order.
+fn group_by<R, K: PartialEq>(rows: &[R], key: impl Fn(&R) -> K) -> Vec<Vec<&R>> {
+    let mut out: Vec<(K, Vec<&R>)> = Vec::new();
+    for r in rows {
+        let k = key(r);
+        match out.iter_mut().find(|o| o.0 == k) {
+            Some(o) => o.1.push(r),
+            None => out.push((k, vec![r])),
+        }
+    }
+    out.into_iter().map(|o| o.1).collect()
+}
+
+/// The rows of each point (runs of one group) with equal `key`, in
+/// first-seen order: the seeds a point's aggregate row is computed over.
+fn by_point<R: Identified, K: PartialEq>(rows: &[R], key: impl Fn(&R) -> K) -> Vec<Vec<&R>> {
+    group_by(rows, |r| (r.id().group, key(r)))
+}
+
+/// The point columns of an aggregate row (the seed is what it aggregates).
+const POINT_COLUMNS: [&str; 5] = ["group", "variant", "policy", "requested_ratio", "ratio"];
+
+fn point_cells(id: &RunId) -> Vec<String> {
+    vec![
+        id.group.clone(),
+        id.variant.clone(),
+        id.policy.clone(),
+        id.requested_ratio.map(|r| r.to_string()).unwrap_or_default(),
+        id.ratio.map(|r| format!("{r}")).unwrap_or_default(),
+    ]
+}
+
+/// Writes an aggregate table (header: the point columns, `keys`, `n`, then
+/// `<value>_mean`, `<value>_std` per value); without rows, removes the one
+/// an earlier evaluation left.
+fn write_groups(path: &Path, keys: &[&str], values: &[&str], rows: &[Vec<String>]) -> Result<(), GdaError> {
+    if rows.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(io("cannot remove", path)(e)),
+            _ => Ok(()),
+        };
+    }
+    let mut header: Vec<String> = POINT_COLUMNS.iter().chain(keys).map(|c| c.to_string()).collect();
+    header.push("n".into());
+    for v in values {
+        header.extend([format!("{v}_mean"), format!("{v}_std")]);
+    }
+    let mut bytes = line(&header);
+    for r in rows {
+        bytes.extend(line(r));
+    }
+    atomic_write(path, &bytes).map_err(io("cannot write", path))
+}
+
+/// What every row of a table shares, for a plot's subtitle: the budget
+/// policy, the checkpoint step, and `extra` (the scored budget).
+fn held<'a>(policies: impl Iterator<Item = &'a str>, steps: impl Iterator<Item = usize>, extra: &str) -> String {
+    let mut parts = Vec::new();
+    // The baseline has no policy; the others share theirs.
+    let policies: Vec<&str> = policies.filter(|p| !p.is_empty()).collect();
+    if let Some(p) = policies.first().filter(|p| !p.is_empty() && policies.iter().all(|q| q == *p)) {
+        parts.push(format!("budget policy {p}"));
+    }
+    let steps: Vec<usize> = steps.collect();
+    let (lo, hi) = (steps.iter().min(), steps.iter().max());
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if lo == hi => parts.push(format!("checkpoint step {lo}")),
+        (Some(lo), Some(hi)) => parts.push(format!("checkpoint steps {lo}–{hi}")),
+        _ => {}
+    }
+    if !extra.is_empty() {
+        parts.push(extra.to_string());
+    }
+    parts.join(", ")
+}
+
+/// The one value every row has, if they all have the same.
+fn common<T: PartialEq + Copy>(mut vals: impl Iterator<Item = T>) -> Option<T> {
+    let first = vals.next()?;
+    vals.all(|v| v == first).then_some(first)
+}
+
+/// One section of the summary: its heading and explanation, the table per
+/// point (seeds aggregated) and the table per run.
+struct Section {
+    intro: String,
+    per_point: String,
+    per_run: String,
+}
+
+/// What `eval_report` renders: `summary.md` (per-point and per-run tables)
+/// and the shorter text for a terminal (per-point tables only when runs
+/// share points, one line per point rather than one per seed).
+pub struct EvalReport {
+    pub markdown: String,
+    pub brief: String,
+}
+
+/// Renders `summary.md`, the `*_groups.csv` aggregates and the plots of an
+/// eval directory from its run tables.
+pub fn eval_report(dir: &Path) -> Result<EvalReport, GdaError> {
     let lm: Vec<LmRow> = rows(&dir.join(LM_CSV))?;
     let ret: Vec<RetrievalRow> = rows(&dir.join(RETRIEVAL_CSV))?;
     let att: Vec<AttentionRow> = rows(&dir.join(ATTENTION_CSV))?;
@@ -111,6 +333,8 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
         (att.is_empty(), "attention_noise.svg"),
     ] {
         if empty {
+            // Absent already is the state wanted; any other failure shows up
+            // as a stale plot beside a summary that does not mention it.
             let _ = std::fs::remove_file(dir.join(plot));
         }
     }
@@ -120,128 +344,332 @@ pub fn eval_report(dir: &Path) -> Result<String, GdaError> {
             dir.display()
         )));
     }
-    let mut s = String::new();
+    // Runs share points (seeds of an experiment): show the points first.
+    let grouped = lm.iter().any(|r| r.run != r.group)
+        || ret.iter().any(|r| r.run != r.group)
+        || att.iter().any(|r| r.run != r.group);
+    // One colour and marker per point, the same in every plot.
+    let mut points: Vec<String> = Vec::new();
+    for g in lm.iter().map(|r| &r.group).chain(ret.iter().map(|r| &r.group)).chain(att.iter().map(|r| &r.group)) {
+        if !points.contains(g) {
+            points.push(g.clone());
+        }
+    }
+    let style_of = |g: &str| points.iter().position(|p| p == g).unwrap_or(0);
+    let mut sections = Vec::new();
     if !lm.is_empty() {
-        s += "## Held-out language modelling\n\nLoss in nats/token over a fixed token budget of the validation text; contexts past `train ctx` are extrapolation.\n\n";
-        s += "| run | context | train ctx | tokens | loss | ppl | bpb |\n|---|---|---|---|---|---|---|\n";
-        for r in &lm {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                r.run,
-                r.context,
-                r.train_context,
-                r.tokens,
-                fixed(Some(r.loss), 4),
-                fixed(Some(r.ppl), 3),
-                fixed(Some(r.bpb), 4)
-            );
-        }
-        let bpb = series(lm.iter().map(|r| (r.run.clone(), r.context as f64, r.bpb)));
-        plot_lines(
-            &dir.join("bpb_vs_context.svg"),
-            "bits per byte vs context length",
-            ("context (tokens)", "bits per byte"),
-            false,
-            &bpb,
-            &[],
-        )?;
-        s += "\n";
+        sections.push(lm_section(dir, &lm, &style_of)?);
     }
+    write_lm_groups(dir, &lm)?;
     if !ret.is_empty() {
-        s += "## Retrieval\n\nExact match: a question counts only if every answer token is the model's top choice. NIAH rows are per needle depth (0 = start of the haystack).\n\n";
-        s += "| run | task | context | train ctx | depth | questions | acc | token acc | answer loss |\n|---|---|---|---|---|---|---|---|---|\n";
-        for r in &ret {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.run,
-                r.task,
-                r.context,
-                r.train_context,
-                r.depth.map(|d| d.to_string()).unwrap_or_else(|| "–".into()),
-                r.queries,
-                fixed(Some(r.acc), 3),
-                fixed(Some(r.token_acc), 3),
-                fixed(Some(r.loss), 4)
-            );
-        }
-        // Accuracy per context: the mean over depths for NIAH.
-        let key = |r: &RetrievalRow| (r.run.clone(), r.task.clone(), r.context);
-        let mut means: Vec<(String, f64, f64)> = Vec::new();
-        let mut seen = Vec::new();
-        for r in &ret {
-            if seen.contains(&key(r)) {
-                continue;
-            }
-            seen.push(key(r));
-            let accs: Vec<f64> = ret.iter().filter(|m| key(m) == key(r)).map(|m| m.acc).collect();
-            means.push((format!("{} {}", r.run, r.task), r.context as f64, mean_std(&accs).0));
-        }
-        plot_lines(
-            &dir.join("accuracy_vs_context.svg"),
-            "retrieval accuracy vs context length",
-            ("context (tokens)", "exact-match accuracy"),
-            false,
-            &series(means),
-            &[],
-        )?;
-        s += "\n";
+        sections.push(retrieval_section(dir, &ret, &style_of)?);
     }
+    write_retrieval_groups(dir, &ret)?;
     if !att.is_empty() {
-        s += "## Attention on retrieval questions\n\nEffective maps (signal − λ·noise for gda, softmax for standard) at each question's position, averaged over all heads of a layer (per-group rows are in attention.csv). Answer mass: weight on the answer span; noise mass: |weight| everywhere else; entropy in nats of |weights| normalised; sparsity: Hoyer (1 = one position, 0 = uniform). Under gda, signal and noise answer: the answer mass of the signal map and of the subtracted noise map.\n\n";
-        s += "| run | task | context | layer | λ | answer mass | noise mass | entropy | sparsity | signal answer | noise answer |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
-        let all: Vec<&AttentionRow> = att.iter().filter(|r| r.group == "all").collect();
-        for r in &all {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.run,
-                r.task,
-                r.context,
-                r.layer,
-                fixed(r.lambda, 3),
-                fixed(Some(r.answer_mass), 3),
-                fixed(Some(r.noise_mass), 3),
-                fixed(Some(r.entropy), 3),
-                fixed(Some(r.sparsity), 3),
-                fixed(r.signal_answer, 3),
-                fixed(r.noise_answer, 3)
-            );
+        sections.push(attention_section(dir, &att)?);
+    }
+    write_attention_groups(dir, &att)?;
+    let (mut markdown, mut brief) = (String::new(), String::new());
+    for s in &sections {
+        markdown += &s.intro;
+        brief += &s.intro;
+        if grouped {
+            markdown += &format!("Per point: mean ± sample std over its seeds (n runs).\n\n{}\n", s.per_point);
+            markdown += &format!("Per run:\n\n{}\n", s.per_run);
+            brief += &format!("Per point: mean ± sample std over its seeds (n runs).\n\n{}\n", s.per_point);
+        } else {
+            markdown += &format!("{}\n", s.per_run);
+            brief += &format!("{}\n", s.per_run);
         }
-        let label = |r: &AttentionRow| format!("{} {}@{}", r.run, r.task, r.context);
-        let noise = series(all.iter().map(|r| (label(r), r.layer as f64, r.noise_mass)));
-        let answer =
-            series(all.iter().map(|r| (format!("{} (answer, dashed)", label(r)), r.layer as f64, r.answer_mass)));
-        plot_lines(
-            &dir.join("attention_noise.svg"),
-            "attention noise (solid) and answer mass (dashed) per layer",
-            ("layer", "attention mass"),
-            true,
-            &noise,
-            &answer,
-        )?;
+    }
+    if grouped {
+        brief += "Per-run rows: summary.md and the run tables (lm.csv, retrieval.csv, attention.csv); per-point aggregates: *_groups.csv.\n";
     }
     let path = dir.join("summary.md");
-    atomic_write(&path, s.as_bytes()).map_err(io("cannot write", &path))?;
-    Ok(s)
+    atomic_write(&path, markdown.as_bytes()).map_err(io("cannot write", &path))?;
+    Ok(EvalReport { markdown, brief })
 }
 
-/// Lines keyed by a label, in first-seen order, each a list of (x, y)
-/// sorted by x; points that are not finite are left out.
-fn series(points: impl IntoIterator<Item = (String, f64, f64)>) -> Vec<(String, Vec<(f64, f64)>)> {
-    let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for (l, px, py) in points {
-        if !px.is_finite() || !py.is_finite() {
-            continue;
-        }
-        match out.iter_mut().find(|s| s.0 == l) {
-            Some(s) => s.1.push((px, py)),
-            None => out.push((l, vec![(px, py)])),
+fn lm_section(dir: &Path, lm: &[LmRow], style_of: &dyn Fn(&str) -> usize) -> Result<Section, GdaError> {
+    let intro = "## Held-out language modelling\n\nLoss in nats/token over a fixed token budget of the validation text; contexts past `train ctx` are extrapolation.\n\n".to_string();
+    let mut per_run =
+        "| run | context | train ctx | tokens | loss | ppl | bpb |\n|---|---|---|---|---|---|---|\n".to_string();
+    for r in lm {
+        let _ = writeln!(
+            per_run,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.run,
+            r.context,
+            r.train_context,
+            r.tokens,
+            fixed(Some(r.loss), 4),
+            fixed(Some(r.ppl), 3),
+            fixed(Some(r.bpb), 4)
+        );
+    }
+    let mut per_point =
+        "| point | ratio | context | train ctx | n | loss | ppl | bpb |\n|---|---|---|---|---|---|---|---|\n"
+            .to_string();
+    let mut lines: Vec<Line> = Vec::new();
+    for m in by_point(lm, |r| r.context) {
+        let r = m[0];
+        let s = |f: fn(&LmRow) -> f64| stat(m.iter().map(|r| Some(f(r))));
+        let (loss, ppl, bpb) = (s(|r| r.loss), s(|r| r.ppl), s(|r| r.bpb));
+        let _ = writeln!(
+            per_point,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.group,
+            ratio_label(r.ratio),
+            r.context,
+            r.train_context,
+            m.len(),
+            pm(loss, 4),
+            pm(ppl, 3),
+            pm(bpb, 4)
+        );
+        if let Some(b) = bpb {
+            push_point(&mut lines, &r.group, style_of(&r.group), false, (r.context as f64, b));
         }
     }
-    for s in &mut out {
-        s.1.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let tokens =
+        common(lm.iter().map(|r| r.tokens)).map(|t| format!("{t} tokens scored per context")).unwrap_or_default();
+    let held = held(lm.iter().map(|r| r.policy.as_str()), lm.iter().map(|r| r.step), &tokens);
+    let titles = Titles {
+        title: "held-out bits per byte vs context length",
+        held: &held,
+        x: "context (tokens)",
+        y: "bits per byte (mean ± std over seeds)",
+    };
+    plot_lines(&dir.join("bpb_vs_context.svg"), &titles, true, &lines)?;
+    Ok(Section { intro, per_point, per_run })
+}
+
+/// Adds (x, mean ± std) to the line `label`, making it if new; points stay
+/// sorted by x.
+fn push_point(lines: &mut Vec<Line>, label: &str, style: usize, dashed: bool, (x, s): (f64, Stat)) {
+    if !x.is_finite() || !s.mean.is_finite() {
+        return;
     }
-    out
+    let i = match lines.iter().position(|l| l.label == label) {
+        Some(i) => i,
+        None => {
+            lines.push(Line { label: label.to_string(), points: Vec::new(), dashed, style });
+            lines.len() - 1
+        }
+    };
+    let pts = &mut lines[i].points;
+    pts.push((x, s.mean, s.std.unwrap_or(0.0)));
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+}
+
+fn write_lm_groups(dir: &Path, lm: &[LmRow]) -> Result<(), GdaError> {
+    let rows: Vec<Vec<String>> = by_point(lm, |r| (r.context, r.train_context, r.tokens))
+        .into_iter()
+        .map(|m| {
+            let r = m[0];
+            let mut cells = point_cells(&r.id());
+            cells.extend([
+                r.context.to_string(),
+                r.train_context.to_string(),
+                r.tokens.to_string(),
+                m.len().to_string(),
+            ]);
+            for f in [|r: &LmRow| r.loss, |r: &LmRow| r.ppl, |r: &LmRow| r.bpb] {
+                cells.extend(stat_cells(stat(m.iter().map(|r| Some(f(r))))));
+            }
+            cells
+        })
+        .collect();
+    write_groups(&dir.join(LM_GROUPS_CSV), &["context", "train_context", "tokens"], &["loss", "ppl", "bpb"], &rows)
+}
+
+fn retrieval_section(dir: &Path, ret: &[RetrievalRow], style_of: &dyn Fn(&str) -> usize) -> Result<Section, GdaError> {
+    let intro = "## Retrieval\n\nExact match: a question counts only if every answer token is the model's top choice. NIAH rows are per needle depth (0 = start of the haystack).\n\n".to_string();
+    let depth = |d: Option<f64>| d.map(|d| d.to_string()).unwrap_or_else(|| "–".into());
+    let mut per_run = "| run | task | context | train ctx | depth | questions | acc | token acc | answer loss |\n|---|---|---|---|---|---|---|---|---|\n".to_string();
+    for r in ret {
+        let _ = writeln!(
+            per_run,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.run,
+            r.task,
+            r.context,
+            r.train_context,
+            depth(r.depth),
+            r.queries,
+            fixed(Some(r.acc), 3),
+            fixed(Some(r.token_acc), 3),
+            fixed(Some(r.loss), 4)
+        );
+    }
+    let mut per_point = "| point | ratio | task | context | depth | n | acc | token acc | answer loss |\n|---|---|---|---|---|---|---|---|---|\n".to_string();
+    for m in by_point(ret, |r| (r.task.clone(), r.context, r.depth.map(f64::to_bits))) {
+        let r = m[0];
+        let s = |f: fn(&RetrievalRow) -> f64| stat(m.iter().map(|r| Some(f(r))));
+        let _ = writeln!(
+            per_point,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.group,
+            ratio_label(r.ratio),
+            r.task,
+            r.context,
+            depth(r.depth),
+            m.len(),
+            pm(s(|r| r.acc), 3),
+            pm(s(|r| r.token_acc), 3),
+            pm(s(|r| r.loss), 4)
+        );
+    }
+    // Accuracy per context: each run's mean over depths (NIAH), then mean ±
+    // std of those over the point's seeds.
+    let run_means: Vec<RetrievalRow> = group_by(ret, |r| (r.run.clone(), r.task.clone(), r.context))
+        .into_iter()
+        .map(|m| RetrievalRow { acc: mean_std(&m.iter().map(|r| r.acc).collect::<Vec<_>>()).0, ..m[0].clone() })
+        .collect();
+    let mut lines: Vec<Line> = Vec::new();
+    for m in by_point(&run_means, |r| r.task.clone()) {
+        for c in group_by(&m, |r| r.context) {
+            if let Some(a) = stat(c.iter().map(|r| Some(r.acc))) {
+                let r = c[0];
+                push_point(
+                    &mut lines,
+                    &format!("{} {}", r.group, r.task),
+                    style_of(&r.group),
+                    false,
+                    (r.context as f64, a),
+                );
+            }
+        }
+    }
+    let examples = common(ret.iter().map(|r| r.examples))
+        .map(|n| format!("{n} examples per context and depth"))
+        .unwrap_or_default();
+    let held = held(ret.iter().map(|r| r.policy.as_str()), ret.iter().map(|r| r.step), &examples);
+    let titles = Titles {
+        title: "retrieval accuracy vs context length",
+        held: &held,
+        x: "context (tokens)",
+        y: "exact-match accuracy (mean ± std over seeds)",
+    };
+    plot_lines(&dir.join("accuracy_vs_context.svg"), &titles, true, &lines)?;
+    Ok(Section { intro, per_point, per_run })
+}
+
+fn write_retrieval_groups(dir: &Path, ret: &[RetrievalRow]) -> Result<(), GdaError> {
+    let rows: Vec<Vec<String>> = by_point(ret, |r| (r.task.clone(), r.context, r.depth.map(f64::to_bits), r.examples))
+        .into_iter()
+        .map(|m| {
+            let r = m[0];
+            let mut cells = point_cells(&r.id());
+            cells.extend([
+                r.task.clone(),
+                r.context.to_string(),
+                r.train_context.to_string(),
+                r.depth.map(|d| format!("{d}")).unwrap_or_default(),
+                r.examples.to_string(),
+                m.len().to_string(),
+            ]);
+            for f in [|r: &RetrievalRow| r.acc, |r: &RetrievalRow| r.token_acc, |r: &RetrievalRow| r.loss] {
+                cells.extend(stat_cells(stat(m.iter().map(|r| Some(f(r))))));
+            }
+            cells
+        })
+        .collect();
+    write_groups(
+        &dir.join(RETRIEVAL_GROUPS_CSV),
+        &["task", "context", "train_context", "depth", "examples"],
+        &["acc", "token_acc", "loss"],
+        &rows,
+    )
+}
+
+/// The measured columns of attention.csv, in order.
+type AttField = fn(&AttentionRow) -> Option<f64>;
+const ATT_VALUES: [(&str, AttField); 7] = [
+    ("lambda", |r| r.lambda),
+    ("answer_mass", |r| Some(r.answer_mass)),
+    ("noise_mass", |r| Some(r.noise_mass)),
+    ("entropy", |r| Some(r.entropy)),
+    ("sparsity", |r| Some(r.sparsity)),
+    ("signal_answer", |r| r.signal_answer),
+    ("noise_answer", |r| r.noise_answer),
+];
+
+fn attention_section(dir: &Path, att: &[AttentionRow]) -> Result<Section, GdaError> {
+    let intro = "## Attention on retrieval questions\n\nEffective maps (signal − λ·noise for gda, softmax for standard) at each question's position, averaged over all heads of a layer (per-group rows are in attention.csv). Answer mass: weight on the answer span; noise mass: |weight| everywhere else; entropy in nats of |weights| normalised; sparsity: Hoyer (1 = one position, 0 = uniform). Under gda, signal and noise answer: the answer mass of the signal map and of the subtracted noise map.\n\n".to_string();
+    let all: Vec<AttentionRow> = att.iter().filter(|r| r.head_group == "all").cloned().collect();
+    let mut per_run = "| run | task | context | layer | λ | answer mass | noise mass | entropy | sparsity | signal answer | noise answer |\n|---|---|---|---|---|---|---|---|---|---|---|\n".to_string();
+    for r in &all {
+        let _ = writeln!(
+            per_run,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.run,
+            r.task,
+            r.context,
+            r.layer,
+            fixed(r.lambda, 3),
+            fixed(Some(r.answer_mass), 3),
+            fixed(Some(r.noise_mass), 3),
+            fixed(Some(r.entropy), 3),
+            fixed(Some(r.sparsity), 3),
+            fixed(r.signal_answer, 3),
+            fixed(r.noise_answer, 3)
+        );
+    }
+    let mut per_point = "| point | task | context | layer | n | λ | answer mass | noise mass | entropy | sparsity | signal answer | noise answer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n".to_string();
+    let mut noise: Vec<Line> = Vec::new();
+    let mut answer: Vec<Line> = Vec::new();
+    for m in by_point(&all, |r| (r.task.clone(), r.context, r.layer)) {
+        let r = m[0];
+        let s: Vec<Option<Stat>> = ATT_VALUES.iter().map(|(_, f)| stat(m.iter().map(|r| f(r)))).collect();
+        let _ = write!(per_point, "| {} | {} | {} | {} | {} |", r.group, r.task, r.context, r.layer, m.len());
+        for v in &s {
+            let _ = write!(per_point, " {} |", pm(*v, 3));
+        }
+        per_point += "\n";
+        // One colour per (point, task, context): its noise line solid, its
+        // answer line dashed.
+        let label = format!("{} {}@{}", r.group, r.task, r.context);
+        let style = noise.iter().position(|l| l.label == label).unwrap_or(noise.len());
+        if let Some(n) = s[2] {
+            push_point(&mut noise, &label, style, false, (r.layer as f64, n));
+        }
+        if let Some(a) = s[1] {
+            push_point(&mut answer, &format!("{label} (answer)"), style, true, (r.layer as f64, a));
+        }
+    }
+    let held = held(all.iter().map(|r| r.policy.as_str()), all.iter().map(|r| r.step), "");
+    let titles = Titles {
+        title: "attention noise (solid) and answer mass (dashed) per layer",
+        held: &held,
+        x: "layer",
+        y: "attention mass (mean ± std over seeds)",
+    };
+    noise.extend(answer);
+    plot_lines(&dir.join("attention_noise.svg"), &titles, true, &noise)?;
+    Ok(Section { intro, per_point, per_run })
+}
+
+fn write_attention_groups(dir: &Path, att: &[AttentionRow]) -> Result<(), GdaError> {
+    let rows: Vec<Vec<String>> = by_point(att, |r| (r.task.clone(), r.context, r.layer, r.head_group.clone(), r.heads))
+        .into_iter()
+        .map(|m| {
+            let r = m[0];
+            let mut cells = point_cells(&r.id());
+            cells.extend([
+                r.task.clone(),
+                r.context.to_string(),
+                r.layer.to_string(),
+                r.head_group.clone(),
+                r.heads.to_string(),
+                m.len().to_string(),
+            ]);
+            for (_, f) in ATT_VALUES {
+                cells.extend(stat_cells(stat(m.iter().map(|r| f(r)))));
+            }
+            cells
+        })
+        .collect();
+    let values: Vec<&str> = ATT_VALUES.iter().map(|v| v.0).collect();
+    write_groups(&dir.join(ATTENTION_GROUPS_CSV), &["task", "context", "layer", "head_group", "heads"], &values, &rows)
 }

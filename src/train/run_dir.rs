@@ -14,7 +14,7 @@ use crate::data::Dataset;
 use crate::device::{self, Peak};
 use crate::error::{input, io, GdaError};
 use crate::model;
-use crate::report::plot::plot_lines;
+use crate::report::plot::{plot_lines, Line, Titles};
 use crate::report::units::{human_count, si_flops};
 use crate::util::fs::atomic_write;
 use crate::util::host::hostname;
@@ -195,13 +195,23 @@ pub fn draw_loss_curve(run: &Path) -> Result<PathBuf, GdaError> {
     let train = column_pairs(run, "tokens", "train_loss");
     let val = column_pairs(run, "tokens", "val_loss");
     let path = run.join(LOSS_CURVE_FILE);
+    let held = Spec::load(Some(&run.join("spec.toml")), &[])
+        .map(|s| {
+            let t = &s.train;
+            format!("{} steps, batch {} × {} tokens, lr {}", t.steps, t.batch_size * t.grad_accum, t.context, t.lr)
+        })
+        .unwrap_or_default();
+    let titles = Titles {
+        title: "training (solid) and validation (dashed) loss",
+        held: &held,
+        x: "training tokens",
+        y: "loss (nats/token)",
+    };
     plot_lines(
         &path,
-        "training (solid) and validation (dashed) loss",
-        ("training tokens", "loss (nats/token)"),
+        &titles,
         false,
-        &[("train loss".to_string(), train)],
-        &[("val loss".to_string(), val)],
+        &[Line::plain("train loss", &train, 0, false), Line::plain("val loss", &val, 1, true)],
     )?;
     Ok(path)
 }

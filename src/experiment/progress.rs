@@ -1,0 +1,610 @@
+//! The live view of a grid trained by the local launcher: how far each
+//! running point is, read from the metrics.csv its trainer appends to (never
+//! from the trainer's output, which goes to its train.log untouched), and
+//! how far the grid is.
+//!
+//! On a terminal (stderr) it is an indicatif MultiProgress: one line per
+//! running point and a grid line, each at most [`WIDTH`] columns. Elsewhere
+//! (CI, Slurm logs, pipes) it prints a plain line per running point every
+//! [`DEFAULT_EVERY`] (or `GDA_PROGRESS_SECS`), then the grid line.
+//!
+//! Every line the launcher prints while points train goes through
+//! [`Progress::println`], under the lock that guards the counts, so a grid
+//! line never contradicts the `[k/N] ... done` lines printed before it.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{cost, Point, Status};
+use crate::error::{input, GdaError};
+use crate::report::table;
+use crate::util::out::outln;
+
+/// Off a terminal, seconds between two progress lines of a point, unless
+/// `GDA_PROGRESS_SECS` says otherwise: a line a minute is two in a 1-minute
+/// point and a few hundred in a day-long one, readable in any log.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(30);
+
+/// The environment variable that sets the interval of the plain lines.
+pub const EVERY_VAR: &str = "GDA_PROGRESS_SECS";
+
+/// Columns every line of the terminal view fits in (one less than 80: some
+/// terminals wrap a line that fills the last column).
+pub const WIDTH: usize = 79;
+
+/// How often the terminal view rereads the metrics files.
+const LIVE_POLL: Duration = Duration::from_secs(1);
+
+/// The plain lines' interval: `GDA_PROGRESS_SECS` (seconds, 0 = at every
+/// new metrics row) or [`DEFAULT_EVERY`].
+pub fn interval_from_env() -> Result<Duration, GdaError> {
+    match std::env::var(EVERY_VAR) {
+        Err(_) => Ok(DEFAULT_EVERY),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+            _ => Err(input(format!(
+                "{EVERY_VAR}={v:?} is not allowed; allowed: seconds between two progress lines of a point, a number >= 0 (0: at every metrics row)"
+            ))),
+        },
+    }
+}
+
+/// What a running point's metrics.csv says so far.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    pub step: usize,
+    /// Of the last row that has one.
+    pub train_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    /// Wall seconds per step between the first and the last row (evaluation
+    /// included, as the rest of the run will have it).
+    pub secs_per_step: Option<f64>,
+}
+
+/// Reads a run's metrics.csv; None before it has a row. A torn last line
+/// (the trainer writing it right now) is left out by the CSV reader.
+pub fn sample(run: &Path) -> Option<Sample> {
+    let (header, rows) = table::read(&run.join("metrics.csv")).ok()?;
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (step_i, train_i, val_i, tps_i, el_i) =
+        (col("step")?, col("train_loss"), col("val_loss"), col("tokens_per_s"), col("elapsed_s"));
+    let num = |row: &Vec<String>, i: Option<usize>| -> Option<f64> { row.get(i?)?.parse().ok() };
+    let last_of = |i: Option<usize>| rows.iter().rev().find_map(|r| num(r, i));
+    let last = rows.last()?;
+    let step: usize = last.get(step_i)?.parse().ok()?;
+    let first = rows.first()?;
+    let secs_per_step = (|| {
+        let (s0, e0): (usize, f64) = (first.get(step_i)?.parse().ok()?, num(first, el_i)?);
+        let e1 = num(last, el_i)?;
+        (step > s0 && e1 > e0).then(|| (e1 - e0) / (step - s0) as f64)
+    })();
+    Some(Sample {
+        step,
+        train_loss: last_of(train_i),
+        val_loss: last_of(val_i),
+        tokens_per_s: last_of(tps_i),
+        secs_per_step,
+    })
+}
+
+/// "42s", "3m05s", "2h07m".
+pub fn fmt_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// 950, 12.3k, 4.56M: tokens per second in a few columns.
+fn fmt_rate(v: f64) -> String {
+    if v < 1e4 {
+        format!("{v:.0}")
+    } else if v < 1e6 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{:.2}M", v / 1e6)
+    }
+}
+
+fn fmt_loss(v: Option<f64>) -> String {
+    v.map(|l| format!("{l:.3}")).unwrap_or_else(|| "–".into())
+}
+
+/// At most `n` characters: longer text loses its end to "…".
+fn fit(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(n.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+/// A running point's line in the terminal view, at most [`WIDTH`] columns.
+pub fn live_line(name: &str, steps: usize, s: Option<&Sample>, eta: Option<f64>) -> String {
+    let step = s.map_or(0, |s| s.step);
+    let line = format!(
+        "{:<20} {:>11} loss {} val {} {} tok/s ETA {}",
+        fit(name, 20),
+        format!("{step}/{steps}"),
+        fmt_loss(s.and_then(|s| s.train_loss)),
+        fmt_loss(s.and_then(|s| s.val_loss)),
+        s.and_then(|s| s.tokens_per_s).map_or("–".into(), fmt_rate),
+        eta.map_or("–".into(), fmt_duration),
+    );
+    fit(&line, WIDTH)
+}
+
+/// A running point's line off a terminal.
+pub fn plain_line(name: &str, steps: usize, s: &Sample, eta: Option<f64>) -> String {
+    let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or("–".to_string(), f);
+    format!(
+        "progress {name}: step {}/{steps} | train {} | val {} | {} tok/s | ETA {}",
+        s.step,
+        opt(s.train_loss, |l| format!("{l:.4}")),
+        opt(s.val_loss, |l| format!("{l:.4}")),
+        opt(s.tokens_per_s, |t| format!("{t:.0}")),
+        eta.map_or("–".into(), fmt_duration)
+    )
+}
+
+/// Counts of the grid's points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub done: usize,
+    pub running: usize,
+    pub failed: usize,
+    pub pending: usize,
+    pub total: usize,
+}
+
+/// The grid line, on a terminal and off it (at most [`WIDTH`] columns).
+pub fn grid_line(c: Counts, eta: Option<f64>) -> String {
+    let line = format!(
+        "grid: {} done, {} running, {} failed, {} pending of {} | ETA {}",
+        c.done,
+        c.running,
+        c.failed,
+        c.pending,
+        c.total,
+        eta.map_or("–".into(), fmt_duration)
+    );
+    fit(&line, WIDTH)
+}
+
+/// Points with the same architecture and batch shape train at the same
+/// speed; their measured step time stands for each other's.
+fn speed_key(p: &Point) -> String {
+    let t = &p.spec.train;
+    let model = serde_json::to_string(&p.spec.model).expect("config serialises");
+    format!("{model} {} {} {} {}", t.batch_size, t.context, t.grad_accum, t.device)
+}
+
+/// A point to train, as the ETA sees it.
+struct Planned {
+    name: String,
+    run: PathBuf,
+    steps: usize,
+    key: String,
+    /// Training FLOPs of the whole run: the ETA of an architecture not
+    /// measured yet scales the others' seconds per FLOP by it.
+    flops: f64,
+}
+
+impl Planned {
+    fn of(run: PathBuf, p: &Point) -> Planned {
+        Planned { name: p.name.clone(), run, steps: p.spec.train.steps, key: speed_key(p), flops: cost(p).2 }
+    }
+}
+
+struct Running {
+    plan: Planned,
+    started: Instant,
+    sample: Option<Sample>,
+    /// Off a terminal: when its last plain line was printed (its start at first).
+    printed: Instant,
+    printed_step: Option<usize>,
+    bar: Option<ProgressBar>,
+}
+
+struct State {
+    counts: Counts,
+    /// Not started yet, in training order.
+    queued: Vec<Planned>,
+    running: Vec<Running>,
+    /// Seconds per step measured for each speed key, with the point's steps.
+    measured: Vec<(String, f64, f64)>,
+    slots: usize,
+}
+
+impl State {
+    fn measure(&mut self, key: &str, secs_per_step: f64, flops_per_step: f64) {
+        match self.measured.iter_mut().find(|m| m.0 == key) {
+            Some(m) => (m.1, m.2) = (secs_per_step, flops_per_step),
+            None => self.measured.push((key.to_string(), secs_per_step, flops_per_step)),
+        }
+    }
+
+    /// Every speed known: the finished points' and the running ones'
+    /// (speed key, seconds per step, FLOPs per step).
+    fn speeds(&self) -> impl Iterator<Item = (&str, f64, f64)> {
+        let running = self.running.iter().filter_map(|r| {
+            let sps = r.sample.as_ref()?.secs_per_step?;
+            Some((r.plan.key.as_str(), sps, r.plan.flops / r.plan.steps.max(1) as f64))
+        });
+        running.chain(self.measured.iter().map(|m| (m.0.as_str(), m.1, m.2)))
+    }
+
+    /// Seconds the planned point still needs from `step`: its own measured
+    /// speed, else that of its architecture, else the measured seconds per
+    /// FLOP of the others; None before anything was measured.
+    fn remaining(&self, plan: &Planned, step: usize, own: Option<f64>) -> Option<f64> {
+        let left = plan.steps.saturating_sub(step) as f64;
+        if let Some(sps) = own.or_else(|| self.speeds().find(|s| s.0 == plan.key).map(|s| s.1)) {
+            return Some(left * sps);
+        }
+        let (secs, flops) = self.speeds().fold((0.0, 0.0), |(s, f), m| (s + m.1, f + m.2));
+        (flops > 0.0).then(|| left * plan.flops / plan.steps.max(1) as f64 * secs / flops)
+    }
+
+    fn point_eta(&self, r: &Running) -> Option<f64> {
+        let s = r.sample.as_ref();
+        self.remaining(&r.plan, s.map_or(0, |s| s.step), s.and_then(|s| s.secs_per_step))
+    }
+
+    /// The running points' remaining time and the queued points' whole time,
+    /// shared among the slots (never less than the longest running point).
+    fn grid_eta(&self) -> Option<f64> {
+        let mut total = 0.0;
+        let mut longest: f64 = 0.0;
+        for r in &self.running {
+            let t = self.point_eta(r)?;
+            total += t;
+            longest = longest.max(t);
+        }
+        for q in &self.queued {
+            total += self.remaining(q, 0, None)?;
+        }
+        Some((total / self.slots.max(1) as f64).max(longest))
+    }
+}
+
+enum Mode {
+    Live { multi: MultiProgress, grid: ProgressBar },
+    Plain { every: Duration },
+}
+
+struct Shared {
+    mode: Mode,
+    state: Mutex<State>,
+}
+
+/// How a point the launcher ran ended, for the counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Done,
+    Failed,
+    /// Neither: killed from outside, or trained by another process.
+    Unfinished,
+}
+
+/// The view of one run of the local launcher. Dropping it stops the view.
+pub struct Progress {
+    shared: Arc<Shared>,
+    stop: Mutex<Option<Sender<()>>>,
+    poller: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Progress {
+    /// Starts the view of the points in `todo` (to train, in order) among
+    /// `points` (the whole grid, with each point's status), trained `slots`
+    /// at a time; plain lines every `every` off a terminal.
+    pub fn start(dir: &Path, points: &[Point], todo: &[Point], slots: usize, every: Duration) -> Progress {
+        let mut counts = Counts { total: points.len(), ..Counts::default() };
+        let mut state =
+            State { counts, queued: Vec::new(), running: Vec::new(), measured: Vec::new(), slots: slots.max(1) };
+        for p in points {
+            match super::status(dir, p) {
+                // Finished points, even on another machine, are the best guess
+                // of their architecture's speed.
+                Status::Done(s) if !todo.iter().any(|t| t.name == p.name) => {
+                    counts.done += 1;
+                    if s.steps > 0 && s.elapsed_s > 0.0 {
+                        let flops = cost(p).2 / p.spec.train.steps.max(1) as f64;
+                        state.measure(&speed_key(p), s.elapsed_s / s.steps as f64, flops);
+                    }
+                }
+                Status::Failed(_) if !todo.iter().any(|t| t.name == p.name) => counts.failed += 1,
+                _ => counts.pending += 1,
+            }
+        }
+        state.counts = counts;
+        state.queued = todo.iter().map(|p| Planned::of(super::point_dir(dir, p), p)).collect();
+        let mode = if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let grid = multi.add(ProgressBar::new(1).with_style(msg_style()));
+            grid.set_message(grid_line(state.counts, state.grid_eta()));
+            Mode::Live { multi, grid }
+        } else {
+            Mode::Plain { every }
+        };
+        let shared = Arc::new(Shared { mode, state: Mutex::new(state) });
+        let (stop, stopped) = mpsc::channel::<()>();
+        let poll = match &shared.mode {
+            Mode::Live { .. } => LIVE_POLL,
+            Mode::Plain { every } => (*every).clamp(Duration::from_millis(200), LIVE_POLL),
+        };
+        let poller = {
+            let shared = shared.clone();
+            std::thread::spawn(move || loop {
+                match stopped.recv_timeout(poll) {
+                    Err(RecvTimeoutError::Timeout) => shared.tick(),
+                    _ => return,
+                }
+            })
+        };
+        Progress { shared, stop: Mutex::new(Some(stop)), poller: Mutex::new(Some(poller)) }
+    }
+
+    /// Prints a line to stdout without tearing the terminal view (outln's
+    /// result: false once stdout is gone).
+    pub fn println(&self, line: &str) -> bool {
+        let _state = self.shared.state.lock().unwrap();
+        self.shared.print(line)
+    }
+
+    /// A point starts training: `line` says so (and where its log is).
+    pub fn started(&self, name: &str, line: &str) -> bool {
+        let mut st = self.shared.state.lock().unwrap();
+        let ok = self.shared.print(line);
+        if let Some(i) = st.queued.iter().position(|q| q.name == name) {
+            let plan = st.queued.remove(i);
+            let bar = match &self.shared.mode {
+                Mode::Live { multi, grid } => {
+                    let bar = multi.insert_before(grid, ProgressBar::new(1).with_style(msg_style()));
+                    bar.set_message(live_line(&plan.name, plan.steps, None, None));
+                    Some(bar)
+                }
+                Mode::Plain { .. } => None,
+            };
+            let now = Instant::now();
+            st.running.push(Running { plan, started: now, sample: None, printed: now, printed_step: None, bar });
+            st.counts.running += 1;
+            st.counts.pending = st.counts.pending.saturating_sub(1);
+        }
+        self.shared.refresh_grid(&st);
+        ok
+    }
+
+    /// A point stopped training; `line` (the `[k/N] ... done` line) is
+    /// printed under the same lock as the counts change.
+    pub fn ended(&self, name: &str, how: Ended, line: Option<&str>) -> bool {
+        let mut st = self.shared.state.lock().unwrap();
+        if let Some(i) = st.running.iter().position(|r| r.plan.name == name) {
+            let r = st.running.remove(i);
+            if let Some(bar) = &r.bar {
+                bar.finish_and_clear();
+                if let Mode::Live { multi, .. } = &self.shared.mode {
+                    multi.remove(bar);
+                }
+            }
+            st.counts.running -= 1;
+            match how {
+                Ended::Done => {
+                    st.counts.done += 1;
+                    // The whole run's speed, startup and evaluations included.
+                    let secs = r.started.elapsed().as_secs_f64();
+                    if let Some(sps) = r.sample.as_ref().and_then(|s| s.secs_per_step) {
+                        st.measure(&r.plan.key, sps, r.plan.flops / r.plan.steps.max(1) as f64);
+                    } else if r.plan.steps > 0 {
+                        st.measure(&r.plan.key, secs / r.plan.steps as f64, r.plan.flops / r.plan.steps as f64);
+                    }
+                }
+                Ended::Failed => st.counts.failed += 1,
+                // Left for a rerun: pending again.
+                Ended::Unfinished => st.counts.pending += 1,
+            }
+        }
+        let ok = line.is_none_or(|l| self.shared.print(l));
+        self.shared.refresh_grid(&st);
+        ok
+    }
+
+    /// Stops the view and clears its terminal lines (again: nothing).
+    pub fn finish(&self) {
+        drop(self.stop.lock().unwrap().take());
+        if let Some(p) = self.poller.lock().unwrap().take() {
+            p.join().expect("progress thread");
+        }
+        if let Mode::Live { multi, grid } = &self.shared.mode {
+            grid.finish_and_clear();
+            // Clearing a terminal that went away is not worth an error.
+            let _ = multi.clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn msg_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg}").expect("valid template")
+}
+
+impl Shared {
+    fn print(&self, line: &str) -> bool {
+        match &self.mode {
+            Mode::Live { multi, .. } => multi.suspend(|| outln!("{line}")),
+            Mode::Plain { .. } => outln!("{line}"),
+        }
+    }
+
+    fn refresh_grid(&self, st: &State) {
+        if let Mode::Live { grid, .. } = &self.mode {
+            grid.set_message(grid_line(st.counts, st.grid_eta()));
+        }
+    }
+
+    /// Rereads the running points' metrics and updates the view.
+    fn tick(&self) {
+        let mut st = self.state.lock().unwrap();
+        for i in 0..st.running.len() {
+            let s = sample(&st.running[i].plan.run);
+            if s.is_some() {
+                st.running[i].sample = s;
+            }
+        }
+        match &self.mode {
+            Mode::Live { .. } => {
+                for r in &st.running {
+                    if let Some(bar) = &r.bar {
+                        bar.set_message(live_line(&r.plan.name, r.plan.steps, r.sample.as_ref(), st.point_eta(r)));
+                    }
+                }
+                self.refresh_grid(&st);
+            }
+            Mode::Plain { every } => {
+                let now = Instant::now();
+                let mut lines = Vec::new();
+                for i in 0..st.running.len() {
+                    let r = &st.running[i];
+                    let Some(s) = &r.sample else { continue };
+                    if r.printed_step == Some(s.step) || now.duration_since(r.printed) < *every {
+                        continue;
+                    }
+                    lines.push(plain_line(&r.plan.name, r.plan.steps, s, st.point_eta(r)));
+                    let step = s.step;
+                    let r = &mut st.running[i];
+                    (r.printed, r.printed_step) = (now, Some(step));
+                }
+                if !lines.is_empty() {
+                    lines.push(grid_line(st.counts, st.grid_eta()));
+                    for l in lines {
+                        outln!("{l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_of(step: usize) -> Sample {
+        Sample {
+            step,
+            train_loss: Some(3.14207),
+            val_loss: Some(2.71843),
+            tokens_per_s: Some(123456.0),
+            secs_per_step: Some(0.5),
+        }
+    }
+
+    #[test]
+    fn terminal_lines_fit_in_80_columns_whatever_the_names_and_numbers() {
+        let long = "g16-equal-params-s123456789-with-a-very-long-name";
+        for (name, steps, s) in [
+            ("g1-s7", 60, None),
+            (long, 60, Some(sample_of(30))),
+            (long, 10_000_000_000, Some(sample_of(9_999_999_999))),
+        ] {
+            let line = live_line(name, steps, s.as_ref(), Some(1e9));
+            assert!(line.chars().count() <= WIDTH, "{} columns: {line}", line.chars().count());
+            assert!(line.starts_with(&name.chars().take(19).collect::<String>()), "{line}");
+        }
+        let line = live_line(long, 450, Some(&sample_of(120)), Some(65.0));
+        assert_eq!(line, "g16-equal-params-s1…     120/450 loss 3.142 val 2.718 123.5k tok/s ETA 1m05s");
+        let c = Counts { done: 123456, running: 2, failed: 7, pending: 99999, total: 1000000 };
+        assert!(grid_line(c, Some(1e9)).chars().count() <= WIDTH);
+        assert_eq!(
+            grid_line(Counts { done: 3, running: 2, failed: 1, pending: 2, total: 8 }, None),
+            "grid: 3 done, 2 running, 1 failed, 2 pending of 8 | ETA –"
+        );
+    }
+
+    #[test]
+    fn durations_read_in_the_largest_units() {
+        assert_eq!(fmt_duration(0.4), "0s");
+        assert_eq!(fmt_duration(59.6), "1m00s");
+        assert_eq!(fmt_duration(3599.0), "59m59s");
+        assert_eq!(fmt_duration(7325.0), "2h02m");
+    }
+
+    #[test]
+    fn a_sample_is_read_from_the_complete_rows_of_a_metrics_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("metrics.csv");
+        assert_eq!(sample(dir.path()), None, "no file yet");
+        std::fs::write(&f, "step,tokens,train_loss,val_loss,val_bpb,tokens_per_s,elapsed_s\n").unwrap();
+        assert_eq!(sample(dir.path()), None, "no row yet");
+        std::fs::write(
+            &f,
+            "step,tokens,train_loss,val_loss,val_bpb,tokens_per_s,elapsed_s\n\
+             0,0,,5.5,7.9,,1.000\n10,2560,4.25,,,9000,3.000\n20,5120,3.5,3.75,5.4,11000,6.000\n30,76",
+        )
+        .unwrap();
+        let s = sample(dir.path()).unwrap();
+        assert_eq!(
+            s,
+            Sample {
+                step: 20,
+                train_loss: Some(3.5),
+                val_loss: Some(3.75),
+                tokens_per_s: Some(11000.0),
+                secs_per_step: Some(0.25)
+            }
+        );
+    }
+
+    fn planned(name: &str, key: &str, steps: usize, flops: f64) -> Planned {
+        Planned { name: name.into(), run: PathBuf::new(), steps, key: key.into(), flops }
+    }
+
+    #[test]
+    fn the_grid_eta_uses_each_architectures_speed_or_its_flops() {
+        let now = Instant::now();
+        let running = |plan, step, sps| Running {
+            plan,
+            started: now,
+            sample: Some(Sample { step, secs_per_step: sps, ..Sample::default() }),
+            printed: now,
+            printed_step: None,
+            bar: None,
+        };
+        let mut st = State {
+            counts: Counts::default(),
+            queued: vec![planned("a2", "A", 100, 1000.0), planned("b1", "B", 100, 2000.0)],
+            running: vec![running(planned("a1", "A", 100, 1000.0), 40, None)],
+            measured: Vec::new(),
+            slots: 1,
+        };
+        assert_eq!(st.grid_eta(), None, "nothing measured yet");
+        st.running[0].sample.as_mut().unwrap().secs_per_step = Some(0.5);
+        // a1's own speed: 60 × 0.5 left; a2 has its architecture: 100 × 0.5;
+        // b1 twice its FLOPs a step, so twice its time: 100 × 1.0.
+        assert_eq!(st.grid_eta(), Some(30.0 + 50.0 + 100.0));
+        // A finished point of B measured 0.25 s a step: B's own speed wins.
+        st.measure("B", 0.25, 20.0);
+        assert_eq!(st.grid_eta(), Some(30.0 + 50.0 + 25.0));
+        st.slots = 2;
+        assert_eq!(st.grid_eta(), Some(52.5));
+        st.slots = 8;
+        assert_eq!(st.grid_eta(), Some(30.0), "never less than the running point's own time");
+    }
+}
