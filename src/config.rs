@@ -16,6 +16,12 @@ pub const BUILTIN: &str = "<built-in default spec>";
 pub const GPT2_VOCAB: usize = 50257;
 /// The most layers a spec may ask for (docs/spec.md).
 pub const MAX_LAYERS: usize = 10_000;
+/// The keys `gda train --resume` may change (docs/spec.md, "Extending a
+/// run"): the length of the run (`train.steps`, never below the step reached)
+/// and the cadence of evaluations, metrics rows and checkpoints. None of them
+/// changes a step already taken; `train.steps` does change the learning-rate
+/// schedule of the steps still to come (`train::optim::learning_rate`).
+pub const RESUMABLE_KEYS: [&str; 4] = ["train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -652,6 +658,21 @@ impl Spec {
         out
     }
 
+    /// What [`Spec::diff`] lists except the [`RESUMABLE_KEYS`]: the changes a
+    /// resume refuses, because they would change steps already computed.
+    pub fn fixed_diff(&self, new: &Spec) -> Vec<String> {
+        let strip = |s: &Spec| {
+            let mut s = s.clone();
+            let d = TrainConfig::default();
+            s.train.steps = d.steps;
+            s.train.eval_every = d.eval_every;
+            s.train.log_every = d.log_every;
+            s.train.checkpoint_every = d.checkpoint_every;
+            s
+        };
+        strip(self).diff(&strip(new))
+    }
+
     /// The spec as a table without what only changes speed (device,
     /// threads) or belongs to sweeps, not to a single run.
     fn identity_table(&self) -> toml::Table {
@@ -850,6 +871,22 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `fixed_diff` leaves out exactly the keys RESUMABLE_KEYS names.
+    #[test]
+    fn a_resume_may_change_the_resumable_keys_and_nothing_else() {
+        let base = Spec::load(Some(Path::new("experiments/smoke.toml")), &[]).unwrap();
+        for key in RESUMABLE_KEYS {
+            let changed = base.with_overrides(&[format!("{key}=977")]).unwrap();
+            assert_eq!(base.diff(&changed).len(), 1, "{key}");
+            assert!(base.fixed_diff(&changed).is_empty(), "{key}");
+        }
+        for key in ["train.warmup_steps", "train.lr", "train.context", "seed", "model.d_model"] {
+            let changed = base.with_overrides(&[format!("{key}=64")]).unwrap();
+            assert_eq!(base.fixed_diff(&changed), base.diff(&changed), "{key}");
+            assert_eq!(base.fixed_diff(&changed).len(), 1, "{key}");
+        }
+    }
 
     /// Manifests, checkpoint states and experiment.json record a spec's
     /// hash, so runs of one spec match across gda versions (experiment.json

@@ -169,3 +169,168 @@ pub fn matmul_peak_flops(device: Device) -> f64 {
         2.0 * (n as f64).powi(3) * reps as f64 / start.elapsed().as_secs_f64()
     })
 }
+
+/// The FLOP/s MFU divides by, and where that figure comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peak {
+    pub flops: f64,
+    pub source: String,
+}
+
+/// Dense bf16 tensor-core peaks (FLOP/s, without structured sparsity) from
+/// the vendors' datasheets; docs/run-directory.md ("FLOPs and MFU") cites
+/// each. A row matches a GPU whose name holds its model as a whole word
+/// ("NVIDIA A100-SXM4-80GB" is an A100, "NVIDIA A10G" is not an A10) and, if
+/// it names one, its variant; the first matching row wins, so variants come
+/// before their family's default (SXM) row.
+pub const DATASHEET_BF16: [(&str, Option<&str>, f64); 14] = [
+    ("B200", None, 2250e12),
+    ("GH200", None, 989e12),
+    ("H200", Some("NVL"), 835e12),
+    ("H200", None, 989e12),
+    ("H100", Some("PCIe"), 756e12),
+    ("H100", Some("NVL"), 835e12),
+    ("H100", None, 989e12),
+    ("A100", None, 312e12),
+    ("L40S", None, 362e12),
+    ("L40", None, 181e12),
+    ("L4", None, 121e12),
+    ("A10", None, 125e12),
+    ("4090", None, 165e12),
+    ("3090", None, 71e12),
+];
+
+/// The datasheet peak of a GPU called `name` (as nvidia-smi prints it).
+pub fn datasheet_peak(name: &str) -> Option<f64> {
+    let words: Vec<String> =
+        name.split(|c: char| c.is_whitespace() || c == '-').map(|w| w.to_ascii_lowercase()).collect();
+    let has = |w: &str| words.iter().any(|x| *x == w.to_ascii_lowercase());
+    DATASHEET_BF16.iter().find(|(model, variant, _)| has(model) && variant.is_none_or(has)).map(|r| r.2)
+}
+
+/// The name of CUDA device `index` as nvidia-smi reports it. libtorch
+/// numbers the devices CUDA_VISIBLE_DEVICES lists, nvidia-smi all of them,
+/// so the index goes through that list (whose entries nvidia-smi's `-i`
+/// takes as they are: indices or UUIDs).
+pub fn gpu_name(index: usize) -> Option<String> {
+    let id = match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').nth(index)?.trim().to_string(),
+        _ => index.to_string(),
+    };
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "-i", &id])
+        .output()
+        .ok()?;
+    let name = String::from_utf8_lossy(&out.stdout).lines().next()?.trim().to_string();
+    (out.status.success() && !name.is_empty()).then_some(name)
+}
+
+/// The peak MFU is reported against, the same for every run of a device
+/// (so MFU compares across runs and sweeps, however busy the machine):
+/// `GDA_PEAK_FLOPS` when set; on CUDA the datasheet bf16 peak of the GPU
+/// ([`DATASHEET_BF16`]), measured only for a GPU not in the table; on the
+/// CPU the fp32 matmul peak of this machine at `threads` threads, measured
+/// once and cached ([`cpu_peak`]).
+pub fn peak(device: Device, threads: usize) -> Peak {
+    if let Some(flops) = std::env::var("GDA_PEAK_FLOPS").ok().and_then(|v| v.trim().parse::<f64>().ok()) {
+        if flops.is_finite() && flops > 0.0 {
+            return Peak { flops, source: "GDA_PEAK_FLOPS".into() };
+        }
+    }
+    match device {
+        Device::Cuda(n) => {
+            let name = gpu_name(n);
+            match name.as_deref().and_then(datasheet_peak) {
+                Some(flops) => {
+                    Peak { flops, source: format!("datasheet bf16 dense peak of {}", name.unwrap_or_default()) }
+                }
+                None => Peak {
+                    flops: matmul_peak_flops(device),
+                    source: format!(
+                        "measured bf16 matmul peak of this run ({} is not in gda's datasheet table; set GDA_PEAK_FLOPS)",
+                        name.unwrap_or_else(|| "a GPU nvidia-smi does not name".into())
+                    ),
+                },
+            }
+        }
+        Device::Cpu => cpu_peak(threads),
+        _ => Peak { flops: matmul_peak_flops(device), source: "measured matmul peak of this run".into() },
+    }
+}
+
+/// The CPU's fp32 matmul peak at `threads` threads on this machine, from the
+/// cache (`<cache>/peaks/`, one file per host, CPU model and thread count),
+/// or measured now (the best of five measurements) and cached. A lock on
+/// the file keeps two trainers starting at once from measuring twice: the
+/// second waits and reads the first one's figure. Delete the file to
+/// measure again (on an idle machine).
+pub fn cpu_peak(threads: usize) -> Peak {
+    use crate::util::host::{cache_dir, cpu_model, hostname};
+    use sha2::{Digest, Sha256};
+    let model = cpu_model();
+    let host = hostname();
+    let tag: String = Sha256::digest(model.as_bytes()).iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let safe: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let path = cache_dir().join("peaks").join(format!("cpu-{safe}-{tag}-{threads}t.json"));
+    let read = || -> Option<f64> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        v["peak_flops"].as_f64().filter(|f| f.is_finite() && *f > 0.0)
+    };
+    let at = format!("{threads} thread{}", if threads == 1 { "" } else { "s" });
+    let cached = |flops| Peak { flops, source: format!("cpu fp32 matmul peak at {at}, cached in {}", path.display()) };
+    if let Some(flops) = read() {
+        return cached(flops);
+    }
+    let measure = || (0..5).map(|_| matmul_peak_flops(Device::Cpu)).fold(0.0, f64::max);
+    let written = (|| -> std::io::Result<f64> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+        let lock =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.with_extension("lock"))?;
+        // SAFETY: flock on a descriptor this File owns; released when it closes.
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        if let Some(flops) = read() {
+            return Ok(flops);
+        }
+        let flops = measure();
+        let record = serde_json::json!({
+            "host": host,
+            "cpu_model": model,
+            "threads": threads,
+            "dtype": "fp32",
+            "peak_flops": flops,
+            "measured_at_unix_s": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        });
+        crate::util::fs::atomic_write(&path, &serde_json::to_vec_pretty(&record).expect("json serialises"))?;
+        Ok(flops)
+    })();
+    match written {
+        Ok(flops) => cached(flops),
+        Err(e) => {
+            crate::util::out::errln!(
+                "warning: cannot cache the CPU peak in {} ({e}); MFU uses this run's measurement",
+                path.display()
+            );
+            Peak { flops: measure(), source: format!("cpu fp32 matmul peak at {at}, measured by this run") }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datasheet_peaks_match_whole_model_names_and_variants() {
+        assert_eq!(datasheet_peak("NVIDIA H200"), Some(989e12));
+        assert_eq!(datasheet_peak("NVIDIA H200 NVL"), Some(835e12));
+        assert_eq!(datasheet_peak("NVIDIA H100 80GB HBM3"), Some(989e12));
+        assert_eq!(datasheet_peak("NVIDIA H100 PCIe"), Some(756e12));
+        assert_eq!(datasheet_peak("NVIDIA A100-SXM4-80GB"), Some(312e12));
+        assert_eq!(datasheet_peak("NVIDIA L4"), Some(121e12));
+        assert_eq!(datasheet_peak("NVIDIA L40S"), Some(362e12));
+        assert_eq!(datasheet_peak("NVIDIA GeForce RTX 4090"), Some(165e12));
+        assert_eq!(datasheet_peak("NVIDIA A10G"), None);
+        assert_eq!(datasheet_peak("Tesla V100-SXM2-16GB"), None);
+    }
+}

@@ -95,7 +95,194 @@ fn training_lowers_validation_loss_and_writes_a_run_directory() {
     // Plain log lines (stdout is not a terminal here), one per metrics row plus the summary.
     let stdout = stdout_of(&out);
     assert!(stdout.contains("step 150 | train"), "{stdout}");
-    assert!(stdout.lines().last().unwrap().starts_with("done: tiny"));
+    let closing: Vec<&str> = stdout.lines().rev().take(2).collect();
+    assert!(closing[1].starts_with("done: tiny"), "{stdout}");
+}
+
+/// The start header shows what a run will use before step 0 (a silent CPU
+/// fallback under device = "auto" included); the closing lines say where
+/// the results are and what to run next; the loss curve is drawn.
+#[test]
+fn train_prints_a_header_and_closing_lines_and_draws_its_loss_curve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "tiny", TINY);
+    let run = tmp.path().join("run");
+    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let stdout = stdout_of(&out);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let human_count = |n: f64| gda::report::units::human_count(n as usize);
+    let si_flops = gda::report::units::si_flops;
+
+    // Two header lines, then step 0.
+    assert!(lines[2].starts_with("step 0 |"), "{stdout}");
+    let cuda = tch::Cuda::is_available();
+    let device = if cuda {
+        "on cuda:0 (bf16; device \"auto\")"
+    } else {
+        "on cpu (fp32, 1 thread; device \"auto\" found no GPU)"
+    };
+    assert!(lines[0].starts_with(&format!("train tiny: steps 0 → 60 {device}")), "{}", lines[0]);
+    let parameters = manifest["parameters"].as_f64().unwrap();
+    assert!(lines[0].contains(&format!("| {} parameters |", human_count(parameters))), "{}", lines[0]);
+    assert_eq!(human_count(parameters), format!("{:.1}K", parameters / 1e3));
+    let per_token = manifest["train_flops_per_token"].as_f64().unwrap();
+    assert!(lines[0].ends_with(&format!("| {}/token", si_flops(per_token))), "{}", lines[0]);
+    let corpus = gda::data::corpus_path("shakespeare").unwrap();
+    let data = format!(
+        "data: {} train / {} val tokens, text {}",
+        human_count(manifest["train_tokens"].as_f64().unwrap()),
+        human_count(manifest["val_tokens"].as_f64().unwrap()),
+        corpus.display()
+    );
+    assert!(lines[1].starts_with(&data), "{}\nexpected: {data}", lines[1]);
+    let peak = manifest["peak_flops"].as_f64().unwrap();
+    assert!(lines[1].contains(&format!("| MFU peak {}/s (", si_flops(peak))), "{}", lines[1]);
+
+    // The closing lines name the run directory, its metrics, the plot and the next command.
+    let dir = run.display();
+    assert!(lines[lines.len() - 2].starts_with("done: tiny | 60 steps |"), "{stdout}");
+    assert_eq!(
+        lines[lines.len() - 1],
+        format!("run dir {dir} | metrics {dir}/metrics.csv | loss curve {dir}/loss_curve.svg | next: gda eval {dir}")
+    );
+
+    // loss_curve.svg: the training loss is the first line in the first
+    // colour, through one point per metrics row, placed by an affine map of
+    // (tokens, loss), loss upwards.
+    let svg = std::fs::read_to_string(run.join("loss_curve.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG document");
+    let line = svg
+        .lines()
+        .find(|l| l.starts_with("<polyline") && l.contains("stroke=\"#1F77B4\""))
+        .expect("a training loss line");
+    let points = &line[line.find(" points=\"").unwrap() + 9..];
+    let markers: Vec<(f64, f64)> = points[..points.find('"').unwrap()]
+        .split_whitespace()
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect();
+    let tokens: Vec<f64> = column(&run, "train_loss").iter().map(|r| r.0 as f64 * 8.0 * 32.0).collect();
+    let losses: Vec<f64> = column(&run, "train_loss").iter().map(|r| r.1).collect();
+    assert_eq!(markers.len(), losses.len(), "one point per train_loss row");
+    // The map through the first and last marker (x) and the lowest and
+    // highest loss (y) places every marker within a pixel's rounding.
+    let last = markers.len() - 1;
+    let sx = (markers[last].0 - markers[0].0) / (tokens[last] - tokens[0]);
+    let by_loss = |a: &usize, b: &usize| losses[*a].total_cmp(&losses[*b]);
+    let (lo, hi) = ((0..=last).min_by(by_loss).unwrap(), (0..=last).max_by(by_loss).unwrap());
+    let sy = (markers[hi].1 - markers[lo].1) / (losses[hi] - losses[lo]);
+    assert!(sx > 0.0 && sy < 0.0, "tokens rightwards, loss upwards: {sx} {sy}");
+    for i in 0..=last {
+        let x = markers[0].0 + sx * (tokens[i] - tokens[0]);
+        let y = markers[lo].1 + sy * (losses[i] - losses[lo]);
+        assert!(
+            (markers[i].0 - x).abs() <= 1.0 && (markers[i].1 - y).abs() <= 1.0,
+            "marker {i}: {:?} vs ({x}, {y})",
+            markers[i]
+        );
+    }
+}
+
+/// MFU is reported against one peak per machine: on a CPU, the matmul peak
+/// measured once and cached under GDA_CACHE (keyed by host, CPU model and
+/// threads), so two runs divide by the same figure; GDA_PEAK_FLOPS overrides it.
+#[test]
+fn mfu_divides_by_one_cached_peak_per_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A cache of its own (the corpus linked in), so the first run measures.
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::os::unix::fs::symlink(gda::data::cache_dir().join("corpora"), cache.join("corpora")).unwrap();
+    let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 20"));
+    let train = |name: &str, peak: Option<&str>| {
+        let run = tmp.path().join(name);
+        let mut cmd = gda();
+        cmd.env("GDA_CACHE", &cache).env_remove("GDA_PEAK_FLOPS");
+        if let Some(p) = peak {
+            cmd.env("GDA_PEAK_FLOPS", p);
+        }
+        let out = cmd.args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+        (run, m)
+    };
+    let (run_a, a) = train("a", None);
+    let (run_b, b) = train("b", None);
+
+    let files: Vec<_> = std::fs::read_dir(cache.join("peaks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "one cached peak: {files:?}");
+    let cached: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert_eq!(cached["host"], gda::util::host::hostname());
+    assert_eq!(cached["cpu_model"], gda::util::host::cpu_model());
+    assert_eq!(cached["threads"], 1);
+    let peak = cached["peak_flops"].as_f64().unwrap();
+    for m in [&a, &b] {
+        assert_eq!(m["peak_flops"].as_f64().unwrap(), peak, "both runs use the cached peak");
+        let source = m["peak_source"].as_str().unwrap();
+        assert!(source.contains(&files[0].display().to_string()), "{source}");
+        // The run's own measurement is kept beside it.
+        assert!(m["matmul_peak_flops"].as_f64().unwrap() > 0.0);
+    }
+    // mfu = tokens_per_s × FLOPs per token / peak (tokens_per_s rounded, mfu to 4 decimals).
+    let per_token = a["train_flops_per_token"].as_f64().unwrap();
+    for run in [&run_a, &run_b] {
+        let tps = column(run, "tokens_per_s");
+        let mfu = column(run, "mfu");
+        assert_eq!(mfu.len(), 2);
+        for ((_, t), (_, m)) in tps.iter().zip(&mfu) {
+            let want = t * per_token / peak;
+            assert!((m - want).abs() <= 5e-5 + want * 1e-3, "mfu {m}, tokens/s × FLOPs / peak = {want}");
+        }
+    }
+
+    let (run_c, c) = train("c", Some("1e12"));
+    assert_eq!(c["peak_flops"].as_f64().unwrap(), 1e12);
+    assert_eq!(c["peak_source"], "GDA_PEAK_FLOPS");
+    for ((_, t), (_, m)) in column(&run_c, "tokens_per_s").iter().zip(&column(&run_c, "mfu")) {
+        assert!((m - t * per_token / 1e12).abs() <= 5e-5, "{m}");
+    }
+}
+
+/// The progress bar (drawn only on a terminal: script(1) gives gda one of
+/// 80 columns) fits on one line, with a seven-digit step count.
+#[test]
+fn the_progress_bar_fits_in_80_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        "tiny",
+        &TINY.replace("steps = 60", "steps = 1000000").replace("eval_every = 20", "eval_every = 1000000"),
+    );
+    let run = tmp.path().join("run");
+    // Interrupted after 4 s: a checkpoint, exit 130.
+    let cmd = format!(
+        "stty cols 80 rows 24; timeout -s INT 4 '{}' train --spec '{}' --out '{}'",
+        env!("CARGO_BIN_EXE_gda"),
+        spec.display(),
+        run.display()
+    );
+    let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().expect("script(1) runs");
+    let text = stdout_of(&out);
+    let frames: Vec<&str> =
+        text.split(['\r', '\n']).flat_map(|l| l.split("\x1b[2K")).filter(|f| f.contains("/1000000")).collect();
+    assert!(frames.iter().any(|f| f.contains("tok/s")), "no progress bar with a loss drawn: {text}");
+    for f in &frames {
+        // The bar is padded to the terminal's width; the interrupt's message
+        // (stderr, like the bar) follows the last frame on the next row.
+        let f = f.split("error: ").next().unwrap().trim_end();
+        assert!(f.chars().count() <= 80, "{} columns: {f:?}", f.chars().count());
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ const HELP: &[(&str, &[&str], &[i32])] = &[
             "gda train --spec experiments/smoke.toml --set model.noise_heads=4 --set name=smoke-1to1",
             "gda train --data ~/corpora/mytext --device cuda --out results/mytext",
             "gda train --resume --out results/smoke",
+            "gda train --resume --out results/smoke --set train.steps=600",
         ],
         &[0, 1, 2, 3, 7, 8, 130],
     ),

@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::config::Spec;
 use crate::error::{input, io, GdaError};
 use crate::experiment::Grid;
 use crate::report::eval::{eval_report, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV};
-use crate::report::plot::{plot_lines, Line, Titles};
 use crate::train::{self, checkpoint, metrics::column_pairs};
 use crate::util::fs::atomic_write;
 
@@ -57,27 +55,8 @@ pub fn run_report(run: &Path) -> Result<String, GdaError> {
     if !metrics.is_file() {
         return Err(input(format!("{} has no metrics.csv: not a gda run, or one that never started", run.display())));
     }
-    let train = column_pairs(run, "tokens", "train_loss");
+    train::draw_loss_curve(run)?;
     let val = column_pairs(run, "tokens", "val_loss");
-    let spec = Spec::load(Some(&run.join("spec.toml")), &[]).ok();
-    let held = spec
-        .map(|s| {
-            let t = &s.train;
-            format!("{} steps, batch {} × {} tokens, lr {}", t.steps, t.batch_size * t.grad_accum, t.context, t.lr)
-        })
-        .unwrap_or_default();
-    let titles = Titles {
-        title: "training (solid) and validation (dashed) loss",
-        held: &held,
-        x: "training tokens",
-        y: "loss (nats/token)",
-    };
-    plot_lines(
-        &run.join("loss_curve.svg"),
-        &titles,
-        false,
-        &[Line::plain("train loss", &train, 0, false), Line::plain("val loss", &val, 1, true)],
-    )?;
     let mut s = format!("# Run {}\n\n", run.display());
     match train::finished(run) {
         Some(sum) => {

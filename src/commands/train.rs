@@ -6,7 +6,8 @@ use clap::Args;
 
 use super::args::SpecArgs;
 use crate::error::input;
-use crate::train::{self, RunSummary, TrainOptions};
+use crate::report::units::human_count;
+use crate::train::{self, RunSummary, TrainOptions, LOSS_CURVE_FILE};
 use crate::util::out::outln;
 
 #[derive(Debug, Args)]
@@ -40,16 +41,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The closing line of a finished run.
+/// The closing lines of a finished run: its result, then where it is and
+/// what to run next.
 pub fn print_done(s: &RunSummary) {
+    let dir = s.run_dir.display();
     outln!(
-        "done: {} | {} steps | {} params | {} | {:.0} tok/s | {:.1}s | {}",
+        "done: {} | {} steps | {} params | {} | {:.0} tok/s | {:.1}s",
         s.name,
         s.steps,
-        s.parameters,
+        human_count(s.parameters),
         s.quality(),
         s.tokens_per_s,
         s.elapsed_s,
-        s.run_dir.display()
     );
+    let curve = s.run_dir.join(LOSS_CURVE_FILE);
+    let curve = if curve.is_file() { format!(" | loss curve {}", curve.display()) } else { String::new() };
+    outln!("run dir {dir} | metrics {}{curve} | next: gda eval {dir}", s.run_dir.join("metrics.csv").display());
 }

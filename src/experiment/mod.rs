@@ -309,8 +309,10 @@ pub fn point_dir(dir: &Path, p: &Point) -> PathBuf {
 
 pub fn status(dir: &Path, p: &Point) -> Status {
     let run = point_dir(dir, p);
-    // A finished run is a result, whatever a later attempt recorded.
-    if let Some(s) = train::finished(&run) {
+    // A finished run is a result, whatever a later attempt recorded; one
+    // with fewer steps than the grid asks for (an extended experiment) is
+    // resumed to them.
+    if let Some(s) = train::finished(&run).filter(|s| s.steps >= p.spec.train.steps) {
         return Status::Done(s);
     }
     if let Ok(reason) = std::fs::read_to_string(run.join(FAILED_FILE)) {
@@ -375,6 +377,11 @@ pub fn open_dir(dir: &Path, base: &Spec, kind: Kind) -> Result<(), GdaError> {
         if let Some(saved) = &saved {
             old.base_spec_hash = saved.hash();
         }
+        if old != id && old.kind == id.kind {
+            if let Some(saved) = saved.as_ref().filter(|s| s.fixed_diff(base).is_empty()) {
+                return extend_dir(dir, saved, base, &id);
+            }
+        }
         if old != id {
             let changed = match &saved {
                 Some(saved) if old.base_spec_hash != id.base_spec_hash => {
@@ -402,6 +409,31 @@ pub fn open_dir(dir: &Path, base: &Spec, kind: Kind) -> Result<(), GdaError> {
     atomic_write(&base_file, base.to_toml().as_bytes()).map_err(io("cannot write", &base_file))?;
     atomic_write(&file, &serde_json::to_vec_pretty(&id).expect("identity serialises"))
         .map_err(io("cannot write", &file))
+}
+
+/// A rerun whose base spec differs from the saved one only in the keys a
+/// resume may change (`config::RESUMABLE_KEYS`) extends the experiment, as
+/// `gda train --resume` extends a run: each finished point with fewer steps
+/// than the new `train.steps` is resumed to it ([`status`]), the others go
+/// on as before. `train.steps` may grow, never shrink (a point may already
+/// have taken more steps than a shorter grid asks for).
+fn extend_dir(dir: &Path, saved: &Spec, base: &Spec, id: &Identity) -> Result<(), GdaError> {
+    if base.train.steps < saved.train.steps {
+        return Err(base.error(
+            "train.steps",
+            format!(
+                "{} is fewer than the {} steps of the experiment in {}; allowed: at least {} (an experiment can be extended, not shortened)",
+                base.train.steps,
+                saved.train.steps,
+                dir.display(),
+                saved.train.steps
+            ),
+        ));
+    }
+    let base_file = dir.join("base-spec.toml");
+    atomic_write(&base_file, base.to_toml().as_bytes()).map_err(io("cannot write", &base_file))?;
+    let file = dir.join("experiment.json");
+    atomic_write(&file, &serde_json::to_vec_pretty(id).expect("identity serialises")).map_err(io("cannot write", &file))
 }
 
 pub fn spec_file(dir: &Path, p: &Point) -> PathBuf {

@@ -22,6 +22,25 @@ pub fn human_flops(f: f64) -> String {
     format!("{f:.3e} FLOP")
 }
 
+/// FLOPs (or, with "/s" after it, a FLOP rate) with an SI prefix and three
+/// significant digits: "283 kFLOP" per token, "60.1 GFLOP" per second.
+pub fn si_flops(f: f64) -> String {
+    for (unit, scale) in [("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)] {
+        if f >= scale {
+            let v = f / scale;
+            let digits = if v >= 100.0 {
+                0
+            } else if v >= 10.0 {
+                1
+            } else {
+                2
+            };
+            return format!("{v:.digits$} {unit}FLOP");
+        }
+    }
+    format!("{f:.0} FLOP")
+}
+
 /// A duration: 45s, 12.5min, 3.2h.
 pub fn fmt_secs(s: f64) -> String {
     if s < 120.0 {
@@ -30,5 +49,19 @@ pub fn fmt_secs(s: f64) -> String {
         format!("{:.1}min", s / 60.0)
     } else {
         format!("{:.1}h", s / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn si_flops_keep_three_significant_digits() {
+        assert_eq!(si_flops(282_624.0), "283 kFLOP");
+        assert_eq!(si_flops(60.09e9), "60.1 GFLOP");
+        assert_eq!(si_flops(989e12), "989 TFLOP");
+        assert_eq!(si_flops(2.5e6), "2.50 MFLOP");
+        assert_eq!(si_flops(12.0), "12 FLOP");
     }
 }

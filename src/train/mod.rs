@@ -21,6 +21,7 @@ use tch::{nn::VarStore, Kind, Tensor};
 use self::checkpoint::TrainState;
 use self::metrics::{cell, MetricsLog};
 use self::optim::{learning_rate, AdamW};
+pub use self::run_dir::{draw_loss_curve, LOSS_CURVE_FILE};
 pub use self::run_dir::{finished, Manifest, RunSummary};
 use self::run_dir::{prepare_run_dir, run_dir_for, SUMMARY_FILE};
 use crate::config::Spec;
@@ -29,6 +30,7 @@ use crate::device;
 use crate::error::{io, GdaError};
 use crate::eval::{evaluate, Score};
 use crate::model::{self, Model};
+use crate::report::units::human_count;
 use crate::util::fs::atomic_write;
 use crate::util::host::fmt_bytes;
 use crate::util::out::{self, errln, outln};
@@ -97,11 +99,6 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Where the run's initial weights came from (`gda grow` records its source here).
     pub parent: Option<serde_json::Value>,
-}
-
-fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Column names of metrics.csv for a model with `layers` layers, trained on
@@ -173,7 +170,6 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     tch::manual_seed(spec.seed as i64);
     let (vs, model) = Model::build(&spec.model, device);
     let mut opt = AdamW::new(&vs, tc);
-    let parameters = model::param_count(&spec.model);
     let last_ckpt = if opts.resume { checkpoint::latest(&run_dir) } else { None };
     let mut state = match &last_ckpt {
         Some(ckpt) => checkpoint::restore(ckpt, &vs, &mut opt)?,
@@ -194,36 +190,11 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         }
     }
 
-    // MFU = model FLOP/s (src/flops.rs) / this device's measured matmul peak.
-    let flops_per_token = model::flops::train_flops_per_token(&spec.model, tc.context);
-    let peak = device::matmul_peak_flops(device);
-    let spec_path = run_dir.join("spec.toml");
-    atomic_write(&spec_path, spec.to_toml().as_bytes()).map_err(io("cannot write", &spec_path))?;
-    let manifest = Manifest {
-        gda_version: env!("CARGO_PKG_VERSION").into(),
-        libtorch_version: device::torch::LIBTORCH_VERSION.into(),
-        device: device::describe(device),
-        threads,
-        seed: spec.seed,
-        spec_hash: spec.hash(),
-        git_revision: git_revision(),
-        parameters,
-        train_flops_per_token: flops_per_token,
-        matmul_peak_flops: peak,
-        train_tokens: data.train_tokens(),
-        val_tokens: data.val_tokens(spec),
-        train_sources: data.sources(true),
-        val_sources: data.sources(false),
-        command: std::env::args().collect(),
-        parent: opts.parent.clone(),
-        data: data.info(),
-    };
-    // A resumed run keeps the manifest of the run's start.
-    let manifest_path = run_dir.join("manifest.json");
-    if !manifest_path.exists() {
-        atomic_write(&manifest_path, &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"))
-            .map_err(io("cannot write", &manifest_path))?;
-    }
+    let start = run_dir::begin(spec, opts, &run_dir, device, threads, &data, state.step)?;
+    let (flops_per_token, peak) = (start.flops_per_token, start.peak.flops);
+    // Checkpoints written from now on carry the spec they continue (a
+    // resume may have changed its resumable keys).
+    state.spec_hash = spec.hash();
 
     let differential = model.lambdas().len() == spec.model.n_layers;
     let task = !matches!(data, Dataset::Text(_));
@@ -330,7 +301,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         bar.set_position(state.step as u64);
         if log_due {
             let loss = state.loss_sum / state.loss_count.max(1) as f64;
-            bar.set_message(format!("loss {loss:.4} | {:.0} tok/s", train_tokens_now as f64 / train_time.max(1e-9)));
+            bar.set_message(progress_message(loss, train_tokens_now as f64 / train_time.max(1e-9)));
         }
 
         let score = eval_due.then(|| evaluate(&model));
@@ -382,7 +353,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         name: spec.name.clone(),
         steps: state.step,
         tokens_seen: state.tokens_seen,
-        parameters,
+        parameters: start.parameters,
         val_loss: state.val_loss.unwrap_or(f64::NAN),
         val_bpb: state.val_bpb,
         val_acc: state.val_acc,
@@ -394,6 +365,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let summary_path = run_dir.join(SUMMARY_FILE);
     atomic_write(&summary_path, &serde_json::to_vec_pretty(&summary).expect("summary serialises"))
         .map_err(io("cannot write", &summary_path))?;
+    draw_loss_curve(&run_dir)?;
     Ok(summary)
 }
 
@@ -480,11 +452,19 @@ pub fn estimate_seconds(spec: &Spec, data: &Dataset, device: tch::Device) -> f64
     step_secs * (tc.batch_size as f64 / rows as f64) * tc.steps as f64 + eval_secs * evals as f64
 }
 
+/// The bar's template: at most 77 columns with a million steps, a loss of
+/// 10 or more, a 6-character tok/s and indicatif's longest ETA ("59 minutes"),
+/// so it fits an 80-column terminal without wrapping.
+pub const PROGRESS_TEMPLATE: &str = "{bar:16} {pos}/{len} | {msg} | ETA {eta}";
+
+/// The progress bar's message: "loss 2.3456 | 12.3K tok/s".
+pub fn progress_message(loss: f64, tokens_per_s: f64) -> String {
+    format!("loss {loss:.4} | {} tok/s", human_count(tokens_per_s as usize))
+}
+
 fn progress_bar(steps: usize, at: usize) -> ProgressBar {
     let bar = if std::io::stdout().is_terminal() { ProgressBar::new(steps as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps | {msg} | ETA {eta}").expect("valid template"),
-    );
+    bar.set_style(ProgressStyle::with_template(PROGRESS_TEMPLATE).expect("valid template"));
     bar.set_position(at as u64);
     bar
 }

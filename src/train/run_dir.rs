@@ -7,11 +7,18 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint;
+use super::metrics::column_pairs;
 use super::TrainOptions;
 use crate::config::Spec;
-use crate::error::{input, GdaError};
+use crate::data::Dataset;
+use crate::device::{self, Peak};
+use crate::error::{input, io, GdaError};
+use crate::model;
+use crate::report::plot::{plot_lines, Line, Titles};
+use crate::report::units::{human_count, si_flops};
+use crate::util::fs::atomic_write;
 use crate::util::host::hostname;
-use crate::util::out::errln;
+use crate::util::out::{errln, outln};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -23,10 +30,20 @@ pub struct Manifest {
     pub spec_hash: String,
     pub git_revision: Option<String>,
     pub parameters: usize,
-    /// Training FLOPs per token (src/flops.rs) and the measured matmul peak
-    /// of the device (FLOP/s) that the CSV's `mfu` divides by.
+    /// Training FLOPs per token (src/flops.rs).
     pub train_flops_per_token: f64,
+    /// The dense matmul throughput this run measured on its device at its
+    /// start (FLOP/s); `mfu × peak_flops / matmul_peak_flops` is the MFU
+    /// against it.
     pub matmul_peak_flops: f64,
+    /// The peak (FLOP/s) the CSV's `mfu` divides by, and where it comes from
+    /// (`device::peak`: a GPU's datasheet, this machine's cached CPU peak,
+    /// or GDA_PEAK_FLOPS). Absent in runs started before gda recorded it,
+    /// whose `mfu` divides by `matmul_peak_flops`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_flops: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_source: Option<String>,
     pub train_tokens: usize,
     pub val_tokens: usize,
     pub train_sources: Vec<String>,
@@ -37,6 +54,166 @@ pub struct Manifest {
     /// Text runs: the data's format, the shards read and the tokenizer.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data: Option<crate::data::DataInfo>,
+    /// Every resume that changed a resumable key (extending the run), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<Extension>,
+}
+
+/// A resume that changed the run's `config::RESUMABLE_KEYS`: `spec_hash` and
+/// spec.toml then describe the run as extended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Extension {
+    /// The step the run had reached.
+    pub step: usize,
+    /// `key: old → new` for each key changed.
+    pub changed: Vec<String>,
+    pub command: Vec<String>,
+}
+
+fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// What [`begin`] settled for the run.
+pub(super) struct Start {
+    pub parameters: usize,
+    pub flops_per_token: f64,
+    /// What MFU divides by.
+    pub peak: Peak,
+}
+
+/// The start of every training process, fresh or resumed: writes spec.toml
+/// and manifest.json (a resumed run keeps its start's manifest, and a
+/// resume that extended the run records it there, with the new spec hash)
+/// and prints the header: device and dtype, size and cost of the model,
+/// the data and the peak MFU is measured against.
+pub(super) fn begin(
+    spec: &Spec,
+    opts: &TrainOptions,
+    run_dir: &Path,
+    device: tch::Device,
+    threads: usize,
+    data: &Dataset,
+    step: usize,
+) -> Result<Start, GdaError> {
+    let parameters = model::param_count(&spec.model);
+    let flops_per_token = model::flops::train_flops_per_token(&spec.model, spec.train.context);
+    let peak = device::peak(device, threads);
+    let spec_path = run_dir.join("spec.toml");
+    let changed = Spec::load(Some(&spec_path), &[]).map(|old| old.diff(spec)).unwrap_or_default();
+    atomic_write(&spec_path, spec.to_toml().as_bytes()).map_err(io("cannot write", &spec_path))?;
+    let manifest_path = run_dir.join("manifest.json");
+    let saved: Option<Manifest> = std::fs::read(&manifest_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let command: Vec<String> = std::env::args().collect();
+    let manifest = match saved {
+        Some(mut m) if !changed.is_empty() => {
+            m.spec_hash = spec.hash();
+            m.extensions.push(Extension { step, changed, command });
+            Some(m)
+        }
+        // A resumed run keeps the manifest of the run's start (one it
+        // cannot read included: that is not this process's to replace).
+        _ if manifest_path.exists() => None,
+        _ => Some(Manifest {
+            gda_version: env!("CARGO_PKG_VERSION").into(),
+            libtorch_version: device::torch::LIBTORCH_VERSION.into(),
+            device: device::describe(device),
+            threads,
+            seed: spec.seed,
+            spec_hash: spec.hash(),
+            git_revision: git_revision(),
+            parameters,
+            train_flops_per_token: flops_per_token,
+            matmul_peak_flops: device::matmul_peak_flops(device),
+            peak_flops: Some(peak.flops),
+            peak_source: Some(peak.source.clone()),
+            train_tokens: data.train_tokens(),
+            val_tokens: data.val_tokens(spec),
+            train_sources: data.sources(true),
+            val_sources: data.sources(false),
+            command,
+            parent: opts.parent.clone(),
+            data: data.info(),
+            extensions: Vec::new(),
+        }),
+    };
+    if let Some(m) = manifest {
+        atomic_write(&manifest_path, &serde_json::to_vec_pretty(&m).expect("manifest serialises"))
+            .map_err(io("cannot write", &manifest_path))?;
+    }
+    let start = Start { parameters, flops_per_token, peak };
+    for line in header(spec, device, threads, data, &start, step) {
+        outln!("{line}");
+    }
+    Ok(start)
+}
+
+/// The lines `gda train` prints before its first step, e.g.
+/// `train tiny: steps 0 → 60 on cpu (fp32, 1 thread; device "auto": no CUDA device)`.
+fn header(spec: &Spec, device: tch::Device, threads: usize, data: &Dataset, s: &Start, step: usize) -> [String; 2] {
+    let dtype = if device::compute_kind(device) == tch::Kind::BFloat16 { "bf16" } else { "fp32" };
+    let cpu = if device.is_cuda() {
+        String::new()
+    } else {
+        format!(", {threads} thread{}", if threads == 1 { "" } else { "s" })
+    };
+    let auto = match (spec.train.device.as_str(), device.is_cuda()) {
+        ("auto", false) => "; device \"auto\" found no GPU",
+        ("auto", true) => "; device \"auto\"",
+        _ => "",
+    };
+    let source = match data.info() {
+        Some(i) => format!("{} {}", i.format.name(), i.path),
+        None => format!("{} task generated from seed {}", spec.data.task.name(), spec.seed),
+    };
+    [
+        format!(
+            "train {}: steps {step} → {} on {} ({dtype}{cpu}{auto}) | {} parameters | {}/token",
+            spec.name,
+            spec.train.steps,
+            device::describe(device),
+            human_count(s.parameters),
+            si_flops(s.flops_per_token),
+        ),
+        format!(
+            "data: {} train / {} val tokens, {source} | MFU peak {}/s ({})",
+            human_count(data.train_tokens()),
+            human_count(data.val_tokens(spec)),
+            si_flops(s.peak.flops),
+            s.peak.source
+        ),
+    ]
+}
+
+/// The file `gda train` (at its end) and `gda report` draw a run's losses into.
+pub const LOSS_CURVE_FILE: &str = "loss_curve.svg";
+
+/// Draws `loss_curve.svg`: training (solid) and validation (dashed) loss
+/// against training tokens, from the run's metrics.csv. Returns its path.
+pub fn draw_loss_curve(run: &Path) -> Result<PathBuf, GdaError> {
+    let train = column_pairs(run, "tokens", "train_loss");
+    let val = column_pairs(run, "tokens", "val_loss");
+    let path = run.join(LOSS_CURVE_FILE);
+    let held = Spec::load(Some(&run.join("spec.toml")), &[])
+        .map(|s| {
+            let t = &s.train;
+            format!("{} steps, batch {} × {} tokens, lr {}", t.steps, t.batch_size * t.grad_accum, t.context, t.lr)
+        })
+        .unwrap_or_default();
+    let titles = Titles {
+        title: "training (solid) and validation (dashed) loss",
+        held: &held,
+        x: "training tokens",
+        y: "loss (nats/token)",
+    };
+    plot_lines(
+        &path,
+        &titles,
+        false,
+        &[Line::plain("train loss", &train, 0, false), Line::plain("val loss", &val, 1, true)],
+    )?;
+    Ok(path)
 }
 
 /// What a finished run reports (also `summary.json`).
@@ -157,7 +334,9 @@ pub(super) fn prepare_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<O
 }
 
 /// Refuses a directory that holds a run unless resuming it, and a run of a
-/// different experiment always, naming the keys that differ.
+/// different experiment always, naming the keys that differ. A resume may
+/// change the `config::RESUMABLE_KEYS` (extending a run): `train.steps` to no
+/// fewer than the steps the run has taken.
 fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> {
     let saved = dir.join("spec.toml");
     if !saved.exists() {
@@ -170,18 +349,36 @@ fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> 
         )));
     }
     let old = Spec::load(Some(&saved), &[])?;
-    if old.hash() != spec.hash() {
-        let changed = old.diff(spec);
-        let changed = if changed.is_empty() {
+    let fixed = old.fixed_diff(spec);
+    if !fixed.is_empty() || (old.hash() != spec.hash() && old.diff(spec).is_empty()) {
+        let changed = if fixed.is_empty() {
             format!("spec hash {} vs {}", old.hash(), spec.hash())
         } else {
-            format!("changed: {}", changed.join(", "))
+            format!("changed: {}", fixed.join(", "))
         };
         return Err(input(format!(
-            "run directory {} holds a different experiment ({changed}); resume it with its own spec (gda train --resume --out {}) or choose another --out",
+            "run directory {} holds a different experiment ({changed}); a resume may only extend the run (more steps) or change its evaluation, logging and checkpoint cadence; resume it with its own spec (gda train --resume --out {}) or choose another --out",
             dir.display(),
             dir.display()
         )));
+    }
+    let (reached, least) = match (finished(dir), checkpoint::latest_step(dir)) {
+        // A finished run may be resumed at its own length (nothing to do).
+        (Some(done), _) => (done.steps, done.steps),
+        // An unfinished one must take at least one more step, which ends
+        // with the final evaluation.
+        (None, Some(step)) => (step, step + 1),
+        (None, None) => (0, 1),
+    };
+    if spec.train.steps < least && spec.train.steps != old.train.steps {
+        return Err(spec.error(
+            "train.steps",
+            format!(
+                "{} is fewer than the {reached} steps run directory {} has taken; allowed: at least {least}",
+                spec.train.steps,
+                dir.display()
+            ),
+        ));
     }
     Ok(())
 }

@@ -82,6 +82,33 @@ fn cgroup_memory_limits() -> Vec<(u64, PathBuf)> {
     out
 }
 
+/// Where gda keeps what it sets up or measures once (libtorch, corpora,
+/// prepared data, the CPU peak of `device::peak`): `$GDA_CACHE`, else
+/// `$XDG_CACHE_HOME/gda`, else `~/.cache/gda`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("GDA_CACHE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p).join("gda");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("gda")
+}
+
+/// The CPU's model name (`model name` in /proc/cpuinfo; empty where the
+/// system will not say).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
+            })
+        })
+        .unwrap_or_default()
+}
+
 /// "1.5 GiB": a byte count for a message.
 pub fn fmt_bytes(bytes: f64) -> String {
     const UNITS: [&str; 7] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
