@@ -170,7 +170,7 @@ first_step() { # dir -> "seconds peak_rss_mb"
     --set train.steps=1000 --set train.log_every=1 --set train.eval_every=1000 --set train.eval_tokens=256 \
     --set train.threads="$THREADS" --out "$run" >/dev/null 2>&1 &
   pid=$!
-  until [ "$(wc -l < "$run/metrics.csv" 2>/dev/null || echo 0)" -ge 2 ]; do
+  until [ "$(wc -l 2>/dev/null < "$run/metrics.csv" || echo 0)" -ge 2 ]; do
     kill -0 "$pid" 2>/dev/null || { echo "gda train on $1 stopped before its first step" >&2; exit 1; }
     sleep 0.01
   done

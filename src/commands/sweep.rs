@@ -10,7 +10,7 @@ use crate::config::{AttentionKind, Spec};
 use crate::data::Dataset;
 use crate::error::{input, GdaError};
 use crate::experiment::{self, grid, Grid, Kind, Point};
-use crate::report::units::{fmt_secs, human_count, human_flops};
+use crate::report::units::{fmt_duration, human_count, human_flops};
 use crate::util::out::outln;
 use crate::{device, train};
 
@@ -206,14 +206,14 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
             human_count(params),
             attn / 1e6,
             human_flops(flops),
-            fmt_secs(secs)
+            fmt_duration(secs)
         );
     }
     println!(
         "\n{} points on {} | estimated {} with --jobs {} (from timed steps, evaluation included)",
         points.len(),
         device::describe(device),
-        fmt_secs(total / jobs.max(1) as f64),
+        fmt_duration(total / jobs.max(1) as f64),
         jobs.max(1)
     );
     Ok(())

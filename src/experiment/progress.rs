@@ -24,6 +24,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{cost, Point, Status};
 use crate::error::{input, GdaError};
 use crate::report::table;
+use crate::report::units::fmt_duration;
 use crate::util::out::outln;
 
 /// Off a terminal, seconds between two progress lines of a point, unless
@@ -92,18 +93,6 @@ pub fn sample(run: &Path) -> Option<Sample> {
         tokens_per_s: last_of(tps_i),
         secs_per_step,
     })
-}
-
-/// "42s", "3m05s", "2h07m".
-pub fn fmt_duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
 }
 
 /// 950, 12.3k, 4.56M: tokens per second in a few columns.

@@ -41,14 +41,15 @@ pub fn si_flops(f: f64) -> String {
     format!("{f:.0} FLOP")
 }
 
-/// A duration: 45s, 12.5min, 3.2h.
-pub fn fmt_secs(s: f64) -> String {
-    if s < 120.0 {
-        format!("{s:.0}s")
-    } else if s < 7200.0 {
-        format!("{:.1}min", s / 60.0)
+/// A duration: "42s", "3m05s", "2h07m".
+pub fn fmt_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
     } else {
-        format!("{:.1}h", s / 3600.0)
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
     }
 }
 
