@@ -483,6 +483,27 @@ impl Spec {
         Self::from_table(table, overrides, origin)
     }
 
+    /// Whether the spec file at `path` (none: the built-in default) or one of
+    /// `overrides` sets the dotted `key`, rather than leaving it to its
+    /// default. A file that cannot be read sets nothing (`load` says why).
+    pub fn sets(path: Option<&Path>, overrides: &[String], key: &str) -> bool {
+        if overrides.iter().any(|ov| ov.split_once('=').is_some_and(|(k, _)| k.trim() == key)) {
+            return true;
+        }
+        let Some(table) = path.and_then(|p| std::fs::read_to_string(p).ok()?.parse::<toml::Table>().ok()) else {
+            return false;
+        };
+        let mut cur = &table;
+        let parts: Vec<&str> = key.split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            match cur.get(*part).and_then(toml::Value::as_table) {
+                Some(t) => cur = t,
+                None => return false,
+            }
+        }
+        cur.contains_key(parts[parts.len() - 1])
+    }
+
     /// This spec with `--set key=value` overrides applied and resolved again.
     pub fn with_overrides(&self, overrides: &[String]) -> Result<Spec, GdaError> {
         let table = toml::Table::try_from(self).expect("a spec always serialises");

@@ -175,7 +175,13 @@ fn nanogpt_and_llmc_shards_train_like_the_gda_directory() {
     let mut rows = Vec::new();
     for (name, d) in [("gda", &g), ("nano", &nano), ("llmc", &llmc)] {
         let run = t.join(format!("run-{name}"));
-        train(t, &spec(t, name, d, "gpt2", 10), &run);
+        let spec = spec(t, name, d, "gpt2", 10);
+        if name == "llmc" {
+            // A spec that names no tokenizer reads llm.c shards as GPT-2.
+            let text = std::fs::read_to_string(&spec).unwrap().replace("tokenizer = \"gpt2\"\n", "");
+            std::fs::write(&spec, text).unwrap();
+        }
+        train(t, &spec, &run);
         rows.push(deterministic_rows(&run));
         let m = manifest(&run);
         let want = match name {
@@ -186,6 +192,9 @@ fn nanogpt_and_llmc_shards_train_like_the_gda_directory() {
         assert_eq!(m["data"]["format"], want);
         assert_eq!(m["train_tokens"].as_u64().unwrap() as usize, train_tokens.len() / 2);
         if name == "llmc" {
+            assert!(!std::fs::read_to_string(t.join("llmc.toml")).unwrap().contains("tokenizer"));
+            let resolved = std::fs::read_to_string(run.join("spec.toml")).unwrap();
+            assert!(resolved.contains("tokenizer = \"gpt2\""), "{resolved}");
             assert!(m["data"]["tokenizer_note"].as_str().unwrap().contains("GPT-2 is assumed"), "{m}");
             assert_eq!(m["train_sources"].as_array().unwrap().len(), 2);
         }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::config::{Spec, TaskKind};
-use crate::data::corpus_path;
+use crate::data::corpus::{self, Detected};
+use crate::data::{corpus_path, Format};
 use crate::device;
 use crate::error::{input, GdaError};
 use crate::experiment::{slurm, Launcher, RunOptions, SlurmOptions};
@@ -148,7 +149,7 @@ pub struct SpecArgs {
 }
 
 impl SpecArgs {
-    /// The spec with `--set`, `--device` and `--threads` applied.
+    /// The spec with `--set`, `--device`, `--threads` and `--data` applied.
     pub fn load(&self, fallback: Option<PathBuf>) -> anyhow::Result<Spec> {
         let mut overrides = self.set.clone();
         if let Some(d) = &self.device {
@@ -172,7 +173,18 @@ impl SpecArgs {
             }
             let abs = absolute(d).map_err(|e| input(format!("--data {}: {e}", d.display())))?;
             corpus_path(&abs.to_string_lossy())?;
-            spec.data.corpus = abs.to_string_lossy().into_owned();
+            overrides.push(format!("data.corpus={}", toml::Value::String(abs.to_string_lossy().into_owned())));
+            spec = Spec::load(path.as_deref(), &overrides)?;
+        }
+        // llm.c shards hold GPT-2 tokens and say nothing else about their
+        // tokenizer: unless the spec names one, they are read as GPT-2 (the
+        // manifest says it was assumed), so a user can point at them as they are.
+        if spec.data.task == TaskKind::Text && !Spec::sets(path.as_deref(), &overrides, "data.tokenizer") {
+            let shards = corpus_path(&spec.data.corpus).and_then(|p| corpus::detect(&p));
+            if let Ok(Detected::Shards(Format::Llmc, ..)) = shards {
+                overrides.push("data.tokenizer=\"gpt2\"".into());
+                spec = Spec::load(path.as_deref(), &overrides)?;
+            }
         }
         Ok(spec)
     }
