@@ -154,6 +154,19 @@ fn an_interrupt_delivered_twice_still_checkpoints() {
     assert!(step >= seen && err.contains(&format!("interrupted at step {step}")), "{err}");
 }
 
+/// Reads a trainer's output through its start header and the line of step
+/// 0, then drops the reader: the trainer's next line meets a closed pipe.
+fn through_step_0(out: impl std::io::Read) {
+    let mut reader = std::io::BufReader::new(out);
+    let mut lines = Vec::new();
+    while !lines.last().is_some_and(|l: &String| l.starts_with("step 0 ")) {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the output ended before step 0: {lines:?}");
+        lines.push(line);
+    }
+    assert!(lines[0].starts_with("train tiny: "), "{lines:?}");
+}
+
 /// Issue 12.5: `gda train ... | head -1`: the reader goes away; the run
 /// stops as for Ctrl-C (checkpoint, exit 130) instead of panicking, and a
 /// resume finishes it. A read-only command just ends quietly.
@@ -164,9 +177,7 @@ fn a_closed_stdout_stops_training_like_an_interrupt_and_read_only_commands_quiet
     let spec = write_spec(tmp.path(), "tiny", &text);
     let run = tmp.path().join("run");
     let mut child = train(&spec, &run).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    assert!(first.starts_with("step 0 "), "{first}");
+    through_step_0(child.stdout.take().unwrap());
     // The reader is dropped here: stdout is a pipe without a reader.
     let out = child.wait_with_output().unwrap();
     let err = stderr_of(&out);
@@ -183,9 +194,7 @@ fn a_closed_stdout_stops_training_like_an_interrupt_and_read_only_commands_quiet
     let again = tmp.path().join("again");
     let (reader, writer) = std::io::pipe().unwrap();
     let mut child = train(&spec, &again).stdout(writer.try_clone().unwrap()).stderr(writer).spawn().unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(reader).read_line(&mut first).unwrap();
-    assert!(first.starts_with("step 0 "), "{first}");
+    through_step_0(reader);
     let status = wait_at_most(&mut child, Duration::from_secs(60), "the trainer");
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(latest_step(&again).is_some_and(|s| s < 150));
