@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # Dense bf16 tensor-core peak from the vendors' datasheets (FLOP/s, no
-# sparsity). GPU_PEAK_FLOPS overrides, for a GPU not listed.
+# sparsity). GDA_PEAK_FLOPS overrides, as it does for gda itself.
 DATASHEET_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12}
 
 # Bench targets of issue 14, reported beside the numbers.
@@ -214,8 +214,8 @@ class Check:
         self.verdict("eval_scores_in_training_dtype", diff <= tol, data)
 
     def datasheet_peak(self):
-        if os.environ.get("GPU_PEAK_FLOPS"):
-            return float(os.environ["GPU_PEAK_FLOPS"])
+        if os.environ.get("GDA_PEAK_FLOPS"):
+            return float(os.environ["GDA_PEAK_FLOPS"])
         name = (getattr(self, "info", {}) or {}).get("gpu") or ""
         return next((v for k, v in DATASHEET_BF16.items() if k in name), None)
 

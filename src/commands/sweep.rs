@@ -10,7 +10,7 @@ use crate::config::{AttentionKind, Spec};
 use crate::data::Dataset;
 use crate::error::{input, GdaError};
 use crate::experiment::{self, grid, Grid, Kind, Point};
-use crate::report::units::{fmt_duration, human_count, human_flops};
+use crate::report::units::{fmt_duration, human_count, si_flops};
 use crate::util::out::outln;
 use crate::{device, train};
 
@@ -205,7 +205,7 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
             m.head_dim,
             human_count(params),
             attn / 1e6,
-            human_flops(flops),
+            si_flops(flops),
             fmt_duration(secs)
         );
     }

@@ -528,14 +528,6 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_in_the_largest_units() {
-        assert_eq!(fmt_duration(0.4), "0s");
-        assert_eq!(fmt_duration(59.6), "1m00s");
-        assert_eq!(fmt_duration(3599.0), "59m59s");
-        assert_eq!(fmt_duration(7325.0), "2h02m");
-    }
-
-    #[test]
     fn a_sample_is_read_from_the_complete_rows_of_a_metrics_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("metrics.csv");

@@ -18,7 +18,7 @@ use crate::report::plot::{
 };
 use crate::report::stats::{fmt_p, Paired};
 use crate::report::table::line;
-use crate::report::units::{human_count, human_flops};
+use crate::report::units::{human_count, si_flops};
 use crate::train::metrics::column_pairs;
 use crate::util::fs::atomic_write;
 
@@ -264,7 +264,7 @@ pub fn sweep_markdown(rows: &[Row], policy: &str) -> String {
             m.kv_heads,
             human_count(params),
             attn / 1e6,
-            human_flops(train),
+            si_flops(train),
             pm(&losses, 4),
             pm(&bpbs, 4),
         );

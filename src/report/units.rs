@@ -12,16 +12,6 @@ pub fn human_count(n: usize) -> String {
     }
 }
 
-/// Training FLOPs with a unit that keeps three significant digits.
-pub fn human_flops(f: f64) -> String {
-    for (unit, scale) in [("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)] {
-        if f >= scale {
-            return format!("{:.3} {unit}", f / scale);
-        }
-    }
-    format!("{f:.3e} FLOP")
-}
-
 /// FLOPs (or, with "/s" after it, a FLOP rate) with an SI prefix and three
 /// significant digits: "283 kFLOP" per token, "60.1 GFLOP" per second.
 pub fn si_flops(f: f64) -> String {
@@ -56,6 +46,14 @@ pub fn fmt_duration(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_in_the_largest_units() {
+        assert_eq!(fmt_duration(0.4), "0s");
+        assert_eq!(fmt_duration(59.6), "1m00s");
+        assert_eq!(fmt_duration(3599.0), "59m59s");
+        assert_eq!(fmt_duration(7325.0), "2h02m");
+    }
 
     #[test]
     fn si_flops_keep_three_significant_digits() {
