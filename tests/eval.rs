@@ -117,6 +117,31 @@ fn lm_suite_scores_other_text_given_with_data() {
         ((len - 1) / 32 * 32).to_string(),
         "bytes tokenizer, context 32: every window of the {len} bytes"
     );
+    // The text is prepared into the cache once (as training prepares its
+    // own); a second evaluation reuses the entry and scores the same.
+    let cache = tmp.path().join("cache");
+    let entries = || -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(cache.join("prepared")) else { return vec![] };
+        let mut metas: Vec<String> =
+            dir.filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("meta.json")).ok()).collect();
+        metas.sort();
+        metas
+    };
+    let mut scores = Vec::new();
+    for _ in 0..2 {
+        let out = gda()
+            .env("GDA_CACHE", &cache)
+            .args(["eval", run.to_str().unwrap(), "--data", other, "--tokens", "100000000", "--threads", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        scores.push(csv(&run.join("eval/lm.csv")));
+    }
+    let metas = entries();
+    assert_eq!(metas.len(), 1, "{metas:?}");
+    assert!(metas[0].contains(&format!("{other:?}")), "the entry is not the --data text: {}", metas[0]);
+    assert_eq!(scores[0], scores[1]);
+    assert_eq!(scores[0], whole);
     let out = eval(&["--run", run.to_str().unwrap(), "--data", "/no/such/text"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("does not exist"));

@@ -402,14 +402,14 @@ fn eval_run(
         let mut data_cfg = spec.data.clone();
         data_cfg.task = TaskKind::Text;
         let (key, what) = match &opts.data {
-            Some(d) => (format!("whole {} {:?}", d.display(), data_cfg.tokenizer), format!("--data {}", d.display())),
+            Some(d) => (format!("whole {} {data_cfg:?}", d.display()), format!("--data {}", d.display())),
             None => (format!("{data_cfg:?}"), "the run's validation split".to_string()),
         };
         let at = match corpora.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
                 let text = match &opts.data {
-                    Some(d) => Corpus::whole(d, &data_cfg.tokenizer)?,
+                    Some(d) => Corpus::whole(d, &data_cfg, spec.train.threads)?,
                     None => Corpus::load(&data_cfg, spec.train.threads)?.val,
                 };
                 corpora.push((key, text));

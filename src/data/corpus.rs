@@ -210,12 +210,12 @@ fn gda_files(dir: &Path, split: &str) -> Result<Vec<PathBuf>, GdaError> {
     Ok(v)
 }
 
-/// Opens a gda directory for `tok`: its byte table must name the same tokenizer.
-pub fn open_gda_dir(
+/// The byte table of the gda directory `dir`, which must name `tok`.
+fn checked_table(
     dir: &Path,
     tok: &Tokenizer,
     spec_tokenizer: &str,
-) -> Result<(Split, Split, Option<Meta>), GdaError> {
+) -> Result<(shards::Header, Arc<Vec<u16>>), GdaError> {
     let table_path = dir.join(shards::BYTE_TABLE);
     if !table_path.is_file() {
         return Err(input(format!(
@@ -235,7 +235,16 @@ pub fn open_gda_dir(
             tok.vocab_size()
         )));
     }
-    let table = Arc::new(table);
+    Ok((header, Arc::new(table)))
+}
+
+/// Opens a gda directory for `tok`: its byte table must name the same tokenizer.
+pub fn open_gda_dir(
+    dir: &Path,
+    tok: &Tokenizer,
+    spec_tokenizer: &str,
+) -> Result<(Split, Split, Option<Meta>), GdaError> {
+    let (header, table) = checked_table(dir, tok, spec_tokenizer)?;
     let train = shards::open_gda(&gda_files(dir, "train")?, table.clone(), &header)?;
     let val = shards::open_gda(&gda_files(dir, "val")?, table, &header)?;
     let meta_path = dir.join(shards::META);
@@ -300,17 +309,22 @@ impl Corpus {
         Ok(corpus)
     }
 
-    /// What `gda eval --data` scores: all of a text (a file, or a
-    /// directory's files in order, unsplit), or the validation split of a
-    /// prepared or shard directory.
-    pub fn whole(path: &Path, tokenizer: &TokenizerKind) -> Result<Split, GdaError> {
+    /// What `gda eval --data` scores: all of a text (a file or a
+    /// directory), or the validation split of a prepared or shard directory.
+    /// Text is read through the cache as training does (`cfg`'s tokenizer
+    /// and split, `threads` tokenizer threads): prepared once, its training
+    /// split then its validation split.
+    pub fn whole(path: &Path, cfg: &DataConfig, threads: usize) -> Result<Split, GdaError> {
         let path = corpus_path(&path.to_string_lossy())?;
+        let tokenizer = &cfg.tokenizer;
         let tok = Tokenizer::new(tokenizer)?;
         match detect(&path)? {
             Detected::Text => {
-                let plan = TextPlan::new(&path, 0.5)?;
-                let ids = prepare::encode_all(&plan, &tok);
-                Ok(Split::from_ids(&ids, Arc::new(tok.byte_table())))
+                let plan = TextPlan::new(&path, cfg.val_fraction)?;
+                let dir = prepare::cached(&plan, &tok, threads)?;
+                let (header, table) = checked_table(&dir, &tok, tokenizer.as_str())?;
+                let files = [gda_files(&dir, "train")?, gda_files(&dir, "val")?].concat();
+                shards::open_gda(&files, table, &header)
             }
             Detected::Gda => Ok(open_gda_dir(&path, &tok, tokenizer.as_str())?.1),
             Detected::Shards(format, _, val) => {

@@ -440,15 +440,6 @@ fn lock_exclusive(f: &File, path: &Path, what: &Path) -> Result<(), GdaError> {
     Ok(())
 }
 
-/// The tokens of `plan`'s whole text in memory, unsplit (what `gda eval
-/// --data` scores for raw text).
-pub fn encode_all(plan: &TextPlan, tok: &Tokenizer) -> Vec<u32> {
-    let mut all: Vec<(usize, usize, usize)> =
-        plan.files.iter().enumerate().map(|(i, f)| (i, 0, f.bytes().len())).collect();
-    all.retain(|p| p.2 > 0);
-    plan.chunks(&all, tok).iter().flat_map(|c| tok.encode(c)).collect()
-}
-
 impl TextPlan {
     /// The training split's text, piece by piece (what `gda data
     /// train-tokenizer` learns from: validation text stays unseen).
