@@ -595,6 +595,7 @@ fn sweep_eval_tables_are_per_point_with_seed_statistics() {
     for (plot, labels) in [
         ("final_loss_vs_ratio.svg", vec!["shared", "baseline (standard attention)"]),
         ("loss_curves.svg", vec!["1:1 shared (2 seeds)", "2:1 shared (2 seeds)", "baseline (2 seeds)"]),
+        ("loss_curves_end.svg", vec!["1:1 shared (2 seeds)", "2:1 shared (2 seeds)", "baseline (2 seeds)"]),
     ] {
         let svg = std::fs::read_to_string(dir.join(plot)).unwrap();
         let texts = svg_texts(&svg);
@@ -606,6 +607,16 @@ fn sweep_eval_tables_are_per_point_with_seed_statistics() {
         assert!(legend_x > right_of_data + 20.0, "{plot}: legend at x = {legend_x}, data up to {right_of_data}");
         assert!(polyline_xs(&svg).iter().all(|&x| x < legend_x), "{plot}: a line runs under the legend");
     }
+
+    // The second half of training on its own scale: the first evaluations
+    // (near ln(vocab)) no longer set the y range.
+    let y_span = |plot: &str| {
+        let (_, yt) = ticks(&std::fs::read_to_string(dir.join(plot)).unwrap());
+        let v: Vec<f64> = yt.iter().map(|t| t.1.parse().unwrap()).collect();
+        v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    let (whole, end) = (y_span("loss_curves.svg"), y_span("loss_curves_end.svg"));
+    assert!(end < whole / 2.0, "y tick span: second half {end}, whole run {whole}");
 
     // A single context: whole, distinct, increasing ticks on both axes.
     let one = tmp.path().join("one");

@@ -78,7 +78,7 @@ fn check_closing_lines(out: &Output, dir: &Path) {
     let plots: Vec<&str> = line("plots: ").split(", ").collect();
     assert_eq!(
         plots.iter().map(|p| p.rsplit('/').next().unwrap()).collect::<Vec<_>>(),
-        ["final_loss_vs_ratio.svg", "loss_curves.svg"],
+        ["final_loss_vs_ratio.svg", "loss_curves.svg", "loss_curves_end.svg"],
         "{text}"
     );
     for f in summaries.iter().chain(&plots) {

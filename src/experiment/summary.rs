@@ -498,7 +498,11 @@ pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, rat
             plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)", policy)?;
         }
     }
-    plot_curves(dir, &dir.join("loss_curves.svg"), rows, policy)?;
+    plot_curves(dir, &dir.join("loss_curves.svg"), rows, policy, false)?;
+    // The first evaluations (near ln(vocab)) set the whole curve's y range,
+    // which flattens the end where the points differ: the second half again,
+    // on its own scale.
+    plot_curves(dir, &dir.join("loss_curves_end.svg"), rows, policy, true)?;
     Ok(())
 }
 
@@ -593,8 +597,9 @@ fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str, policy: &st
 }
 
 /// Validation loss against training tokens, one line per group: the mean
-/// over its seeds at each evaluation, with their std as error bars.
-fn plot_curves(dir: &Path, path: &Path, rows: &[Row], policy: &str) -> Result<(), GdaError> {
+/// over its seeds at each evaluation, with their std as error bars; `end`:
+/// only the second half of training.
+fn plot_curves(dir: &Path, path: &Path, rows: &[Row], policy: &str, end: bool) -> Result<(), GdaError> {
     // Per group (in grid order): tokens → the seeds' val losses.
     let mut groups: Vec<(String, BTreeMap<u64, Vec<f64>>)> = Vec::new();
     for r in rows {
@@ -611,12 +616,14 @@ fn plot_curves(dir: &Path, path: &Path, rows: &[Row], policy: &str) -> Result<()
             groups[i].1.entry(t as u64).or_default().push(l);
         }
     }
+    let half = groups.iter().filter_map(|(_, by_t)| by_t.keys().next_back()).max().map_or(0, |t| t / 2);
     let lines: Vec<Line> = groups
         .iter()
         .enumerate()
         .map(|(i, (g, by_t))| {
             let points = by_t
                 .iter()
+                .filter(|(t, _)| !end || **t >= half)
                 .map(|(t, ls)| {
                     let (m, s) = mean_std(ls);
                     (*t as f64, m, s)
@@ -629,7 +636,7 @@ fn plot_curves(dir: &Path, path: &Path, rows: &[Row], policy: &str) -> Result<()
         .collect();
     let held = held_fixed(rows, policy);
     let titles = Titles {
-        title: "validation loss during training",
+        title: if end { "validation loss, second half of training" } else { "validation loss during training" },
         held: &held,
         x: "training tokens",
         y: "val loss (nats/token; mean ± std over seeds)",
