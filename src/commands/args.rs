@@ -158,11 +158,18 @@ impl SpecArgs {
         if let Some(t) = self.threads {
             overrides.push(format!("train.threads={t}"));
         }
+        // --data is recorded in the spec as an absolute data.corpus, so that
+        // children, resumes and `gda eval` read the same text.
+        let data = match &self.data {
+            Some(d) => Some(absolute(d).map_err(|e| input(format!("--data {}: {e}", d.display())))?),
+            None => None,
+        };
+        if let Some(abs) = &data {
+            overrides.push(format!("data.corpus={}", toml::Value::String(abs.to_string_lossy().into_owned())));
+        }
         let path = self.spec.clone().or(fallback);
         let mut spec = Spec::load(path.as_deref(), &overrides)?;
-        if let Some(d) = &self.data {
-            // Recorded in the spec, so that children, resumes and `gda eval`
-            // read the same text.
+        if let (Some(d), Some(abs)) = (&self.data, &data) {
             if spec.data.task != TaskKind::Text {
                 return Err(input(format!(
                     "--data {} does not apply: data.task = \"{}\" generates its examples; allowed: --data with data.task = \"text\"",
@@ -171,10 +178,7 @@ impl SpecArgs {
                 ))
                 .into());
             }
-            let abs = absolute(d).map_err(|e| input(format!("--data {}: {e}", d.display())))?;
             corpus_path(&abs.to_string_lossy())?;
-            overrides.push(format!("data.corpus={}", toml::Value::String(abs.to_string_lossy().into_owned())));
-            spec = Spec::load(path.as_deref(), &overrides)?;
         }
         // llm.c shards hold GPT-2 tokens and say nothing else about their
         // tokenizer: unless the spec names one, they are read as GPT-2 (the

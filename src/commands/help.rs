@@ -5,8 +5,10 @@ use std::fmt::Write as _;
 
 use crate::error::EXIT_CODES;
 
-/// Examples and exit codes per subcommand, by the name clap gives it.
-const HELP: &[(&str, &[&str], &[i32])] = &[
+/// A subcommand (by the name clap gives it), its examples and its exit codes.
+type Help = (&'static str, &'static [&'static str], &'static [i32]);
+
+const HELP: &[Help] = &[
     (
         "train",
         &[
@@ -69,19 +71,24 @@ const HELP: &[(&str, &[&str], &[i32])] = &[
     ),
 ];
 
+/// The `HELP` row of subcommand `name`.
+fn entry(name: &str) -> Option<&'static Help> {
+    HELP.iter().find(|h| h.0 == name)
+}
+
 /// The examples of subcommand `name` (empty for one without any).
 pub fn examples(name: &str) -> &'static [&'static str] {
-    HELP.iter().find(|h| h.0 == name).map(|h| h.1).unwrap_or(&[])
+    entry(name).map_or(&[], |h| h.1)
 }
 
 /// The exit codes subcommand `name` documents in its `--help`.
 pub fn exit_codes(name: &str) -> &'static [i32] {
-    HELP.iter().find(|h| h.0 == name).map(|h| h.2).unwrap_or(&[])
+    entry(name).map_or(&[], |h| h.2)
 }
 
 /// The `after_help` text of subcommand `name`.
 pub fn after_help(name: &str) -> Option<String> {
-    let h = HELP.iter().find(|h| h.0 == name)?;
+    let h = entry(name)?;
     let mut s = String::from("Examples:\n");
     for e in h.1 {
         let _ = writeln!(s, "  {e}");

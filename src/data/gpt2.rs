@@ -57,8 +57,9 @@ impl Ranges {
 }
 
 pub struct Gpt2 {
-    /// tiktoken's encoder, kept for decoding.
-    pub bpe: CoreBPE,
+    /// The bytes of each id (the special token's too), decoded from
+    /// tiktoken's encoder once: for decoding and the byte table.
+    bytes: Vec<Vec<u8>>,
     ranks: FxHashMap<Vec<u8>, Rank>,
     ascii: [Kind; 128],
     letter: Ranges,
@@ -74,14 +75,15 @@ impl Default for Gpt2 {
 
 impl Gpt2 {
     pub fn new() -> Gpt2 {
-        let bpe = tiktoken_rs::r50k_base().expect("r50k_base is compiled in");
-        // The ranks are the bytes of each ordinary id (the special token,
-        // 50256, is never produced by ordinary encoding).
-        let ranks = (0..crate::config::GPT2_VOCAB as Rank - 1)
-            .map(|id| (bpe._decode_native_and_split(vec![id]).flatten().collect::<Vec<u8>>(), id))
+        let bpe: CoreBPE = tiktoken_rs::r50k_base().expect("r50k_base is compiled in");
+        let bytes: Vec<Vec<u8>> = (0..crate::config::GPT2_VOCAB as Rank)
+            .map(|id| bpe._decode_native_and_split(vec![id]).flatten().collect())
             .collect();
+        // The ranks of the ordinary ids (the special token, 50256, is never
+        // produced by ordinary encoding).
+        let ranks = bytes[..bytes.len() - 1].iter().zip(0..).map(|(b, id)| (b.clone(), id)).collect();
         let (letter, number, space) = (Ranges::of(r"\p{L}"), Ranges::of(r"\p{N}"), Ranges::of(r"\s"));
-        let mut g = Gpt2 { bpe, ranks, ascii: [Kind::Other; 128], letter, number, space };
+        let mut g = Gpt2 { bytes, ranks, ascii: [Kind::Other; 128], letter, number, space };
         for b in 0..128u8 {
             g.ascii[b as usize] = g.classify(b as char);
         }
@@ -146,6 +148,16 @@ impl Gpt2 {
         s.len()
     }
 
+    /// The bytes `ids` stand for.
+    pub fn decode(&self, ids: &[Rank]) -> Vec<u8> {
+        ids.iter().flat_map(|&id| self.bytes[id as usize].iter().copied()).collect()
+    }
+
+    /// Bytes of text each id stands for, indexed by id.
+    pub fn byte_table(&self) -> Vec<u16> {
+        self.bytes.iter().map(|b| b.len() as u16).collect()
+    }
+
     /// tiktoken's `encode_ordinary(text)`.
     pub fn encode(&self, text: &str) -> Vec<Rank> {
         let mut out = Vec::with_capacity(text.len() / 4);
@@ -179,18 +191,18 @@ mod tests {
 
     #[test]
     fn random_unicode_text_encodes_as_tiktoken_does() {
-        let g = Gpt2::new();
+        let (g, tiktoken) = (Gpt2::new(), tiktoken_rs::r50k_base().unwrap());
         let mut rng = Rng::new(7);
         for _ in 0..3000 {
             let len = 1 + (rng.next_u64() % 40) as usize;
             let text: String = (0..len).map(|_| TRICKY[(rng.next_u64() % TRICKY.len() as u64) as usize]).collect();
-            assert_eq!(g.encode(&text), g.bpe.encode_ordinary(&text), "{text:?}");
+            assert_eq!(g.encode(&text), tiktoken.encode_ordinary(&text), "{text:?}");
         }
     }
 
     #[test]
     fn every_regex_alternative_splits_as_tiktoken() {
-        let g = Gpt2::new();
+        let (g, tiktoken) = (Gpt2::new(), tiktoken_rs::r50k_base().unwrap());
         for text in [
             "it's we'll they've you're I'd I'm 'tis '' 'x",
             "a  b   c\n\n\nd \n e\t\tf  ",
@@ -200,7 +212,7 @@ mod tests {
             "12 345 ½ apples!!! ?? ...and — then",
             "\u{a0}word \u{3000}字 e\u{301}te",
         ] {
-            assert_eq!(g.encode(text), g.bpe.encode_ordinary(text), "{text:?}");
+            assert_eq!(g.encode(text), tiktoken.encode_ordinary(text), "{text:?}");
         }
     }
 }

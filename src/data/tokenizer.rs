@@ -96,10 +96,7 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> String {
         match self {
             Tokenizer::Bytes => String::from_utf8_lossy(&ids.iter().map(|&i| i as u8).collect::<Vec<_>>()).into(),
-            Tokenizer::Gpt2(g) => {
-                let bytes: Vec<u8> = g.bpe._decode_native_and_split(ids.to_vec()).flatten().collect();
-                String::from_utf8_lossy(&bytes).into()
-            }
+            Tokenizer::Gpt2(g) => String::from_utf8_lossy(&g.decode(ids)).into(),
             Tokenizer::Hf { tok, .. } => tok.decode(ids, false).unwrap_or_default(),
         }
     }
@@ -111,9 +108,7 @@ impl Tokenizer {
     pub fn byte_table(&self) -> Vec<u16> {
         match self {
             Tokenizer::Bytes => vec![1; 256],
-            Tokenizer::Gpt2(g) => (0..crate::config::GPT2_VOCAB as u32)
-                .map(|id| g.bpe._decode_native_and_split(vec![id]).map(|b| b.len()).sum::<usize>() as u16)
-                .collect(),
+            Tokenizer::Gpt2(g) => g.byte_table(),
             Tokenizer::Hf { tok, json, .. } => {
                 let byte_level = serde_json::from_slice::<serde_json::Value>(json)
                     .ok()
