@@ -30,6 +30,13 @@ pub struct Spec {
     /// error messages, never saved.
     #[serde(skip)]
     pub origin: String,
+    /// The spec as read (file and overrides), before [`Spec::resolve`]
+    /// filled the derived defaults: a grid cell is resolved from it, so a
+    /// derived key follows the gridded one (`model.mlp_hidden` from
+    /// `model.d_model`, `model.lambda_init` from `model.n_layers`). Empty for
+    /// a spec built in code.
+    #[serde(skip)]
+    pub source: toml::Table,
     /// Run name; the run directory is `<output.dir>/<name>`.
     pub name: String,
     /// Seeds parameter initialisation and the data order.
@@ -68,6 +75,13 @@ pub struct SweepConfig {
     pub baseline: bool,
     /// Use the nearest valid allocation when a ratio cannot be met exactly.
     pub nearest: bool,
+    /// Scaling grid: spec key (dotted) → the values it takes. The experiment
+    /// is every combination of these values (a cell) × ratios × seeds.
+    /// Written `[sweep.grid]` with `model.d_model = [32, 64]` (or a quoted
+    /// `"model.d_model"`); axes are kept sorted by key, so a point's name
+    /// does not depend on the order they were given in.
+    #[serde(deserialize_with = "flat_grid")]
+    pub grid: std::collections::BTreeMap<String, Vec<toml::Value>>,
 }
 
 impl Default for SweepConfig {
@@ -78,6 +92,7 @@ impl Default for SweepConfig {
             seeds: Vec::new(),
             baseline: false,
             nearest: false,
+            grid: Default::default(),
         }
     }
 }
@@ -340,6 +355,7 @@ impl Default for Spec {
     fn default() -> Self {
         Self {
             origin: BUILTIN.into(),
+            source: toml::Table::new(),
             name: DEFAULT_NAME.into(),
             seed: 1337,
             model: ModelConfig::default(),
@@ -515,11 +531,12 @@ impl Spec {
         for ov in overrides {
             apply_override(&mut table, ov).map_err(|e| spec_err(Some(e.key), e.msg))?;
         }
-        let mut spec: Spec = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let mut spec: Spec = serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
             let key = e.path().to_string();
             spec_err((key != ".").then_some(key), e.into_inner().to_string())
         })?;
         spec.origin = origin.clone();
+        spec.source = table;
         spec.resolve().map_err(|e| spec_err(Some(e.key), e.msg))?;
         Ok(spec)
     }
@@ -652,6 +669,12 @@ impl Spec {
         if let Some(s) = first_duplicate(&sw.seeds) {
             return Err(key_err("sweep.seeds", format!("seed {s} is listed twice; allowed: each seed once")));
         }
+        if !self.sweep.grid.is_empty() {
+            let leaves = toml::Table::try_from(&*self).expect("a spec always serialises");
+            for (key, values) in &self.sweep.grid {
+                check_grid_axis(&leaves, key, values)?;
+            }
+        }
         crate::device::parse_device(&t.device).map_err(|msg| key_err("train.device", msg))?;
         check_task(&self.task, self.data.task, t.context, self.model.vocab_size)?;
         if self.data.task != TaskKind::Text && self.task.eval_examples == 0 {
@@ -716,6 +739,199 @@ impl Spec {
         drop_defaults(&mut table, &defaults);
         let digest = Sha256::digest(toml::to_string(&table).expect("a table serialises").as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Spec keys a scaling grid may not vary, by prefix, with the reason.
+/// The data keys would change the train/validation split (cells could not
+/// be compared on the same held-out tokens); the head layout is what the
+/// ratio, the budget policy and the ablation variants set; the rest are
+/// axes of their own or change no result.
+pub const GRID_REFUSED: &[(&str, &str)] = &[
+    ("data.", "it changes the data or its train/validation split, so cells would not share their held-out tokens"),
+    ("model.attention", "it is set by the sweep (gda for the ratios, standard for the baseline)"),
+    ("model.signal_heads", "it is reserved to the ratio (the budget policy sets H_s and H_n from sweep.ratios)"),
+    ("model.noise_heads", "it is reserved to the ratio (the budget policy sets H_s and H_n from sweep.ratios)"),
+    ("model.heads", "it is set by the sweep (the baseline's heads are matched on parameters)"),
+    ("model.kv_heads", "it is reserved to the ratio and the ablation variants"),
+    ("model.noise_kv_heads", "it is reserved to the ratio and the ablation variants"),
+    ("model.noise_scope", "it is reserved to the ablation variants"),
+    ("sweep.", "the sweep section is the experiment itself (use --ratios, --seeds)"),
+    ("seed", "seeds are their own axis (--seeds, --num-seeds)"),
+    ("name", "it names the points, which the grid does itself"),
+    ("output.", "it is where results go, not what a point computes"),
+    ("train.device", "it changes speed, not results (use --devices)"),
+    ("train.threads", "it changes speed, not results"),
+];
+
+/// A grid axis is a known leaf key gridding allows, with at least one
+/// value, none twice; `leaves` is a resolved spec as a table. Whether each
+/// value passes the key's own validation is checked when each cell is
+/// resolved ([`Spec::cell`]).
+fn check_grid_axis(leaves: &toml::Table, key: &str, values: &[toml::Value]) -> Result<(), KeyError> {
+    let at = format!("sweep.grid.{key}");
+    if let Some((_, why)) = GRID_REFUSED.iter().find(|(p, _)| key == *p || (p.ends_with('.') && key.starts_with(p))) {
+        return Err(key_err(&at, format!("`{key}` cannot be a grid axis: {why}")));
+    }
+    let mut cur = leaves;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        match cur.get(*part) {
+            Some(toml::Value::Table(t)) if i + 1 < parts.len() => cur = t,
+            Some(v) if i + 1 == parts.len() && !v.is_table() => {}
+            _ => {
+                return Err(key_err(
+                    &at,
+                    format!("`{key}` is not a spec key; allowed: a key of docs/spec.md such as model.d_model or train.lr"),
+                ))
+            }
+        }
+    }
+    if values.is_empty() {
+        return Err(key_err(&at, format!("the axis `{key}` has no values; allowed: a list of at least one value")));
+    }
+    if let Some(v) = values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)).map(|(_, v)| v) {
+        return Err(key_err(&at, format!("value {v} of `{key}` is listed twice; allowed: each value once")));
+    }
+    Ok(())
+}
+
+/// Reads `[sweep.grid]`: nested tables (`model.d_model = [..]` under
+/// `[sweep.grid]` is TOML for a table `model`) and quoted dotted keys both
+/// become dotted keys; every leaf must be a list.
+fn flat_grid<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, Vec<toml::Value>>, D::Error> {
+    fn walk(
+        prefix: &str,
+        t: toml::Table,
+        out: &mut std::collections::BTreeMap<String, Vec<toml::Value>>,
+    ) -> Result<(), String> {
+        for (k, v) in t {
+            let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(t) => walk(&key, t, out)?,
+                toml::Value::Array(a) => {
+                    if out.insert(key.clone(), a).is_some() {
+                        return Err(format!("`{key}` is given twice"));
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "`{key}` = {other} is not a list; allowed: a list of values, e.g. {key} = [{other}]"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+    let table = toml::Table::deserialize(d)?;
+    let mut out = Default::default();
+    walk("", table, &mut out).map_err(serde::de::Error::custom)?;
+    Ok(out)
+}
+
+/// One `--grid KEY=V1,V2,…` argument: the key and its values, each read as
+/// a TOML value like a `--set` value (`64`, `1e-3`, `true`; anything else a
+/// string). Commas inside brackets or quotes belong to their value, so a
+/// list value reads whole (`model.lambda_init=[0.1,0.2],[0.3,0.4]`).
+pub fn parse_grid_arg(arg: &str) -> Result<(String, Vec<toml::Value>), KeyError> {
+    let (key, raw) = arg.split_once('=').ok_or_else(|| {
+        key_err(arg, "a grid axis must look like KEY=V1,V2,..., e.g. --grid model.d_model=128,256")
+    })?;
+    let key = key.trim().to_string();
+    let mut parts = Vec::new();
+    let (mut depth, mut quote, mut cur) = (0i32, None::<char>, String::new());
+    for c in raw.chars() {
+        match (c, quote) {
+            ('"' | '\'', None) => quote = Some(c),
+            (q, Some(open)) if q == open => quote = None,
+            ('[' | '{', None) => depth += 1,
+            (']' | '}', None) => depth -= 1,
+            (',', None) if depth == 0 => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    let values = parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|raw| {
+            format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+        })
+        .collect();
+    Ok((key, values))
+}
+
+/// A grid value as tables and names show it: a string without its quotes,
+/// anything else as TOML writes it (`64`, `0.001`, `true`).
+pub fn grid_value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Spec {
+    /// The grid's cells, in order: every combination of one value per axis
+    /// (axes by key, the last varying fastest); one empty cell without a grid.
+    pub fn grid_cells(&self) -> Vec<Vec<(String, toml::Value)>> {
+        let mut cells: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
+        for (key, values) in &self.sweep.grid {
+            cells = cells
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((key.clone(), v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        cells
+    }
+
+    /// This spec with a grid cell's values set, resolved from the spec as
+    /// read ([`Spec::source`]); the error names the key and the value.
+    pub fn cell(&self, cell: &[(String, toml::Value)]) -> Result<Spec, GdaError> {
+        if cell.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut table =
+            if self.source.is_empty() { toml::Table::try_from(self).expect("a spec always serialises") } else { self.source.clone() };
+        for (key, v) in cell {
+            let parts: Vec<&str> = key.split('.').collect();
+            let mut cur = &mut table;
+            for part in &parts[..parts.len() - 1] {
+                let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                cur = entry.as_table_mut().expect("a grid key names a leaf of a table");
+            }
+            cur.insert(parts[parts.len() - 1].to_string(), v.clone());
+        }
+        let at = cell.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ");
+        let mut spec = Spec::from_table(table, &[], self.origin.clone()).map_err(|e| match e {
+            GdaError::Spec { file, key, msg } => {
+                let key = key.map(|k| if cell.iter().any(|(c, _)| *c == k) { format!("sweep.grid.{k}") } else { k });
+                GdaError::Spec { file, key, msg: format!("{msg} (in the grid cell {at})") }
+            }
+            other => other,
+        })?;
+        spec.sweep = self.sweep.clone();
+        spec.seed = self.seed;
+        spec.name = self.name.clone();
+        spec.train.device = self.train.device.clone();
+        spec.train.threads = self.train.threads;
+        Ok(spec)
     }
 }
 

@@ -17,9 +17,8 @@ use crate::experiment::grid::GRID_FILE;
 use crate::experiment::{self, policy_name, spec_ratio, summary, Grid};
 use crate::model::Model;
 use crate::report::eval::{
-    eval_report, AttentionRow, Identified, LmRow, RetrievalRow, RunId, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV,
+    eval_report, write_run_table, AttentionRow, Identified, LmRow, RetrievalRow, RunId, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV,
 };
-use crate::report::table::write_rows;
 use crate::train::checkpoint;
 use crate::train::run_dir::{find_source, Source};
 
@@ -230,9 +229,9 @@ pub fn run_eval(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
 
 /// Writes one result table; without rows, removes the table an earlier
 /// evaluation with other suites left, so it cannot mix in.
-fn write_table<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), GdaError> {
+fn write_table<T: Serialize + Identified>(path: &Path, rows: &[T]) -> Result<(), GdaError> {
     if !rows.is_empty() {
-        return write_rows(path, rows);
+        return write_run_table(path, rows);
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("cannot remove", path)(e)),

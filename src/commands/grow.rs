@@ -198,7 +198,7 @@ fn compare(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
         }
         let mut spec = grown.spec.clone();
         spec.train.init = init.to_string_lossy().into_owned();
-        points.push(Point { name: variant.label().into(), variant, requested: None, seed: spec.seed, spec });
+        points.push(Point { name: variant.label().into(), variant, requested: None, seed: spec.seed, spec, grid: Vec::new() });
     }
     if args.scratch {
         let mut spec = signal.spec.clone();
@@ -209,6 +209,7 @@ fn compare(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
             requested: None,
             seed: spec.seed,
             spec,
+            grid: Vec::new(),
         });
     }
     outln!("growth comparison of {} points into {}", points.len(), dir.display());

@@ -37,6 +37,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     let mut resubmit = Vec::new();
     let mut marked_failed = false;
     println!("{} of {} points in {}{}", grid.kind.dir_prefix(), grid.points.len(), dir.display(), queue.describe());
+    let mut lines: Vec<(&experiment::Point, &str, String)> = Vec::new();
     for p in &grid.points {
         let run = experiment::point_dir(dir, p);
         let step =
@@ -67,7 +68,26 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             (_, None, None) => ("pending", String::new()),
         };
         *counts.entry(state).or_default() += 1;
-        println!("{:width$}  {state:8} {detail}", p.name);
+        lines.push((p, state, detail));
+    }
+    // A scaling grid's points by cell, each under a line with its counts.
+    let cells = experiment::summary::distinct_cells(grid.points.iter().map(|p| &p.grid));
+    for cell in &cells {
+        let members: Vec<_> = lines.iter().filter(|l| &l.0.grid == cell).collect();
+        if cells.len() > 1 {
+            let count = |s: &str| members.iter().filter(|l| l.1 == s).count();
+            println!(
+                "cell {}: {} done, {} running, {} pending, {} failed",
+                experiment::cell_label(cell),
+                count("done"),
+                count("running"),
+                count("pending"),
+                count("failed")
+            );
+        }
+        for (p, state, detail) in members {
+            println!("{:width$}  {state:8} {detail}", p.name);
+        }
     }
     let counts: Vec<String> = ["done", "running", "pending", "failed"]
         .iter()

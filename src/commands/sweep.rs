@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::{LauncherArg, LauncherArgs, SpecArgs};
-use crate::config::{AttentionKind, Spec};
+use crate::config::{grid_value_text, parse_grid_arg, AttentionKind, Spec};
 use crate::data::Dataset;
 use crate::error::{input, GdaError};
 use crate::experiment::{self, grid, Grid, Kind, Point};
@@ -33,6 +33,11 @@ pub struct GridArgs {
     /// Train the nearest valid allocation when a ratio cannot be met exactly.
     #[arg(long)]
     pub nearest: bool,
+    /// A scaling-grid axis: every point at each value of a spec key, e.g.
+    /// --grid model.d_model=128,256 (repeatable: the product of the axes;
+    /// sets that key's values in [sweep.grid]).
+    #[arg(long = "grid", value_name = "KEY=V1,V2,...")]
+    pub grid: Vec<String>,
     /// Print the grid with parameters, FLOPs and estimated time; train nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -59,7 +64,7 @@ pub struct SweepArgs {
     /// Build the summary of the experiment directory (--out, or the default)
     /// from the points done so far (wherever they ran) and list the missing
     /// ones; train nothing. (`--collect DIR` is the older spelling of `--collect --out DIR`.)
-    #[arg(long, value_name = "DIR", num_args = 0..=1, conflicts_with_all = ["ratios", "seeds", "num_seeds", "dry_run", "baseline"])]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, conflicts_with_all = ["ratios", "seeds", "num_seeds", "dry_run", "baseline", "grid"])]
     pub collect: Option<Option<PathBuf>>,
 }
 
@@ -129,9 +134,10 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     let mut spec = spec_args.load(None)?;
     if let Some(seeds) = seeds_arg(args, spec.seed)? {
         spec.sweep.seeds = seeds;
-        spec.resolve().map_err(|e| spec.error(&e.key, e.msg))?;
     }
-    let points = experiment::grid(&spec, kind)?;
+    let cli_keys = grid_args(&args.grid, &mut spec)?;
+    spec.resolve().map_err(|e| spec.error(&e.key, e.msg)).map_err(|e| from_cli(e, &cli_keys))?;
+    let points = experiment::grid(&spec, kind).map_err(|e| from_cli(e, &cli_keys))?;
     let dir = args.out.clone().unwrap_or_else(|| spec.output.dir.join(format!("{}-{}", kind.dir_prefix(), spec.name)));
     let corpus = Dataset::load(&spec)?;
     args.launch.check()?;
@@ -158,10 +164,58 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     // The seeds are spelled out so that a count mistaken for a seed (or the
     // reverse) shows before anything trains.
     let seeds = spec.sweep.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-    outln!("{} of {} points into {} (seeds {seeds})", kind.dir_prefix(), points.len(), dir.display());
+    let grid = if spec.sweep.grid.is_empty() { String::new() } else { format!("; grid {}", describe_grid(&spec)) };
+    outln!("{} of {} points into {} (seeds {seeds}{grid})", kind.dir_prefix(), points.len(), dir.display());
     let opts = args.launch.run_options(dir, args.jobs, spec.train.threads, args.retry_failed);
     let grid = Grid { kind, policy: spec.sweep.policy, source_parameters: None, points };
     Ok(grid::run(&grid, &opts)?)
+}
+
+fn seeds_of(spec: &Spec) -> usize {
+    spec.sweep.seeds.len().max(1)
+}
+
+/// Sets each `--grid KEY=V1,V2` axis in the spec's `[sweep.grid]`; returns
+/// the keys given that way. A key given twice is refused.
+fn grid_args(args: &[String], spec: &mut Spec) -> Result<Vec<String>, GdaError> {
+    let mut keys: Vec<String> = Vec::new();
+    for a in args {
+        let (key, values) = parse_grid_arg(a)
+            .map_err(|e| GdaError::Spec { file: "--grid".into(), key: Some(e.key), msg: e.msg })?;
+        if keys.contains(&key) {
+            return Err(GdaError::Spec {
+                file: "--grid".into(),
+                key: Some(key),
+                msg: "is given twice; allowed: each key once, with all its values (--grid KEY=V1,V2,...)".into(),
+            });
+        }
+        spec.sweep.grid.insert(key.clone(), values);
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// An error about `sweep.grid.KEY` where KEY came from `--grid`: said of `--grid`.
+fn from_cli(e: GdaError, cli_keys: &[String]) -> GdaError {
+    match e {
+        GdaError::Spec { key: Some(k), msg, .. }
+            if k.strip_prefix("sweep.grid.").is_some_and(|k| cli_keys.iter().any(|c| c == k)) =>
+        {
+            let key = k.trim_start_matches("sweep.grid.").to_string();
+            GdaError::Spec { file: "--grid".into(), key: Some(key), msg }
+        }
+        other => other,
+    }
+}
+
+/// `model.d_model = 32, 64 × train.lr = 0.001, 0.003`.
+fn describe_grid(spec: &Spec) -> String {
+    spec.sweep
+        .grid
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", v.iter().map(grid_value_text).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join(" × ")
 }
 
 /// Prints the grid with each point's allocation and cost, and a time
@@ -209,8 +263,20 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
             fmt_duration(secs)
         );
     }
+    let sw = &spec.sweep;
+    let cells = spec.grid_cells().len();
+    let variants = points.iter().filter(|p| p.requested.is_some()).count() / (cells * sw.ratios.len() * seeds_of(spec)).max(1);
+    let baseline = if sw.baseline { format!(" + {} baseline", cells * seeds_of(spec)) } else { String::new() };
+    let product = if sw.grid.is_empty() {
+        format!("{} ratios × {} seeds", sw.ratios.len(), seeds_of(spec))
+    } else {
+        format!("{cells} grid cells ({}) × {} ratios × {} seeds", describe_grid(spec), sw.ratios.len(), seeds_of(spec))
+    };
+    let variants = if variants > 1 { format!(" × {variants} variants") } else { String::new() };
+    let flops: f64 = points.iter().map(|p| experiment::cost(p).2).sum();
+    println!("\n{product}{variants}{baseline} = {} points | {} training compute in all", points.len(), si_flops(flops));
     println!(
-        "\n{} points on {} | estimated {} with --jobs {} (from timed steps, evaluation included)",
+        "{} points on {} | estimated {} with --jobs {} (from timed steps, evaluation included)",
         points.len(),
         device::describe(device),
         fmt_duration(total / jobs.max(1) as f64),

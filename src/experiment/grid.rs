@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    local, policy_name, progress, slurm, summary, write_spec, Kind, Launcher, Point, RunOptions, Status, Variant,
+    best, local, policy_name, progress, slurm, summary, write_spec, Kind, Launcher, Point, RunOptions, Status, Variant,
 };
 use crate::config::{BudgetPolicy, Spec};
 use crate::error::{input, io, GdaError};
@@ -40,6 +40,9 @@ struct PointEntry {
     variant: Variant,
     requested: Option<usize>,
     seed: u64,
+    /// The point's grid cell, (key, value) by key; absent before grids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    grid: Vec<(String, String)>,
 }
 
 /// What a summary found.
@@ -66,7 +69,13 @@ impl Grid {
             points: self
                 .points
                 .iter()
-                .map(|p| PointEntry { name: p.name.clone(), variant: p.variant, requested: p.requested, seed: p.seed })
+                .map(|p| PointEntry {
+                    name: p.name.clone(),
+                    variant: p.variant,
+                    requested: p.requested,
+                    seed: p.seed,
+                    grid: p.grid.clone(),
+                })
                 .collect(),
         };
         let path = dir.join(GRID_FILE);
@@ -91,7 +100,7 @@ impl Grid {
             .into_iter()
             .map(|e| {
                 let spec = Spec::load(Some(&dir.join("specs").join(format!("{}.toml", e.name))), &[])?;
-                Ok(Point { name: e.name, variant: e.variant, requested: e.requested, seed: e.seed, spec })
+                Ok(Point { name: e.name, variant: e.variant, requested: e.requested, seed: e.seed, spec, grid: e.grid })
             })
             .collect::<Result<_, GdaError>>()?;
         Ok(Grid { kind: file.kind, policy: file.policy, source_parameters: file.source_parameters, points })
@@ -114,6 +123,12 @@ impl Grid {
             }
             Kind::Grow { .. } => summary::growth_markdown(&rows, dir, self.source_parameters.unwrap_or(0)),
         } + &summary::comparisons_markdown(&summary::comparisons(&rows));
+        // A scaling grid's question, answered in the printed summary too.
+        let markdown = if !summary::grid_keys(&rows).is_empty() && !matches!(self.kind, Kind::Grow { .. }) {
+            markdown + "\n" + &best::markdown(&best::best_ratios(&rows))
+        } else {
+            markdown
+        };
         summary::write(dir, &rows, self.policy, &markdown, !matches!(self.kind, Kind::Grow { .. }))?;
         let failed = rows.iter().filter(|r| matches!(r.status, Status::Failed(_))).count();
         let missing = rows
@@ -144,7 +159,8 @@ impl Summary {
 }
 
 /// The files of a summary, in the order a reader wants them.
-const SUMMARY_FILES: [&str; 4] = ["summary.md", "summary.csv", "summary_groups.csv", "comparisons.csv"];
+const SUMMARY_FILES: [&str; 6] =
+    ["summary.md", "summary.csv", "summary_groups.csv", "comparisons.csv", "best_ratio.md", "best_ratio.csv"];
 
 /// What the summary wrote and what to run next: `summary: <files>`,
 /// `plots: <svg files>`, `next: <command>`, every path one that exists.

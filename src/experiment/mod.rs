@@ -6,6 +6,7 @@
 //! any interruption skips finished points, resumes the interrupted one from
 //! its checkpoint, and can neither lose nor duplicate a row.
 
+pub mod best;
 pub mod grid;
 pub mod local;
 pub mod progress;
@@ -98,20 +99,87 @@ pub struct Point {
     pub requested: Option<usize>,
     pub seed: u64,
     pub spec: Spec,
+    /// The point's grid cell: (spec key, value) per grid axis, by key;
+    /// empty outside a scaling grid.
+    pub grid: Cell,
+}
+
+/// A grid cell: the value of each grid axis, (spec key, value as text).
+pub type Cell = Vec<(String, String)>;
+
+/// Short forms of common grid keys in point names (`g4-s1-d512`); any
+/// other key goes by its last segment.
+const SHORT_KEYS: &[(&str, &str)] = &[
+    ("model.d_model", "d"),
+    ("model.n_layers", "L"),
+    ("model.head_dim", "hd"),
+    ("model.mlp_hidden", "mlp"),
+    ("model.init_std", "init"),
+    ("model.rope_theta", "rope"),
+    ("train.lr", "lr"),
+    ("train.min_lr", "minlr"),
+    ("train.steps", "steps"),
+    ("train.batch_size", "bs"),
+    ("train.context", "ctx"),
+    ("train.weight_decay", "wd"),
+    ("train.warmup_steps", "warmup"),
+];
+
+/// The name of each grid key in labels (`d_model`: its last segment) and in
+/// point names (`d`: [`SHORT_KEYS`]); a key whose form another key of the
+/// grid shares goes by its whole dotted name instead.
+fn key_forms(keys: &[&str]) -> Vec<(String, String)> {
+    let last = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
+    let short = |k: &str| SHORT_KEYS.iter().find(|s| s.0 == k).map(|s| s.1.to_string()).unwrap_or_else(|| last(k));
+    let unique = |f: &dyn Fn(&str) -> String, k: &str| {
+        let mine = f(k);
+        if keys.iter().filter(|o| f(o) == mine).count() > 1 {
+            k.replace('.', "_")
+        } else {
+            mine
+        }
+    };
+    keys.iter().map(|k| (unique(&last, k), unique(&short, k))).collect()
+}
+
+/// `d_model=512, lr=0.001`: a cell in tables, legends and verdicts (empty
+/// outside a grid).
+pub fn cell_label(cell: &Cell) -> String {
+    let keys: Vec<&str> = cell.iter().map(|c| c.0.as_str()).collect();
+    key_forms(&keys).iter().zip(cell).map(|((label, _), (_, v))| format!("{label}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `-d512-lr0.001`: a cell in point names (empty outside a grid). Only
+/// letters, digits, `.` and `_` are kept; anything else becomes `_`.
+fn cell_suffix(cell: &Cell) -> String {
+    let keys: Vec<&str> = cell.iter().map(|c| c.0.as_str()).collect();
+    let clean = |v: &str| v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '_' }).collect::<String>();
+    key_forms(&keys).iter().zip(cell).map(|((_, short), (_, v))| format!("-{short}{}", clean(v))).collect()
 }
 
 impl Point {
+    /// The cell as tables and legends show it ([`cell_label`]).
+    pub fn cell_label(&self) -> String {
+        cell_label(&self.grid)
+    }
+
     /// H_s / H_n actually trained (None for the baseline).
     pub fn ratio(&self) -> Option<f64> {
         spec_ratio(&self.spec)
     }
 
-    /// Points that differ only in seed share a group.
+    /// Points that differ only in seed share a group (`4:1 shared`; in a
+    /// grid with the cell: `4:1 shared, d_model=512`).
     pub fn group(&self) -> String {
-        match (self.variant, self.requested) {
+        let arm = match (self.variant, self.requested) {
             (Variant::Baseline, _) => "baseline".into(),
             (v, Some(r)) => format!("{r}:1 {}", v.label()),
             (v, None) => v.label().into(),
+        };
+        if self.grid.is_empty() {
+            arm
+        } else {
+            format!("{arm}, {}", self.cell_label())
         }
     }
 }
@@ -167,9 +235,34 @@ fn baseline_model(base: &ModelConfig, target: usize) -> ModelConfig {
     best.expect("at least one head count").1
 }
 
-/// The grid of an experiment, in training order; every point's spec resolved.
+/// The grid of an experiment, in training order (cell by cell, so whole
+/// cells finish early); every point's spec resolved. Point names depend
+/// only on the ratio, variant, seed and cell, never on a position, so a
+/// grid that gains a value keeps the names (and the runs) of its points.
 pub fn grid(base: &Spec, kind: Kind) -> Result<Vec<Point>, GdaError> {
+    let mut points = Vec::new();
+    for cell in base.grid_cells() {
+        let cell_base = base.cell(&cell)?;
+        let text: Cell = cell.iter().map(|(k, v)| (k.clone(), crate::config::grid_value_text(v))).collect();
+        points.extend(cell_points(&cell_base, kind, &text)?);
+    }
+    let mut names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(base.error(
+            "sweep.grid",
+            format!("two grid cells give the point name {}; allowed: values that differ in letters, digits, `.` or `_`", w[0]),
+        ));
+    }
+    Ok(points)
+}
+
+/// The points of one grid cell (the whole experiment without a grid):
+/// ratios × variants × seeds, then the baseline's seeds; the budget policy
+/// applies to the cell's own heads.
+fn cell_points(base: &Spec, kind: Kind, cell: &Cell) -> Result<Vec<Point>, GdaError> {
     let sw = &base.sweep;
+    let at = if cell.is_empty() { String::new() } else { format!(" in the grid cell {}", cell_label(cell)) };
     let seeds = if sw.seeds.is_empty() { vec![base.seed] } else { sw.seeds.clone() };
     let mut allocations = Vec::new();
     for &g in &sw.ratios {
@@ -199,7 +292,7 @@ pub fn grid(base: &Spec, kind: Kind) -> Result<Vec<Point>, GdaError> {
                 return Err(base.error(
                     "sweep.ratios",
                     format!(
-                        "ratio {g}:1 cannot be met exactly under the `{}` policy ({fixed}); nearest valid allocations: {}; pass --nearest to train those, or change the ratios or the heads",
+                        "ratio {g}:1 cannot be met exactly under the `{}` policy ({fixed}){at}; nearest valid allocations: {}; pass --nearest to train those, or change the ratios or the heads",
                         policy_name(sw.policy),
                         near.join(", ")
                     ),
@@ -208,13 +301,15 @@ pub fn grid(base: &Spec, kind: Kind) -> Result<Vec<Point>, GdaError> {
         }
     }
     let mut points = Vec::new();
+    let suffix = cell_suffix(cell);
     let point_spec = |model: ModelConfig, name: &str, seed: u64| -> Result<Spec, GdaError> {
         let mut s = base.clone();
         s.model = model;
         s.name = name.to_string();
         s.seed = seed;
         s.sweep = Default::default();
-        s.resolve().map_err(|e| base.error(&e.key, format!("point {name}: {}", e.msg)))?;
+        s.source = Default::default();
+        s.resolve().map_err(|e| base.error(&e.key, format!("point {name}{at}: {}", e.msg)))?;
         Ok(s)
     };
     let gda_model = |(hs, hn): (usize, usize)| {
@@ -245,10 +340,10 @@ pub fn grid(base: &Spec, kind: Kind) -> Result<Vec<Point>, GdaError> {
         }
         for (variant, model) in variants {
             for &seed in &seeds {
-                let suffix = if variant == Variant::Gda { String::new() } else { format!("-{}", variant.label()) };
-                let name = format!("g{g}{suffix}-s{seed}");
+                let label = if variant == Variant::Gda { String::new() } else { format!("-{}", variant.label()) };
+                let name = format!("g{g}{label}-s{seed}{suffix}");
                 let spec = point_spec(model.clone(), &name, seed)?;
-                points.push(Point { name, variant, requested: Some(g), seed, spec });
+                points.push(Point { name, variant, requested: Some(g), seed, spec, grid: cell.clone() });
             }
         }
     }
@@ -256,9 +351,9 @@ pub fn grid(base: &Spec, kind: Kind) -> Result<Vec<Point>, GdaError> {
         let first = points.first().map(|p| param_count(&p.spec.model)).unwrap_or_else(|| param_count(&base.model));
         let model = baseline_model(&points[0].spec.model, first);
         for &seed in &seeds {
-            let name = format!("baseline-s{seed}");
+            let name = format!("baseline-s{seed}{suffix}");
             let spec = point_spec(model.clone(), &name, seed)?;
-            points.push(Point { name, variant: Variant::Baseline, requested: None, seed, spec });
+            points.push(Point { name, variant: Variant::Baseline, requested: None, seed, spec, grid: cell.clone() });
         }
     }
     Ok(points)

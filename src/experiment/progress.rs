@@ -172,6 +172,32 @@ pub fn grid_line(c: Counts, eta: Option<f64>) -> String {
     fit(&line, WIDTH)
 }
 
+/// Counts of a scaling grid's cells: done (every point finished or
+/// failed), running (a point in training), pending (the others).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CellCounts {
+    pub done: usize,
+    pub running: usize,
+    pub pending: usize,
+}
+
+/// The cells line under the grid line (a scaling grid only; at most
+/// [`WIDTH`] columns).
+pub fn cells_line(c: CellCounts) -> String {
+    fit(
+        &format!("cells: {} done, {} running, {} pending of {}", c.done, c.running, c.pending, c.done + c.running + c.pending),
+        WIDTH,
+    )
+}
+
+/// Where each point of the grid stands, for the cell counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PointState {
+    Finished,
+    Running,
+    Pending,
+}
+
 /// Points with the same architecture and batch shape train at the same
 /// speed; their measured step time stands for each other's.
 fn speed_key(p: &Point) -> String {
@@ -215,9 +241,37 @@ struct State {
     /// Seconds per step measured for each speed key, with the point's steps.
     measured: Vec<(String, f64, f64)>,
     slots: usize,
+    /// Each point's grid cell (an index) and state; one cell without a grid.
+    cells: std::collections::BTreeMap<String, (usize, PointState)>,
 }
 
 impl State {
+    fn set(&mut self, name: &str, to: PointState) {
+        if let Some(c) = self.cells.get_mut(name) {
+            c.1 = to;
+        }
+    }
+
+    /// The cell counts of a scaling grid; None with a single cell.
+    fn cell_counts(&self) -> Option<CellCounts> {
+        let n = self.cells.values().map(|c| c.0 + 1).max().unwrap_or(0);
+        if n < 2 {
+            return None;
+        }
+        let mut c = CellCounts::default();
+        for i in 0..n {
+            let states: Vec<PointState> = self.cells.values().filter(|c| c.0 == i).map(|c| c.1).collect();
+            if states.iter().all(|s| *s == PointState::Finished) {
+                c.done += 1;
+            } else if states.contains(&PointState::Running) {
+                c.running += 1;
+            } else {
+                c.pending += 1;
+            }
+        }
+        Some(c)
+    }
+
     fn measure(&mut self, key: &str, secs_per_step: f64, flops_per_step: f64) {
         match self.measured.iter_mut().find(|m| m.0 == key) {
             Some(m) => (m.1, m.2) = (secs_per_step, flops_per_step),
@@ -270,7 +324,7 @@ impl State {
 }
 
 enum Mode {
-    Live { multi: MultiProgress, grid: ProgressBar },
+    Live { multi: MultiProgress, grid: ProgressBar, cells: Option<ProgressBar> },
     Plain { every: Duration },
 }
 
@@ -301,9 +355,24 @@ impl Progress {
     /// at a time; plain lines every `every` off a terminal.
     pub fn start(dir: &Path, points: &[Point], todo: &[Point], slots: usize, every: Duration) -> Progress {
         let mut counts = Counts { total: points.len(), ..Counts::default() };
-        let mut state =
-            State { counts, queued: Vec::new(), running: Vec::new(), measured: Vec::new(), slots: slots.max(1) };
+        let mut state = State {
+            counts,
+            queued: Vec::new(),
+            running: Vec::new(),
+            measured: Vec::new(),
+            slots: slots.max(1),
+            cells: Default::default(),
+        };
+        let mut cells: Vec<&super::Cell> = Vec::new();
         for p in points {
+            let cell = cells.iter().position(|c| **c == p.grid).unwrap_or_else(|| {
+                cells.push(&p.grid);
+                cells.len() - 1
+            });
+            let finished = !todo.iter().any(|t| t.name == p.name)
+                && matches!(super::status(dir, p), Status::Done(_) | Status::Failed(_));
+            let st = if finished { PointState::Finished } else { PointState::Pending };
+            state.cells.insert(p.name.clone(), (cell, st));
             match super::status(dir, p) {
                 // Finished points, even on another machine, are the best guess
                 // of their architecture's speed.
@@ -324,7 +393,12 @@ impl Progress {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let grid = multi.add(ProgressBar::new(1).with_style(msg_style()));
             grid.set_message(grid_line(state.counts, state.grid_eta()));
-            Mode::Live { multi, grid }
+            let cells = state.cell_counts().map(|c| {
+                let bar = multi.add(ProgressBar::new(1).with_style(msg_style()));
+                bar.set_message(cells_line(c));
+                bar
+            });
+            Mode::Live { multi, grid, cells }
         } else {
             Mode::Plain { every }
         };
@@ -360,7 +434,7 @@ impl Progress {
         if let Some(i) = st.queued.iter().position(|q| q.name == name) {
             let plan = st.queued.remove(i);
             let bar = match &self.shared.mode {
-                Mode::Live { multi, grid } => {
+                Mode::Live { multi, grid, .. } => {
                     let bar = multi.insert_before(grid, ProgressBar::new(1).with_style(msg_style()));
                     bar.set_message(live_line(&plan.name, plan.steps, None, None));
                     Some(bar)
@@ -371,6 +445,7 @@ impl Progress {
             st.running.push(Running { plan, started: now, sample: None, printed: now, printed_step: None, bar });
             st.counts.running += 1;
             st.counts.pending = st.counts.pending.saturating_sub(1);
+            st.set(name, PointState::Running);
         }
         self.shared.refresh_grid(&st);
         ok
@@ -404,6 +479,7 @@ impl Progress {
                 // Left for a rerun: pending again.
                 Ended::Unfinished => st.counts.pending += 1,
             }
+            st.set(name, if how == Ended::Unfinished { PointState::Pending } else { PointState::Finished });
         }
         let ok = line.is_none_or(|l| self.shared.print(l));
         self.shared.refresh_grid(&st);
@@ -416,8 +492,11 @@ impl Progress {
         if let Some(p) = self.poller.lock().unwrap().take() {
             p.join().expect("progress thread");
         }
-        if let Mode::Live { multi, grid } = &self.shared.mode {
+        if let Mode::Live { multi, grid, cells } = &self.shared.mode {
             grid.finish_and_clear();
+            if let Some(c) = cells {
+                c.finish_and_clear();
+            }
             // Clearing a terminal that went away is not worth an error.
             let _ = multi.clear();
         }
@@ -443,8 +522,11 @@ impl Shared {
     }
 
     fn refresh_grid(&self, st: &State) {
-        if let Mode::Live { grid, .. } = &self.mode {
+        if let Mode::Live { grid, cells, .. } = &self.mode {
             grid.set_message(grid_line(st.counts, st.grid_eta()));
+            if let (Some(bar), Some(c)) = (cells, st.cell_counts()) {
+                bar.set_message(cells_line(c));
+            }
         }
     }
 
@@ -482,6 +564,7 @@ impl Shared {
                 }
                 if !lines.is_empty() {
                     lines.push(grid_line(st.counts, st.grid_eta()));
+                    lines.extend(st.cell_counts().map(cells_line));
                     for l in lines {
                         outln!("{l}");
                     }
@@ -574,6 +657,7 @@ mod tests {
             running: vec![running(planned("a1", "A", 100, 1000.0), 40, None)],
             measured: Vec::new(),
             slots: 1,
+            cells: Default::default(),
         };
         assert_eq!(st.grid_eta(), None, "nothing measured yet");
         st.running[0].sample.as_mut().unwrap().secs_per_step = Some(0.5);

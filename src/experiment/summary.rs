@@ -8,7 +8,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{cost, point_dir, policy_name, Point, Status, Variant};
+use super::{cell_label, cost, point_dir, policy_name, Cell, Point, Status, Variant};
 use crate::config::{AttentionKind, BudgetPolicy, TaskKind};
 use crate::error::{io, GdaError};
 use crate::report::eval::RunId;
@@ -29,7 +29,8 @@ pub struct Row<'a> {
 }
 
 impl Row<'_> {
-    fn val(&self) -> Option<(f64, f64)> {
+    /// Val loss and the second metric of a finished run.
+    pub fn val(&self) -> Option<(f64, f64)> {
         match &self.status {
             Status::Done(s) => Some((s.val_loss, s.metric())),
             _ => None,
@@ -52,8 +53,49 @@ pub fn rows<'a>(dir: &Path, points: &'a [Point]) -> Vec<Row<'a>> {
     points.iter().map(|p| Row { point: p, status: super::status(dir, p) }).collect()
 }
 
+/// The grid keys of an experiment's points, sorted (none without a grid).
+pub fn grid_keys(rows: &[Row]) -> Vec<String> {
+    let mut keys: Vec<String> = rows.iter().flat_map(|r| r.point.grid.iter().map(|c| c.0.clone())).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The grid cells of the rows, in grid order (one empty cell without a grid).
+pub fn cells(rows: &[Row]) -> Vec<Cell> {
+    distinct_cells(rows.iter().map(|r| &r.point.grid))
+}
+
+/// The distinct cells, in first-seen order.
+pub fn distinct_cells<'a>(of: impl Iterator<Item = &'a Cell>) -> Vec<Cell> {
+    let mut out: Vec<Cell> = Vec::new();
+    for c in of {
+        if !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
+    out
+}
+
+/// A point's value of each of `keys` (empty where it has none).
+fn grid_cells_of(p: &Point, keys: &[String]) -> Vec<String> {
+    keys.iter().map(|k| p.grid.iter().find(|c| &c.0 == k).map(|c| c.1.clone()).unwrap_or_default()).collect()
+}
+
+/// `header` with the grid keys inserted after its column `after`.
+fn with_grid_columns(header: &[&str], after: &str, keys: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in header {
+        out.push(h.to_string());
+        if *h == after {
+            out.extend(keys.iter().cloned());
+        }
+    }
+    out
+}
+
 /// Groups of rows that differ only in seed, in grid order.
-fn groups<'a, 'b>(rows: &'b [Row<'a>]) -> Vec<(String, Vec<&'b Row<'a>>)> {
+pub(super) fn groups<'a, 'b>(rows: &'b [Row<'a>]) -> Vec<(String, Vec<&'b Row<'a>>)> {
     let mut order: Vec<String> = Vec::new();
     let mut map: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
     for r in rows {
@@ -142,6 +184,7 @@ pub fn run_id(p: &Point, policy: &str) -> RunId {
         policy: if ratio_based { policy.to_string() } else { String::new() },
         requested_ratio: p.requested,
         ratio: p.ratio(),
+        grid: p.grid.clone(),
     }
 }
 
@@ -173,7 +216,8 @@ fn point_cells(p: &Point, policy: &str) -> Vec<String> {
 /// summary.csv: one row per run, nothing aggregated.
 pub fn csv(rows: &[Row], policy: &str) -> Vec<u8> {
     let metric = metric_name(rows);
-    let mut out = line(CSV_COLUMNS.iter().map(|c| c.replace("bpb", metric)));
+    let keys = grid_keys(rows);
+    let mut out = line(with_grid_columns(CSV_COLUMNS, "group", &keys).iter().map(|c| c.replace("bpb", metric)));
     for r in rows {
         let p = r.point;
         let (loss, bpb) = r.val().map(|(l, b)| (format!("{l}"), format!("{b}"))).unwrap_or_default();
@@ -182,7 +226,9 @@ pub fn csv(rows: &[Row], policy: &str) -> Vec<u8> {
             _ => Default::default(),
         };
         let pc = point_cells(p, policy);
-        let mut cells = vec![p.name.clone(), p.group(), pc[0].clone(), p.seed.to_string()];
+        let mut cells = vec![p.name.clone(), p.group()];
+        cells.extend(grid_cells_of(p, &keys));
+        cells.extend([pc[0].clone(), p.seed.to_string()]);
         cells.extend(pc.into_iter().skip(1));
         cells.extend([r.status.describe(), loss, bpb, tps, secs]);
         out.extend(line(&cells));
@@ -194,7 +240,8 @@ pub fn csv(rows: &[Row], policy: &str) -> Vec<u8> {
 /// group (`n` of `runs`).
 pub fn groups_csv(rows: &[Row], policy: &str) -> Vec<u8> {
     let metric = metric_name(rows);
-    let mut out = line(GROUP_COLUMNS.iter().map(|c| c.replace("bpb", metric)));
+    let keys = grid_keys(rows);
+    let mut out = line(with_grid_columns(GROUP_COLUMNS, "group", &keys).iter().map(|c| c.replace("bpb", metric)));
     for (group, members) in groups(rows) {
         let vals: Vec<(f64, f64)> = members.iter().filter_map(|r| r.val()).collect();
         let losses: Vec<f64> = vals.iter().map(|v| v.0).collect();
@@ -214,6 +261,7 @@ pub fn groups_csv(rows: &[Row], policy: &str) -> Vec<u8> {
             format!("{} of {} done", vals.len(), members.len())
         };
         let mut cells = vec![group];
+        cells.extend(grid_cells_of(members[0].point, &keys));
         cells.extend(point_cells(members[0].point, policy));
         cells.extend([status, members.len().to_string(), vals.len().to_string(), lm, ls, bm, bs]);
         out.extend(line(&cells));
@@ -282,43 +330,61 @@ pub fn ablation_markdown(rows: &[Row], variants: &[Variant]) -> String {
     let mut s = String::from(
         "Val loss in nats/token (mean ± sample std over seeds). Δ = twin − shared, paired by seed: negative means the twin is better.\n\n",
     );
+    let grid = !grid_keys(rows).is_empty();
     let mut header = "| ratio | shared params | shared attn MFLOP/tok | shared val loss |".to_string();
     let mut rule = "|---|---|---|---|".to_string();
+    if grid {
+        header = format!("| grid cell {}", header);
+        rule += "---|";
+    }
     for v in variants {
         let l = v.label();
         header += &format!(" {l} params | {l} attn MFLOP/tok | {l} val loss | Δ {l} |");
         rule += "---|---|---|---|";
     }
     s += &(header + "\n" + &rule + "\n");
-    let mut ratios: Vec<usize> = rows.iter().filter_map(|r| r.point.requested).collect();
-    ratios.dedup();
-    for g in ratios {
-        let of = |v: Variant| -> Vec<&Row> {
-            rows.iter().filter(|r| r.point.requested == Some(g) && r.point.variant == v).collect()
-        };
-        let shared = of(Variant::Gda);
-        let Some(first) = shared.first() else { continue };
-        let (params, attn, _) = cost(first.point);
-        let losses = |rs: &[&Row]| rs.iter().filter_map(|r| r.val().map(|v| v.0)).collect::<Vec<f64>>();
-        let _ = write!(s, "| {g}:1 | {} | {:.2} | {} |", human_count(params), attn / 1e6, pm(&losses(&shared), 4));
-        for &v in variants {
-            let twin = of(v);
-            let Some(t0) = twin.first() else {
-                s += " – | – | – | – |";
-                continue;
+    for cell in cells(rows) {
+        let in_cell: Vec<&Row> = rows.iter().filter(|r| r.point.grid == cell).collect();
+        let mut ratios: Vec<usize> = in_cell.iter().filter_map(|r| r.point.requested).collect();
+        ratios.dedup();
+        for g in ratios {
+            let of = |v: Variant| -> Vec<&Row> {
+                in_cell.iter().copied().filter(|r| r.point.requested == Some(g) && r.point.variant == v).collect()
             };
-            let (tp, ta, _) = cost(t0.point);
-            let diffs: Vec<f64> = twin
-                .iter()
-                .filter_map(|t| {
-                    let sh = shared.iter().find(|r| r.point.seed == t.point.seed)?;
-                    Some(t.val()?.0 - sh.val()?.0)
-                })
-                .collect();
+            let shared = of(Variant::Gda);
+            let Some(first) = shared.first() else { continue };
+            let (params, attn, _) = cost(first.point);
+            let losses = |rs: &[&Row]| rs.iter().filter_map(|r| r.val().map(|v| v.0)).collect::<Vec<f64>>();
+            if grid {
+                let _ = write!(s, "| {} ", cell_label(&cell));
+            }
             let _ =
-                write!(s, " {} | {:.2} | {} | {} |", human_count(tp), ta / 1e6, pm(&losses(&twin), 4), pm(&diffs, 4));
+                write!(s, "| {g}:1 | {} | {:.2} | {} |", human_count(params), attn / 1e6, pm(&losses(&shared), 4));
+            for &v in variants {
+                let twin = of(v);
+                let Some(t0) = twin.first() else {
+                    s += " – | – | – | – |";
+                    continue;
+                };
+                let (tp, ta, _) = cost(t0.point);
+                let diffs: Vec<f64> = twin
+                    .iter()
+                    .filter_map(|t| {
+                        let sh = shared.iter().find(|r| r.point.seed == t.point.seed)?;
+                        Some(t.val()?.0 - sh.val()?.0)
+                    })
+                    .collect();
+                let _ = write!(
+                    s,
+                    " {} | {:.2} | {} | {} |",
+                    human_count(tp),
+                    ta / 1e6,
+                    pm(&losses(&twin), 4),
+                    pm(&diffs, 4)
+                );
+            }
+            s += "\n";
         }
-        s += "\n";
     }
     s
 }
@@ -357,6 +423,8 @@ pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String
 /// One comparison the paper makes: arm `a` against arm `b` (group labels),
 /// val loss paired by seed, d = a − b.
 pub struct Comparison {
+    /// The grid cell both arms belong to (never two cells).
+    pub cell: Cell,
     pub a: String,
     pub b: String,
     pub seeds: Vec<u64>,
@@ -369,12 +437,16 @@ pub struct Comparison {
 /// in common still get a row (n = 0) so a missing comparison is visible.
 pub fn comparisons(rows: &[Row]) -> Vec<Comparison> {
     let gs = groups(rows);
-    let find = |v: Variant, g: Option<usize>| {
-        gs.iter().position(|(_, m)| m[0].point.variant == v && (v == Variant::Baseline || m[0].point.requested == g))
-    };
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     for (i, (_, members)) in gs.iter().enumerate() {
         let p = members[0].point;
+        // Only arms of the same grid cell are compared.
+        let find = |v: Variant, g: Option<usize>| {
+            gs.iter().position(|(_, m)| {
+                let q = m[0].point;
+                q.grid == p.grid && q.variant == v && (v == Variant::Baseline || q.requested == g)
+            })
+        };
         let mut against = |other: Option<usize>| pairs.extend(other.map(|o| (i, o)));
         match p.variant {
             Variant::Gda => {
@@ -405,7 +477,7 @@ pub fn comparisons(rows: &[Row]) -> Vec<Comparison> {
                 }
             }
             let (a, b) = (a.clone(), b.clone());
-            Comparison { a, b, seeds, test: Paired::new(diffs) }
+            Comparison { cell: am[0].point.grid.clone(), a, b, seeds, test: Paired::new(diffs) }
         })
         .collect()
 }
@@ -446,7 +518,10 @@ pub const COMPARISON_COLUMNS: &[&str] =
 /// summary columns repeated on each, so a reader can filter without
 /// splitting cells.
 pub fn comparisons_csv(cmp: &[Comparison]) -> Vec<u8> {
-    let mut out = line(COMPARISON_COLUMNS.iter().map(|c| match *c {
+    let mut keys: Vec<String> = cmp.iter().flat_map(|c| c.cell.iter().map(|k| k.0.clone())).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = line(with_grid_columns(COMPARISON_COLUMNS, "b", &keys).iter().map(|c| match c.as_str() {
         "seeds" => "seed".to_string(),
         "diffs" => "diff".to_string(),
         c => c.to_string(),
@@ -454,10 +529,12 @@ pub fn comparisons_csv(cmp: &[Comparison]) -> Vec<u8> {
     let num = |x: Option<f64>| x.filter(|v| v.is_finite()).map(|v| format!("{v}")).unwrap_or_default();
     for c in cmp {
         let t = &c.test;
+        let grid: Vec<String> =
+            keys.iter().map(|k| c.cell.iter().find(|x| &x.0 == k).map(|x| x.1.clone()).unwrap_or_default()).collect();
         let tail = |seed: String, diff: String| {
-            vec![
-                c.a.clone(),
-                c.b.clone(),
+            let mut cells = vec![c.a.clone(), c.b.clone()];
+            cells.extend(grid.iter().cloned());
+            cells.extend([
                 t.n().to_string(),
                 seed,
                 diff,
@@ -467,7 +544,8 @@ pub fn comparisons_csv(cmp: &[Comparison]) -> Vec<u8> {
                 num(t.ci.map(|c| c.1)),
                 num(t.p),
                 t.verdict(&c.a, &c.b, "nats"),
-            ]
+            ]);
+            cells
         };
         if c.seeds.is_empty() {
             out.extend(line(tail(String::new(), String::new())));
@@ -492,7 +570,13 @@ pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, rat
         let path = dir.join(name);
         atomic_write(&path, &bytes).map_err(io("cannot write", &path))?;
     }
+    let grid = !grid_keys(rows).is_empty();
     if ratio_plot {
+        super::best::write(dir, rows, &held_fixed(rows, policy))?;
+    }
+    // In a grid, loss_vs_ratio_grid.svg has a line per cell instead: one
+    // line per variant would average over cells.
+    if ratio_plot && !grid {
         plot_final(&dir.join("final_loss_vs_ratio.svg"), rows, 0, "val loss (nats/token)", policy)?;
         if metric_name(rows) == "acc" {
             plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)", policy)?;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mean_std;
 use super::plot::{plot_lines, Line, Titles};
-use super::table::{line, number, opt_number, read_rows};
+use super::table::{line, number, opt_number, read, read_rows, write_rows_with};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::atomic_write;
 
@@ -42,6 +42,10 @@ pub struct RunId {
     pub requested_ratio: Option<usize>,
     /// H_s / H_n as trained; None for standard attention.
     pub ratio: Option<f64>,
+    /// A scaling grid's cell: (spec key, value) per axis. In the tables,
+    /// one column per key, named by it, after `group` (a spec key always
+    /// has a dot, no other column does).
+    pub grid: Vec<(String, String)>,
 }
 
 /// Rows that carry a [`RunId`] in their own columns.
@@ -61,6 +65,7 @@ macro_rules! identified {
                     policy: self.policy.clone(),
                     requested_ratio: self.requested_ratio,
                     ratio: self.ratio,
+                    grid: self.grid.clone(),
                 }
             }
             fn set_id(&mut self, id: &RunId) {
@@ -70,6 +75,7 @@ macro_rules! identified {
                 self.policy = id.policy.clone();
                 self.requested_ratio = id.requested_ratio;
                 self.ratio = id.ratio;
+                self.grid = id.grid.clone();
             }
         }
     )*};
@@ -81,6 +87,9 @@ identified!(LmRow, RetrievalRow, AttentionRow);
 pub struct LmRow {
     pub run: String,
     pub group: String,
+    /// Written and read as the grid columns ([`write_run_table`]).
+    #[serde(skip)]
+    pub grid: Vec<(String, String)>,
     pub variant: String,
     pub seed: Option<u64>,
     pub policy: String,
@@ -104,6 +113,9 @@ pub struct LmRow {
 pub struct RetrievalRow {
     pub run: String,
     pub group: String,
+    /// Written and read as the grid columns ([`write_run_table`]).
+    #[serde(skip)]
+    pub grid: Vec<(String, String)>,
     pub variant: String,
     pub seed: Option<u64>,
     pub policy: String,
@@ -132,6 +144,9 @@ pub struct RetrievalRow {
 pub struct AttentionRow {
     pub run: String,
     pub group: String,
+    /// Written and read as the grid columns ([`write_run_table`]).
+    #[serde(skip)]
+    pub grid: Vec<(String, String)>,
     pub variant: String,
     pub seed: Option<u64>,
     pub policy: String,
@@ -161,12 +176,44 @@ pub struct AttentionRow {
     pub rows: usize,
 }
 
-/// The rows of an eval table; none when the file is absent.
-fn rows<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, GdaError> {
-    match read_rows(path) {
-        Err(GdaError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-        other => other,
+/// The rows of an eval table, each with its grid cell; none when the file
+/// is absent.
+fn rows<T: DeserializeOwned + Identified>(path: &Path) -> Result<Vec<T>, GdaError> {
+    let mut rows: Vec<T> = match read_rows(path) {
+        Err(GdaError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other?,
+    };
+    let (header, cells) = read(path)?;
+    let dotted: Vec<usize> = (0..header.len()).filter(|&i| header[i].contains('.')).collect();
+    for (row, cells) in rows.iter_mut().zip(&cells) {
+        let mut id = row.id();
+        id.grid = dotted
+            .iter()
+            .filter_map(|&i| cells.get(i).filter(|v| !v.is_empty()).map(|v| (header[i].clone(), v.clone())))
+            .collect();
+        row.set_id(&id);
     }
+    Ok(rows)
+}
+
+/// The grid keys of the rows, sorted.
+fn grid_keys<R: Identified>(rows: &[R]) -> Vec<String> {
+    let mut keys: Vec<String> = rows.iter().flat_map(|r| r.id().grid.into_iter().map(|c| c.0)).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// `id`'s value of each of `keys` (empty where it has none).
+fn grid_values(id: &RunId, keys: &[String]) -> Vec<String> {
+    keys.iter().map(|k| id.grid.iter().find(|c| &c.0 == k).map(|c| c.1.clone()).unwrap_or_default()).collect()
+}
+
+/// Writes a run table (lm.csv, retrieval.csv, attention.csv): the row
+/// structs' columns with the grid keys inserted after `group`.
+pub fn write_run_table<T: Serialize + Identified>(path: &Path, rows: &[T]) -> Result<(), GdaError> {
+    let keys = grid_keys(rows);
+    write_rows_with(path, rows, "group", &keys, |r| grid_values(&r.id(), &keys))
 }
 
 /// A number with `digits` decimals; "–" for a missing or undefined one.
@@ -241,30 +288,41 @@ fn by_point<R: Identified, K: PartialEq>(rows: &[R], key: impl Fn(&R) -> K) -> V
     group_by(rows, |r| (r.id().group, key(r)))
 }
 
-/// The point columns of an aggregate row (the seed is what it aggregates).
+/// The point columns of an aggregate row (the seed is what it aggregates);
+/// the grid columns follow `group`.
 const POINT_COLUMNS: [&str; 5] = ["group", "variant", "policy", "requested_ratio", "ratio"];
 
-fn point_cells(id: &RunId) -> Vec<String> {
-    vec![
-        id.group.clone(),
+fn point_cells(id: &RunId, grid: &[String]) -> Vec<String> {
+    let mut cells = vec![id.group.clone()];
+    cells.extend(grid_values(id, grid));
+    cells.extend([
         id.variant.clone(),
         id.policy.clone(),
         id.requested_ratio.map(|r| r.to_string()).unwrap_or_default(),
         id.ratio.map(|r| format!("{r}")).unwrap_or_default(),
-    ]
+    ]);
+    cells
 }
 
 /// Writes an aggregate table (header: the point columns, `keys`, `n`, then
 /// `<value>_mean`, `<value>_std` per value); without rows, removes the one
 /// an earlier evaluation left.
-fn write_groups(path: &Path, keys: &[&str], values: &[&str], rows: &[Vec<String>]) -> Result<(), GdaError> {
+fn write_groups(
+    path: &Path,
+    grid: &[String],
+    keys: &[&str],
+    values: &[&str],
+    rows: &[Vec<String>],
+) -> Result<(), GdaError> {
     if rows.is_empty() {
         return match std::fs::remove_file(path) {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(io("cannot remove", path)(e)),
             _ => Ok(()),
         };
     }
-    let mut header: Vec<String> = POINT_COLUMNS.iter().chain(keys).map(|c| c.to_string()).collect();
+    let mut header: Vec<String> = vec![POINT_COLUMNS[0].to_string()];
+    header.extend(grid.iter().cloned());
+    header.extend(POINT_COLUMNS[1..].iter().chain(keys).map(|c| c.to_string()));
     header.push("n".into());
     for v in values {
         header.extend([format!("{v}_mean"), format!("{v}_std")]);
@@ -463,11 +521,12 @@ fn push_point(lines: &mut Vec<Line>, label: &str, style: usize, dashed: bool, (x
 }
 
 fn write_lm_groups(dir: &Path, lm: &[LmRow]) -> Result<(), GdaError> {
+    let grid = grid_keys(lm);
     let rows: Vec<Vec<String>> = by_point(lm, |r| (r.context, r.train_context, r.tokens))
         .into_iter()
         .map(|m| {
             let r = m[0];
-            let mut cells = point_cells(&r.id());
+            let mut cells = point_cells(&r.id(), &grid);
             cells.extend([
                 r.context.to_string(),
                 r.train_context.to_string(),
@@ -480,7 +539,7 @@ fn write_lm_groups(dir: &Path, lm: &[LmRow]) -> Result<(), GdaError> {
             cells
         })
         .collect();
-    write_groups(&dir.join(LM_GROUPS_CSV), &["context", "train_context", "tokens"], &["loss", "ppl", "bpb"], &rows)
+    write_groups(&dir.join(LM_GROUPS_CSV), &grid, &["context", "train_context", "tokens"], &["loss", "ppl", "bpb"], &rows)
 }
 
 fn retrieval_section(dir: &Path, ret: &[RetrievalRow], style_of: &dyn Fn(&str) -> usize) -> Result<Section, GdaError> {
@@ -556,11 +615,12 @@ fn retrieval_section(dir: &Path, ret: &[RetrievalRow], style_of: &dyn Fn(&str) -
 }
 
 fn write_retrieval_groups(dir: &Path, ret: &[RetrievalRow]) -> Result<(), GdaError> {
+    let grid = grid_keys(ret);
     let rows: Vec<Vec<String>> = by_point(ret, |r| (r.task.clone(), r.context, r.depth.map(f64::to_bits), r.examples))
         .into_iter()
         .map(|m| {
             let r = m[0];
-            let mut cells = point_cells(&r.id());
+            let mut cells = point_cells(&r.id(), &grid);
             cells.extend([
                 r.task.clone(),
                 r.context.to_string(),
@@ -577,6 +637,7 @@ fn write_retrieval_groups(dir: &Path, ret: &[RetrievalRow]) -> Result<(), GdaErr
         .collect();
     write_groups(
         &dir.join(RETRIEVAL_GROUPS_CSV),
+        &grid,
         &["task", "context", "train_context", "depth", "examples"],
         &["acc", "token_acc", "loss"],
         &rows,
@@ -651,11 +712,12 @@ fn attention_section(dir: &Path, att: &[AttentionRow]) -> Result<Section, GdaErr
 }
 
 fn write_attention_groups(dir: &Path, att: &[AttentionRow]) -> Result<(), GdaError> {
+    let grid = grid_keys(att);
     let rows: Vec<Vec<String>> = by_point(att, |r| (r.task.clone(), r.context, r.layer, r.head_group.clone(), r.heads))
         .into_iter()
         .map(|m| {
             let r = m[0];
-            let mut cells = point_cells(&r.id());
+            let mut cells = point_cells(&r.id(), &grid);
             cells.extend([
                 r.task.clone(),
                 r.context.to_string(),
@@ -671,5 +733,5 @@ fn write_attention_groups(dir: &Path, att: &[AttentionRow]) -> Result<(), GdaErr
         })
         .collect();
     let values: Vec<&str> = ATT_VALUES.iter().map(|v| v.0).collect();
-    write_groups(&dir.join(ATTENTION_GROUPS_CSV), &["task", "context", "layer", "head_group", "heads"], &values, &rows)
+    write_groups(&dir.join(ATTENTION_GROUPS_CSV), &grid, &["task", "context", "layer", "head_group", "heads"], &values, &rows)
 }

@@ -72,12 +72,39 @@ where
 /// Replaces `path` by a CSV file of `rows` (header from the field names of
 /// `T`), atomically.
 pub fn write_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), GdaError> {
+    write_rows_with(path, rows, "", &[], |_| Vec::new())
+}
+
+/// [`write_rows`] with columns that vary from table to table (a scaling
+/// grid's keys): `names` inserted after the column `after`, each row's
+/// cells for them from `extra`.
+pub fn write_rows_with<T: Serialize>(
+    path: &Path,
+    rows: &[T],
+    after: &str,
+    names: &[String],
+    extra: impl Fn(&T) -> Vec<String>,
+) -> Result<(), GdaError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
         w.serialize(r).expect("a row struct serialises");
     }
     let bytes = w.into_inner().expect("writing to memory cannot fail");
-    atomic_write(path, &bytes).map_err(io("cannot write", path))
+    if names.is_empty() {
+        return atomic_write(path, &bytes).map_err(io("cannot write", path));
+    }
+    let Records { header, rows: records } = parse(&bytes).expect("written just now");
+    let at = header.iter().position(|h| h == after).map_or(0, |i| i + 1);
+    let splice = |record: &csv::StringRecord, inserted: Vec<String>| {
+        let mut cells: Vec<String> = record.iter().map(String::from).collect();
+        cells.splice(at..at, inserted);
+        line(cells)
+    };
+    let mut out = splice(&header, names.to_vec());
+    for (record, r) in records.iter().zip(rows) {
+        out.extend(splice(record, extra(r)));
+    }
+    atomic_write(path, &out).map_err(io("cannot write", path))
 }
 
 /// Writes a number as Rust's `{}` does (shortest round trip, no exponent),
