@@ -771,7 +771,7 @@ pub const GRID_REFUSED: &[(&str, &str)] = &[
 fn check_grid_axis(leaves: &toml::Table, key: &str, values: &[toml::Value]) -> Result<(), KeyError> {
     let at = format!("sweep.grid.{key}");
     if let Some((_, why)) = GRID_REFUSED.iter().find(|(p, _)| key == *p || (p.ends_with('.') && key.starts_with(p))) {
-        return Err(key_err(&at, format!("`{key}` cannot be a grid axis: {why}")));
+        return Err(key_err(&at, format!("cannot be a grid axis: {why}")));
     }
     let mut cur = leaves;
     let parts: Vec<&str> = key.split('.').collect();
@@ -782,16 +782,16 @@ fn check_grid_axis(leaves: &toml::Table, key: &str, values: &[toml::Value]) -> R
             _ => {
                 return Err(key_err(
                     &at,
-                    format!("`{key}` is not a spec key; allowed: a key of docs/spec.md such as model.d_model or train.lr"),
+                    "is not a spec key; allowed: a key of docs/spec.md such as model.d_model or train.lr",
                 ))
             }
         }
     }
     if values.is_empty() {
-        return Err(key_err(&at, format!("the axis `{key}` has no values; allowed: a list of at least one value")));
+        return Err(key_err(&at, "has no values; allowed: a list of at least one value"));
     }
     if let Some(v) = values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)).map(|(_, v)| v) {
-        return Err(key_err(&at, format!("value {v} of `{key}` is listed twice; allowed: each value once")));
+        return Err(key_err(&at, format!("value {v} is listed twice; allowed: each value once")));
     }
     Ok(())
 }
@@ -922,6 +922,8 @@ impl Spec {
         let mut spec = Spec::from_table(table, &[], self.origin.clone()).map_err(|e| match e {
             GdaError::Spec { file, key, msg } => {
                 let key = key.map(|k| if cell.iter().any(|(c, _)| *c == k) { format!("sweep.grid.{k}") } else { k });
+                // A type error's text repeats the key on lines of its own.
+                let msg = msg.lines().next().unwrap_or_default();
                 GdaError::Spec { file, key, msg: format!("{msg} (in the grid cell {at})") }
             }
             other => other,

@@ -74,7 +74,11 @@ fn check_closing_lines(out: &Output, dir: &Path) {
     };
     let summaries: Vec<&str> = line("summary: ").split(", ").collect();
     let names: Vec<&str> = summaries.iter().map(|p| p.rsplit('/').next().unwrap()).collect();
-    assert_eq!(names, ["summary.md", "summary.csv", "summary_groups.csv", "comparisons.csv"], "{text}");
+    assert_eq!(
+        names,
+        ["summary.md", "summary.csv", "summary_groups.csv", "comparisons.csv", "best_ratio.md", "best_ratio.csv"],
+        "{text}"
+    );
     let plots: Vec<&str> = line("plots: ").split(", ").collect();
     assert_eq!(
         plots.iter().map(|p| p.rsplit('/').next().unwrap()).collect::<Vec<_>>(),

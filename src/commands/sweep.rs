@@ -267,10 +267,12 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
     let cells = spec.grid_cells().len();
     let variants = points.iter().filter(|p| p.requested.is_some()).count() / (cells * sw.ratios.len() * seeds_of(spec)).max(1);
     let baseline = if sw.baseline { format!(" + {} baseline", cells * seeds_of(spec)) } else { String::new() };
+    let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
+    let (ratios, seeds) = (n(sw.ratios.len(), "ratio"), n(seeds_of(spec), "seed"));
     let product = if sw.grid.is_empty() {
-        format!("{} ratios × {} seeds", sw.ratios.len(), seeds_of(spec))
+        format!("{ratios} × {seeds}")
     } else {
-        format!("{cells} grid cells ({}) × {} ratios × {} seeds", describe_grid(spec), sw.ratios.len(), seeds_of(spec))
+        format!("{} ({}) × {ratios} × {seeds}", n(cells, "grid cell"), describe_grid(spec))
     };
     let variants = if variants > 1 { format!(" × {variants} variants") } else { String::new() };
     let flops: f64 = points.iter().map(|p| experiment::cost(p).2).sum();
