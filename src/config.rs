@@ -836,9 +836,9 @@ fn flat_grid<'de, D: serde::Deserializer<'de>>(
 /// string). Commas inside brackets or quotes belong to their value, so a
 /// list value reads whole (`model.lambda_init=[0.1,0.2],[0.3,0.4]`).
 pub fn parse_grid_arg(arg: &str) -> Result<(String, Vec<toml::Value>), KeyError> {
-    let (key, raw) = arg.split_once('=').ok_or_else(|| {
-        key_err(arg, "a grid axis must look like KEY=V1,V2,..., e.g. --grid model.d_model=128,256")
-    })?;
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| key_err(arg, "a grid axis must look like KEY=V1,V2,..., e.g. --grid model.d_model=128,256"))?;
     let key = key.trim().to_string();
     let mut parts = Vec::new();
     let (mut depth, mut quote, mut cur) = (0i32, None::<char>, String::new());
@@ -907,8 +907,11 @@ impl Spec {
         if cell.is_empty() {
             return Ok(self.clone());
         }
-        let mut table =
-            if self.source.is_empty() { toml::Table::try_from(self).expect("a spec always serialises") } else { self.source.clone() };
+        let mut table = if self.source.is_empty() {
+            toml::Table::try_from(self).expect("a spec always serialises")
+        } else {
+            self.source.clone()
+        };
         for (key, v) in cell {
             let parts: Vec<&str> = key.split('.').collect();
             let mut cur = &mut table;

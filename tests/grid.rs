@@ -80,7 +80,8 @@ fn a_grid_trains_each_point_once_and_an_extended_axis_only_its_new_points() {
     assert_eq!(trained.keys().cloned().collect::<BTreeSet<_>>(), names(&["16", "32"]));
     for (name, (log, _)) in &trained {
         // `gda train` opens with `train <name>: steps 0 → N ...`.
-        let starts = String::from_utf8_lossy(log).lines().filter(|l| l.starts_with("train ") && l.contains(": steps ")).count();
+        let starts =
+            String::from_utf8_lossy(log).lines().filter(|l| l.starts_with("train ") && l.contains(": steps ")).count();
         assert_eq!(starts, 1, "{name} trained {starts} times");
     }
     let rows = table(&dir.join("summary.csv"));
@@ -196,7 +197,7 @@ fn best_ratio_per_cell_agrees_with_summary_csv_and_the_plots_with_the_grid() {
             .map(|g| g.to_string())
             .collect();
         assert_eq!(b["near_ties"], ties.join(" "), "{b:?}");
-        assert!(b["verdict"].contains(&format!("{top}:1")) && b["verdict"].contains("d_model=" ), "{b:?}");
+        assert!(b["verdict"].contains(&format!("{top}:1")) && b["verdict"].contains("d_model="), "{b:?}");
     }
     let md = std::fs::read_to_string(dir.join("best_ratio.md")).unwrap();
     for b in &best {
@@ -343,15 +344,16 @@ fn data_lines(svg: &str) -> Vec<Vec<(f64, f64)>> {
 fn axes(svg: &str) -> (Box<dyn Fn(f64) -> f64>, Box<dyn Fn(f64) -> f64>) {
     let texts = svg_texts(svg);
     let numeric: Vec<&(f64, f64, String, String)> = texts.iter().filter(|t| t.3.parse::<f64>().is_ok()).collect();
-    let most = |anchor: &str, key: fn(&(f64, f64, String, String)) -> f64, pos: fn(&(f64, f64, String, String)) -> f64| {
-        let mut by: BTreeMap<i64, Vec<(f64, f64)>> = BTreeMap::new();
-        for t in numeric.iter().filter(|t| t.2 == anchor) {
-            by.entry(key(t) as i64).or_default().push((pos(t), t.3.parse().unwrap()));
-        }
-        let mut v = by.into_values().max_by_key(|v| v.len()).unwrap();
-        v.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (a, b) = (v[0], v[v.len() - 1]);
-        move |px: f64| a.1 + (px - a.0) * (b.1 - a.1) / (b.0 - a.0)
-    };
+    let most =
+        |anchor: &str, key: fn(&(f64, f64, String, String)) -> f64, pos: fn(&(f64, f64, String, String)) -> f64| {
+            let mut by: BTreeMap<i64, Vec<(f64, f64)>> = BTreeMap::new();
+            for t in numeric.iter().filter(|t| t.2 == anchor) {
+                by.entry(key(t) as i64).or_default().push((pos(t), t.3.parse().unwrap()));
+            }
+            let mut v = by.into_values().max_by_key(|v| v.len()).unwrap();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (a, b) = (v[0], v[v.len() - 1]);
+            move |px: f64| a.1 + (px - a.0) * (b.1 - a.1) / (b.0 - a.0)
+        };
     (Box::new(most("middle", |t| t.1, |t| t.0)), Box::new(most("end", |t| t.0, |t| t.1)))
 }

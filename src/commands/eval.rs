@@ -17,7 +17,8 @@ use crate::experiment::grid::GRID_FILE;
 use crate::experiment::{self, policy_name, spec_ratio, summary, Grid};
 use crate::model::Model;
 use crate::report::eval::{
-    eval_report, write_run_table, AttentionRow, Identified, LmRow, RetrievalRow, RunId, ATTENTION_CSV, LM_CSV, RETRIEVAL_CSV,
+    eval_report, write_run_table, AttentionRow, Identified, LmRow, RetrievalRow, RunId, ATTENTION_CSV, LM_CSV,
+    RETRIEVAL_CSV,
 };
 use crate::train::checkpoint;
 use crate::train::run_dir::{find_source, Source};

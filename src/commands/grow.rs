@@ -198,7 +198,14 @@ fn compare(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
         }
         let mut spec = grown.spec.clone();
         spec.train.init = init.to_string_lossy().into_owned();
-        points.push(Point { name: variant.label().into(), variant, requested: None, seed: spec.seed, spec, grid: Vec::new() });
+        points.push(Point {
+            name: variant.label().into(),
+            variant,
+            requested: None,
+            seed: spec.seed,
+            spec,
+            grid: Vec::new(),
+        });
     }
     if args.scratch {
         let mut spec = signal.spec.clone();

@@ -26,6 +26,7 @@ const HELP: &[Help] = &[
             "gda sweep --spec experiments/smoke.toml --ratios 1,2,4 --num-seeds 2 --baseline",
             "gda sweep --ratios 1,2,3,4,8 --seeds 1,5,9 --devices cuda:0,cuda:1",
             "gda sweep --spec experiments/gpu.toml --dry-run",
+            "gda sweep --spec experiments/smoke.toml --grid model.d_model=32,64 --ratios 1,2,4 --num-seeds 2",
             "gda sweep --collect --out results/sweep-smoke",
         ],
         &[0, 1, 2, 4, 6, 8, 9, 130],

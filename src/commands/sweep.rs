@@ -180,8 +180,8 @@ fn seeds_of(spec: &Spec) -> usize {
 fn grid_args(args: &[String], spec: &mut Spec) -> Result<Vec<String>, GdaError> {
     let mut keys: Vec<String> = Vec::new();
     for a in args {
-        let (key, values) = parse_grid_arg(a)
-            .map_err(|e| GdaError::Spec { file: "--grid".into(), key: Some(e.key), msg: e.msg })?;
+        let (key, values) =
+            parse_grid_arg(a).map_err(|e| GdaError::Spec { file: "--grid".into(), key: Some(e.key), msg: e.msg })?;
         if keys.contains(&key) {
             return Err(GdaError::Spec {
                 file: "--grid".into(),
@@ -265,7 +265,8 @@ fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Resu
     }
     let sw = &spec.sweep;
     let cells = spec.grid_cells().len();
-    let variants = points.iter().filter(|p| p.requested.is_some()).count() / (cells * sw.ratios.len() * seeds_of(spec)).max(1);
+    let variants =
+        points.iter().filter(|p| p.requested.is_some()).count() / (cells * sw.ratios.len() * seeds_of(spec)).max(1);
     let baseline = if sw.baseline { format!(" + {} baseline", cells * seeds_of(spec)) } else { String::new() };
     let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
     let (ratios, seeds) = (n(sw.ratios.len(), "ratio"), n(seeds_of(spec), "seed"));

@@ -154,13 +154,7 @@ pub fn csv(best: &[Best], keys: &[String]) -> Vec<u8> {
     let test = |p: Option<&Paired>| -> [String; 5] {
         match p {
             None => Default::default(),
-            Some(p) => [
-                num(Some(p.mean)),
-                num(p.ci.map(|c| c.0)),
-                num(p.ci.map(|c| c.1)),
-                num(p.p),
-                p.n().to_string(),
-            ],
+            Some(p) => [num(Some(p.mean)), num(p.ci.map(|c| c.0)), num(p.ci.map(|c| c.1)), num(p.p), p.n().to_string()],
         }
     };
     for b in best {
@@ -209,7 +203,8 @@ pub fn markdown(best: &[Best]) -> String {
         let ru = b.runner_up.as_ref().map(|r| format!("{}:1", r.0)).unwrap_or_else(|| "–".into());
         let (dr, cr) = d(b.runner_up.as_ref().map(|r| &r.1));
         let (d1, c1) = d(b.vs_one.as_ref());
-        let _ = writeln!(s, "| {cell} | {best} | {loss} | {ru} | {dr} | {cr} | {d1} | {c1} | {} |", ratio_list(&b.ties));
+        let _ =
+            writeln!(s, "| {cell} | {best} | {loss} | {ru} | {dr} | {cr} | {d1} | {c1} | {} |", ratio_list(&b.ties));
     }
     s += "\nVerdicts:\n\n";
     for b in best {
@@ -308,7 +303,8 @@ fn plot_best_vs_axis(path: &Path, best: &[Best], key: &str, held: &str) -> Resul
     let (x0, x1) = crate::report::plot::bounds(xs).unwrap_or((0.0, 1.0));
     let ys = series.iter().flat_map(|s| s.1.iter().flat_map(|p| [p.2, p.3]));
     let (y0, y1) = integer_bounds(ys).unwrap_or((0.0, 2.0));
-    let legend: Vec<LegendEntry> = series.iter().enumerate().map(|(i, s)| LegendEntry::styled(i, label(&s.0), false)).collect();
+    let legend: Vec<LegendEntry> =
+        series.iter().enumerate().map(|(i, s)| LegendEntry::styled(i, label(&s.0), false)).collect();
     let axis = key.rsplit('.').next().unwrap_or(key);
     let title = format!("best ratio (lowest mean val loss) vs {axis}");
     let held = format!("{held}; bars: the ratios the seeds cannot tell from the best (95% CI)");

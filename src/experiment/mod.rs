@@ -153,7 +153,9 @@ pub fn cell_label(cell: &Cell) -> String {
 /// letters, digits, `.` and `_` are kept; anything else becomes `_`.
 fn cell_suffix(cell: &Cell) -> String {
     let keys: Vec<&str> = cell.iter().map(|c| c.0.as_str()).collect();
-    let clean = |v: &str| v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '_' }).collect::<String>();
+    let clean = |v: &str| {
+        v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '_' }).collect::<String>()
+    };
     key_forms(&keys).iter().zip(cell).map(|((_, short), (_, v))| format!("-{short}{}", clean(v))).collect()
 }
 
@@ -251,7 +253,10 @@ pub fn grid(base: &Spec, kind: Kind) -> Result<Vec<Point>, GdaError> {
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
         return Err(base.error(
             "sweep.grid",
-            format!("two grid cells give the point name {}; allowed: values that differ in letters, digits, `.` or `_`", w[0]),
+            format!(
+                "two grid cells give the point name {}; allowed: values that differ in letters, digits, `.` or `_`",
+                w[0]
+            ),
         ));
     }
     Ok(points)
@@ -572,4 +577,49 @@ pub fn cost(p: &Point) -> (usize, f64, f64) {
         flops::attention_flops_per_token(m, t.context),
         flops::train_flops_per_token(m, t.context) * tokens,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(overrides: &[&str], grid: &[(&str, &str)]) -> Vec<String> {
+        let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+        let mut spec = Spec::load(Some(Path::new("experiments/smoke.toml")), &overrides).unwrap();
+        for (k, v) in grid {
+            spec.sweep.grid.insert(k.to_string(), crate::config::parse_grid_arg(&format!("{k}={v}")).unwrap().1);
+        }
+        grid_points(&spec).into_iter().map(|p| p.name).collect()
+    }
+
+    fn grid_points(spec: &Spec) -> Vec<Point> {
+        grid(spec, Kind::Sweep).unwrap()
+    }
+
+    /// Sweeps without a grid keep the names they always had; a grid adds
+    /// its cell in short form, and a value added to an axis leaves every
+    /// other point's name as it was.
+    #[test]
+    fn point_names_are_stable_and_carry_the_cell_in_short_form() {
+        assert_eq!(names(&["sweep.seeds=[1]", "sweep.baseline=true"], &[]), ["g1-s1", "g2-s1", "g4-s1", "baseline-s1"]);
+        let two = names(&["sweep.ratios=[4]"], &[("model.d_model", "512,32"), ("train.lr", "1e-3")]);
+        assert_eq!(two, ["g4-s1-d512-lr0.001", "g4-s1-d32-lr0.001"]);
+        let three = names(&["sweep.ratios=[4]"], &[("model.d_model", "512,32,64"), ("train.lr", "1e-3")]);
+        assert_eq!(three[..2], two[..]);
+        // Two keys with one last segment: each goes by its whole name.
+        let both = names(&["sweep.ratios=[2]"], &[("model.init_std", "0.02"), ("train.init", "a b.safetensors")]);
+        assert_eq!(both, ["g2-s1-model_init_std0.02-train_inita_b.safetensors"]);
+    }
+
+    /// A cell's derived defaults follow its gridded key, and its label
+    /// names the keys by their last segment.
+    #[test]
+    fn a_cell_resolves_from_the_spec_as_read() {
+        let mut spec = Spec::load(Some(Path::new("experiments/smoke.toml")), &[]).unwrap();
+        spec.sweep.grid.insert("model.n_layers".into(), vec![toml::Value::Integer(3)]);
+        let p = &grid_points(&spec)[0];
+        assert_eq!(p.spec.model.lambda_init.len(), 3);
+        assert_eq!(p.group(), "1:1 shared, n_layers=3");
+        assert_eq!(p.spec.sweep, crate::config::SweepConfig::default(), "a point's spec is a single run's");
+    }
 }

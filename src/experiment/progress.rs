@@ -185,7 +185,13 @@ pub struct CellCounts {
 /// [`WIDTH`] columns).
 pub fn cells_line(c: CellCounts) -> String {
     fit(
-        &format!("cells: {} done, {} running, {} pending of {}", c.done, c.running, c.pending, c.done + c.running + c.pending),
+        &format!(
+            "cells: {} done, {} running, {} pending of {}",
+            c.done,
+            c.running,
+            c.pending,
+            c.done + c.running + c.pending
+        ),
         WIDTH,
     )
 }
@@ -671,5 +677,34 @@ mod tests {
         assert_eq!(st.grid_eta(), Some(52.5));
         st.slots = 8;
         assert_eq!(st.grid_eta(), Some(30.0), "never less than the running point's own time");
+    }
+
+    #[test]
+    fn the_cells_line_counts_cells_done_running_and_pending() {
+        let mut st = State {
+            counts: Counts::default(),
+            queued: Vec::new(),
+            running: Vec::new(),
+            measured: Vec::new(),
+            slots: 1,
+            cells: Default::default(),
+        };
+        for (name, cell, state) in [
+            ("a1", 0, PointState::Finished),
+            ("a2", 0, PointState::Finished),
+            ("b1", 1, PointState::Finished),
+            ("b2", 1, PointState::Running),
+            ("c1", 2, PointState::Pending),
+            ("c2", 2, PointState::Finished),
+        ] {
+            st.cells.insert(name.into(), (cell, state));
+        }
+        assert_eq!(cells_line(st.cell_counts().unwrap()), "cells: 1 done, 1 running, 1 pending of 3");
+        st.set("b2", PointState::Finished);
+        st.set("c1", PointState::Running);
+        assert_eq!(cells_line(st.cell_counts().unwrap()), "cells: 2 done, 1 running, 0 pending of 3");
+        // No grid: one cell, no cells line.
+        st.cells.retain(|_, c| c.0 == 0);
+        assert_eq!(st.cell_counts(), None);
     }
 }

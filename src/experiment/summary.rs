@@ -358,8 +358,7 @@ pub fn ablation_markdown(rows: &[Row], variants: &[Variant]) -> String {
             if grid {
                 let _ = write!(s, "| {} ", cell_label(&cell));
             }
-            let _ =
-                write!(s, "| {g}:1 | {} | {:.2} | {} |", human_count(params), attn / 1e6, pm(&losses(&shared), 4));
+            let _ = write!(s, "| {g}:1 | {} | {:.2} | {} |", human_count(params), attn / 1e6, pm(&losses(&shared), 4));
             for &v in variants {
                 let twin = of(v);
                 let Some(t0) = twin.first() else {

@@ -539,7 +539,13 @@ fn write_lm_groups(dir: &Path, lm: &[LmRow]) -> Result<(), GdaError> {
             cells
         })
         .collect();
-    write_groups(&dir.join(LM_GROUPS_CSV), &grid, &["context", "train_context", "tokens"], &["loss", "ppl", "bpb"], &rows)
+    write_groups(
+        &dir.join(LM_GROUPS_CSV),
+        &grid,
+        &["context", "train_context", "tokens"],
+        &["loss", "ppl", "bpb"],
+        &rows,
+    )
 }
 
 fn retrieval_section(dir: &Path, ret: &[RetrievalRow], style_of: &dyn Fn(&str) -> usize) -> Result<Section, GdaError> {
@@ -733,5 +739,11 @@ fn write_attention_groups(dir: &Path, att: &[AttentionRow]) -> Result<(), GdaErr
         })
         .collect();
     let values: Vec<&str> = ATT_VALUES.iter().map(|v| v.0).collect();
-    write_groups(&dir.join(ATTENTION_GROUPS_CSV), &grid, &["task", "context", "layer", "head_group", "heads"], &values, &rows)
+    write_groups(
+        &dir.join(ATTENTION_GROUPS_CSV),
+        &grid,
+        &["task", "context", "layer", "head_group", "heads"],
+        &values,
+        &rows,
+    )
 }
