@@ -33,10 +33,10 @@ pub struct Spec {
     /// The spec as read (file and overrides), before [`Spec::resolve`]
     /// filled the derived defaults: a grid cell is resolved from it, so a
     /// derived key follows the gridded one (`model.mlp_hidden` from
-    /// `model.d_model`, `model.lambda_init` from `model.n_layers`). Empty for
-    /// a spec built in code.
+    /// `model.d_model`, `model.lambda_init` from `model.n_layers`). None for
+    /// a spec built in code (its cells start from its resolved values).
     #[serde(skip)]
-    pub source: toml::Table,
+    pub source: Option<toml::Table>,
     /// Run name; the run directory is `<output.dir>/<name>`.
     pub name: String,
     /// Seeds parameter initialisation and the data order.
@@ -355,7 +355,7 @@ impl Default for Spec {
     fn default() -> Self {
         Self {
             origin: BUILTIN.into(),
-            source: toml::Table::new(),
+            source: None,
             name: DEFAULT_NAME.into(),
             seed: 1337,
             model: ModelConfig::default(),
@@ -536,7 +536,7 @@ impl Spec {
             spec_err((key != ".").then_some(key), e.into_inner().to_string())
         })?;
         spec.origin = origin.clone();
-        spec.source = table;
+        spec.source = Some(table);
         spec.resolve().map_err(|e| spec_err(Some(e.key), e.msg))?;
         Ok(spec)
     }
@@ -907,10 +907,9 @@ impl Spec {
         if cell.is_empty() {
             return Ok(self.clone());
         }
-        let mut table = if self.source.is_empty() {
-            toml::Table::try_from(self).expect("a spec always serialises")
-        } else {
-            self.source.clone()
+        let mut table = match &self.source {
+            Some(t) => t.clone(),
+            None => toml::Table::try_from(self).expect("a spec always serialises"),
         };
         for (key, v) in cell {
             let parts: Vec<&str> = key.split('.').collect();

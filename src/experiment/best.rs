@@ -280,7 +280,8 @@ fn plot_loss_per_cell(path: &Path, rows: &[Row], held: &str) -> Result<(), GdaEr
 /// per combination of the other axes; a vertical bar spans the near ties.
 fn plot_best_vs_axis(path: &Path, best: &[Best], key: &str, held: &str) -> Result<(), GdaError> {
     // Series: the cell without `key` → (x, best, lowest tie, highest tie).
-    let mut series: Vec<(Cell, Vec<(f64, f64, f64, f64)>)> = Vec::new();
+    type Series = (Cell, Vec<(f64, f64, f64, f64)>);
+    let mut series: Vec<Series> = Vec::new();
     for b in best {
         let (Some(g), Some(x)) = (b.best(), b.cell.iter().find(|c| c.0 == key).and_then(|c| c.1.parse::<f64>().ok()))
         else {

@@ -313,7 +313,7 @@ fn cell_points(base: &Spec, kind: Kind, cell: &Cell) -> Result<Vec<Point>, GdaEr
         s.name = name.to_string();
         s.seed = seed;
         s.sweep = Default::default();
-        s.source = Default::default();
+        s.source = None;
         s.resolve().map_err(|e| base.error(&e.key, format!("point {name}{at}: {}", e.msg)))?;
         Ok(s)
     };
@@ -621,5 +621,10 @@ mod tests {
         assert_eq!(p.spec.model.lambda_init.len(), 3);
         assert_eq!(p.group(), "1:1 shared, n_layers=3");
         assert_eq!(p.spec.sweep, crate::config::SweepConfig::default(), "a point's spec is a single run's");
+        // The built-in default spec (nothing read, nothing overridden) too.
+        let mut spec = Spec::load(None, &["sweep.ratios=[3]".into()]).unwrap();
+        spec.sweep.grid.insert("model.d_model".into(), vec![toml::Value::Integer(64)]);
+        let p = &grid_points(&spec)[0];
+        assert_eq!((p.spec.model.d_model, p.spec.model.mlp_hidden), (64, 192));
     }
 }
