@@ -251,6 +251,7 @@ fn exported_models_compute_gdas_logits_in_transformers() {
     let bytes = &report["gda-4to1"]["ids"];
     assert_eq!(bytes.as_array().unwrap().len(), TEXT.len());
     assert!(TEXT.chars().count() < TEXT.len());
+    assert_eq!(report["gda-4to1"]["tokenizer_eos_id"], 0);
     // GPT-2: the ids transformers' GPT2Tokenizer gives for "Hello world".
     assert_eq!(report["gpt2-tied"]["hello_world"], serde_json::json!([15496, 995]));
     // A trained tokenizer.json is the run's own file, byte for byte.

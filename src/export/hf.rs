@@ -11,9 +11,11 @@
 //!   transformers expects;
 //! - `configuration_gda.py`, `modeling_gda.py`: the model in PyTorch
 //!   (`src/export/hf/`, embedded in the binary);
-//! - the tokenizer: bytes as a `tokenizer.json` whose id is the byte; GPT-2
-//!   as `vocab.json` + `merges.txt` derived from gda's ranks; a trained
-//!   `tokenizer.json` copied; each with a `tokenizer_config.json`;
+//! - the tokenizer: bytes as a `tokenizer.json` whose id is the byte (EOS:
+//!   NUL, id 0); GPT-2 as `vocab.json` + `merges.txt` derived from gda's
+//!   ranks (BOS/EOS/UNK `<|endoftext|>`); a trained `tokenizer.json` copied
+//!   as it is (no special tokens, as `gda data train-tokenizer` makes it);
+//!   each with a `tokenizer_config.json`;
 //! - `README.md`: a model card (spec, tokens seen, validation loss).
 
 use std::collections::HashMap;
@@ -37,6 +39,8 @@ pub const MODELING_PY: &str = include_str!("hf/modeling_gda.py");
 
 /// GPT-2's one special token (id 50256), its BOS, EOS and UNK in transformers.
 const GPT2_EOT: &str = "<|endoftext|>";
+/// The byte tokenizer's EOS: byte 0, NUL (id 0).
+const BYTES_EOS: &str = "\u{0}";
 
 /// Writes the export of `src` into `dir` (an empty directory).
 pub fn write(src: &Source, dir: &Path) -> Result<(), GdaError> {
@@ -51,7 +55,9 @@ pub fn write(src: &Source, dir: &Path) -> Result<(), GdaError> {
     match &spec.data.tokenizer {
         TokenizerKind::Bytes => {
             write_json(dir, "tokenizer.json", &bytes_tokenizer_json())?;
-            write_json(dir, "tokenizer_config.json", &fast_tokenizer_config(context))?;
+            let mut cfg = fast_tokenizer_config(context);
+            cfg["eos_token"] = json!(BYTES_EOS);
+            write_json(dir, "tokenizer_config.json", &cfg)?;
         }
         TokenizerKind::Gpt2 => {
             let (vocab, merges) = gpt2_vocab_and_merges(&Gpt2::new());
@@ -140,10 +146,14 @@ fn config_json(src: &Source, state: &TrainState) -> Value {
     put("max_position_embeddings", json!(spec.train.context));
     put("torch_dtype", json!("float32"));
     put("use_cache", json!(true));
-    if spec.data.tokenizer == TokenizerKind::Gpt2 {
-        let eot = crate::config::GPT2_VOCAB - 1;
-        put("bos_token_id", json!(eot));
-        put("eos_token_id", json!(eot));
+    match spec.data.tokenizer {
+        TokenizerKind::Gpt2 => {
+            let eot = crate::config::GPT2_VOCAB - 1;
+            put("bos_token_id", json!(eot));
+            put("eos_token_id", json!(eot));
+        }
+        TokenizerKind::Bytes => put("eos_token_id", json!(0)),
+        TokenizerKind::Json(_) => {}
     }
     put(
         "gda_export",
@@ -182,24 +192,28 @@ fn byte_string(chars: &[char; 256], bytes: &[u8]) -> String {
     bytes.iter().map(|&b| chars[b as usize]).collect()
 }
 
-/// A tokenizers-library `tokenizer.json` whose id is the byte: a byte-level
-/// BPE with the 256 byte characters as its vocabulary and no merges, and no
-/// regex split, so every byte becomes its own id and decoding gives the
-/// bytes back (valid UTF-8 text exactly).
+/// A tokenizers-library `tokenizer.json` whose id is the byte: a BPE
+/// without merges whose vocabulary is the 256 byte pieces `<0x01>` …
+/// `<0xFF>` (every character falls back to the pieces of its UTF-8 bytes)
+/// and, for byte 0, the character NUL itself. NUL can so be the EOS token
+/// (lm-eval needs one) and still be id 0 as text: no character of any text
+/// is turned into another id. Decoding joins the bytes back (valid UTF-8
+/// text exactly; ids that cut a character decode to U+FFFD).
 pub fn bytes_tokenizer_json() -> Value {
-    let chars = byte_chars();
-    let vocab: Map<String, Value> = (0..256usize).map(|b| (chars[b].to_string(), json!(b))).collect();
-    let byte_level =
-        json!({ "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false });
+    let mut vocab = Map::new();
+    vocab.insert(BYTES_EOS.into(), json!(0));
+    for b in 1..256usize {
+        vocab.insert(format!("<0x{b:02X}>"), json!(b));
+    }
     json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": [],
         "normalizer": null,
-        "pre_tokenizer": byte_level,
+        "pre_tokenizer": null,
         "post_processor": null,
-        "decoder": byte_level,
+        "decoder": { "type": "Sequence", "decoders": [{ "type": "ByteFallback" }, { "type": "Fuse" }] },
         "model": {
             "type": "BPE",
             "dropout": null,
@@ -207,7 +221,7 @@ pub fn bytes_tokenizer_json() -> Value {
             "continuing_subword_prefix": null,
             "end_of_word_suffix": null,
             "fuse_unk": false,
-            "byte_fallback": false,
+            "byte_fallback": true,
             "ignore_merges": false,
             "vocab": vocab,
             "merges": [],

@@ -47,6 +47,7 @@ for job in json.load(open(sys.argv[1])):
         "decoded": tok.decode(ids),
         "hello_world": tok.encode("Hello world", add_special_tokens=False),
         "eos_token_id": model.generation_config.eos_token_id,
+        "tokenizer_eos_id": tok.eos_token_id,
     }
 with open(sys.argv[2], "w") as f:
     json.dump(report, f)
