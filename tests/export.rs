@@ -2,7 +2,8 @@
 //! (the venv scripts/hf-venv.sh makes, run offline): tiny models of every
 //! architecture gda trains are trained for a few steps on real text,
 //! exported, and run by transformers (tests/export/run_hf.py); their logits
-//! must equal gda's own within 1e-5 (fp32) on a right-padded batch, greedy
+//! must equal gda's own within 1e-5 (fp32) on a right-padded batch (and the
+//! same rows left-padded, and unmasked as lm-eval calls the model), greedy
 //! generate() must equal greedy decoding with gda's model, and the exported
 //! tokenizers must encode and decode as gda's do. Bad input exits 2.
 
@@ -217,16 +218,22 @@ fn exported_models_compute_gdas_logits_in_transformers() {
         // at a row's real positions are that row's logits alone.
         let ours = tch::no_grad(|| model.forward(&tokens));
         let plain = (&hf["plain"] - &ours).abs().max().double_value(&[]);
-        let mut padded: f64 = 0.0;
+        let (mut padded, mut left): (f64, f64) = (0.0, 0.0);
         for (r, &len) in ROWS.iter().enumerate() {
-            let real = |t: &Tensor| t.get(r as i64).narrow(0, 0, len);
-            padded = padded.max((real(&hf["padded"]) - real(&ours)).abs().max().double_value(&[]));
+            let real = |t: &Tensor, from: i64| t.get(r as i64).narrow(0, from, len);
+            let ours = real(&ours, 0);
+            padded = padded.max((real(&hf["padded"], 0) - &ours).abs().max().double_value(&[]));
+            left = left.max((real(&hf["left_padded"], ROWS[0] - len) - &ours).abs().max().double_value(&[]));
         }
         let scale = ours.abs().max().double_value(&[]);
-        eprintln!("{}: max |logit diff| padded {padded:.2e}, unmasked {plain:.2e} (logits up to {scale:.2})", c.name);
+        eprintln!(
+            "{}: max |logit diff| right-padded {padded:.2e}, left-padded {left:.2e}, unmasked {plain:.2e} (logits up to {scale:.2})",
+            c.name
+        );
         assert_eq!(hf["padded"].kind(), Kind::Float, "{}", c.name);
         assert!(padded <= TOLERANCE, "{}: padded batch differs by {padded:e}", c.name);
         assert!(plain <= TOLERANCE, "{}: model(input_ids) differs by {plain:e}", c.name);
+        assert!(left <= TOLERANCE, "{}: left-padded batch differs by {left:e}", c.name);
 
         // Greedy generation: transformers with and without its KV cache
         // against gda recomputing the prefix (generation may stop early at

@@ -14,8 +14,8 @@
 //! - the tokenizer: bytes as a `tokenizer.json` whose id is the byte (EOS:
 //!   NUL, id 0); GPT-2 as `vocab.json` + `merges.txt` derived from gda's
 //!   ranks (BOS/EOS/UNK `<|endoftext|>`); a trained `tokenizer.json` copied
-//!   as it is (no special tokens, as `gda data train-tokenizer` makes it);
-//!   each with a `tokenizer_config.json`;
+//!   as it is (EOS: its first special token; `gda data train-tokenizer`
+//!   makes none); each with a `tokenizer_config.json`;
 //! - `README.md`: a model card (spec, tokens seen, validation loss).
 
 use std::collections::HashMap;
@@ -66,8 +66,13 @@ pub fn write(src: &Source, dir: &Path) -> Result<(), GdaError> {
             write_json(dir, "tokenizer_config.json", &gpt2_tokenizer_config(context))?;
         }
         TokenizerKind::Json(path) => {
-            write_file(dir, "tokenizer.json", &trained_tokenizer(src, path)?)?;
-            write_json(dir, "tokenizer_config.json", &fast_tokenizer_config(context))?;
+            let json = trained_tokenizer(src, path)?;
+            let mut cfg = fast_tokenizer_config(context);
+            if let Some(eos) = first_special_token(&json) {
+                cfg["eos_token"] = json!(eos);
+            }
+            write_file(dir, "tokenizer.json", &json)?;
+            write_json(dir, "tokenizer_config.json", &cfg)?;
         }
     }
     write_file(dir, "README.md", model_card(src, &state).as_bytes())
@@ -294,6 +299,18 @@ fn trained_tokenizer(src: &Source, path: &str) -> Result<Vec<u8>, GdaError> {
         )));
     }
     Ok(tok.json().expect("a tokenizer.json tokenizer keeps its bytes").to_vec())
+}
+
+/// The first special token a tokenizer.json declares (`added_tokens` with
+/// `"special": true`), taken as its EOS: lm-eval needs a BOS or EOS token.
+/// `gda data train-tokenizer` declares none.
+fn first_special_token(json: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(json).ok()?;
+    v.get("added_tokens")?
+        .as_array()?
+        .iter()
+        .find(|t| t.get("special").and_then(Value::as_bool) == Some(true))
+        .and_then(|t| t.get("content")?.as_str().map(str::to_string))
 }
 
 /// The model card: what the model is, how much it was trained, how well it

@@ -4,7 +4,7 @@ transformers, offline, for tests/export.rs; the comparisons are made there.
 argv[1]: a JSON list of jobs {name, model, inputs, output, text, new_tokens};
 argv[2]: the JSON report to write.
 For each job: the model's logits on a right-padded batch with its attention
-mask, on the same batch called as lm-eval calls it (model(input_ids), no
+mask, on the same rows left-padded, on the same batch called as lm-eval calls it (model(input_ids), no
 mask), and greedy generate() with and without the KV cache, written to
 `output` (safetensors); the tokenizer's ids and decoded text of `text` go to
 the report."""
@@ -26,12 +26,20 @@ for job in json.load(open(sys.argv[1])):
     greedy = dict(max_new_tokens=job["new_tokens"], do_sample=False, pad_token_id=0)
     with torch.no_grad():
         padded = model(input_ids=tokens, attention_mask=mask).logits
+        # The same rows left-padded: each row's tokens moved to the end.
+        lengths = mask.sum(1)
+        left_tokens, left_mask = torch.zeros_like(tokens), torch.zeros_like(mask)
+        for r, n in enumerate(lengths.tolist()):
+            left_tokens[r, tokens.shape[1] - n :] = tokens[r, :n]
+            left_mask[r, tokens.shape[1] - n :] = 1
+        left = model(input_ids=left_tokens, attention_mask=left_mask).logits
         plain = model(tokens).logits
         generated = model.generate(prompt, attention_mask=torch.ones_like(prompt), **greedy)
         no_cache = model.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=False, **greedy)
     save_file(
         {
             "padded": padded.contiguous(),
+            "left_padded": left.contiguous(),
             "plain": plain.contiguous(),
             "generated": generated.contiguous(),
             "generated_no_cache": no_cache.contiguous(),
