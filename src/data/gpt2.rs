@@ -227,6 +227,19 @@ mod tests {
         'あ', 'ا', '\u{301}', '\u{93f}', 'ǅ', 'ʰ', '!', '?', '.', ',', '-', '—', '"', '(', '😀', '\u{200d}', '_', '#',
     ];
 
+    /// GPT-2's merges.txt has 50,000 merges: one per id above the 256
+    /// bytes, the special token aside; each joins two lower-ranked ids.
+    #[test]
+    fn the_merges_rebuild_every_id_from_lower_ranks() {
+        let g = Gpt2::new();
+        let merges = g.merges();
+        assert_eq!(merges.len(), 50_000);
+        for (id, a, b) in merges {
+            assert_eq!([a, b].concat(), g.bytes[id as usize], "id {id}");
+            assert!(g.ranks[a] < id && g.ranks[b] < id, "id {id}");
+        }
+    }
+
     #[test]
     fn random_unicode_text_encodes_as_tiktoken_does() {
         let (g, tiktoken) = (Gpt2::new(), tiktoken_rs::r50k_base().unwrap());

@@ -383,3 +383,22 @@ fn model_card(src: &Source, state: &TrainState) -> String {
         toml = spec.to_toml(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tokenizers library (the one transformers' fast tokenizers run on)
+    /// reads the byte tokenizer as id = byte, NUL and look-alikes of the
+    /// byte pieces included, and decodes the text back.
+    #[test]
+    fn the_byte_tokenizer_gives_every_byte_its_own_id() {
+        let json = serde_json::to_vec(&bytes_tokenizer_json()).unwrap();
+        let tok = tokenizers::Tokenizer::from_bytes(&json).unwrap();
+        let text = "naïve — “日本語” 😀 \0 <0x41> Ā ÿ\n\t end";
+        let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(ids, text.bytes().map(u32::from).collect::<Vec<_>>());
+        assert_eq!(tok.decode(&ids, false).unwrap(), text);
+        assert_eq!(tok.get_vocab_size(true), 256);
+    }
+}
