@@ -20,7 +20,7 @@ if [ -n "${LIBTORCH:-}" ]; then
   echo "hf-venv: LIBTORCH is set, but the HF venv reuses the torch of the PyPI wheel venv ($GDA_VENV)" >&2
 fi
 if [ ! -x "$GDA_VENV/bin/python" ]; then
-  echo "hf-venv: no torch venv at $GDA_VENV: run scripts/setup.sh first" >&2
+  echo "hf-venv: no torch venv at $GDA_VENV to reuse: run scripts/setup.sh first (without LIBTORCH set, it installs torch==$GDA_TORCH_VERSION there)" >&2
   exit 1
 fi
 stamp="$GDA_HF_VENV/.gda-complete"
