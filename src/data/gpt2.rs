@@ -153,6 +153,44 @@ impl Gpt2 {
         ids.iter().flat_map(|&id| self.bytes[id as usize].iter().copied()).collect()
     }
 
+    /// The bytes of every id, indexed by id (the special token's too).
+    pub fn id_bytes(&self) -> &[Vec<u8>] {
+        &self.bytes
+    }
+
+    /// The merges that rebuild the ranks, in rank order: for each id of two
+    /// or more bytes, the two pieces that byte-pair merging with the lower
+    /// ranks alone leaves of it (as Hugging Face's tiktoken converter derives
+    /// GPT-2's `merges.txt`). Returns (id, left, right).
+    pub fn merges(&self) -> Vec<(Rank, &[u8], &[u8])> {
+        let ordinary = &self.bytes[..self.bytes.len() - 1];
+        let mut out = Vec::with_capacity(ordinary.len());
+        for (id, token) in ordinary.iter().enumerate() {
+            let id = id as Rank;
+            if token.len() < 2 {
+                continue;
+            }
+            // Piece boundaries (start offsets); merge the lowest-ranked
+            // adjacent pair below `id` until none is left.
+            let mut cuts: Vec<usize> = (0..=token.len()).collect();
+            loop {
+                let best = (0..cuts.len() - 2)
+                    .filter_map(|i| self.ranks.get(&token[cuts[i]..cuts[i + 2]]).map(|&r| (r, i)))
+                    .filter(|&(r, _)| r < id)
+                    .min();
+                match best {
+                    Some((_, i)) => {
+                        cuts.remove(i + 1);
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(cuts.len(), 3, "GPT-2 id {id} is not one merge of two lower-ranked ids");
+            out.push((id, &token[..cuts[1]], &token[cuts[1]..]));
+        }
+        out
+    }
+
     /// Bytes of text each id stands for, indexed by id.
     pub fn byte_table(&self) -> Vec<u16> {
         self.bytes.iter().map(|b| b.len() as u16).collect()
@@ -188,6 +226,19 @@ mod tests {
         '\u{2009}', '\u{3000}', '\u{85}', '\u{b}', '\u{c}', '0', '9', '½', '٣', 'Ⅻ', '²', 'é', 'ß', 'Ж', 'λ', '中',
         'あ', 'ا', '\u{301}', '\u{93f}', 'ǅ', 'ʰ', '!', '?', '.', ',', '-', '—', '"', '(', '😀', '\u{200d}', '_', '#',
     ];
+
+    /// GPT-2's merges.txt has 50,000 merges: one per id above the 256
+    /// bytes, the special token aside; each joins two lower-ranked ids.
+    #[test]
+    fn the_merges_rebuild_every_id_from_lower_ranks() {
+        let g = Gpt2::new();
+        let merges = g.merges();
+        assert_eq!(merges.len(), 50_000);
+        for (id, a, b) in merges {
+            assert_eq!([a, b].concat(), g.bytes[id as usize], "id {id}");
+            assert!(g.ranks[a] < id && g.ranks[b] < id, "id {id}");
+        }
+    }
 
     #[test]
     fn random_unicode_text_encodes_as_tiktoken_does() {
