@@ -10,6 +10,7 @@ mod eval;
 mod grow;
 pub mod help;
 mod report;
+mod sample;
 mod status;
 mod sweep;
 mod train;
@@ -22,6 +23,7 @@ use self::device_check::DeviceCheckArgs;
 use self::eval::EvalArgs;
 use self::grow::GrowArgs;
 use self::report::ReportArgs;
+use self::sample::SampleArgs;
 use self::status::StatusArgs;
 use self::sweep::{AblateArgs, SweepArgs};
 use self::train::TrainArgs;
@@ -48,6 +50,9 @@ pub enum Command {
     /// Score trained runs: held-out language modelling at several context
     /// lengths, retrieval accuracy (MQAR, NIAH) and attention analysis.
     Eval(EvalArgs),
+    /// Continue a prompt with a trained text run: incremental decoding with a
+    /// KV cache; greedy at --temperature 0, the same text for the same --seed.
+    Sample(SampleArgs),
     /// Redraw the tables and plots of a run, an experiment or an eval directory.
     Report(ReportArgs),
     /// Time training steps of a spec and print tokens/s as JSON (used by
@@ -75,6 +80,7 @@ impl Command {
             Command::Ablate(a) => !a.grid.dry_run,
             Command::Data(_)
             | Command::Eval(_)
+            | Command::Sample(_)
             | Command::Report(_)
             | Command::Bench(_)
             | Command::Status(_)
@@ -110,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ablate(args) => sweep::run_ablate(args),
         Command::Grow(args) => grow::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Sample(args) => sample::run(args),
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status::run(args),

@@ -95,9 +95,29 @@ impl Tokenizer {
     /// Text of `ids`, lossy where they cut a character (for `gda data inspect`).
     pub fn decode(&self, ids: &[u32]) -> String {
         match self {
-            Tokenizer::Bytes => String::from_utf8_lossy(&ids.iter().map(|&i| i as u8).collect::<Vec<_>>()).into(),
-            Tokenizer::Gpt2(g) => String::from_utf8_lossy(&g.decode(ids)).into(),
             Tokenizer::Hf { tok, .. } => tok.decode(ids, false).unwrap_or_default(),
+            _ => String::from_utf8_lossy(&self.decode_bytes(ids)).into(),
+        }
+    }
+
+    /// The bytes `ids` stand for (for `gda sample`, which writes a character
+    /// cut by the last token as its bytes, not as U+FFFD). Exact for bytes,
+    /// GPT-2 and byte-level BPE tokenizer.json files (each piece's characters
+    /// map back to bytes through GPT-2's byte-to-character table; an added
+    /// token gives its text); other tokenizer.json files give their
+    /// decoder's text.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
+        match self {
+            Tokenizer::Bytes => ids.iter().map(|&i| i as u8).collect(),
+            Tokenizer::Gpt2(g) => g.decode(ids),
+            Tokenizer::Hf { tok, json, .. } if byte_level(json) => ids
+                .iter()
+                .flat_map(|&id| {
+                    let piece = tok.id_to_token(id).unwrap_or_default();
+                    piece.chars().map(byte_of_char).collect::<Option<Vec<u8>>>().unwrap_or_else(|| piece.into_bytes())
+                })
+                .collect(),
+            Tokenizer::Hf { tok, .. } => tok.decode(ids, false).unwrap_or_default().into_bytes(),
         }
     }
 
@@ -110,10 +130,7 @@ impl Tokenizer {
             Tokenizer::Bytes => vec![1; 256],
             Tokenizer::Gpt2(g) => g.byte_table(),
             Tokenizer::Hf { tok, json, .. } => {
-                let byte_level = serde_json::from_slice::<serde_json::Value>(json)
-                    .ok()
-                    .and_then(|v| v.get("decoder").map(|d| d.to_string().contains("\"ByteLevel\"")))
-                    .unwrap_or(false);
+                let byte_level = byte_level(json);
                 let added: std::collections::HashMap<u32, String> =
                     tok.get_added_tokens_decoder().into_iter().map(|(id, t)| (id, t.content)).collect();
                 (0..tok.get_vocab_size(true) as u32)
@@ -151,6 +168,27 @@ impl Tokenizer {
             && (0x21..0x7f).contains(&text[at - 2])
             && text[at].is_ascii_alphanumeric()
     }
+}
+
+/// Whether a tokenizer.json decodes byte-level (GPT-2's byte-to-character
+/// table: every vocabulary character stands for one byte).
+fn byte_level(json: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.get("decoder").map(|d| d.to_string().contains("\"ByteLevel\"")))
+        .unwrap_or(false)
+}
+
+/// The byte a character of a byte-level vocabulary stands for (GPT-2's
+/// `bytes_to_unicode` inverted): printable Latin-1 bytes are their own
+/// character; the n-th other byte, in byte order, is U+0100 + n.
+fn byte_of_char(c: char) -> Option<u8> {
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let c = c as u32;
+    if c < 256 {
+        return printable(c).then_some(c as u8);
+    }
+    (0u32..256).filter(|&b| !printable(b)).nth((c - 256) as usize).map(|b| b as u8)
 }
 
 /// Trains a byte-level BPE tokenizer (GPT-2's pre-tokenizer pattern, no
