@@ -236,6 +236,42 @@ mod tests {
     }
 
     #[test]
+    fn byte_level_characters_stand_for_every_byte_once() {
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        let alphabet = ByteLevel::alphabet();
+        assert_eq!(alphabet.len(), 256);
+        let bytes: std::collections::BTreeSet<u8> = alphabet.iter().map(|&c| byte_of_char(c).unwrap()).collect();
+        assert_eq!(bytes.len(), 256);
+        assert_eq!(byte_of_char('Ġ'), Some(b' '));
+        assert_eq!(byte_of_char('a'), Some(b'a'));
+        assert_eq!(byte_of_char('€'), None);
+    }
+
+    #[test]
+    fn decode_bytes_gives_back_the_text_and_a_cut_character_as_its_bytes() {
+        let text = "Schöne Grüße — naïve café, 東京. ".repeat(20);
+        // Trained on ASCII only, so the BPE keeps the non-ASCII characters
+        // of `text` in single-byte ids, which cut them.
+        let json = train_bpe(std::iter::once("the cat sat on the mat. ".repeat(20).as_bytes()), 270).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tok.json");
+        std::fs::write(&path, json).unwrap();
+        let hf = Tokenizer::new(&TokenizerKind::Json(path.display().to_string())).unwrap();
+        for tok in [Tokenizer::Bytes, Tokenizer::Gpt2(Box::default()), hf] {
+            let ids = tok.encode(text.as_bytes());
+            assert_eq!(tok.decode_bytes(&ids), text.as_bytes(), "{}", tok.name());
+            // The first id that ends inside a character: its bytes, not U+FFFD.
+            let mut end = 0;
+            let cut = ids.iter().position(|&i| {
+                end += tok.decode_bytes(&[i]).len();
+                !text.is_char_boundary(end)
+            });
+            let cut = cut.unwrap_or_else(|| panic!("{}: no id cuts a character", tok.name()));
+            assert_eq!(tok.decode_bytes(&ids[..=cut]), text.as_bytes()[..end], "{}", tok.name());
+        }
+    }
+
+    #[test]
     fn gpt2_chunks_cut_at_safe_points_encode_like_the_whole() {
         let tok = Tokenizer::new(&TokenizerKind::Gpt2).unwrap();
         let text = b"First line.\nSecond  line\n\n\nThird\n  fourth\nfifth.\nSixth\n";
