@@ -94,7 +94,7 @@ fn cached_attention_maps_are_rows_of_the_full_maps() {
         let ids = random_ids(9, 6);
         let (_, full) = tch::no_grad(|| m.forward_path(&tensor(&ids), AttnPath::Materialised));
         let mut cache = KvCache::new(&m);
-        tch::no_grad(|| m.forward_cached(&tensor(&ids[..6]), AttnPath::Materialised, Some(&mut cache)));
+        let _ = tch::no_grad(|| m.forward_cached(&tensor(&ids[..6]), AttnPath::Materialised, Some(&mut cache)));
         let (_, maps) = tch::no_grad(|| m.forward_cached(&tensor(&ids[6..]), AttnPath::Materialised, Some(&mut cache)));
         assert_eq!(maps.len(), full.len());
         for (c, f) in maps.iter().zip(&full) {

@@ -63,7 +63,7 @@ fn sample(args: &SampleArgs) -> Result<(), GdaError> {
         return Err(input("--prompt is empty; allowed: text of at least one token for the model to continue"));
     }
     let src = find_source(&args.run)?;
-    let dir = src.run_dir.display();
+    let dir = args.run.display();
     let spec = &src.spec;
     if spec.data.task != TaskKind::Text {
         return Err(input(format!(
