@@ -7,6 +7,7 @@ mod bench;
 mod data;
 mod device_check;
 mod eval;
+mod export;
 mod grow;
 pub mod help;
 mod report;
@@ -21,6 +22,7 @@ use self::bench::BenchArgs;
 use self::data::DataArgs;
 use self::device_check::DeviceCheckArgs;
 use self::eval::EvalArgs;
+use self::export::ExportArgs;
 use self::grow::GrowArgs;
 use self::report::ReportArgs;
 use self::sample::SampleArgs;
@@ -53,6 +55,9 @@ pub enum Command {
     /// Continue a prompt with a trained text run: incremental decoding with a
     /// KV cache; greedy at --temperature 0, the same text for the same --seed.
     Sample(SampleArgs),
+    /// Export a trained run for other tools: a Hugging Face transformers
+    /// folder (model, modeling code, tokenizer, model card).
+    Export(ExportArgs),
     /// Redraw the tables and plots of a run, an experiment or an eval directory.
     Report(ReportArgs),
     /// Time training steps of a spec and print tokens/s as JSON (used by
@@ -81,6 +86,7 @@ impl Command {
             Command::Data(_)
             | Command::Eval(_)
             | Command::Sample(_)
+            | Command::Export(_)
             | Command::Report(_)
             | Command::Bench(_)
             | Command::Status(_)
@@ -117,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Grow(args) => grow::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Export(args) => export::run(args),
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status::run(args),
