@@ -9,7 +9,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{gda, gda_config, randomize_model, seeded, std_config, stderr_of, write_spec, CPU, TINY};
+use common::{
+    gda, gda_config, hf_offline, randomize_model, seeded, std_config, stderr_of, stdout_of, write_spec, CPU, TINY,
+};
 use gda::config::{ModelConfig, NoiseScope};
 use gda::data::rng::Rng;
 use gda::eval::sample::{generate, pick, Generated, Sampling};
@@ -257,4 +259,47 @@ fn bad_input_is_refused_with_exit_code_2() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("is not a gda run or checkpoint") && err.contains(&not_run.path().display().to_string()));
     assert!(err.contains("error:"), "{err}");
+}
+
+/// transformers' greedy generate() on the `gda export --format hf` folder of
+/// the run, with and without its KV cache: the ids after the prompt.
+const HF_GREEDY: &str = r#"
+import json, sys, torch
+from transformers import AutoModelForCausalLM
+torch.set_num_threads(1)
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True, dtype=torch.float32).eval()
+prompt = torch.tensor([list(sys.argv[2].encode())])
+for cache in (True, False):
+    with torch.no_grad():
+        ids = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=int(sys.argv[3]),
+                             do_sample=False, pad_token_id=0, use_cache=cache)
+    print(json.dumps(ids[0, prompt.shape[1]:].tolist()))
+"#;
+
+/// `gda sample --temperature 0` writes what greedy generate() of the exported
+/// model writes in transformers (byte-level run: the ids are the bytes),
+/// within the context (past it, generate() extrapolates RoPE where gda
+/// restarts the window).
+#[test]
+fn greedy_sample_equals_transformers_generate_of_the_export() {
+    let run = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("hf");
+    let out = gda().arg("export").arg(run).args(["--format", "hf", "--out"]).arg(&hf).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // 6 + 26 = 32 tokens: the whole context, no restart.
+    let (code, text, err) = sample(run, &["--prompt", "ROMEO:", "--temperature", "0", "--max-new-tokens", "26"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("restarted"), "{err}");
+    let ours: Vec<u64> = text[6..text.len() - 1].iter().map(|&b| b as u64).collect();
+    assert_eq!(ours.len(), 26);
+    // Not a constant continuation, which a wrong model could match too.
+    let distinct: std::collections::BTreeSet<_> = ours.iter().collect();
+    assert!(distinct.len() >= 3, "{:?}", String::from_utf8_lossy(&text));
+    let out = hf_offline().args(["-c", HF_GREEDY]).arg(&hf).args(["ROMEO:", "26"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let lines: Vec<Vec<u64>> = stdout_of(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{}", stdout_of(&out));
+    assert_eq!(lines[0], ours, "transformers generate() with its cache against gda sample");
+    assert_eq!(lines[1], ours, "transformers generate() without a cache against gda sample");
 }
