@@ -4,14 +4,17 @@
 # threads and number of tokens, greedy, fp32 on CPU, in one run. Prints
 # tokens/s of each, the ratio cache/no-cache, peak RSS of each process, and
 # whether the two wrote the same text (they must).
-#   scripts/bench_sample.sh [--threads N] [--tokens N] [--quick]
+#   scripts/bench_sample.sh [--threads 1] [--tokens 256] [--quick]
+# One thread by default: decoding runs small kernels, and on a shared 2-core
+# machine two OpenMP threads measured 5-30x slower than one (waiting on each
+# other at every kernel).
 # Each model is trained for one step first: speed does not depend on the
 # weights. --quick: the default spec only.
 set -euo pipefail
 "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GDA_ROOT"
-THREADS=2 TOKENS=256 QUICK=0
+THREADS=1 TOKENS=256 QUICK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) THREADS=$2; shift 2 ;;
