@@ -6,7 +6,7 @@
 # whether the two wrote the same text (they must).
 #   scripts/bench_sample.sh [--threads 1] [--tokens 256] [--quick]
 # One thread by default: decoding runs small kernels, and on a shared 2-core
-# machine two OpenMP threads measured 5-30x slower than one (waiting on each
+# machine two OpenMP threads measured 7-36x slower than one (waiting on each
 # other at every kernel).
 # Each model is trained for one step first: speed does not depend on the
 # weights. --quick: the default spec only.
