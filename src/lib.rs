@@ -12,7 +12,8 @@
 //!    tables, SVG charts, the rendering of eval tables.
 //! 5. `model`: layers, attention, the language model, FLOPs.
 //! 6. `data`: corpora and tokenizers, retrieval tasks, the batch order.
-//! 7. `eval`: scoring a model (held-out loss, retrieval, attention analysis).
+//! 7. `eval`: scoring a model (held-out loss, retrieval, attention analysis)
+//!    and sampling from it.
 //! 8. `train`: the training loop, optimizer, checkpoints, metrics, the run
 //!    directory.
 //! 9. `grow`: function-preserving growth of a trained model.

@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use gda::data::Tokenizer;
@@ -29,18 +28,6 @@ const ROWS: [i64; 3] = [24, 17, 9];
 /// that bytes, characters and tokens all differ in number.
 const TEXT: &str =
     "Ophelia — “Good my lord,” said she; naïve café, 日本語 😀.\nTo be, or not to be: that is the question.";
-
-/// The Python of the venv scripts/hf-venv.sh makes; a missing venv fails
-/// the test (it would otherwise pass without checking anything).
-fn hf_python() -> PathBuf {
-    let venv = gda::data::corpus::cache_dir().join("hf-venv");
-    assert!(
-        venv.join(".gda-complete").exists(),
-        "no transformers venv at {}: run scripts/hf-venv.sh (scripts/test.sh does) to install it",
-        venv.display()
-    );
-    venv.join("bin").join("python")
-}
 
 /// A small play of the default corpus as the training text: every run here
 /// prepares and trains on it in well under a second.
@@ -196,14 +183,10 @@ fn exported_models_compute_gdas_logits_in_transformers() {
     }
     let jobs_file = dir.join("jobs.json");
     std::fs::write(&jobs_file, serde_json::to_vec(&jobs).unwrap()).unwrap();
-    let hf_home = gda::data::corpus::cache_dir().join("hf-home");
-    let o = Command::new(hf_python())
+    let o = hf_offline()
         .arg(repo().join("tests/export/run_hf.py"))
         .arg(&jobs_file)
         .arg(dir.join("report.json"))
-        .envs([("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")])
-        .envs([("OMP_NUM_THREADS", "1"), ("TOKENIZERS_PARALLELISM", "false")])
-        .env("HF_HOME", &hf_home)
         .output()
         .unwrap();
     assert!(o.status.success(), "run_hf.py failed: {}", stderr_of(&o));

@@ -59,6 +59,15 @@ const HELP: &[Help] = &[
         &[0, 1, 2, 8],
     ),
     (
+        "sample",
+        &[
+            "gda sample results/smoke --prompt ROMEO:",
+            "gda sample results/smoke --prompt JULIET: --temperature 0 --max-new-tokens 50",
+            "gda sample results/smoke --prompt KING --temperature 0.7 --top-k 20 --seed 3",
+        ],
+        &[0, 1, 2, 8],
+    ),
+    (
         "export",
         &[
             "gda export results/smoke --format hf --out results/smoke-hf",

@@ -11,6 +11,7 @@ mod export;
 mod grow;
 pub mod help;
 mod report;
+mod sample;
 mod status;
 mod sweep;
 mod train;
@@ -24,6 +25,7 @@ use self::eval::EvalArgs;
 use self::export::ExportArgs;
 use self::grow::GrowArgs;
 use self::report::ReportArgs;
+use self::sample::SampleArgs;
 use self::status::StatusArgs;
 use self::sweep::{AblateArgs, SweepArgs};
 use self::train::TrainArgs;
@@ -50,6 +52,9 @@ pub enum Command {
     /// Score trained runs: held-out language modelling at several context
     /// lengths, retrieval accuracy (MQAR, NIAH) and attention analysis.
     Eval(EvalArgs),
+    /// Continue a prompt with a trained text run: incremental decoding with a
+    /// KV cache; greedy at --temperature 0, the same text for the same --seed.
+    Sample(SampleArgs),
     /// Export a trained run for other tools: a Hugging Face transformers
     /// folder (model, modeling code, tokenizer, model card).
     Export(ExportArgs),
@@ -80,6 +85,7 @@ impl Command {
             Command::Ablate(a) => !a.grid.dry_run,
             Command::Data(_)
             | Command::Eval(_)
+            | Command::Sample(_)
             | Command::Export(_)
             | Command::Report(_)
             | Command::Bench(_)
@@ -116,6 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ablate(args) => sweep::run_ablate(args),
         Command::Grow(args) => grow::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Sample(args) => sample::run(args),
         Command::Export(args) => export::run(args),
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),

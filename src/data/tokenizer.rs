@@ -95,9 +95,29 @@ impl Tokenizer {
     /// Text of `ids`, lossy where they cut a character (for `gda data inspect`).
     pub fn decode(&self, ids: &[u32]) -> String {
         match self {
-            Tokenizer::Bytes => String::from_utf8_lossy(&ids.iter().map(|&i| i as u8).collect::<Vec<_>>()).into(),
-            Tokenizer::Gpt2(g) => String::from_utf8_lossy(&g.decode(ids)).into(),
             Tokenizer::Hf { tok, .. } => tok.decode(ids, false).unwrap_or_default(),
+            _ => String::from_utf8_lossy(&self.decode_bytes(ids)).into(),
+        }
+    }
+
+    /// The bytes `ids` stand for (for `gda sample`, which writes a character
+    /// cut by the last token as its bytes, not as U+FFFD). Exact for bytes,
+    /// GPT-2 and byte-level BPE tokenizer.json files (each piece's characters
+    /// map back to bytes through GPT-2's byte-to-character table; an added
+    /// token gives its text); other tokenizer.json files give their
+    /// decoder's text.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
+        match self {
+            Tokenizer::Bytes => ids.iter().map(|&i| i as u8).collect(),
+            Tokenizer::Gpt2(g) => g.decode(ids),
+            Tokenizer::Hf { tok, json, .. } if byte_level(json) => ids
+                .iter()
+                .flat_map(|&id| {
+                    let piece = tok.id_to_token(id).unwrap_or_default();
+                    piece.chars().map(byte_of_char).collect::<Option<Vec<u8>>>().unwrap_or_else(|| piece.into_bytes())
+                })
+                .collect(),
+            Tokenizer::Hf { tok, .. } => tok.decode(ids, false).unwrap_or_default().into_bytes(),
         }
     }
 
@@ -110,10 +130,7 @@ impl Tokenizer {
             Tokenizer::Bytes => vec![1; 256],
             Tokenizer::Gpt2(g) => g.byte_table(),
             Tokenizer::Hf { tok, json, .. } => {
-                let byte_level = serde_json::from_slice::<serde_json::Value>(json)
-                    .ok()
-                    .and_then(|v| v.get("decoder").map(|d| d.to_string().contains("\"ByteLevel\"")))
-                    .unwrap_or(false);
+                let byte_level = byte_level(json);
                 let added: std::collections::HashMap<u32, String> =
                     tok.get_added_tokens_decoder().into_iter().map(|(id, t)| (id, t.content)).collect();
                 (0..tok.get_vocab_size(true) as u32)
@@ -151,6 +168,27 @@ impl Tokenizer {
             && (0x21..0x7f).contains(&text[at - 2])
             && text[at].is_ascii_alphanumeric()
     }
+}
+
+/// Whether a tokenizer.json decodes byte-level (GPT-2's byte-to-character
+/// table: every vocabulary character stands for one byte).
+fn byte_level(json: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.get("decoder").map(|d| d.to_string().contains("\"ByteLevel\"")))
+        .unwrap_or(false)
+}
+
+/// The byte a character of a byte-level vocabulary stands for (GPT-2's
+/// `bytes_to_unicode` inverted): printable Latin-1 bytes are their own
+/// character; the n-th other byte, in byte order, is U+0100 + n.
+fn byte_of_char(c: char) -> Option<u8> {
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let c = c as u32;
+    if c < 256 {
+        return printable(c).then_some(c as u8);
+    }
+    (0u32..256).filter(|&b| !printable(b)).nth((c - 256) as usize).map(|b| b as u8)
 }
 
 /// Trains a byte-level BPE tokenizer (GPT-2's pre-tokenizer pattern, no
@@ -195,6 +233,42 @@ mod tests {
         let ids = tok.encode(text.as_bytes());
         assert!(ids.len() < text.len());
         assert_eq!(ids.iter().map(|&i| table[i as usize] as usize).sum::<usize>(), text.len());
+    }
+
+    #[test]
+    fn byte_level_characters_stand_for_every_byte_once() {
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        let alphabet = ByteLevel::alphabet();
+        assert_eq!(alphabet.len(), 256);
+        let bytes: std::collections::BTreeSet<u8> = alphabet.iter().map(|&c| byte_of_char(c).unwrap()).collect();
+        assert_eq!(bytes.len(), 256);
+        assert_eq!(byte_of_char('Ġ'), Some(b' '));
+        assert_eq!(byte_of_char('a'), Some(b'a'));
+        assert_eq!(byte_of_char('€'), None);
+    }
+
+    #[test]
+    fn decode_bytes_gives_back_the_text_and_a_cut_character_as_its_bytes() {
+        let text = "Schöne Grüße — naïve café, 東京. ".repeat(20);
+        // Trained on ASCII only, so the BPE keeps the non-ASCII characters
+        // of `text` in single-byte ids, which cut them.
+        let json = train_bpe(std::iter::once("the cat sat on the mat. ".repeat(20).as_bytes()), 270).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tok.json");
+        std::fs::write(&path, json).unwrap();
+        let hf = Tokenizer::new(&TokenizerKind::Json(path.display().to_string())).unwrap();
+        for tok in [Tokenizer::Bytes, Tokenizer::Gpt2(Box::default()), hf] {
+            let ids = tok.encode(text.as_bytes());
+            assert_eq!(tok.decode_bytes(&ids), text.as_bytes(), "{}", tok.name());
+            // The first id that ends inside a character: its bytes, not U+FFFD.
+            let mut end = 0;
+            let cut = ids.iter().position(|&i| {
+                end += tok.decode_bytes(&[i]).len();
+                !text.is_char_boundary(end)
+            });
+            let cut = cut.unwrap_or_else(|| panic!("{}: no id cuts a character", tok.name()));
+            assert_eq!(tok.decode_bytes(&ids[..=cut]), text.as_bytes()[..end], "{}", tok.name());
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Scoring a model: held-out language modelling on a fixed set of windows,
-//! and exact-match retrieval on a fixed set of task examples.
+//! and exact-match retrieval on a fixed set of task examples; `sample`:
+//! what a model writes.
 
 pub mod analysis;
+pub mod sample;
 
 use tch::{Device, Kind, Reduction, Tensor};
 

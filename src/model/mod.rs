@@ -11,7 +11,7 @@ pub mod memory;
 
 use tch::{nn, nn::VarStore, Device, Kind, Tensor};
 
-use self::attention::{Attention, AttnMaps, Path};
+use self::attention::{Attention, AttnMaps, LayerCache, Path};
 use self::layers::{Linear, Mlp, RmsNorm, Rope};
 use crate::config::ModelConfig;
 use crate::device;
@@ -89,12 +89,28 @@ impl Model {
 
     /// Logits plus, on the materialised path, every layer's attention maps.
     pub fn forward_path(&self, tokens: &Tensor, path: Path) -> (Tensor, Vec<AttnMaps>) {
+        self.forward_cached(tokens, path, None)
+    }
+
+    /// [`Model::forward_path`] for tokens that follow the positions `cache`
+    /// holds (incremental decoding): they sit at positions past.. past + T for
+    /// RoPE, attend to the cached keys and values as well, and are appended
+    /// to the cache. Without a cache this is the training forward.
+    pub fn forward_cached(
+        &self,
+        tokens: &Tensor,
+        path: Path,
+        mut cache: Option<&mut KvCache>,
+    ) -> (Tensor, Vec<AttnMaps>) {
         let t = tokens.size()[1];
-        let (cos, sin) = self.rope.tables(t, tokens.device());
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let (cos, sin) = self.rope.tables(past + t, tokens.device());
+        let (cos, sin) = if past == 0 { (cos, sin) } else { (cos.narrow(0, past, t), sin.narrow(0, past, t)) };
         let mut x = Tensor::embedding(&self.tok_emb, tokens, -1, false, false).to_kind(self.compute_kind);
         let mut maps = Vec::new();
-        for block in &self.blocks {
-            let (a, m) = block.attn.forward(&block.attn_norm.forward(&x), &cos, &sin, path);
+        for (l, block) in self.blocks.iter().enumerate() {
+            let layer = cache.as_mut().map(|c| &mut c.layers[l]);
+            let (a, m) = block.attn.forward_cached(&block.attn_norm.forward(&x), &cos, &sin, path, layer);
             // A new tensor, not `x += a`: in place would overwrite one autograd saved.
             x = &x + a;
             maps.extend(m);
@@ -117,6 +133,28 @@ impl Model {
     /// λ of every layer (empty for standard attention).
     pub fn lambdas(&self) -> Vec<f64> {
         tch::no_grad(|| self.blocks.iter().filter_map(|b| b.attn.lambda().map(|l| l.double_value(&[]))).collect())
+    }
+}
+
+/// Every layer's [`LayerCache`]: what incremental decoding keeps of the
+/// positions seen so far.
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+}
+
+impl KvCache {
+    /// An empty cache for `model`.
+    pub fn new(model: &Model) -> KvCache {
+        KvCache { layers: model.blocks.iter().map(|_| LayerCache::default()).collect() }
+    }
+
+    /// Positions held (the position of the next token).
+    pub fn len(&self) -> i64 {
+        self.layers.first().map_or(0, LayerCache::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -14,6 +14,28 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The Python of the venv scripts/hf-venv.sh makes (transformers, lm-eval);
+/// a missing venv fails the test (it would otherwise pass without checking
+/// anything). Run it offline: see [`hf_offline`].
+pub fn hf_python() -> PathBuf {
+    let venv = gda::data::corpus::cache_dir().join("hf-venv");
+    assert!(
+        venv.join(".gda-complete").exists(),
+        "no transformers venv at {}: run scripts/hf-venv.sh (scripts/test.sh does) to install it",
+        venv.display()
+    );
+    venv.join("bin").join("python")
+}
+
+/// [`hf_python`] with `args`, offline, one thread, `HF_HOME` in gda's cache.
+pub fn hf_offline() -> Command {
+    let mut c = Command::new(hf_python());
+    c.envs([("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")])
+        .envs([("OMP_NUM_THREADS", "1"), ("TOKENIZERS_PARALLELISM", "false")])
+        .env("HF_HOME", gda::data::corpus::cache_dir().join("hf-home"));
+    c
+}
+
 /// A small GDA model that trains over a hundred steps per second on one
 /// thread (one thread per process: tests run in parallel on 2 cores, and
 /// oversubscribed OpenMP threads slow everything down many times).
