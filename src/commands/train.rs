@@ -55,7 +55,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ))
             .into());
         }
-        if n == 0 || spec.train.batch_size % n != 0 {
+        if n == 0 || !spec.train.batch_size.is_multiple_of(n) {
             return Err(spec
                 .error(
                     "train.batch_size",

@@ -469,7 +469,7 @@ impl Buckets {
                     let n = g.numel() as i64;
                     if params[i].grad().defined() {
                         let mut grad = params[i].grad();
-                        let _ = grad.copy_(&(f.narrow(0, offset, n).view_as(g) * scale));
+                        grad.copy_(&(f.narrow(0, offset, n).view_as(g) * scale));
                     }
                     offset += n;
                 }

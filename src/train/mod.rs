@@ -196,7 +196,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     } else {
         run_dir::quiet_start(spec)
     };
-    let (flops_per_token, peak) = (start.flops_per_token, start.peak.flops);
+    // Tokens per second count every rank's tokens, so MFU divides by the
+    // peak of all of their devices.
+    let (flops_per_token, peak) = (start.flops_per_token, start.peak.flops * ranks.world as f64);
     // Checkpoints written from now on carry the spec they continue (a
     // resume may have changed its resumable keys).
     state.spec_hash = spec.hash();
@@ -415,7 +417,7 @@ struct Setup {
 impl Setup {
     fn new(spec: &Spec, opts: &TrainOptions, ranks: &Ranks) -> Result<Setup, GdaError> {
         let tc = &spec.train;
-        if tc.batch_size % ranks.world != 0 {
+        if !tc.batch_size.is_multiple_of(ranks.world) {
             return Err(spec.error(
                 "train.batch_size",
                 format!(

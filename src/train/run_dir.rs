@@ -100,6 +100,7 @@ pub(super) struct Start {
 /// resume that extended the run records it there, with the new spec hash)
 /// and prints the header: device and dtype, size and cost of the model,
 /// the data and the peak MFU is measured against.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn begin(
     spec: &Spec,
     opts: &TrainOptions,
