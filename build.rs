@@ -67,9 +67,18 @@ fn build_shim(lib: &Path) {
         .flag_if_supported("-Wno-deprecated-declarations");
     if std::env::var("GDA_NCCL").as_deref() == Ok("1") {
         build.define("USE_C10D_NCCL", None).define("USE_CUDA", None);
+        // The wheel's own CUDA (cu13) and NCCL headers, beside torch/.
         let nvidia = root.parent().map(|p| p.join("nvidia")).unwrap_or_default();
-        for dir in [nvidia.join("nccl/include"), nvidia.join("cu13/include")] {
-            build.include(dir);
+        let nccl = nvidia.join("nccl/include");
+        if !nccl.join("nccl.h").is_file() {
+            panic!(
+                "GDA_NCCL=1, but {} has no nccl.h: build against a CUDA torch wheel (scripts/gpu/build.sh)",
+                nccl.display()
+            );
+        }
+        build.include(nccl);
+        for cu in ["cu13", "cu12"].map(|c| nvidia.join(c).join("include")).into_iter().filter(|d| d.is_dir()) {
+            build.include(cu);
         }
         for dir in std::env::var("GDA_CUDA_INCLUDES").unwrap_or_default().split(':').filter(|d| !d.is_empty()) {
             build.include(dir);
@@ -77,9 +86,7 @@ fn build_shim(lib: &Path) {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-lc10_cuda");
-        println!("cargo:rustc-cfg=gda_nccl");
     }
-    println!("cargo::rustc-check-cfg=cfg(gda_nccl)");
     build.compile("gda_dist_shim");
 }
 

@@ -130,7 +130,10 @@ impl Launch {
         } else {
             return Ok(None);
         };
-        if world <= 1 {
+        // A one-task Slurm job (a batch script, a sweep's array task) is an
+        // ordinary run; torchrun's variables with a world of one still join
+        // a process group of one (what scripts/gpu/check.sh checks NCCL with).
+        if world == 0 || (world == 1 && source == "slurm") {
             return Ok(None);
         }
         if rank >= world || local_rank >= world {
@@ -494,7 +497,8 @@ mod tests {
         let l = Launch::from_vars(&vars(&env)).unwrap().unwrap();
         assert_eq!((l.rank, l.world, l.local_rank, l.local_world), (1, 2, 1, 2));
         assert_eq!(l.rendezvous, Rendezvous::Tcp { host: "h".into(), port: 29501 });
-        assert!(Launch::from_vars(&vars(&[("RANK", "0"), ("WORLD_SIZE", "1")])).unwrap().is_none());
+        let one = [("RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_PORT", "29500")];
+        assert_eq!(Launch::from_vars(&vars(&one)).unwrap().unwrap().world, 1);
         let e = Launch::from_vars(&vars(&[("RANK", "2"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "1")])).unwrap_err();
         assert!(e.to_string().contains("not below the world size 2"), "{e}");
         let e = Launch::from_vars(&vars(&[("RANK", "0"), ("WORLD_SIZE", "2")])).unwrap_err();
