@@ -66,6 +66,9 @@ impl Ranks {
 pub struct Collective {
     group: Group,
     buckets: Option<Buckets>,
+    /// Seconds spent in the gradient all-reduces, and the steps they served.
+    reduce_secs: f64,
+    steps: usize,
 }
 
 impl Collective {
@@ -85,7 +88,23 @@ impl Collective {
         };
         let hello = Hello { spec_hash: spec.hash(), build: build_id(), step, host: hostname(), error };
         let group = Group::join(launch, &hello, nccl, timeout.unwrap_or(DEFAULT_TIMEOUT))?;
-        Ok(Collective { group, buckets: None })
+        Ok(Collective { group, buckets: None, reduce_secs: 0.0, steps: 0 })
+    }
+
+    /// The closing line of each rank (stderr, so rank 0's stdout stays the
+    /// run's): the all-reduce's share of the step and the rank's peak RSS.
+    pub fn report(&self, train_secs: f64) -> String {
+        let per_step = self.reduce_secs / self.steps.max(1) as f64;
+        let buckets = self.buckets.as_ref().map_or(0, Buckets::count);
+        format!(
+            "rank {}/{}: all-reduce {:.2} ms per step ({} buckets, {:.1}% of the step time) | peak RSS {:.0} MB",
+            self.group.rank,
+            self.group.world,
+            1e3 * per_step,
+            buckets,
+            100.0 * self.reduce_secs / train_secs.max(1e-9),
+            crate::util::host::peak_rss_mb()
+        )
     }
 
     /// What manifest.json records.
@@ -106,7 +125,10 @@ impl Collective {
         let buckets = self.buckets.get_or_insert_with(|| Buckets::new(&params));
         let flag = Tensor::from(if interrupted { 1.0f64 } else { 0.0 }).to_device(loss.device());
         let extra = Tensor::stack(&[loss.to_kind(Kind::Double), flag], 0);
+        let start = std::time::Instant::now();
         let summed = buckets.average(&self.group, &params, extra)?;
+        self.reduce_secs += start.elapsed().as_secs_f64();
+        self.steps += 1;
         let world = self.group.world as f64;
         // One host read per step: every rank must see the stop at the same step.
         let stop = device::host_f64(&summed.get(1)) > 0.0;

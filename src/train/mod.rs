@@ -375,6 +375,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         }
     }
     bar.finish_and_clear();
+    if let Some(g) = &group {
+        errln!("{}", g.report(train_time));
+    }
 
     let summary = RunSummary {
         name: spec.name.clone(),
