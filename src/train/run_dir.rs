@@ -380,6 +380,14 @@ fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> 
         return Ok(());
     }
     if !resume {
+        // A live trainer is the first thing to know: --resume would only
+        // meet its lock.
+        if let Some(pid) = local_trainer(dir) {
+            return Err(input(format!(
+                "run directory {} already holds a run, which a live gda train (pid {pid}) is training now; wait for it, or choose another --out",
+                dir.display()
+            )));
+        }
         return Err(input(format!(
             "run directory {} already holds a run; pass --resume to continue it, or choose another --out",
             dir.display()
