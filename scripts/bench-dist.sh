@@ -3,7 +3,7 @@
 # machine (`gda train --nproc 2`, 1 thread each) against 1 process with 2
 # threads, the same global batch and steps, in one run of this script.
 # Prints tokens/s of both (training time only, from summary.json) and their
-# ratio (target >= 0.9), each rank's all-reduce time per step and its share
+# ratio (target >= 0.9; also 1 process with 1 thread, for reference), each rank's all-reduce time per step and its share
 # of the step (the ranks' closing lines), and peak RSS (per rank; for the
 # single process, the largest child's).
 #   scripts/bench-dist.sh [--steps S]
@@ -30,6 +30,10 @@ sys.exit(r)' "$@"
 }
 echo "bench-dist: 1 process, 2 threads, $STEPS steps" >&2
 maxrss "$GDA" train --threads 2 --out "$OUT/one" "${SETS[@]}" > "$OUT/one.log" 2> "$OUT/one.err"
+# The single thread a rank has, as a third row: on a loaded machine a
+# 2-thread OpenMP process can be many times slower than 1 thread.
+echo "bench-dist: 1 process, 1 thread, $STEPS steps" >&2
+"$GDA" train --threads 1 --out "$OUT/single" "${SETS[@]}" > "$OUT/single.log" 2>&1
 echo "bench-dist: 2 ranks (--nproc 2), 1 thread each, $STEPS steps" >&2
 "$GDA" train --threads 2 --nproc 2 --out "$OUT/two" "${SETS[@]}" > "$OUT/two.log" 2> "$OUT/two.err"
 python3 - "$OUT" <<'PY'
@@ -37,12 +41,14 @@ import json, re, sys
 out = sys.argv[1]
 one = json.load(open(f"{out}/one/summary.json"))
 two = json.load(open(f"{out}/two/summary.json"))
+single = json.load(open(f"{out}/single/summary.json"))
 rss_one = float(open(f"{out}/one.err").read().strip().splitlines()[-1])
 ranks = [l for l in open(f"{out}/two.err").read().splitlines() if l.startswith("rank ")]
 manifest = json.load(open(f"{out}/two/manifest.json"))
 print(f"default spec, {one['parameters']} parameters, {one['steps']} steps, same global batch")
 print(f"{'run':<28}{'tokens/s':>10}{'ratio':>8}")
 print(f"{'1 process, 2 threads':<28}{one['tokens_per_s']:>10.0f}{1.0:>8.2f}")
+print(f"{'1 process, 1 thread':<28}{single['tokens_per_s']:>10.0f}{single['tokens_per_s'] / one['tokens_per_s']:>8.2f}")
 print(f"{'2 ranks x 1 thread (gloo)':<28}{two['tokens_per_s']:>10.0f}{two['tokens_per_s'] / one['tokens_per_s']:>8.2f}   (target >= 0.9)")
 print(f"gradient bytes all-reduced per step: {4 * one['parameters'] / 1e6:.1f} MB (fp32)")
 for l in sorted(ranks):
