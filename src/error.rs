@@ -59,6 +59,17 @@ pub enum GdaError {
     /// the other points were trained.
     #[error("{} of {total} points did not finish: {}; their checkpoints are kept: rerun the same command to resume them in {}", killed.len(), killed.join("; "), dir.display())]
     PointsKilled { dir: PathBuf, killed: Vec<String>, total: usize },
+
+    /// Distributed training: a peer rank died, was killed or stopped
+    /// answering (at the rendezvous or in a collective). The last
+    /// checkpoint is kept; `--resume` continues, on any world size.
+    #[error("rank {rank}: {msg}; the last checkpoint is kept: resume with --resume (on any number of ranks)")]
+    PeerLost { rank: usize, msg: String },
+
+    /// `gda train --nproc N`: some of the ranks it started failed (each has
+    /// said why); the exit code is the first failing rank's own.
+    #[error("{summary}")]
+    RanksFailed { code: i32, summary: String },
 }
 
 /// Every exit code gda uses, with a one-line meaning for `--help` (the
@@ -74,6 +85,7 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
     (7, "the run directory is in use by another gda train"),
     (8, "I/O error reading or writing a file (named in the message)"),
     (9, "trainers of some points were killed by a signal; rerun to resume them"),
+    (10, "distributed training: a peer rank died, was killed or timed out; the last checkpoint is kept"),
     (130, "interrupted (Ctrl-C, SIGTERM, SIGHUP, closed stdout); checkpointed, resumable"),
 ];
 
@@ -88,6 +100,8 @@ impl GdaError {
             GdaError::Busy { .. } => 7,
             GdaError::Io { .. } => 8,
             GdaError::PointsKilled { .. } => 9,
+            GdaError::PeerLost { .. } => 10,
+            GdaError::RanksFailed { code, .. } => *code,
             GdaError::Interrupted { .. } | GdaError::ExperimentInterrupted { .. } => 130,
         }
     }

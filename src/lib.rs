@@ -7,27 +7,31 @@
 //! 1. `util`, `error`: files written atomically, host facts; typed errors
 //!    with their exit codes.
 //! 2. `device`: device choice, CPU threads, compute dtype.
-//! 3. `config`: the experiment spec (TOML schema, overrides, validation).
-//! 4. `report`: presentation without domain knowledge: statistics, CSV
+//! 3. `dist`: libtorch's c10d engine (Gloo, NCCL) through a small C++ shim:
+//!    ranks from the launch environment, the rendezvous and handshake,
+//!    bucketed all-reduce.
+//! 4. `config`: the experiment spec (TOML schema, overrides, validation).
+//! 5. `report`: presentation without domain knowledge: statistics, CSV
 //!    tables, SVG charts, the rendering of eval tables.
-//! 5. `model`: layers, attention, the language model, FLOPs.
-//! 6. `data`: corpora and tokenizers, retrieval tasks, the batch order.
-//! 7. `eval`: scoring a model (held-out loss, retrieval, attention analysis)
+//! 6. `model`: layers, attention, the language model, FLOPs.
+//! 7. `data`: corpora and tokenizers, retrieval tasks, the batch order.
+//! 8. `eval`: scoring a model (held-out loss, retrieval, attention analysis)
 //!    and sampling from it.
-//! 8. `train`: the training loop, optimizer, checkpoints, metrics, the run
+//! 9. `train`: the training loop, optimizer, checkpoints, metrics, the run
 //!    directory.
-//! 9. `grow`: function-preserving growth of a trained model.
-//! 10. `export`: a trained run in other tools' formats (Hugging Face
+//! 10. `grow`: function-preserving growth of a trained model.
+//! 11. `export`: a trained run in other tools' formats (Hugging Face
 //!     transformers), one file per format.
-//! 11. `experiment`: grids of runs (sweeps, ablations, growth comparisons),
+//! 12. `experiment`: grids of runs (sweeps, ablations, growth comparisons),
 //!     the local and Slurm launchers, summaries.
-//! 12. `commands`: the command line, one file per subcommand; the only
+//! 13. `commands`: the command line, one file per subcommand; the only
 //!     module that knows clap.
 
 pub mod commands;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod experiment;
@@ -43,6 +47,7 @@ pub const LAYERS: &[&str] = &[
     "util",
     "error",
     "device",
+    "dist",
     "config",
     "report",
     "model",

@@ -174,6 +174,9 @@ fn the_readme_exit_code_table_matches_the_code() {
         GdaError::Interrupted { step: 1, checkpoint: p(), run_dir: p() },
         GdaError::ExperimentInterrupted { dir: p(), stopped: vec![] },
         GdaError::PointsKilled { dir: p(), killed: vec![], total: 1 },
+        GdaError::PeerLost { rank: 0, msg: s() },
+        // `--nproc`'s launcher passes on a rank's own code, one of the above.
+        GdaError::RanksFailed { code: 10, summary: s() },
     ];
     // Exhaustive: a new variant stops this compiling until it is listed above.
     let variant = |e: &GdaError| match e {
@@ -188,6 +191,8 @@ fn the_readme_exit_code_table_matches_the_code() {
         GdaError::Interrupted { .. } => 8,
         GdaError::ExperimentInterrupted { .. } => 9,
         GdaError::PointsKilled { .. } => 10,
+        GdaError::PeerLost { .. } => 11,
+        GdaError::RanksFailed { .. } => 12,
     };
     assert_eq!(errors.iter().map(variant).collect::<Vec<_>>(), (0..errors.len()).collect::<Vec<_>>());
     let mut codes: BTreeSet<i32> = errors.iter().map(GdaError::exit_code).collect();

@@ -37,12 +37,16 @@ fn the_gpu_check_runs_dry_on_the_cpu_and_every_step_passes() {
         "cpu_checkpoint_loss_on_device",
         "train",
         "eval_scores_in_training_dtype",
+        "distributed_world_one",
         "bench",
         "sweep_two_jobs_one_device",
     ] {
         assert_eq!(steps[name]["ok"], true, "{name}: {}", steps[name]);
     }
     assert_eq!(steps["device"]["compute_dtype"], "Float");
+    // A process group of one (Gloo here, NCCL on a GPU) trains as no group.
+    assert_eq!(steps["distributed_world_one"]["backend"], "gloo");
+    assert!(steps["distributed_world_one"]["max_rel_loss_diff"].as_f64().unwrap() <= 1e-5);
 
     // fp32 on one device: the two attention paths agree closely.
     let attn = csv_rows(&out.join("attention.csv"));

@@ -390,3 +390,46 @@ fn a_task_killed_by_a_signal_leaves_its_point_resumable_not_failed() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains(&format!("sbatch --array=0 {}", script.display())), "{}", stdout_of(&out));
 }
+
+/// Issue 20: `--nproc-per-point 2` on Slurm: each array task runs its point
+/// on 2 ranks through `srun` (rendezvous from Slurm's variables). One task
+/// is cancelled after a checkpoint and requeued; both points end exactly as
+/// the same sweep trained locally on 2 ranks per point (`gda train --nproc
+/// 2`), and `gda status` names the ranks.
+#[test]
+fn points_on_two_ranks_each_run_through_srun_and_resume_when_requeued() {
+    cluster();
+    let tmp = scratch();
+    let sets = ["train.steps=400", "train.checkpoint_every=25", "train.eval_every=200", "train.threads=1"];
+    let dir = tmp.path().join("cluster");
+    let out = sweep(&dir, "1,2", "1", &sets).args(["--launcher", "slurm", "--nproc-per-point", "2"]).output().unwrap();
+    let job = submitted(&out, &dir);
+    let script = std::fs::read_to_string(dir.join("slurm/sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --ntasks-per-node=2") && script.contains("CMD=(srun --ntasks=2 "), "{script}");
+    let task = format!("{}_0", job.0);
+    let run = dir.join("points/g1-s1");
+    wait_for(Duration::from_secs(300), || run.join("checkpoints/LATEST").exists());
+    let s = status(&dir);
+    assert!(s.contains("g1-s1  running") && s.contains("2 ranks (gloo on "), "{s}");
+    let out = Command::new("scancel").arg(&task).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_status(&dir, Duration::from_secs(120), |s| s.contains("CANCELLED"));
+    assert!(!run.join("summary.json").exists(), "the point finished before the cancel");
+
+    let local = tmp.path().join("local");
+    let out = sweep(&local, "1,2", "1", &sets).args(["--nproc-per-point", "2"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    scontrol(&["requeue", &task]);
+    scontrol(&["update", &format!("jobid={task}"), "StartTime=now"]);
+    let s = wait_status(&dir, Duration::from_secs(300), |s| s.contains("2 done"));
+    assert_eq!(s.matches("2 ranks (gloo on ").count(), 2, "{s}");
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    let steps: Vec<&str> =
+        log.lines().filter_map(|l| l.strip_prefix("error: interrupted at step ")?.split(';').next()).collect();
+    assert!(steps.len() == 2 && steps[0] == steps[1], "both ranks stop after the same step: {log}");
+    for p in ["g1-s1", "g2-s1"] {
+        assert_eq!(val_loss(&dir, p), val_loss(&local, p), "{p}");
+        assert_eq!(deterministic_rows(&dir.join("points").join(p)), deterministic_rows(&local.join("points").join(p)));
+    }
+}

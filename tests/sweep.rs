@@ -322,6 +322,12 @@ fn failing_points_are_recorded_and_the_sweep_goes_on() {
     let out = gda().args(["sweep", "--spec"]).arg(&spec).args(["--ratios", "1,2", "--out"]).arg(&dir).output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("2 of 2 points failed"));
+    // The plan line names the spec's own seed when the sweep gives none.
+    assert!(
+        stdout_of(&out).contains("sweep of 2 points into") && stdout_of(&out).contains("(seeds 7)"),
+        "{}",
+        stdout_of(&out)
+    );
     let (runs, _) = summary(&dir);
     assert_eq!(runs.len(), 2);
     for r in &runs {

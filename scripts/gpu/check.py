@@ -59,11 +59,12 @@ class Check:
         print(msg, flush=True)
         self.log.write(msg + "\n")
 
-    def run(self, args, name, **kw):
+    def run(self, args, name, extra_env=None, **kw):
         """Runs a command, its stdout and stderr to check.log; returns stdout."""
         self.say(f"$ {' '.join(str(a) for a in args)}")
         start = time.time()
-        p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=self.env, **kw)
+        env = {**self.env, **(extra_env or {})}
+        p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, **kw)
         self.log.write(p.stderr[-20000:])
         self.log.write(p.stdout[-20000:])
         self.say(f"  ({time.time() - start:.1f} s, exit {p.returncode})")
@@ -198,6 +199,36 @@ class Check:
               and summary["unlogged_host_reads"] == 0 and manifest["device"] == self.device)
         self.say(f"  val loss {vals[0]:.4f} -> {vals[-1]:.4f}, {tps:.0f} tokens/s, host reads on unlogged steps: {summary['unlogged_host_reads']}")
         self.verdict("train", ok, data)
+
+    def distributed_world_one(self):
+        """A process group of one rank (torchrun's variables, WORLD_SIZE=1):
+        NCCL on a GPU (one GPU cannot hold two NCCL ranks), Gloo in the dry
+        run. It must train exactly as the same run without a group."""
+        import socket
+
+        runs = {}
+        for name in ("plain", "ranked"):
+            run = self.work / f"dist-{name}"
+            shutil.rmtree(run, ignore_errors=True)
+            env = None
+            if name == "ranked":
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            self.run([self.gda, "train", "--device", self.device, "--threads", self.threads, "--out", run, *self.TINY,
+                      "--set", "train.steps=20", "--set", "train.eval_every=10", "--set", "train.log_every=1",
+                      "--set", "name=dist-check"], f"train {name}", extra_env=env)
+            with open(run / "metrics.csv") as f:
+                runs[name] = [float(r["train_loss"]) for r in csv.DictReader(f) if r["train_loss"]]
+        manifest = json.loads((self.work / "dist-ranked" / "manifest.json").read_text())
+        world = manifest.get("world") or {}
+        want = "gloo" if self.dry else "nccl"
+        a, b = runs["plain"], runs["ranked"]
+        diff = max(abs(x - y) / abs(x) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
+        self.say(f"  {want} world of 1: max relative train-loss difference {diff:.2e} over {len(a)} steps")
+        self.verdict("distributed_world_one", world.get("backend") == want and world.get("world_size") == 1 and diff <= 1e-5,
+                     {"backend": world.get("backend"), "max_rel_loss_diff": diff, "steps": len(a)})
 
     def eval_dtype(self):
         run, summary = self.trained
@@ -342,6 +373,7 @@ def main():
     c.step("train", c.train)
     if hasattr(c, "trained"):
         c.step("eval_scores_in_training_dtype", c.eval_dtype)
+    c.step("distributed_world_one", c.distributed_world_one)
     c.step("bench", c.bench)
     c.step("sweep_two_jobs_one_device", c.sweep)
     c.results["seconds"] = round(time.time() - start, 1)

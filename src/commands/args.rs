@@ -30,6 +30,9 @@ pub struct LauncherArgs {
     /// Local: train one point per device at once, e.g. cuda:0,cuda:1 (cpu,cpu: CPU thread groups, threads split).
     #[arg(long, value_delimiter = ',', value_name = "DEV,...", conflicts_with = "jobs")]
     pub devices: Vec<String>,
+    /// Train each point data-parallel on N ranks: `gda train --nproc N` locally, `srun` with N tasks in each Slurm array task.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub nproc_per_point: usize,
     /// Slurm: partition of the jobs (sbatch --partition).
     #[arg(long, help_heading = "Slurm (--launcher slurm)")]
     pub partition: Option<String>,
@@ -64,6 +67,9 @@ pub struct LauncherArgs {
 impl LauncherArgs {
     /// Refuses inconsistent options before anything is written.
     pub fn check(&self) -> Result<(), GdaError> {
+        if self.nproc_per_point == 0 {
+            return Err(input("--nproc-per-point 0 is not allowed; allowed: a positive count of ranks"));
+        }
         match self.launcher {
             LauncherArg::Slurm => {
                 if !self.devices.is_empty() {
@@ -125,7 +131,16 @@ impl LauncherArgs {
             sbatch_args: self.sbatch_args.clone(),
             no_submit: self.no_submit,
         };
-        RunOptions { dir, jobs, threads, retry_failed, devices: self.devices.clone(), launcher, slurm }
+        RunOptions {
+            dir,
+            jobs,
+            threads,
+            retry_failed,
+            devices: self.devices.clone(),
+            launcher,
+            slurm,
+            nproc_per_point: self.nproc_per_point,
+        }
     }
 }
 

@@ -125,7 +125,7 @@ fn loss(run: &std::path::Path, d: Device) -> anyhow::Result<serde_json::Value> {
     let spec = Spec::load(Some(&run.join("spec.toml")), &[])?;
     let ckpt = checkpoint::latest(run).with_context(|| format!("{} has no checkpoint", run.display()))?;
     let data = Dataset::load(&spec)?;
-    let (x, y) = data.batch(&spec, 0, 0, spec.train.batch_size.min(8), Device::Cpu);
+    let (x, y) = data.batch(&spec, 0, 0..spec.train.batch_size.min(8), Device::Cpu);
     let mut losses = Vec::new();
     for dev in [Device::Cpu, d] {
         let (vs, model) = Model::build(&spec.model, dev);

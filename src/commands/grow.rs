@@ -166,7 +166,7 @@ fn grow_one(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
     grow::write_init(&grown, &init)?;
     spec.train.init = init.to_string_lossy().into_owned();
     let parent = growth_record(src, tag, &grown, setup.noise.as_ref());
-    let opts = TrainOptions { run_dir: Some(run_dir), resume: false, parent: Some(parent) };
+    let opts = TrainOptions { run_dir: Some(run_dir), resume: false, parent: Some(parent), ..TrainOptions::default() };
     let s = train::train(&spec, &opts)?;
     print_done(&s);
     Ok(())

@@ -15,10 +15,11 @@ const HELP: &[Help] = &[
             "gda train --spec experiments/smoke.toml",
             "gda train --spec experiments/smoke.toml --set model.noise_heads=4 --set name=smoke-1to1",
             "gda train --data ~/corpora/mytext --device cuda --out results/mytext",
+            "gda train --spec experiments/smoke.toml --nproc 2",
             "gda train --resume --out results/smoke",
             "gda train --resume --out results/smoke --set train.steps=600",
         ],
-        &[0, 1, 2, 3, 7, 8, 130],
+        &[0, 1, 2, 3, 7, 8, 10, 130],
     ),
     (
         "sweep",

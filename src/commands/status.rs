@@ -9,7 +9,7 @@ use crate::experiment::slurm::{self, Queue};
 use crate::experiment::{self, Grid, Status};
 use crate::report::table;
 use crate::train::checkpoint;
-use crate::train::run_dir::local_trainer;
+use crate::train::run_dir::{local_trainer, Manifest};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -23,6 +23,21 @@ fn progress(run: &Path) -> Option<usize> {
         .ok()
         .and_then(|(_, rows)| rows.last().and_then(|r| r.first()).and_then(|s| s.parse().ok()));
     from_metrics.or_else(|| checkpoint::latest_step(run))
+}
+
+/// " | 2 ranks (gloo on node1, node2)" for a point trained data-parallel
+/// (its manifest's `world`), else nothing.
+fn ranks(run: &Path) -> String {
+    let manifest = std::fs::read(run.join("manifest.json")).ok();
+    let world = manifest.and_then(|b| serde_json::from_slice::<Manifest>(&b).ok()).and_then(|m| m.world);
+    match world {
+        Some(w) => {
+            let mut hosts = w.hosts.clone();
+            hosts.dedup();
+            format!(" | {} ranks ({} on {})", w.world_size, w.backend, hosts.join(", "))
+        }
+        None => String::new(),
+    }
 }
 
 /// `gda status <dir>`: one line per point (pending, running, done with its
@@ -45,10 +60,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         // A queued or live trainer outranks an earlier failure: the point
         // was resubmitted, and must not be offered for resubmission again.
         let (state, detail) = match (experiment::status(dir, p), queue.task(&p.name), local_trainer(&run)) {
-            (Status::Done(s), _, _) => ("done", format!("{} | {} steps | {:.1}s", s.quality(), s.steps, s.elapsed_s)),
-            (_, Some(t), _) if t.is_running() => ("running", format!("{} (Slurm {} on {})", step(), t.id(), t.node)),
+            (Status::Done(s), _, _) => {
+                ("done", format!("{} | {} steps | {:.1}s{}", s.quality(), s.steps, s.elapsed_s, ranks(&run)))
+            }
+            (_, Some(t), _) if t.is_running() => {
+                ("running", format!("{} (Slurm {} on {}){}", step(), t.id(), t.node, ranks(&run)))
+            }
             (_, Some(t), _) if t.is_waiting() => ("pending", format!("queued as Slurm {} ({})", t.id(), t.reason)),
-            (_, _, Some(pid)) => ("running", format!("{} (pid {pid})", step())),
+            (_, _, Some(pid)) => ("running", format!("{} (pid {pid}){}", step(), ranks(&run))),
             (Status::Failed(reason), _, None) => {
                 resubmit.push(p.name.as_str());
                 marked_failed = true;

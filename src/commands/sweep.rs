@@ -163,7 +163,11 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     experiment::open_dir(&dir, &spec, kind)?;
     // The seeds are spelled out so that a count mistaken for a seed (or the
     // reverse) shows before anything trains.
-    let seeds = spec.sweep.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    // The points' own seeds: the spec's `seed` when the sweep names none.
+    let mut seeds: Vec<u64> = points.iter().map(|p| p.spec.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let seeds = seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let grid = if spec.sweep.grid.is_empty() { String::new() } else { format!("; grid {}", describe_grid(&spec)) };
     outln!("{} of {} points into {} (seeds {seeds}{grid})", kind.dir_prefix(), points.len(), dir.display());
     let opts = args.launch.run_options(dir, args.jobs, spec.train.threads, args.retry_failed);

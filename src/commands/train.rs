@@ -1,10 +1,13 @@
 //! `gda train`: one model from a spec into a run directory.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::args::SpecArgs;
+use crate::dist::{self, launch, Launch};
 use crate::error::input;
 use crate::report::units::human_count;
 use crate::train::{self, RunSummary, TrainOptions, LOSS_CURVE_FILE};
@@ -20,6 +23,14 @@ pub struct TrainArgs {
     /// Continue the run in the run directory from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Train data-parallel on N processes of this machine (like `torchrun
+    /// --standalone --nproc-per-node N`); the trajectory does not depend on N.
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
+    /// Seconds a rank waits for its peers (rendezvous, each all-reduce)
+    /// before it exits with code 10.
+    #[arg(long, value_name = "SECS", default_value_t = dist::DEFAULT_TIMEOUT.as_secs())]
+    pub dist_timeout: u64,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -35,9 +46,42 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
     }
     let spec = args.spec.load(saved)?;
-    let opts = TrainOptions { run_dir: args.out, resume: args.resume, parent: None };
+    let timeout = Duration::from_secs(args.dist_timeout.max(1));
+    let launch = Launch::from_env()?;
+    if let Some(n) = args.nproc.filter(|&n| n != 1) {
+        if launch.is_some() {
+            return Err(input(format!(
+                "--nproc {n} in a process that is already a rank (WORLD_SIZE or SLURM_PROCID is set): let torchrun or srun start the ranks, or use --nproc alone"
+            ))
+            .into());
+        }
+        if n == 0 || !spec.train.batch_size.is_multiple_of(n) {
+            return Err(spec
+                .error(
+                    "train.batch_size",
+                    format!(
+                        "{} is not a multiple of --nproc {n}: each rank takes an equal slice of every micro-batch",
+                        spec.train.batch_size
+                    ),
+                )
+                .into());
+        }
+        let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+        dist::launch::local(n, &launch::without_nproc(&argv), timeout, train::interrupted)?;
+        return Ok(());
+    }
+    let rank = launch.as_ref().map_or(0, |l| l.rank);
+    let opts = TrainOptions {
+        run_dir: args.out,
+        resume: args.resume,
+        parent: None,
+        dist: launch,
+        dist_timeout: Some(timeout),
+    };
     let s = train::train(&spec, &opts)?;
-    print_done(&s);
+    if rank == 0 {
+        print_done(&s);
+    }
     Ok(())
 }
 

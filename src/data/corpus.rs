@@ -2,6 +2,7 @@
 //! the cache once), the deterministic training batch order and the fixed
 //! evaluation windows.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -469,11 +470,12 @@ fn open_foreign(
     Ok((train, val))
 }
 
-/// Start offsets of the `rows` training windows of micro-batch `micro` at `step`.
-pub fn batch_offsets(seed: u64, step: usize, micro: usize, rows: usize, context: usize, len: usize) -> Vec<i64> {
+/// Start offsets of the training windows `rows` (indices into the step's
+/// global batch) at `step`.
+pub fn batch_offsets(seed: u64, step: usize, rows: Range<usize>, context: usize, len: usize) -> Vec<i64> {
     let span = (len - context - 1) as u64 + 1;
-    let base = splitmix64(seed ^ 0x6764_615f_6461_7461) ^ splitmix64((step as u64) << 20 | micro as u64);
-    (0..rows).map(|r| (splitmix64(base.wrapping_add(r as u64)) % span) as i64).collect()
+    let base = splitmix64(seed ^ 0x6764_615f_6461_7461) ^ splitmix64((step as u64) << 20);
+    rows.map(|r| (splitmix64(base.wrapping_add(r as u64)) % span) as i64).collect()
 }
 
 /// Gathers windows of `context + 1` tokens starting at `offsets` (read from
@@ -513,12 +515,13 @@ mod tests {
     }
 
     #[test]
-    fn batch_offsets_depend_only_on_seed_step_and_micro() {
-        let a = batch_offsets(1, 5, 0, 8, 16, 1000);
-        assert_eq!(a, batch_offsets(1, 5, 0, 8, 16, 1000));
-        assert_ne!(a, batch_offsets(1, 6, 0, 8, 16, 1000));
-        assert_ne!(a, batch_offsets(1, 5, 1, 8, 16, 1000));
-        assert_ne!(a, batch_offsets(2, 5, 0, 8, 16, 1000));
+    fn batch_offsets_depend_only_on_seed_step_and_row() {
+        let a = batch_offsets(1, 5, 0..8, 16, 1000);
+        assert_eq!(a, batch_offsets(1, 5, 0..8, 16, 1000));
+        assert_ne!(a, batch_offsets(1, 6, 0..8, 16, 1000));
+        assert_ne!(a, batch_offsets(2, 5, 0..8, 16, 1000));
+        // A slice of the global batch is the same rows as in the whole.
+        assert_eq!(a[3..6], batch_offsets(1, 5, 3..6, 16, 1000)[..]);
         assert!(a.iter().all(|&o| o >= 0 && o as usize + 17 <= 1000));
     }
 

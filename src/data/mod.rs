@@ -10,6 +10,8 @@ pub mod shards;
 pub mod tasks;
 pub mod tokenizer;
 
+use std::ops::Range;
+
 use tch::{Device, Tensor};
 
 pub use self::corpus::{batch_offsets, cache_dir, corpus_path, eval_offsets, windows, Corpus, DataInfo};
@@ -55,16 +57,19 @@ impl Dataset {
         }
     }
 
-    /// Inputs and targets of micro-batch `micro` of `step`: (rows, context)
-    /// each; task targets are IGNORE outside the answers.
-    pub fn batch(&self, spec: &Spec, step: usize, micro: usize, rows: usize, device: Device) -> (Tensor, Tensor) {
+    /// Inputs and targets of the rows `rows` of `step`'s global batch:
+    /// (rows, context) each; task targets are IGNORE outside the answers.
+    /// A row is a function of (seed, step, row index) only, so the rows an
+    /// optimizer step consumes are the same set however they are split
+    /// between micro-batches (`train.grad_accum`) and ranks (`train::dist`).
+    pub fn batch(&self, spec: &Spec, step: usize, rows: Range<usize>, device: Device) -> (Tensor, Tensor) {
         let context = spec.train.context;
         match self {
             Dataset::Text(c) => {
-                windows(&c.train, &batch_offsets(spec.seed, step, micro, rows, context, c.train.len), context, device)
+                windows(&c.train, &batch_offsets(spec.seed, step, rows, context, c.train.len), context, device)
             }
             Dataset::Task { cfg, kind, .. } => {
-                tasks::batch(&tasks::train_batch(cfg, *kind, context, spec.seed, step, micro, rows), device)
+                tasks::batch(&tasks::train_batch(cfg, *kind, context, spec.seed, step, rows), device)
             }
         }
     }

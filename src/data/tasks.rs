@@ -10,6 +10,8 @@
 //! Keys, values and filler never overlap, so a label can only be predicted
 //! by retrieving it from the prompt.
 
+use std::ops::Range;
+
 use tch::{Device, Tensor};
 
 use super::rng::{splitmix64, Rng};
@@ -188,8 +190,8 @@ fn niah(cfg: &TaskConfig, context: usize, rng: &mut Rng, depth: Option<f64>) -> 
 
 /// Example seeds: training examples come from the run's seed and step, the
 /// evaluation set from a fixed stream shared by every run.
-pub fn train_seed(seed: u64, step: usize, micro: usize, row: usize) -> u64 {
-    splitmix64(seed ^ 0x7461_736b_5f74_726e) ^ splitmix64(((step as u64) << 24) | ((micro as u64) << 12) | row as u64)
+pub fn train_seed(seed: u64, step: usize, row: usize) -> u64 {
+    splitmix64(seed ^ 0x7461_736b_5f74_726e) ^ splitmix64(((step as u64) << 24) | row as u64)
 }
 
 pub fn eval_seed(i: usize) -> u64 {
@@ -206,17 +208,17 @@ pub fn batch(examples: &[Example], device: Device) -> (Tensor, Tensor) {
     (Tensor::from_slice(&x).view([rows, t]).to_device(device), Tensor::from_slice(&y).view([rows, t]).to_device(device))
 }
 
-/// The training batch of (seed, step, micro-batch).
+/// The rows `rows` (indices into the step's global batch) of the training
+/// batch of (seed, step).
 pub fn train_batch(
     cfg: &TaskConfig,
     kind: TaskKind,
     context: usize,
     seed: u64,
     step: usize,
-    micro: usize,
-    rows: usize,
+    rows: Range<usize>,
 ) -> Vec<Example> {
-    (0..rows).map(|r| example(cfg, kind, context, train_seed(seed, step, micro, r), None)).collect()
+    rows.map(|r| example(cfg, kind, context, train_seed(seed, step, r), None)).collect()
 }
 
 /// The fixed evaluation set: `n` examples at `context`, each with the given

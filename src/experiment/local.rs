@@ -72,6 +72,7 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
         let view = view.clone();
         let dir = opts.dir.clone();
         let retry = opts.retry_failed;
+        let nproc = opts.nproc_per_point;
         workers.push(std::thread::spawn(move || -> Result<(), GdaError> {
             loop {
                 if train::interrupted() {
@@ -91,7 +92,7 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
                     // Absent unless the point failed before: nothing to lose.
                     let _ = std::fs::remove_file(run.join(FAILED_FILE));
                 }
-                let outcome = train_point(&dir, &p, threads_each, device.as_deref())?;
+                let outcome = train_point(&dir, &p, threads_each, device.as_deref(), nproc)?;
                 let saved = || match checkpoint::latest_step(&run) {
                     Some(step) => format!("its checkpoint at step {step}"),
                     None => "no checkpoint yet".to_string(),
@@ -206,7 +207,7 @@ fn signal_name(sig: i32) -> String {
 /// the point's train.log. Nothing of it passes through this process: a child
 /// that writes a lot (libtorch warnings on a GPU) can never block on a full
 /// pipe.
-fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> Result<Outcome, GdaError> {
+fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>, nproc: usize) -> Result<Outcome, GdaError> {
     let run = point_dir(dir, p);
     let io = |e: std::io::Error| GdaError::Io { what: "cannot run the point in", path: run.clone(), source: e };
     write_spec(dir, p).map_err(io)?;
@@ -215,7 +216,7 @@ fn train_point(dir: &Path, p: &Point, threads: usize, device: Option<&str>) -> R
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io)?;
     let start = log.metadata().map_err(io)?.len();
     let exe = std::env::current_exe().map_err(io)?;
-    let argv = point_command(&exe, dir, p, threads, device);
+    let argv = point_command(&exe, dir, p, threads, device, nproc);
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(log);

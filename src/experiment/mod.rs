@@ -436,6 +436,8 @@ pub struct RunOptions {
     pub launcher: Launcher,
     /// Read by `Launcher::Slurm` only.
     pub slurm: SlurmOptions,
+    /// Ranks each point trains on (`--nproc-per-point`; 1: one process).
+    pub nproc_per_point: usize,
 }
 
 /// Where the points of a grid train.
@@ -557,12 +559,16 @@ pub fn point_command(
     p: &Point,
     threads: usize,
     device: Option<&str>,
+    nproc: usize,
 ) -> Vec<std::ffi::OsString> {
     let mut argv: Vec<std::ffi::OsString> = vec![exe.into(), "train".into(), "--resume".into(), "--spec".into()];
     argv.extend([spec_file(dir, p).into(), "--out".into(), point_dir(dir, p).into()]);
     argv.extend(["--threads".into(), threads.to_string().into()]);
     if let Some(d) = device {
         argv.extend(["--device".into(), d.into()]);
+    }
+    if nproc > 1 {
+        argv.extend(["--nproc".into(), nproc.to_string().into()]);
     }
     argv
 }

@@ -84,7 +84,14 @@ fn warn_if_node_local(what: &str, p: &Path) {
 }
 
 /// The batch script of a grid: one array task per point.
-fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &SlurmOptions) -> Result<String, GdaError> {
+fn script(
+    grid: &Grid,
+    dir: &Path,
+    exe: &Path,
+    cpus: usize,
+    launch: &SlurmOptions,
+    nproc: usize,
+) -> Result<String, GdaError> {
     let q = |p: &Path| sh_quote(p.as_os_str());
     let slurm_dir = dir.join("slurm");
     let script = slurm_dir.join(SCRIPT);
@@ -110,14 +117,21 @@ fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &SlurmOption
         "--open-mode=append".into(),
         "--requeue".into(),
         format!("--chdir={}", q(&cwd)),
-        format!("--cpus-per-task={cpus}"),
+        format!("--cpus-per-task={}", (cpus / nproc).max(1)),
     ];
+    if nproc > 1 {
+        // The point's ranks: one task each on one node (srun below).
+        directives.extend(["--nodes=1".to_string(), format!("--ntasks-per-node={nproc}")]);
+    }
     let opt = |flag: &str, v: &Option<String>| v.as_ref().map(|v| format!("--{flag}={}", sh_quote(v.as_ref())));
     directives.extend(opt("partition", &launch.partition));
     directives.extend(opt("account", &launch.account));
     directives.extend(opt("time", &launch.time));
     directives.extend(opt("mem", &launch.mem));
-    directives.extend(launch.gpus_per_run.map(|g| format!("--gres=gpu:{g}")));
+    directives.extend(launch.gpus_per_run.map(|g| match nproc {
+        1 => format!("--gres=gpu:{g}"),
+        _ => "--gpus-per-task=1".to_string(),
+    }));
     directives.extend(launch.sbatch_args.iter().cloned());
     for d in directives {
         s += &format!("#SBATCH {d}\n");
@@ -129,8 +143,11 @@ fn script(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, launch: &SlurmOption
         q(&slurm_dir)
     );
     for (i, p) in grid.points.iter().enumerate() {
-        let argv = point_command(exe, dir, p, cpus, None);
-        let cmd: Vec<String> = argv.iter().map(|a| sh_quote(a)).collect();
+        // With ranks, srun starts them and they read Slurm's variables
+        // (`dist::Launch`); `--threads` is split between them.
+        let srun = ["srun".to_string(), format!("--ntasks={nproc}")];
+        let argv = point_command(exe, dir, p, cpus, None, 1);
+        let cmd: Vec<String> = srun.into_iter().filter(|_| nproc > 1).chain(argv.iter().map(|a| sh_quote(a))).collect();
         s += &format!("  {i}) POINT={}; CMD=({}) ;;\n", sh_quote(p.name.as_ref()), cmd.join(" "));
     }
     s += &format!(
@@ -190,7 +207,7 @@ pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
     let cpus = launch.cpus_per_run.unwrap_or(if opts.threads > 0 { opts.threads } else { 1 });
     let slurm_dir = dir.join("slurm");
     let script_path = slurm_dir.join(SCRIPT);
-    let text = script(grid, &dir, &exe, cpus, launch)?;
+    let text = script(grid, &dir, &exe, cpus, launch, opts.nproc_per_point)?;
     let write_err = || io("cannot write", &script_path);
     std::fs::create_dir_all(&slurm_dir).map_err(write_err())?;
     atomic_write(&script_path, text.as_bytes()).map_err(write_err())?;

@@ -120,17 +120,40 @@ pub fn svg_chart(
 /// Tick labels with as many decimals as the tick spacing needs (so two
 /// ticks never print alike), trailing zeros trimmed.
 fn tick_format(range: &std::ops::Range<f64>, ticks: usize) -> impl Fn(f64) -> String {
-    let step = (range.end - range.start).abs() / ticks.max(1) as f64;
+    // Large values (token counts) in the SI units of the tables (`400K`,
+    // `1.2M`: report::units::human_count), not as raw integers.
+    let big = range.start.abs().max(range.end.abs());
+    let (scale, suffix) = match big {
+        b if b >= 1e9 => (1e9, "B"),
+        b if b >= 1e6 => (1e6, "M"),
+        b if b >= 1e4 => (1e3, "K"),
+        _ => (1.0, ""),
+    };
+    let step = (range.end - range.start).abs() / ticks.max(1) as f64 / scale;
     let digits =
         if step > 0.0 && step.is_finite() { (1.0 - step.log10().floor()).clamp(0.0, 10.0) as usize } else { 3 };
     move |v: f64| {
-        let s = format!("{v:.digits$}");
+        let s = format!("{:.digits$}", v / scale);
         let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
-        if s == "-0" {
-            "0".into()
-        } else {
-            s
+        match s.as_str() {
+            "0" | "-0" => "0".into(),
+            _ => format!("{s}{suffix}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::tick_format;
+
+    #[test]
+    fn large_ticks_use_si_units_and_small_ones_stay_plain() {
+        let tokens = tick_format(&(0.0..400_000.0), 8);
+        assert_eq!([tokens(0.0), tokens(50_000.0), tokens(400_000.0)], ["0", "50K", "400K"]);
+        let m = tick_format(&(0.0..2_500_000.0), 10);
+        assert_eq!(m(1_250_000.0), "1.25M");
+        let loss = tick_format(&(2.0..4.0), 10);
+        assert_eq!([loss(2.2), loss(3.0)], ["2.2", "3"]);
     }
 }
 

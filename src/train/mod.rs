@@ -5,20 +5,24 @@
 //! `checkpoints/`, and `summary.json` once the run has finished.
 
 pub mod checkpoint;
+pub mod dist;
 pub mod metrics;
 pub mod optim;
 pub mod run_dir;
 
 use std::io::IsTerminal;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{nn::VarStore, Kind, Tensor};
 
 use self::checkpoint::TrainState;
+use self::dist::{Collective, Ranks};
 use self::metrics::{cell, MetricsLog};
 use self::optim::{learning_rate, AdamW};
 pub use self::run_dir::{draw_loss_curve, LOSS_CURVE_FILE};
@@ -99,6 +103,10 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Where the run's initial weights came from (`gda grow` records its source here).
     pub parent: Option<serde_json::Value>,
+    /// This process's rank in a distributed run (None: a run of one process).
+    pub dist: Option<crate::dist::Launch>,
+    /// How long a rank waits for its peers (None: `dist::DEFAULT_TIMEOUT`).
+    pub dist_timeout: Option<Duration>,
 }
 
 /// Column names of metrics.csv for a model with `layers` layers, trained on
@@ -158,28 +166,20 @@ pub fn check_memory(spec: &Spec, device: tch::Device, rows: usize) -> Result<(),
 
 pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let tc = &spec.train;
-    let device = device::select(&tc.device).map_err(|m| spec.error("train.device", m))?;
-    device::check_threads(tc.threads).map_err(|m| spec.error("train.threads", m))?;
-    check_memory(spec, device, tc.batch_size)?;
-    let threads = device::set_threads(tc.threads).map_err(|m| spec.error("train.threads", m))?;
-    let data = Dataset::load(spec)?;
-    let run_dir = run_dir_for(spec, opts);
-    let _lock = prepare_run_dir(spec, &run_dir, opts.resume)?;
-
-    // Model and optimizer, from the seed; a checkpoint then overwrites both.
-    tch::manual_seed(spec.seed as i64);
-    let (vs, model) = Model::build(&spec.model, device);
-    let mut opt = AdamW::new(&vs, tc);
-    let last_ckpt = if opts.resume { checkpoint::latest(&run_dir) } else { None };
-    let mut state = match &last_ckpt {
-        Some(ckpt) => checkpoint::restore(ckpt, &vs, &mut opt)?,
-        None => {
-            if !tc.init.is_empty() {
-                checkpoint::load_weights(&vs, Path::new(&tc.init))?;
-            }
-            TrainState { spec_hash: spec.hash(), ..TrainState::default() }
-        }
-    };
+    let ranks = Ranks::of(opts.dist.as_ref());
+    // Every rank sets up, then all meet (a rank that failed its setup tells
+    // the others why), so no rank trains alone or waits for one that quit.
+    let setup = Setup::new(spec, opts, &ranks);
+    let group = opts.dist.as_ref().map(|launch| {
+        let set_up = setup.as_ref().map(|s| s.state.step).map_err(|e| e.to_string());
+        let nccl = setup.as_ref().is_ok_and(|s| s.device.is_cuda());
+        Collective::join(launch, spec, set_up, nccl, opts.dist_timeout)
+    });
+    // This rank's own error first: the others report it from the handshake.
+    let setup = setup?;
+    let mut group = group.transpose()?;
+    let Setup { device, threads, data, run_dir, lock: _lock, vs, model, mut opt, mut state, last_ckpt } = setup;
+    let writer = ranks.rank == 0;
     let mut last_ckpt = last_ckpt;
     // The step the newest checkpoint holds: an interrupt right after one has
     // nothing new to save.
@@ -190,8 +190,15 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         }
     }
 
-    let start = run_dir::begin(spec, opts, &run_dir, device, threads, &data, state.step)?;
-    let (flops_per_token, peak) = (start.flops_per_token, start.peak.flops);
+    let world = group.as_ref().map(Collective::describe);
+    let start = if writer {
+        run_dir::begin(spec, opts, &run_dir, device, threads, &data, state.step, world.as_ref())?
+    } else {
+        run_dir::quiet_start(spec)
+    };
+    // Tokens per second count every rank's tokens, so MFU divides by the
+    // peak of all of their devices.
+    let (flops_per_token, peak) = (start.flops_per_token, start.peak.flops * ranks.world as f64);
     // Checkpoints written from now on carry the spec they continue (a
     // resume may have changed its resumable keys).
     state.spec_hash = spec.hash();
@@ -200,15 +207,19 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let task = !matches!(data, Dataset::Text(_));
     let columns = metric_columns(spec.model.n_layers, differential, task);
     let keep = last_ckpt.as_ref().map(|_| state.step);
-    let mut log = MetricsLog::open(&run_dir.join("metrics.csv"), &columns, keep)?;
-    // A code block, since TensorBoard renders text as Markdown.
-    log.text("spec", &format!("```toml\n{}```", spec.to_toml()))?;
+    // Rank 0 alone writes metrics, TensorBoard, checkpoints and the summary.
+    let mut log = if writer { Some(MetricsLog::open(&run_dir.join("metrics.csv"), &columns, keep)?) } else { None };
+    if let Some(log) = log.as_mut() {
+        // A code block, since TensorBoard renders text as Markdown.
+        log.text("spec", &format!("```toml\n{}```", spec.to_toml()))?;
+    }
 
     let evaluate = |model: &Model| evaluate(model, &data, spec, device);
     let checkpoint_every = if tc.checkpoint_every == 0 { tc.eval_every } else { tc.checkpoint_every };
     let tokens_per_step = (tc.batch_size * tc.context * tc.grad_accum) as u64;
+    let rows = ranks.rows(tc.batch_size);
 
-    let bar = progress_bar(tc.steps, state.step);
+    let bar = progress_bar(tc.steps, state.step, writer);
     let start_elapsed = state.elapsed_s;
     let clock = Instant::now();
     // Training time and tokens since the last metrics row (evaluation excluded).
@@ -217,10 +228,12 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
     let mut train_time = 0.0f64;
     let mut train_tokens_now = 0u64;
 
-    if state.step == 0 && last_ckpt.is_none() {
+    if state.step == 0 && last_ckpt.is_none() && writer {
         let score = evaluate(&model);
         state.record(score);
-        write_row(&mut log, &model, 0, 0, None, Some(score), 0.0, None, None, 0.0, &bar)?;
+        if let Some(log) = log.as_mut() {
+            write_row(log, &model, 0, 0, None, Some(score), 0.0, None, None, 0.0, &bar)?;
+        }
     }
 
     // Step losses and gradient norms stay on the device between metrics rows:
@@ -247,9 +260,13 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
             Ok(())
         }
     };
+    // With ranks, a stop is agreed in the step's all-reduce, so every rank
+    // stops after the same step.
+    let mut stop_agreed = false;
 
     while state.step < tc.steps {
-        if interrupted() {
+        let stop = if group.is_some() { stop_agreed } else { interrupted() };
+        if stop {
             if pending_steps > 0 {
                 if let Err(reason) = flush(&mut state, &mut pending_loss, &mut pending_norm, &mut pending_steps) {
                     bar.abandon();
@@ -259,6 +276,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
             bar.abandon();
             let ckpt = match &last_ckpt {
                 Some(c) if saved_step == Some(state.step) => c.clone(),
+                _ if !writer => checkpoint::dir(&run_dir).join(format!("step-{:08}", state.step)),
                 _ => checkpoint::save(&run_dir, &vs, &opt, &state)?,
             };
             if out::closed() {
@@ -271,7 +289,12 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         let step = state.step;
         let lr = learning_rate(tc, step);
 
-        let loss_sum = accumulate_gradients(&model, &data, spec, step, tc.batch_size, device);
+        let mut loss_sum = accumulate_gradients(&model, &data, spec, step, rows.clone(), device);
+        if let Some(g) = group.as_mut() {
+            let (mean_loss, stop) = g.average_gradients(&opt, &loss_sum, interrupted())?;
+            loss_sum = mean_loss;
+            stop_agreed = stop;
+        }
         let grad_norm = opt.clip_grad_norm(tc.grad_clip);
         pending_loss += loss_sum.to_kind(Kind::Double);
         pending_norm += grad_norm.to_kind(Kind::Double);
@@ -304,7 +327,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
             bar.set_message(progress_message(loss, train_tokens_now as f64 / train_time.max(1e-9)));
         }
 
-        let score = eval_due.then(|| evaluate(&model));
+        let score = (eval_due && writer).then(|| evaluate(&model));
         if let Some(sc) = score {
             state.record(sc);
         }
@@ -313,19 +336,21 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
             let tps = window_tokens as f64 / window_time.max(1e-9);
             let train_loss = state.loss_sum / state.loss_count as f64;
             let speed = Speed { tokens_per_s: tps, mfu: tps * flops_per_token / peak };
-            write_row(
-                &mut log,
-                &model,
-                s,
-                state.tokens_seen,
-                Some(train_loss),
-                score,
-                lr,
-                Some(norm),
-                Some(speed),
-                state.elapsed_s,
-                &bar,
-            )?;
+            if let Some(log) = log.as_mut() {
+                write_row(
+                    log,
+                    &model,
+                    s,
+                    state.tokens_seen,
+                    Some(train_loss),
+                    score,
+                    lr,
+                    Some(norm),
+                    Some(speed),
+                    state.elapsed_s,
+                    &bar,
+                )?;
+            }
             state.loss_sum = 0.0;
             state.loss_count = 0;
             window_tokens = 0;
@@ -343,11 +368,16 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
                     checkpoint: last_ckpt,
                 });
             }
-            last_ckpt = Some(checkpoint::save(&run_dir, &vs, &opt, &state)?);
+            if writer {
+                last_ckpt = Some(checkpoint::save(&run_dir, &vs, &opt, &state)?);
+            }
             saved_step = Some(s);
         }
     }
     bar.finish_and_clear();
+    if let Some(g) = &group {
+        errln!("{}", g.report(train_time));
+    }
 
     let summary = RunSummary {
         name: spec.name.clone(),
@@ -362,27 +392,85 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         run_dir: run_dir.clone(),
         unlogged_host_reads,
     };
-    let summary_path = run_dir.join(SUMMARY_FILE);
-    atomic_write(&summary_path, &serde_json::to_vec_pretty(&summary).expect("summary serialises"))
-        .map_err(io("cannot write", &summary_path))?;
-    draw_loss_curve(&run_dir)?;
+    if writer {
+        let summary_path = run_dir.join(SUMMARY_FILE);
+        atomic_write(&summary_path, &serde_json::to_vec_pretty(&summary).expect("summary serialises"))
+            .map_err(io("cannot write", &summary_path))?;
+        draw_loss_curve(&run_dir)?;
+    }
     Ok(summary)
 }
 
-/// Forward and backward over the micro-batches of `step` (`rows` windows
-/// each); returns the step's mean loss as a 0-dim tensor (no host sync).
+/// Everything a rank settles before it meets the others: device, threads,
+/// data, the run directory (rank 0 locks it), model, optimizer and the
+/// checkpoint to continue from.
+struct Setup {
+    device: tch::Device,
+    threads: usize,
+    data: Dataset,
+    run_dir: PathBuf,
+    lock: Option<std::fs::File>,
+    vs: VarStore,
+    model: Model,
+    opt: AdamW,
+    state: TrainState,
+    last_ckpt: Option<PathBuf>,
+}
+
+impl Setup {
+    fn new(spec: &Spec, opts: &TrainOptions, ranks: &Ranks) -> Result<Setup, GdaError> {
+        let tc = &spec.train;
+        if !tc.batch_size.is_multiple_of(ranks.world) {
+            return Err(spec.error(
+                "train.batch_size",
+                format!(
+                    "{} is not a multiple of the {} ranks: each rank takes an equal slice of every micro-batch (batch_size is the global micro-batch)",
+                    tc.batch_size, ranks.world
+                ),
+            ));
+        }
+        let device = ranks.device(device::select(&tc.device).map_err(|m| spec.error("train.device", m))?);
+        device::check_threads(tc.threads).map_err(|m| spec.error("train.threads", m))?;
+        check_memory(spec, device, tc.batch_size / ranks.world)?;
+        let threads = device::set_threads(ranks.threads(tc.threads)).map_err(|m| spec.error("train.threads", m))?;
+        let data = Dataset::load(spec)?;
+        let run_dir = run_dir_for(spec, opts);
+        let lock = if ranks.rank == 0 { prepare_run_dir(spec, &run_dir, opts.resume)? } else { None };
+
+        // Model and optimizer, from the seed; a checkpoint then overwrites both.
+        tch::manual_seed(spec.seed as i64);
+        let (vs, model) = Model::build(&spec.model, device);
+        let mut opt = AdamW::new(&vs, tc);
+        let last_ckpt = if opts.resume { checkpoint::latest(&run_dir) } else { None };
+        let state = match &last_ckpt {
+            Some(ckpt) => checkpoint::restore(ckpt, &vs, &mut opt)?,
+            None => {
+                if !tc.init.is_empty() {
+                    checkpoint::load_weights(&vs, Path::new(&tc.init))?;
+                }
+                TrainState { spec_hash: spec.hash(), ..TrainState::default() }
+            }
+        };
+        Ok(Setup { device, threads, data, run_dir, lock, vs, model, opt, state, last_ckpt })
+    }
+}
+
+/// Forward and backward over the micro-batches of `step`, this rank's rows
+/// `rows` of each; returns the step's mean loss as a 0-dim tensor (no host
+/// sync).
 fn accumulate_gradients(
     model: &Model,
     data: &Dataset,
     spec: &Spec,
     step: usize,
-    rows: usize,
+    rows: Range<usize>,
     device: tch::Device,
 ) -> Tensor {
     let tc = &spec.train;
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     for micro in 0..tc.grad_accum {
-        let (x, y) = data.batch(spec, step, micro, rows, device);
+        let first = micro * tc.batch_size;
+        let (x, y) = data.batch(spec, step, first + rows.start..first + rows.end, device);
         let loss = Model::loss(&model.forward(&x), &y) / tc.grad_accum as f64;
         loss.backward();
         loss_sum += loss.detach();
@@ -414,7 +502,7 @@ impl<'a> StepTimer<'a> {
     /// asynchronous devices are timed to completion.
     pub fn step(&mut self, rows: usize) -> f64 {
         let start = Instant::now();
-        let loss = accumulate_gradients(&self.model, self.data, self.spec, self.steps, rows, self.device);
+        let loss = accumulate_gradients(&self.model, self.data, self.spec, self.steps, 0..rows, self.device);
         let _ = self.opt.clip_grad_norm(self.spec.train.grad_clip);
         self.opt.step(1e-4);
         self.opt.zero_grad();
@@ -462,8 +550,9 @@ pub fn progress_message(loss: f64, tokens_per_s: f64) -> String {
     format!("loss {loss:.4} | {} tok/s", human_count(tokens_per_s as usize))
 }
 
-fn progress_bar(steps: usize, at: usize) -> ProgressBar {
-    let bar = if std::io::stdout().is_terminal() { ProgressBar::new(steps as u64) } else { ProgressBar::hidden() };
+fn progress_bar(steps: usize, at: usize, shown: bool) -> ProgressBar {
+    let bar =
+        if shown && std::io::stdout().is_terminal() { ProgressBar::new(steps as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template(PROGRESS_TEMPLATE).expect("valid template"));
     bar.set_position(at as u64);
     bar

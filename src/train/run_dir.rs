@@ -54,9 +54,21 @@ pub struct Manifest {
     /// Text runs: the data's format, the shards read and the tokenizer.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data: Option<crate::data::DataInfo>,
+    /// The ranks the run started on (absent: one process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<World>,
     /// Every resume that changed a resumable key (extending the run), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<Extension>,
+}
+
+/// A distributed run's ranks: how many, the c10d backend that joined them
+/// ("gloo" or "nccl") and each rank's host, by rank.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct World {
+    pub world_size: usize,
+    pub backend: String,
+    pub hosts: Vec<String>,
 }
 
 /// A resume that changed the run's `config::RESUMABLE_KEYS`: `spec_hash` and
@@ -88,6 +100,7 @@ pub(super) struct Start {
 /// resume that extended the run records it there, with the new spec hash)
 /// and prints the header: device and dtype, size and cost of the model,
 /// the data and the peak MFU is measured against.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn begin(
     spec: &Spec,
     opts: &TrainOptions,
@@ -96,6 +109,7 @@ pub(super) fn begin(
     threads: usize,
     data: &Dataset,
     step: usize,
+    world: Option<&World>,
 ) -> Result<Start, GdaError> {
     let parameters = model::param_count(&spec.model);
     let flops_per_token = model::flops::train_flops_per_token(&spec.model, spec.train.context);
@@ -135,6 +149,7 @@ pub(super) fn begin(
             command,
             parent: opts.parent.clone(),
             data: data.info(),
+            world: world.cloned(),
             extensions: Vec::new(),
         }),
     };
@@ -146,7 +161,29 @@ pub(super) fn begin(
     for line in header(spec, device, threads, data, &start, step) {
         outln!("{line}");
     }
+    if let Some(w) = world {
+        let mut hosts: Vec<&str> = w.hosts.iter().map(String::as_str).collect();
+        hosts.dedup();
+        outln!(
+            "ranks: {} ({}) on {} | each rank {} of the {} rows of a micro-batch",
+            w.world_size,
+            w.backend,
+            hosts.join(", "),
+            spec.train.batch_size / w.world_size,
+            spec.train.batch_size
+        );
+    }
     Ok(start)
+}
+
+/// [`begin`] for ranks other than 0, which write and print nothing (and
+/// measure no peak: they log no MFU).
+pub(super) fn quiet_start(spec: &Spec) -> Start {
+    Start {
+        parameters: model::param_count(&spec.model),
+        flops_per_token: model::flops::train_flops_per_token(&spec.model, spec.train.context),
+        peak: Peak { flops: 1.0, source: String::new() },
+    }
 }
 
 /// The lines `gda train` prints before its first step, e.g.
@@ -343,6 +380,14 @@ fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> 
         return Ok(());
     }
     if !resume {
+        // A live trainer is the first thing to know: --resume would only
+        // meet its lock.
+        if let Some(pid) = local_trainer(dir) {
+            return Err(input(format!(
+                "run directory {} already holds a run, which a live gda train (pid {pid}) is training now; wait for it, or choose another --out",
+                dir.display()
+            )));
+        }
         return Err(input(format!(
             "run directory {} already holds a run; pass --resume to continue it, or choose another --out",
             dir.display()

@@ -1,0 +1,137 @@
+//! The training loop's distributed pieces: which rows, device and threads a
+//! rank takes, the handshake, and the step's one round of all-reduces
+//! (gradients, loss and the stop flag). The engine is `crate::dist`.
+//!
+//! `train.batch_size` is the global micro-batch: rank r of W reads rows
+//! `r·B/W .. (r+1)·B/W` of every micro-batch of the step's global batch
+//! (`Dataset::batch`, a function of seed, step and row only), and gradients
+//! are averaged, so a run follows the same trajectory on any world size up
+//! to the order of float sums, and its checkpoints resume on any other.
+
+use std::ops::Range;
+
+use tch::{Device, Kind, Tensor};
+
+use super::optim::AdamW;
+use super::run_dir::World;
+use crate::config::Spec;
+use crate::device;
+use crate::dist::{build_id, Buckets, Group, Hello, Launch, DEFAULT_TIMEOUT};
+use crate::error::GdaError;
+use crate::util::host::hostname;
+
+/// This process's place among the ranks (rank 0 of 1 without a launch).
+pub struct Ranks {
+    pub rank: usize,
+    pub world: usize,
+    pub local_rank: usize,
+    pub local_world: usize,
+}
+
+impl Ranks {
+    pub fn of(launch: Option<&Launch>) -> Ranks {
+        match launch {
+            Some(l) => Ranks { rank: l.rank, world: l.world, local_rank: l.local_rank, local_world: l.local_world },
+            None => Ranks { rank: 0, world: 1, local_rank: 0, local_world: 1 },
+        }
+    }
+
+    /// This rank's rows of each global micro-batch of `batch` rows.
+    pub fn rows(&self, batch: usize) -> Range<usize> {
+        let each = batch / self.world;
+        self.rank * each..(self.rank + 1) * each
+    }
+
+    /// A GPU per rank on its machine: `cuda:LOCAL_RANK`.
+    pub fn device(&self, selected: Device) -> Device {
+        if self.world > 1 && selected.is_cuda() {
+            Device::Cuda(self.local_rank)
+        } else {
+            selected
+        }
+    }
+
+    /// The spec's CPU threads (0: all cores) split between the ranks on
+    /// this machine, at least one each.
+    pub fn threads(&self, threads: usize) -> usize {
+        if self.local_world <= 1 {
+            return threads;
+        }
+        let total = if threads == 0 { device::cores() } else { threads };
+        (total / self.local_world).max(1)
+    }
+}
+
+/// A joined process group with the gradient buckets of the model.
+pub struct Collective {
+    group: Group,
+    buckets: Option<Buckets>,
+    /// Seconds spent in the gradient all-reduces, and the steps they served.
+    reduce_secs: f64,
+    steps: usize,
+}
+
+impl Collective {
+    /// Meets the other ranks (see `dist::Group::join`). `set_up` is this
+    /// rank's start step, or why it cannot train: the others are told, and
+    /// stop too.
+    pub fn join(
+        launch: &Launch,
+        spec: &Spec,
+        set_up: Result<usize, String>,
+        nccl: bool,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Collective, GdaError> {
+        let (step, error) = match set_up {
+            Ok(step) => (step, None),
+            Err(e) => (0, Some(e)),
+        };
+        let hello = Hello { spec_hash: spec.hash(), build: build_id(), step, host: hostname(), error };
+        let group = Group::join(launch, &hello, nccl, timeout.unwrap_or(DEFAULT_TIMEOUT))?;
+        Ok(Collective { group, buckets: None, reduce_secs: 0.0, steps: 0 })
+    }
+
+    /// The closing line of each rank (stderr, so rank 0's stdout stays the
+    /// run's): the all-reduce's share of the step and the rank's peak RSS.
+    pub fn report(&self, train_secs: f64) -> String {
+        let per_step = self.reduce_secs / self.steps.max(1) as f64;
+        let buckets = self.buckets.as_ref().map_or(0, Buckets::count);
+        format!(
+            "rank {}/{}: all-reduce {:.2} ms per step ({} buckets, {:.1}% of the step time) | peak RSS {:.0} MB",
+            self.group.rank,
+            self.group.world,
+            1e3 * per_step,
+            buckets,
+            100.0 * self.reduce_secs / train_secs.max(1e-9),
+            crate::util::host::peak_rss_mb()
+        )
+    }
+
+    /// What manifest.json records.
+    pub fn describe(&self) -> World {
+        World { world_size: self.group.world, backend: self.group.backend.into(), hosts: self.group.hosts.clone() }
+    }
+
+    /// Averages the gradients over the ranks, in buckets, and in the same
+    /// round sums this rank's loss and whether it was interrupted. Returns
+    /// the mean loss over the ranks and whether any rank asked to stop.
+    pub fn average_gradients(
+        &mut self,
+        opt: &AdamW,
+        loss: &Tensor,
+        interrupted: bool,
+    ) -> Result<(Tensor, bool), GdaError> {
+        let params: Vec<Tensor> = opt.params.iter().map(|(_, p)| p.shallow_clone()).collect();
+        let buckets = self.buckets.get_or_insert_with(|| Buckets::new(&params));
+        let flag = Tensor::from(if interrupted { 1.0f64 } else { 0.0 }).to_device(loss.device());
+        let extra = Tensor::stack(&[loss.to_kind(Kind::Double), flag], 0);
+        let start = std::time::Instant::now();
+        let summed = buckets.average(&self.group, &params, extra)?;
+        self.reduce_secs += start.elapsed().as_secs_f64();
+        self.steps += 1;
+        let world = self.group.world as f64;
+        // One host read per step: every rank must see the stop at the same step.
+        let stop = device::host_f64(&summed.get(1)) > 0.0;
+        Ok(((summed.get(0) / world).to_kind(Kind::Float), stop))
+    }
+}
