@@ -2,6 +2,7 @@
 //! and exact-match retrieval on a fixed set of task examples.
 
 pub mod analysis;
+pub mod bench;
 
 use tch::{Device, Kind, Reduction, Tensor};
 

@@ -89,6 +89,27 @@ impl Model {
 
     /// Logits plus, on the materialised path, every layer's attention maps.
     pub fn forward_path(&self, tokens: &Tensor, path: Path) -> (Tensor, Vec<AttnMaps>) {
+        let (x, maps) = self.hidden_path(tokens, path);
+        (self.head(&x), maps)
+    }
+
+    /// The final-norm hidden states (B, T, d_model) in the compute dtype,
+    /// through the fused path: callers that need the logits of a few
+    /// positions apply [`Model::head`] to those alone.
+    pub fn hidden(&self, tokens: &Tensor) -> Tensor {
+        self.hidden_path(tokens, Path::Fused).0
+    }
+
+    /// fp32 logits of hidden states (…, d_model).
+    pub fn head(&self, x: &Tensor) -> Tensor {
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.linear::<Tensor>(&self.tok_emb.to_kind(x.kind()), None),
+        };
+        logits.to_kind(Kind::Float)
+    }
+
+    fn hidden_path(&self, tokens: &Tensor, path: Path) -> (Tensor, Vec<AttnMaps>) {
         let t = tokens.size()[1];
         let (cos, sin) = self.rope.tables(t, tokens.device());
         let mut x = Tensor::embedding(&self.tok_emb, tokens, -1, false, false).to_kind(self.compute_kind);
@@ -100,12 +121,7 @@ impl Model {
             maps.extend(m);
             x = &x + block.mlp.forward(&block.mlp_norm.forward(&x));
         }
-        let x = self.norm.forward(&x);
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(&x),
-            None => x.linear::<Tensor>(&self.tok_emb.to_kind(x.kind()), None),
-        };
-        (logits.to_kind(Kind::Float), maps)
+        (self.norm.forward(&x), maps)
     }
 
     /// Mean next-token cross-entropy (nats) of `logits` against `targets`.
