@@ -12,6 +12,8 @@ set -euo pipefail
 "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # TensorBoard, for tests/tensorboard.rs (which fails without it).
 "$(dirname "${BASH_SOURCE[0]}")/tb-venv.sh"
+# transformers + lm-eval reusing the torch venv, for tests/export.rs (fails without it).
+"$(dirname "${BASH_SOURCE[0]}")/hf-venv.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GDA_ROOT"
 if scripts/slurm-cluster.sh up; then

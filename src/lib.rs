@@ -16,9 +16,11 @@
 //! 8. `train`: the training loop, optimizer, checkpoints, metrics, the run
 //!    directory.
 //! 9. `grow`: function-preserving growth of a trained model.
-//! 10. `experiment`: grids of runs (sweeps, ablations, growth comparisons),
+//! 10. `export`: a trained run in other tools' formats (Hugging Face
+//!     transformers), one file per format.
+//! 11. `experiment`: grids of runs (sweeps, ablations, growth comparisons),
 //!     the local and Slurm launchers, summaries.
-//! 11. `commands`: the command line, one file per subcommand; the only
+//! 12. `commands`: the command line, one file per subcommand; the only
 //!     module that knows clap.
 
 pub mod commands;
@@ -28,6 +30,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod export;
 pub mod grow;
 pub mod model;
 pub mod report;
@@ -46,6 +49,7 @@ pub const LAYERS: &[&str] = &[
     "eval",
     "train",
     "grow",
+    "export",
     "experiment",
     "commands",
 ];

@@ -58,6 +58,14 @@ const HELP: &[Help] = &[
         ],
         &[0, 1, 2, 8],
     ),
+    (
+        "export",
+        &[
+            "gda export results/smoke --format hf --out results/smoke-hf",
+            "gda export results/smoke/checkpoints/step-00000200 --out results/smoke-200-hf --force",
+        ],
+        &[0, 1, 2, 8],
+    ),
     ("report", &["gda report results/smoke", "gda report results/sweep-smoke"], &[0, 1, 2, 8]),
     ("bench", &["gda bench --spec experiments/smoke.toml"], &[0, 1, 2]),
     ("status", &["gda status results/sweep-smoke"], &[0, 1, 2, 8]),

@@ -7,6 +7,7 @@ mod bench;
 mod data;
 mod device_check;
 mod eval;
+mod export;
 mod grow;
 pub mod help;
 mod report;
@@ -20,6 +21,7 @@ use self::bench::BenchArgs;
 use self::data::DataArgs;
 use self::device_check::DeviceCheckArgs;
 use self::eval::EvalArgs;
+use self::export::ExportArgs;
 use self::grow::GrowArgs;
 use self::report::ReportArgs;
 use self::status::StatusArgs;
@@ -48,6 +50,9 @@ pub enum Command {
     /// Score trained runs: held-out language modelling at several context
     /// lengths, retrieval accuracy (MQAR, NIAH) and attention analysis.
     Eval(EvalArgs),
+    /// Export a trained run for other tools: a Hugging Face transformers
+    /// folder (model, modeling code, tokenizer, model card).
+    Export(ExportArgs),
     /// Redraw the tables and plots of a run, an experiment or an eval directory.
     Report(ReportArgs),
     /// Time training steps of a spec and print tokens/s as JSON (used by
@@ -75,6 +80,7 @@ impl Command {
             Command::Ablate(a) => !a.grid.dry_run,
             Command::Data(_)
             | Command::Eval(_)
+            | Command::Export(_)
             | Command::Report(_)
             | Command::Bench(_)
             | Command::Status(_)
@@ -110,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ablate(args) => sweep::run_ablate(args),
         Command::Grow(args) => grow::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Export(args) => export::run(args),
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status::run(args),

@@ -153,6 +153,44 @@ impl Gpt2 {
         ids.iter().flat_map(|&id| self.bytes[id as usize].iter().copied()).collect()
     }
 
+    /// The bytes of every id, indexed by id (the special token's too).
+    pub fn id_bytes(&self) -> &[Vec<u8>] {
+        &self.bytes
+    }
+
+    /// The merges that rebuild the ranks, in rank order: for each id of two
+    /// or more bytes, the two pieces that byte-pair merging with the lower
+    /// ranks alone leaves of it (as Hugging Face's tiktoken converter derives
+    /// GPT-2's `merges.txt`). Returns (id, left, right).
+    pub fn merges(&self) -> Vec<(Rank, &[u8], &[u8])> {
+        let ordinary = &self.bytes[..self.bytes.len() - 1];
+        let mut out = Vec::with_capacity(ordinary.len());
+        for (id, token) in ordinary.iter().enumerate() {
+            let id = id as Rank;
+            if token.len() < 2 {
+                continue;
+            }
+            // Piece boundaries (start offsets); merge the lowest-ranked
+            // adjacent pair below `id` until none is left.
+            let mut cuts: Vec<usize> = (0..=token.len()).collect();
+            loop {
+                let best = (0..cuts.len() - 2)
+                    .filter_map(|i| self.ranks.get(&token[cuts[i]..cuts[i + 2]]).map(|&r| (r, i)))
+                    .filter(|&(r, _)| r < id)
+                    .min();
+                match best {
+                    Some((_, i)) => {
+                        cuts.remove(i + 1);
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(cuts.len(), 3, "GPT-2 id {id} is not one merge of two lower-ranked ids");
+            out.push((id, &token[..cuts[1]], &token[cuts[1]..]));
+        }
+        out
+    }
+
     /// Bytes of text each id stands for, indexed by id.
     pub fn byte_table(&self) -> Vec<u16> {
         self.bytes.iter().map(|b| b.len() as u16).collect()
