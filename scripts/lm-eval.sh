@@ -124,8 +124,11 @@ EOF
 done
 cp "$work"/tasks/*.yaml "$out/"
 
+# prefix_token_id: lm-eval decodes its prefix token (BOS, else EOS) for every
+# string it encodes, and gda's byte-level tokenizer has neither. The prefix
+# only stands in for an empty context, which gda's task formats refuse.
 args=(run --model hf
-  --model_args "pretrained=$export_dir,trust_remote_code=True,dtype=float32"
+  --model_args "pretrained=$export_dir,trust_remote_code=True,dtype=float32,prefix_token_id=0"
   --tasks "$(IFS=,; echo "${list[*]}")" --include_path "$work/tasks"
   --device cpu --batch_size "${GDA_LM_EVAL_BATCH:-16}" --num_fewshot 0
   --output_path "$out" --log_samples)
