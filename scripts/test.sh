@@ -12,7 +12,7 @@ set -euo pipefail
 "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # TensorBoard, for tests/tensorboard.rs (which fails without it).
 "$(dirname "${BASH_SOURCE[0]}")/tb-venv.sh"
-# transformers + lm-eval reusing the torch venv, for tests/export.rs (fails without it).
+# transformers + lm-eval reusing the torch venv, for tests/export.rs and tests/lm_eval.rs (which fail without it).
 "$(dirname "${BASH_SOURCE[0]}")/hf-venv.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GDA_ROOT"
