@@ -23,7 +23,7 @@ pub struct Scored {
 }
 
 /// Rows of head logits computed at once: bounds the (rows × vocab) buffer.
-const HEAD_ROWS: i64 = 1024;
+const HEAD_ROWS: i64 = 256;
 
 /// Scores (context ids, continuation ids) pairs as lm-eval's causal HF model
 /// does: the model reads the last `max_len + 1` tokens of context +
