@@ -4,7 +4,8 @@
 # same model exported with `gda export --format hf` (scripts/lm-eval.sh),
 # end to end (process start to exit), on the same items, with the same CPU
 # threads; items/s and peak RSS of each. The items are the format fixtures
-# (tests/fixtures/bench, all seven formats) repeated --repeat times; the
+# (tests/fixtures/bench, all seven formats) repeated --repeat times, each
+# copy's context numbered so that no two requests are the same; the
 # model is a small GPT-2-tokenized gda model trained for a few steps (its
 # quality does not matter here, only the work per item).
 # Each scorer runs --runs times, interleaved; the table gives the fastest
@@ -34,12 +35,23 @@ scripts/hf-venv.sh >/dev/null
 W=$(mktemp -d "${TMPDIR:-/tmp}/gda-bench-eval.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 
+# Distinct items: copy r of each fixture item starts its context with "r. "
+# (lm-eval scores identical requests once, so plain copies would not count).
 mkdir -p "$W/tasks"
-items=0
-for f in tests/fixtures/bench/*.jsonl; do
-  for _ in $(seq "$REPEAT"); do cat "$f"; done >"$W/tasks/$(basename "$f")"
-  items=$((items + $(grep -c . "$W/tasks/$(basename "$f")")))
-done
+python3 - "$REPEAT" "$W/tasks" tests/fixtures/bench/*.jsonl <<'EOF'
+import json, pathlib, sys
+repeat, out, files = int(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3:]
+field = {"hellaswag": "ctx_a", "piqa": "goal", "arc_easy": "question", "arc_challenge": "question",
+         "winogrande": "sentence", "lambada": "text"}
+for f in map(pathlib.Path, files):
+    key = field.get(f.stem, "context")
+    docs = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
+    with open(out / f.name, "w") as w:
+        for r in range(repeat):
+            for d in docs:
+                w.write(json.dumps({**d, key: f"{r}. {d[key]}"}, ensure_ascii=False) + "\n")
+EOF
+items=$(cat "$W"/tasks/*.jsonl | grep -c .)
 
 heads=$((D_MODEL / 32))
 cat >"$W/spec.toml" <<EOF
