@@ -12,10 +12,11 @@ set -euo pipefail
 "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # TensorBoard, for tests/tensorboard.rs (which fails without it).
 "$(dirname "${BASH_SOURCE[0]}")/tb-venv.sh"
-# transformers + lm-eval reusing the torch venv, for tests/export.rs (which
-# fails without it; with LIBTORCH set there is no torch venv to reuse).
+# transformers + lm-eval reusing the torch venv, for tests/export.rs,
+# tests/lm_eval.rs and tests/sample.rs (which fail without it; with LIBTORCH
+# set there is no torch venv to reuse).
 "$(dirname "${BASH_SOURCE[0]}")/hf-venv.sh" ||
-  echo "test.sh: no transformers venv (see above): the tests in tests/export.rs will fail" >&2
+  echo "test.sh: no transformers venv (see above): the tests in tests/export.rs, tests/lm_eval.rs and tests/sample.rs will fail" >&2
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GDA_ROOT"
 if scripts/slurm-cluster.sh up; then

@@ -8,17 +8,19 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::config::{check_task, Spec, TaskKind};
-use crate::data::{eval_offsets, tasks, Corpus, Split};
+use crate::data::bench::{self as bench_tasks, Item, Task};
+use crate::data::{eval_offsets, tasks, Corpus, Split, Tokenizer};
 use crate::device;
 use crate::error::{input, io, GdaError};
 use crate::eval::analysis;
+use crate::eval::bench::score_task;
 use crate::eval::{lm_eval, retrieval_eval};
 use crate::experiment::grid::GRID_FILE;
 use crate::experiment::{self, policy_name, spec_ratio, summary, Grid};
 use crate::model::Model;
 use crate::report::eval::{
-    eval_report, write_run_table, AttentionRow, Identified, LmRow, RetrievalRow, RunId, ATTENTION_CSV, LM_CSV,
-    RETRIEVAL_CSV,
+    average_row, eval_report, write_run_table, AttentionRow, BenchRow, Identified, LmRow, RetrievalRow, RunId,
+    ATTENTION_CSV, BENCH_CSV, BENCH_ITEMS, LM_CSV, RETRIEVAL_CSV,
 };
 use crate::train::checkpoint;
 use crate::train::run_dir::{find_source, Source};
@@ -32,8 +34,8 @@ pub struct EvalArgs {
     /// The older spelling of the DIR arguments (repeatable).
     #[arg(long = "run", value_name = "DIR", hide = true)]
     pub run_flags: Vec<PathBuf>,
-    /// Suites: lm, mqar, niah, attention (default: lm for text runs; the
-    /// run's task and attention for task runs).
+    /// Suites: lm, mqar, niah, attention, bench (default: lm for text runs;
+    /// the run's task and attention for task runs).
     #[arg(long = "suite", value_enum, value_delimiter = ',', value_name = "SUITE,...")]
     pub suites: Vec<Suite>,
     /// Context lengths to evaluate at (default: the training context).
@@ -54,6 +56,12 @@ pub struct EvalArgs {
     /// Override a task.* key of the retrieval generators, e.g. --set task.pairs=16 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// bench suite: the tasks, NAME=PATH (hellaswag, piqa, arc_easy, arc_challenge, winogrande, lambada; any other name: generic JSONL) or a directory of NAME.jsonl files.
+    #[arg(long, value_delimiter = ',', value_name = "NAME=PATH|DIR,...")]
+    pub tasks: Vec<String>,
+    /// bench suite: score only the first N items of each task.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
     /// Where the tables and plots go (default: <DIR>/eval for a single --run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -86,6 +94,9 @@ pub enum Suite {
     /// Attention mass on the answer vs. elsewhere, per layer and head group,
     /// on each retrieval suite evaluated.
     Attention,
+    /// Zero-shot benchmarks from local task files (--tasks): acc, acc_norm
+    /// and lambada perplexity as lm-evaluation-harness scores them.
+    Bench,
 }
 
 /// One run to evaluate: its label in the tables, its directory, and which
@@ -190,6 +201,9 @@ struct Tables {
     lm: Vec<LmRow>,
     retrieval: Vec<RetrievalRow>,
     attention: Vec<AttentionRow>,
+    bench: Vec<BenchRow>,
+    /// bench_items.jsonl: one JSON line per run, context, task and item.
+    bench_items: Vec<u8>,
 }
 
 /// Runs the suites on every run, then writes the CSV files into the output
@@ -208,10 +222,15 @@ pub fn run_eval(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
     if let Some(d) = opts.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
         return Err(input(format!("--depths {d} is out of range; allowed: fractions in [0, 1]")));
     }
-    if opts.tokens == Some(0) || opts.examples == Some(0) {
-        let flag = if opts.tokens == Some(0) { "--tokens" } else { "--examples" };
+    if opts.tokens == Some(0) || opts.examples == Some(0) || opts.limit == Some(0) {
+        let flag = match (opts.tokens, opts.examples) {
+            (Some(0), _) => "--tokens",
+            (_, Some(0)) => "--examples",
+            _ => "--limit",
+        };
         return Err(input(format!("{flag} 0 would score nothing; allowed: a positive count")));
     }
+    let bench = bench_items(opts)?;
     let mut tables = Tables::default();
     // Points of a sweep share their text: load and tokenize it once.
     let mut corpora: Vec<(String, Split)> = Vec::new();
@@ -219,13 +238,50 @@ pub fn run_eval(opts: &EvalArgs) -> Result<PathBuf, GdaError> {
     let checked = targets.iter().map(|t| check_run(t, opts)).collect::<Result<Vec<_>, _>>()?;
     warn_extrapolation(&targets, &checked);
     for (t, run) in targets.iter().zip(checked) {
-        eval_run(t, run, opts, &mut corpora, &mut tables)?;
+        eval_run(t, run, opts, &mut corpora, &bench, &mut tables)?;
     }
     std::fs::create_dir_all(&out).map_err(io("cannot create", &out))?;
     write_table(&out.join(LM_CSV), &tables.lm)?;
     write_table(&out.join(RETRIEVAL_CSV), &tables.retrieval)?;
     write_table(&out.join(ATTENTION_CSV), &tables.attention)?;
+    write_table(&out.join(BENCH_CSV), &tables.bench)?;
+    let items = out.join(BENCH_ITEMS);
+    if tables.bench_items.is_empty() {
+        match std::fs::remove_file(&items) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("cannot remove", &items)(e)),
+            _ => {}
+        }
+    } else {
+        crate::util::fs::atomic_write(&items, &tables.bench_items).map_err(io("cannot write", &items))?;
+    }
     Ok(out)
+}
+
+/// The bench suite's tasks and their items (read once for all runs), or
+/// none; `--tasks` and `--limit` without the suite would be ignored, so
+/// they are refused.
+fn bench_items(opts: &EvalArgs) -> Result<Vec<(Task, Vec<Item>)>, GdaError> {
+    let asked = opts.suites.contains(&Suite::Bench);
+    if !asked {
+        if !opts.tasks.is_empty() || opts.limit.is_some() {
+            let flag = if opts.tasks.is_empty() { "--limit" } else { "--tasks" };
+            return Err(input(format!("{flag} applies to the bench suite; allowed: add --suite bench")));
+        }
+        return Ok(Vec::new());
+    }
+    if opts.tasks.is_empty() {
+        return Err(input(format!(
+            "the bench suite needs --tasks NAME=PATH,... (NAME one of {}, or any name for generic JSONL) or a directory of NAME.jsonl files",
+            bench_tasks::KNOWN
+        )));
+    }
+    bench_tasks::parse_tasks(&opts.tasks)?
+        .into_iter()
+        .map(|t| {
+            let items = bench_tasks::read_task(&t, opts.limit)?;
+            Ok((t, items))
+        })
+        .collect()
 }
 
 /// Writes one result table; without rows, removes the table an earlier
@@ -304,6 +360,13 @@ fn check_run(t: &Target, opts: &EvalArgs) -> Result<Checked, GdaError> {
     let spec = eval_spec(&src.spec, opts)?;
     let (suites, tasks) = plan(&opts.suites, spec.data.task, &t.label)?;
     let analyse = suites.contains(&Suite::Attention);
+    if suites.contains(&Suite::Bench) && spec.data.task != TaskKind::Text {
+        return Err(input(format!(
+            "the bench suite scores text, and run {} was trained on the {} task; allowed: runs trained on text",
+            t.label,
+            spec.data.task.name()
+        )));
+    }
     // Options no suite of this run reads would be silently ignored.
     if opts.data.is_some() && !suites.contains(&Suite::Lm) {
         return Err(input(format!(
@@ -372,6 +435,7 @@ fn eval_run(
     run: Checked,
     opts: &EvalArgs,
     corpora: &mut Vec<(String, Split)>,
+    bench: &[(Task, Vec<Item>)],
     tables: &mut Tables,
 ) -> Result<(), GdaError> {
     let Checked { mut src, spec, suites, tasks, contexts } = run;
@@ -441,6 +505,54 @@ fn eval_run(
             };
             row.set_id(&t.id);
             tables.lm.push(row);
+        }
+    }
+    if suites.contains(&Suite::Bench) {
+        let tok = Tokenizer::new(&spec.data.tokenizer)?;
+        // Rows of one batch share this many tokens (padding included).
+        let batch_tokens = (spec.train.batch_size * train_ctx).max(4096);
+        for &c in &contexts {
+            let mut rows = Vec::new();
+            for (task, items) in bench {
+                let s = score_task(&model, &tok, task, items, c, batch_tokens, device)?;
+                println!(
+                    "  {} @{c}: {} items, acc {:.4}{}{}",
+                    task.name,
+                    s.n,
+                    s.acc,
+                    s.acc_norm.map(|a| format!(", acc_norm {a:.4}")).unwrap_or_default(),
+                    if s.truncated > 0 { format!(", {} truncated", s.truncated) } else { String::new() }
+                );
+                for (i, it) in s.items.iter().enumerate() {
+                    let line = serde_json::json!({
+                        "run": t.label, "task": task.name, "context": c, "doc": i, "line": it.line,
+                        "gold": it.gold, "lls": it.lls, "greedy": it.greedy, "pred": it.pred,
+                        "pred_norm": it.pred_norm, "truncated": it.truncated,
+                    });
+                    tables.bench_items.extend(line.to_string().bytes());
+                    tables.bench_items.push(b'\n');
+                }
+                let mut row = BenchRow {
+                    run: t.label.clone(),
+                    step: src.step,
+                    task: task.name.clone(),
+                    context: c,
+                    train_context: train_ctx,
+                    n: s.n,
+                    acc: s.acc,
+                    acc_stderr: s.acc_stderr,
+                    acc_norm: s.acc_norm,
+                    acc_norm_stderr: s.acc_norm_stderr,
+                    ppl: s.ppl,
+                    truncated: s.truncated,
+                    ..BenchRow::default()
+                };
+                row.set_id(&t.id);
+                rows.push(row);
+            }
+            let average = average_row(&rows);
+            tables.bench.extend(rows);
+            tables.bench.extend(average);
         }
     }
     let n = opts.examples.unwrap_or(spec.task.eval_examples);

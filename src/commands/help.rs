@@ -55,6 +55,7 @@ const HELP: &[Help] = &[
             "gda eval results/smoke --contexts 32,64",
             "gda eval results/sweep-smoke --contexts 64,128,256",
             "gda eval results/sweep-mqar --suite mqar,attention",
+            "gda eval results/sweep-smoke --suite bench --tasks hellaswag=data/hellaswag.jsonl,piqa=data/piqa.jsonl --limit 200",
             "gda eval results/a results/b --out results/a-vs-b",
         ],
         &[0, 1, 2, 8],

@@ -2,6 +2,7 @@
 //! (`corpus`), synthetic retrieval tasks (`tasks`), and the deterministic
 //! batch order of both (`rng`).
 
+pub mod bench;
 pub mod corpus;
 pub mod gpt2;
 pub mod prepare;

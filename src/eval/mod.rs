@@ -3,6 +3,7 @@
 //! what a model writes.
 
 pub mod analysis;
+pub mod bench;
 pub mod sample;
 
 use tch::{Device, Kind, Reduction, Tensor};

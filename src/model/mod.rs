@@ -96,12 +96,28 @@ impl Model {
     /// holds (incremental decoding): they sit at positions past.. past + T for
     /// RoPE, attend to the cached keys and values as well, and are appended
     /// to the cache. Without a cache this is the training forward.
-    pub fn forward_cached(
-        &self,
-        tokens: &Tensor,
-        path: Path,
-        mut cache: Option<&mut KvCache>,
-    ) -> (Tensor, Vec<AttnMaps>) {
+    pub fn forward_cached(&self, tokens: &Tensor, path: Path, cache: Option<&mut KvCache>) -> (Tensor, Vec<AttnMaps>) {
+        let (x, maps) = self.hidden_cached(tokens, path, cache);
+        (self.head(&x), maps)
+    }
+
+    /// The final-norm hidden states (B, T, d_model) in the compute dtype,
+    /// through the fused path: callers that need the logits of a few
+    /// positions apply [`Model::head`] to those alone.
+    pub fn hidden(&self, tokens: &Tensor) -> Tensor {
+        self.hidden_cached(tokens, Path::Fused, None).0
+    }
+
+    /// fp32 logits of hidden states (…, d_model).
+    pub fn head(&self, x: &Tensor) -> Tensor {
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.linear::<Tensor>(&self.tok_emb.to_kind(x.kind()), None),
+        };
+        logits.to_kind(Kind::Float)
+    }
+
+    fn hidden_cached(&self, tokens: &Tensor, path: Path, mut cache: Option<&mut KvCache>) -> (Tensor, Vec<AttnMaps>) {
         let t = tokens.size()[1];
         let past = cache.as_ref().map_or(0, |c| c.len());
         let (cos, sin) = self.rope.tables(past + t, tokens.device());
@@ -116,12 +132,7 @@ impl Model {
             maps.extend(m);
             x = &x + block.mlp.forward(&block.mlp_norm.forward(&x));
         }
-        let x = self.norm.forward(&x);
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(&x),
-            None => x.linear::<Tensor>(&self.tok_emb.to_kind(x.kind()), None),
-        };
-        (logits.to_kind(Kind::Float), maps)
+        (self.norm.forward(&x), maps)
     }
 
     /// Mean next-token cross-entropy (nats) of `logits` against `targets`.

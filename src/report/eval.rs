@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use std::io::ErrorKind;
 use std::path::Path;
 
+pub mod bench;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +21,8 @@ use super::plot::{plot_lines, Line, Titles};
 use super::table::{line, number, opt_number, read, read_rows, write_rows_with};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::atomic_write;
+
+pub use self::bench::{average_row, BenchRow, BENCH_CSV, BENCH_ITEMS};
 
 pub const LM_CSV: &str = "lm.csv";
 pub const RETRIEVAL_CSV: &str = "retrieval.csv";
@@ -80,7 +84,7 @@ macro_rules! identified {
         }
     )*};
 }
-identified!(LmRow, RetrievalRow, AttentionRow);
+identified!(LmRow, RetrievalRow, AttentionRow, BenchRow);
 
 /// A row of lm.csv: one run at one context (columns in docs/run-directory.md).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -384,11 +388,14 @@ pub fn eval_report(dir: &Path) -> Result<EvalReport, GdaError> {
     let lm: Vec<LmRow> = rows(&dir.join(LM_CSV))?;
     let ret: Vec<RetrievalRow> = rows(&dir.join(RETRIEVAL_CSV))?;
     let att: Vec<AttentionRow> = rows(&dir.join(ATTENTION_CSV))?;
+    let bench: Vec<BenchRow> = rows(&dir.join(BENCH_CSV))?;
     // A plot whose table is gone belongs to an earlier evaluation.
     for (empty, plot) in [
         (lm.is_empty(), "bpb_vs_context.svg"),
         (ret.is_empty(), "accuracy_vs_context.svg"),
         (att.is_empty(), "attention_noise.svg"),
+        (bench.is_empty(), bench::BENCH_PLOT),
+        (bench.is_empty(), bench::BENCH_COMPARISONS_CSV),
     ] {
         if empty {
             // Absent already is the state wanted; any other failure shows up
@@ -396,19 +403,26 @@ pub fn eval_report(dir: &Path) -> Result<EvalReport, GdaError> {
             let _ = std::fs::remove_file(dir.join(plot));
         }
     }
-    if lm.is_empty() && ret.is_empty() && att.is_empty() {
+    if lm.is_empty() && ret.is_empty() && att.is_empty() && bench.is_empty() {
         return Err(input(format!(
-            "{} holds no evaluation results ({LM_CSV}, {RETRIEVAL_CSV}, {ATTENTION_CSV}); run gda eval first",
+            "{} holds no evaluation results ({LM_CSV}, {RETRIEVAL_CSV}, {ATTENTION_CSV}, {BENCH_CSV}); run gda eval first",
             dir.display()
         )));
     }
     // Runs share points (seeds of an experiment): show the points first.
     let grouped = lm.iter().any(|r| r.run != r.group)
         || ret.iter().any(|r| r.run != r.group)
-        || att.iter().any(|r| r.run != r.group);
+        || att.iter().any(|r| r.run != r.group)
+        || bench.iter().any(|r| r.run != r.group);
     // One colour and marker per point, the same in every plot.
     let mut points: Vec<String> = Vec::new();
-    for g in lm.iter().map(|r| &r.group).chain(ret.iter().map(|r| &r.group)).chain(att.iter().map(|r| &r.group)) {
+    for g in lm
+        .iter()
+        .map(|r| &r.group)
+        .chain(ret.iter().map(|r| &r.group))
+        .chain(att.iter().map(|r| &r.group))
+        .chain(bench.iter().map(|r| &r.group))
+    {
         if !points.contains(g) {
             points.push(g.clone());
         }
@@ -427,6 +441,10 @@ pub fn eval_report(dir: &Path) -> Result<EvalReport, GdaError> {
         sections.push(attention_section(dir, &att)?);
     }
     write_attention_groups(dir, &att)?;
+    if !bench.is_empty() {
+        sections.push(bench::bench_section(dir, &bench, &style_of)?);
+    }
+    bench::write_bench_groups(dir, &bench)?;
     let (mut markdown, mut brief) = (String::new(), String::new());
     for s in &sections {
         markdown += &s.intro;
@@ -441,7 +459,7 @@ pub fn eval_report(dir: &Path) -> Result<EvalReport, GdaError> {
         }
     }
     if grouped {
-        brief += "Per-run rows: summary.md and the run tables (lm.csv, retrieval.csv, attention.csv); per-point aggregates: *_groups.csv.\n";
+        brief += "Per-run rows: summary.md and the run tables (lm.csv, retrieval.csv, attention.csv, bench.csv); per-point aggregates: *_groups.csv.\n";
     }
     let path = dir.join("summary.md");
     atomic_write(&path, markdown.as_bytes()).map_err(io("cannot write", &path))?;
