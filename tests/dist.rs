@@ -78,22 +78,6 @@ fn same_trajectory(a: &Path, b: &Path) -> (f64, f64, f64) {
     (train, val, weights)
 }
 
-/// Waits for `child` at most `limit`; a hang fails the test.
-fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running after {limit:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Starts `cmd` with piped stdout and returns once it printed the metrics
 /// line of `step` (rank 0 prints them), with the lines read so far.
 fn spawn_until_step(
@@ -187,7 +171,7 @@ fn a_checkpoint_resumes_on_another_world_size() {
         cmd.args(["--nproc", &first.to_string()]);
         let (mut child, _lines) = spawn_until_step(cmd, 20);
         signal(child.id(), libc::SIGINT);
-        let status = wait_at_most(&mut child, Duration::from_secs(60));
+        let status = wait_at_most(&mut child, Duration::from_secs(60), "the ranks");
         assert_eq!(status.code(), Some(130), "interrupted on {first}");
         let stopped = gda::train::checkpoint::latest_step(&run).unwrap();
         assert!((20..60).contains(&stopped), "stopped at {stopped}");
@@ -215,7 +199,7 @@ fn an_interrupt_of_one_rank_stops_all_at_the_same_step() {
     let said = format!("a live gda train (pid {}) is training now", ranks[0]);
     assert!(stderr_of(&second).contains(&said), "{}", stderr_of(&second));
     signal(ranks[1], libc::SIGINT);
-    let status = wait_at_most(&mut child, Duration::from_secs(60));
+    let status = wait_at_most(&mut child, Duration::from_secs(60), "the ranks");
     let err = child.wait_with_output().map(|o| stderr_of(&o)).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
     let step = gda::train::checkpoint::latest_step(&run).unwrap();
@@ -238,7 +222,7 @@ fn a_killed_rank_ends_the_others_with_code_10_and_the_checkpoint_resumes() {
     let ranks = children(child.id());
     let killed = Instant::now();
     signal(ranks[1], libc::SIGKILL);
-    let status = wait_at_most(&mut child, Duration::from_secs(60));
+    let status = wait_at_most(&mut child, Duration::from_secs(60), "the ranks");
     let took = killed.elapsed();
     let err = child.wait_with_output().map(|o| stderr_of(&o)).unwrap();
     eprintln!("rank 0 ended {took:?} after rank 1 was killed");
@@ -252,7 +236,7 @@ fn a_killed_rank_ends_the_others_with_code_10_and_the_checkpoint_resumes() {
     resume.args(["--resume", "--nproc", "2"]);
     let (mut child, _lines) = spawn_until_step(resume, step + 10);
     signal(child.id(), libc::SIGINT);
-    assert_eq!(wait_at_most(&mut child, Duration::from_secs(60)).code(), Some(130));
+    assert_eq!(wait_at_most(&mut child, Duration::from_secs(60), "the ranks").code(), Some(130));
     assert!(gda::train::checkpoint::latest_step(&run).unwrap() >= step + 10);
 }
 

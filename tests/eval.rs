@@ -455,22 +455,6 @@ fn a_run_named_with_commas_and_quotes_keeps_its_name_in_every_table() {
     assert!(md.contains(&format!("| {name} | 32 | 32 | 2048 | {:.4} |", f(&rows[0], "loss"))), "{md}");
 }
 
-/// The text elements of an SVG that plotters wrote: (x, y, text-anchor, text).
-fn svg_texts(svg: &str) -> Vec<(f64, f64, String, String)> {
-    let attr = |tag: &str, name: &str| -> String {
-        let key = format!(" {name}=\"");
-        tag.find(&key).map(|i| tag[i + key.len()..].split('"').next().unwrap().to_string()).unwrap_or_default()
-    };
-    svg.split("<text")
-        .skip(1)
-        .map(|t| {
-            let (tag, rest) = t.split_once('>').unwrap();
-            let text = rest.split("</text>").next().unwrap().trim().to_string();
-            (attr(tag, "x").parse().unwrap(), attr(tag, "y").parse().unwrap(), attr(tag, "text-anchor"), text)
-        })
-        .collect()
-}
-
 /// Every x coordinate of the SVG's polylines (data lines, axes, legend strokes).
 fn polyline_xs(svg: &str) -> Vec<f64> {
     svg.split("<polyline")

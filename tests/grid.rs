@@ -11,19 +11,6 @@ use std::path::Path;
 
 use common::*;
 
-/// A CSV file as maps from column to cell.
-type Table = Vec<BTreeMap<String, String>>;
-
-fn table(path: &Path) -> Table {
-    let (header, rows) = gda::report::table::read(path).unwrap();
-    rows.into_iter()
-        .map(|cells| {
-            assert_eq!(cells.len(), header.len(), "{cells:?}");
-            header.iter().cloned().zip(cells).collect()
-        })
-        .collect()
-}
-
 fn f(row: &BTreeMap<String, String>, col: &str) -> f64 {
     row[col].parse().unwrap_or_else(|_| panic!("{col} = {:?}", row[col]))
 }
@@ -297,22 +284,6 @@ fn bad_grid_axes_are_refused_with_the_key_and_nothing_trained() {
 }
 
 // ------------------------------------------------------------ SVG reading
-
-/// The text elements of an SVG that plotters wrote: (x, y, text-anchor, text).
-fn svg_texts(svg: &str) -> Vec<(f64, f64, String, String)> {
-    let attr = |tag: &str, name: &str| -> String {
-        let key = format!(" {name}=\"");
-        tag.find(&key).map(|i| tag[i + key.len()..].split('"').next().unwrap().to_string()).unwrap_or_default()
-    };
-    svg.split("<text")
-        .skip(1)
-        .map(|t| {
-            let (tag, rest) = t.split_once('>').unwrap();
-            let text = rest.split("</text>").next().unwrap().trim().to_string();
-            (attr(tag, "x").parse().unwrap(), attr(tag, "y").parse().unwrap(), attr(tag, "text-anchor"), text)
-        })
-        .collect()
-}
 
 /// The legend's labels, top to bottom (the only left-anchored texts).
 fn legend_labels(svg: &str) -> Vec<String> {

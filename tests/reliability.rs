@@ -9,8 +9,8 @@ mod common;
 use std::io::BufRead;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 use gda::train::checkpoint::{self, latest_step};
@@ -32,23 +32,6 @@ fn train(spec: &Path, run: &Path) -> Command {
     let mut c = gda();
     c.args(["train", "--spec"]).arg(spec).arg("--out").arg(run);
     c
-}
-
-/// Waits for `child` at most `limit`; a child still running then is killed
-/// and the test fails (a hang must fail, not block the suite).
-fn wait_at_most(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} still running after {limit:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Issue 12.1: a trainer killed by a signal (the OOM killer, a node's

@@ -10,19 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// A CSV file as maps from column to cell.
-type Table = Vec<BTreeMap<String, String>>;
-
-fn table(path: &Path) -> Table {
-    let (header, rows) = gda::report::table::read(path).unwrap();
-    rows.into_iter()
-        .map(|cells| {
-            assert_eq!(cells.len(), header.len(), "{cells:?}");
-            header.iter().cloned().zip(cells).collect()
-        })
-        .collect()
-}
-
 /// summary.csv (one row per run) and summary_groups.csv (one per group of seeds).
 fn summary(dir: &Path) -> (Table, Table) {
     (table(&dir.join("summary.csv")), table(&dir.join("summary_groups.csv")))

@@ -124,6 +124,56 @@ pub fn stdout_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A CSV file as maps from column to cell.
+pub type Table = Vec<std::collections::BTreeMap<String, String>>;
+
+pub fn table(path: &Path) -> Table {
+    let (header, rows) = gda::report::table::read(path).unwrap();
+    rows.into_iter()
+        .map(|cells| {
+            assert_eq!(cells.len(), header.len(), "{cells:?}");
+            header.iter().cloned().zip(cells).collect()
+        })
+        .collect()
+}
+
+/// Waits for `child` at most `limit`; a child still running then is killed
+/// and the test fails (a hang must fail, not block the suite).
+pub fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {limit:?}: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The text elements of an SVG that plotters wrote: (x, y, text-anchor, text).
+pub fn svg_texts(svg: &str) -> Vec<(f64, f64, String, String)> {
+    let attr = |tag: &str, name: &str| -> String {
+        let key = format!(" {name}=\"");
+        tag.find(&key).map(|i| tag[i + key.len()..].split('"').next().unwrap().to_string()).unwrap_or_default()
+    };
+    svg.split("<text")
+        .skip(1)
+        .map(|t| {
+            let (tag, rest) = t.split_once('>').unwrap();
+            let text = rest.split("</text>").next().unwrap().trim().to_string();
+            (attr(tag, "x").parse().unwrap(), attr(tag, "y").parse().unwrap(), attr(tag, "text-anchor"), text)
+        })
+        .collect()
+}
+
 // ------------------------------------------- numerical helpers (tch, CPU)
 //
 // Used by tests/attention.rs and tests/grow.rs: config builders, the shared
