@@ -29,7 +29,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-GDA=$PWD/target/release/gda
+# GDA_BIN: the gda binary to time (default: this checkout's release build).
+GDA=${GDA_BIN:-$PWD/target/release/gda}
 [ -x "$GDA" ] || cargo build --release
 scripts/hf-venv.sh >/dev/null
 W=$(mktemp -d "${TMPDIR:-/tmp}/gda-bench-eval.XXXXXX")

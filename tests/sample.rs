@@ -87,6 +87,42 @@ fn cached_forward_gives_the_full_forwards_logits() {
     }
 }
 
+/// The bench scorer's layout: two contexts of one length run once as a
+/// batch into a cache, the cache copied to each context's continuations
+/// (`select_rows`), and continuations of different lengths run as one
+/// right-padded batch after it. Every real position's logits equal the full
+/// forward of its own context + continuation (padding and the other rows
+/// change nothing).
+#[test]
+fn a_shared_prefix_cache_with_right_padded_rows_gives_each_rows_full_logits() {
+    for (name, cfg) in layouts() {
+        let (_vs, m) = model(&cfg, 13);
+        let contexts = [random_ids(6, 7), random_ids(6, 8)];
+        // (context, continuation length): 3 rows of the first, 2 of the second.
+        let rows = [(0usize, 4usize), (0, 1), (0, 3), (1, 2), (1, 4)];
+        let conts: Vec<Vec<u32>> = (0..rows.len()).map(|r| random_ids(rows[r].1, 20 + r as u64)).collect();
+        let width = 4;
+        let mut cache = KvCache::new(&m);
+        let prefix = Tensor::cat(&[tensor(&contexts[0]), tensor(&contexts[1])], 0);
+        let _ = tch::no_grad(|| m.hidden(&prefix, Some(&mut cache)));
+        let copies: Vec<i64> = rows.iter().map(|r| r.0 as i64).collect();
+        let mut cache = cache.select_rows(&Tensor::from_slice(&copies));
+        assert_eq!(cache.len(), 6);
+        // Padding with token 255, not 0: a wrong mask would let it show.
+        let padded: Vec<Tensor> = conts
+            .iter()
+            .map(|c| tensor(&c.iter().copied().chain(std::iter::repeat(255)).take(width).collect::<Vec<_>>()))
+            .collect();
+        let batch = tch::no_grad(|| m.head(&m.hidden(&Tensor::cat(&padded, 0), Some(&mut cache))));
+        for (r, (ctx, len)) in rows.iter().enumerate() {
+            let whole: Vec<u32> = contexts[*ctx].iter().chain(&conts[r]).copied().collect();
+            let full = tch::no_grad(|| m.forward(&tensor(&whole))).narrow(1, 6, *len as i64);
+            let d = max_diff(&batch.narrow(0, r as i64, 1).narrow(1, 0, *len as i64), &full);
+            assert!(d < 1e-5, "{name} row {r}: shared-cache logits differ from the full forward's by {d:e}");
+        }
+    }
+}
+
 /// The cached path's maps are the rows of the full path's maps for the new
 /// positions, over all positions so far.
 #[test]

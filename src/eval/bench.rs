@@ -3,12 +3,14 @@
 //! lm-evaluation-harness 0.4 computes from them (acc, acc_norm, their
 //! standard errors; last-word accuracy and perplexity for a cloze).
 
+use std::collections::HashMap;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::data::bench::{encode_pair, Format, Item, Task};
 use crate::data::Tokenizer;
 use crate::error::{input, GdaError};
-use crate::model::Model;
+use crate::model::{KvCache, Model};
 use crate::report::mean_std;
 
 /// One request's score, as lm-eval's `loglikelihood` returns it.
@@ -28,10 +30,20 @@ const HEAD_ROWS: i64 = 256;
 /// Scores (context ids, continuation ids) pairs as lm-eval's causal HF model
 /// does: the model reads the last `max_len + 1` tokens of context +
 /// continuation but the final one, and the continuation's tokens are scored
-/// at the positions that predict them. Rows are sorted by length and
-/// right-padded into batches of at most `batch_tokens` tokens (padding after
-/// a row's end cannot change its logits in a causal model); the LM head
-/// runs only at the scored positions.
+/// at the positions that predict them (the context's last token's and the
+/// continuation's but its last).
+///
+/// Each row's input is split there: a prefix that is run once into a KV
+/// cache for all the rows that share it (every choice of an item), and a
+/// suffix of the scored positions, which the rows run as one right-padded
+/// batch attending to their copy of the cache. Positions stay those of the
+/// whole row (the suffix follows the cache), padding lies after a row's
+/// real positions in a causal model (it changes nothing they see), and
+/// prefixes are batched only with prefixes of the same length, so no
+/// padding ever sits inside a cache. A truncated row's prefix is its own
+/// cut context, shared only with rows cut the same way. Batches hold about
+/// `batch_tokens` positions of cache + suffix; the LM head runs only at the
+/// scored positions.
 pub fn score(
     model: &Model,
     pairs: &[(Vec<u32>, Vec<u32>)],
@@ -40,45 +52,73 @@ pub fn score(
     device: Device,
 ) -> Vec<Scored> {
     struct Row {
-        input: Vec<i64>,
+        /// Scored positions' inputs: the context's last token, then the
+        /// continuation but its last.
+        suffix: Vec<i64>,
         cont: Vec<i64>,
         truncated: bool,
     }
+    // Rows by shared prefix, in order of first appearance.
+    let mut groups: Vec<(Vec<i64>, Vec<usize>)> = Vec::new();
+    let mut group_of: HashMap<Vec<i64>, usize> = HashMap::new();
     let rows: Vec<Row> = pairs
         .iter()
-        .map(|(ctx, cont)| {
+        .enumerate()
+        .map(|(i, (ctx, cont))| {
             let whole: Vec<i64> = ctx.iter().chain(cont).map(|&t| t as i64).collect();
             let from = whole.len().saturating_sub(max_len + 1);
             let kept = &whole[from..];
-            Row {
-                input: kept[..kept.len() - 1].to_vec(),
-                cont: cont.iter().map(|&t| t as i64).collect(),
-                truncated: from > 0,
-            }
+            let input = &kept[..kept.len() - 1];
+            let split = input.len() - cont.len();
+            let g = *group_of.entry(input[..split].to_vec()).or_insert_with(|| {
+                groups.push((input[..split].to_vec(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+            Row { suffix: input[split..].to_vec(), cont: cont.iter().map(|&t| t as i64).collect(), truncated: from > 0 }
         })
         .collect();
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(rows[i].input.len()));
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| std::cmp::Reverse(groups[g].0.len()));
     let mut out = vec![Scored { loglik: 0.0, greedy: false, truncated: false }; rows.len()];
     tch::no_grad(|| {
         let mut start = 0;
         while start < order.len() {
-            let width = rows[order[start]].input.len();
-            let fit = (batch_tokens / width.max(1)).max(1);
-            let batch = &order[start..(start + fit).min(order.len())];
-            start += batch.len();
+            // Groups with one prefix length, while rows × (prefix + widest
+            // suffix) fits the budget (always at least one group).
+            let len = groups[order[start]].0.len();
+            let (mut end, mut n_rows, mut width) = (start, 0, 0);
+            while end < order.len() && groups[order[end]].0.len() == len {
+                let members = &groups[order[end]].1;
+                let w = members.iter().map(|&i| rows[i].suffix.len()).max().unwrap_or(0).max(width);
+                if end > start && (n_rows + members.len()) * (len + w) > batch_tokens {
+                    break;
+                }
+                (n_rows, width) = (n_rows + members.len(), w);
+                end += 1;
+            }
+            let chunk = &order[start..end];
+            start = end;
+            let mut cache = KvCache::new(model);
+            if len > 0 {
+                let prefixes: Vec<i64> = chunk.iter().flat_map(|&g| groups[g].0.iter().copied()).collect();
+                let x = Tensor::from_slice(&prefixes).view([chunk.len() as i64, len as i64]).to_device(device);
+                let _ = model.hidden(&x, Some(&mut cache));
+            }
+            let batch: Vec<usize> = chunk.iter().flat_map(|&g| groups[g].1.iter().copied()).collect();
+            let copies: Vec<i64> =
+                chunk.iter().enumerate().flat_map(|(k, &g)| std::iter::repeat_n(k as i64, groups[g].1.len())).collect();
+            let mut cache = cache.select_rows(&Tensor::from_slice(&copies).to_device(device));
             let mut tokens = vec![0i64; batch.len() * width];
             let (mut at, mut targets) = (Vec::new(), Vec::new());
             for (b, &i) in batch.iter().enumerate() {
                 let r = &rows[i];
-                let n = r.input.len();
-                tokens[b * width..b * width + n].copy_from_slice(&r.input);
-                let c = r.cont.len();
-                at.extend((n - c..n).map(|p| (b * width + p) as i64));
+                tokens[b * width..b * width + r.suffix.len()].copy_from_slice(&r.suffix);
+                at.extend((0..r.cont.len()).map(|p| (b * width + p) as i64));
                 targets.extend_from_slice(&r.cont);
             }
             let x = Tensor::from_slice(&tokens).view([batch.len() as i64, width as i64]).to_device(device);
-            let hidden = model.hidden(&x);
+            let hidden = model.hidden(&x, Some(&mut cache));
             let d = hidden.size()[2];
             let hidden = hidden.reshape([-1, d]);
             let (mut lp, mut hit) = (Vec::<f32>::with_capacity(at.len()), Vec::<i64>::with_capacity(at.len()));
@@ -92,7 +132,7 @@ pub fn score(
                 hit.extend(Vec::<i64>::try_from(greedy.to_device(Device::Cpu)).expect("int64 flags"));
             }
             let mut k = 0;
-            for &i in batch {
+            for &i in &batch {
                 let c = rows[i].cont.len();
                 out[i] = Scored {
                     loglik: lp[k..k + c].iter().map(|&v| v as f64).sum(),

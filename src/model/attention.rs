@@ -61,6 +61,15 @@ impl LayerCache {
         self.len() == 0
     }
 
+    /// The cache of the batch rows `rows` (an int64 index, repeats allowed):
+    /// one context's positions shared by several continuations.
+    pub(super) fn select_rows(&self, rows: &Tensor) -> LayerCache {
+        LayerCache {
+            keys: self.keys.iter().map(|k| k.index_select(0, rows)).collect(),
+            values: self.values.as_ref().map(|v| v.index_select(0, rows)),
+        }
+    }
+
     /// Appends the new positions' keys and values along the time axis and
     /// returns all of them (past then new), which the layer attends to.
     fn extend(&mut self, keys: &[&Tensor], values: &Tensor) -> (Vec<Tensor>, Tensor) {

@@ -102,10 +102,11 @@ impl Model {
     }
 
     /// The final-norm hidden states (B, T, d_model) in the compute dtype,
-    /// through the fused path: callers that need the logits of a few
+    /// through the fused path, after the positions `cache` holds (as
+    /// [`Model::forward_cached`]): callers that need the logits of a few
     /// positions apply [`Model::head`] to those alone.
-    pub fn hidden(&self, tokens: &Tensor) -> Tensor {
-        self.hidden_cached(tokens, Path::Fused, None).0
+    pub fn hidden(&self, tokens: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
+        self.hidden_cached(tokens, Path::Fused, cache).0
     }
 
     /// fp32 logits of hidden states (…, d_model).
@@ -166,6 +167,13 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The cache of batch rows `rows` (int64, on the cache's device; a row
+    /// may repeat): each of a context's continuations gets its own copy of
+    /// the context's keys and values.
+    pub fn select_rows(&self, rows: &Tensor) -> KvCache {
+        KvCache { layers: self.layers.iter().map(|l| l.select_rows(rows)).collect() }
     }
 }
 
