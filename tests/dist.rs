@@ -267,6 +267,20 @@ fn ranks_with_different_specs_are_refused() {
     assert!(!run.join("metrics.csv").exists() && gda::train::checkpoint::latest(&run).is_none());
 }
 
+/// `--nproc 0` is refused for what it is (it was once reported as a
+/// batch size that is no multiple of 0), and nothing is written.
+#[test]
+fn nproc_zero_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "tiny", TINY);
+    let run = tmp.path().join("run");
+    let out = train(&spec, &run).args(["--nproc", "0"]).output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--nproc must be at least 1") && !err.contains("batch_size"), "{err}");
+    assert!(!run.exists());
+}
+
 /// Two 2-rank runs at once on one machine each meet their own ranks (fresh
 /// store paths): both finish, each with its own spec's trajectory.
 #[test]

@@ -28,7 +28,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub nproc: Option<usize>,
     /// Seconds a rank waits for its peers (rendezvous, each all-reduce)
-    /// before it exits with code 10.
+    /// before it exits with code 10; it must cover rank 0's evaluation and
+    /// checkpoint, which the other ranks wait for.
     #[arg(long, value_name = "SECS", default_value_t = dist::DEFAULT_TIMEOUT.as_secs())]
     pub dist_timeout: u64,
 }
@@ -55,7 +56,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ))
             .into());
         }
-        if n == 0 || !spec.train.batch_size.is_multiple_of(n) {
+        if n == 0 {
+            return Err(input("--nproc must be at least 1").into());
+        }
+        if !spec.train.batch_size.is_multiple_of(n) {
             return Err(spec
                 .error(
                     "train.batch_size",

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::error::{input, io, GdaError};
+use crate::error::{io, GdaError};
 
 /// The arguments of this process without `--nproc N` / `--nproc=N`.
 pub fn without_nproc(args: &[OsString]) -> Vec<OsString> {
@@ -44,9 +44,6 @@ fn fresh_store_path() -> PathBuf {
 /// every rank succeeded; else [`GdaError::RanksFailed`] with the exit code of
 /// rank 0 if it failed, else of the first rank that did.
 pub fn local(n: usize, args: &[OsString], timeout: Duration, interrupted: fn() -> bool) -> Result<(), GdaError> {
-    if n == 0 {
-        return Err(input("--nproc must be at least 1"));
-    }
     let exe = std::env::current_exe().map_err(io("cannot find", std::path::Path::new("/proc/self/exe")))?;
     let store = fresh_store_path();
     let mut children: Vec<Option<Child>> = Vec::with_capacity(n);

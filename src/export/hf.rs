@@ -32,6 +32,7 @@ use crate::error::{input, io, GdaError};
 use crate::model::{self, Model};
 use crate::train::checkpoint::{self, load_map, read_state, TrainState};
 use crate::train::run_dir::{finished, Manifest, Source};
+use crate::util::fs::atomic_write;
 
 /// The Python side, kept as real files in the repository.
 pub const CONFIGURATION_PY: &str = include_str!("hf/configuration_gda.py");
@@ -80,7 +81,7 @@ pub fn write(src: &Source, dir: &Path) -> Result<(), GdaError> {
 
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), GdaError> {
     let path = dir.join(name);
-    std::fs::write(&path, bytes).map_err(io("cannot write", &path))
+    atomic_write(&path, bytes).map_err(io("cannot write", &path))
 }
 
 fn write_json(dir: &Path, name: &str, value: &Value) -> Result<(), GdaError> {
@@ -127,7 +128,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
     bytes.extend((head.len() as u64).to_le_bytes());
     bytes.extend(head);
     bytes.extend(data);
-    std::fs::write(path, bytes).map_err(io("cannot write", path))
+    atomic_write(path, &bytes).map_err(io("cannot write", path))
 }
 
 fn config_json(src: &Source, state: &TrainState) -> Value {

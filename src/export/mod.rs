@@ -108,7 +108,7 @@ fn check_out(out: &Path, source: &Source, force: bool) -> Result<(), GdaError> {
             out.display()
         )));
     }
-    let abs_out = std::path::absolute(out).map_err(io("cannot resolve", out))?;
+    let abs_out = crate::util::fs::absolute(out).map_err(io("cannot resolve", out))?;
     if source.run_dir.starts_with(&abs_out) || source.checkpoint.starts_with(&abs_out) {
         return Err(input(format!(
             "--out {} holds the run being exported ({}); --force would delete it; allowed: a directory outside the run",

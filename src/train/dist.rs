@@ -42,10 +42,12 @@ impl Ranks {
         self.rank * each..(self.rank + 1) * each
     }
 
-    /// A GPU per rank on its machine: `cuda:LOCAL_RANK`.
+    /// A GPU per rank on its machine: `cuda:LOCAL_RANK` among the GPUs this
+    /// process sees (srun's `--gpus-per-task=1` shows each rank only its
+    /// own, as cuda:0).
     pub fn device(&self, selected: Device) -> Device {
         if self.world > 1 && selected.is_cuda() {
-            Device::Cuda(self.local_rank)
+            Device::Cuda(gpu_of(self.local_rank, tch::Cuda::device_count()))
         } else {
             selected
         }
@@ -133,5 +135,23 @@ impl Collective {
         // One host read per step: every rank must see the stop at the same step.
         let stop = device::host_f64(&summed.get(1)) > 0.0;
         Ok(((summed.get(0) / world).to_kind(Kind::Float), stop))
+    }
+}
+
+/// The GPU index of a rank among `visible` GPUs: its local rank where each
+/// rank sees them all, 0 where each sees only its own.
+fn gpu_of(local_rank: usize, visible: i64) -> usize {
+    local_rank % visible.max(1) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gpu_of;
+
+    #[test]
+    fn a_rank_takes_its_local_gpu_or_the_only_one_it_sees() {
+        assert_eq!(gpu_of(3, 8), 3);
+        assert_eq!(gpu_of(3, 1), 0);
+        assert_eq!(gpu_of(1, 0), 0);
     }
 }
