@@ -179,16 +179,29 @@ fn byte_level(json: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-/// The byte a character of a byte-level vocabulary stands for (GPT-2's
-/// `bytes_to_unicode` inverted): printable Latin-1 bytes are their own
-/// character; the n-th other byte, in byte order, is U+0100 + n.
-fn byte_of_char(c: char) -> Option<u8> {
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
-    let c = c as u32;
-    if c < 256 {
-        return printable(c).then_some(c as u8);
+/// GPT-2's byte-to-character table (`bytes_to_unicode`): printable bytes
+/// stand for themselves, the others for 256, 257, … in byte order, so every
+/// byte string is a printable string of the same length.
+pub fn byte_chars() -> [char; 256] {
+    let mut out = ['\0'; 256];
+    let mut next = 256;
+    for (b, c) in out.iter_mut().enumerate() {
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let code = if printable {
+            b as u32
+        } else {
+            next += 1;
+            next - 1
+        };
+        *c = char::from_u32(code).expect("below 0x200: a valid char");
     }
-    (0u32..256).filter(|&b| !printable(b)).nth((c - 256) as usize).map(|b| b as u8)
+    out
+}
+
+/// The byte a character of a byte-level vocabulary stands for: the
+/// inverse of [`byte_chars`].
+fn byte_of_char(c: char) -> Option<u8> {
+    byte_chars().iter().position(|&b| b == c).map(|b| b as u8)
 }
 
 /// Trains a byte-level BPE tokenizer (GPT-2's pre-tokenizer pattern, no

@@ -27,6 +27,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::{AttentionKind, NoiseScope, TokenizerKind};
 use crate::data::gpt2::Gpt2;
 use crate::data::shards::{hex, TOKENIZER_JSON};
+use crate::data::tokenizer::byte_chars;
 use crate::data::Tokenizer;
 use crate::error::{input, io, GdaError};
 use crate::model::{self, Model};
@@ -173,25 +174,6 @@ fn config_json(src: &Source, state: &TrainState) -> Value {
         }),
     );
     Value::Object(cfg)
-}
-
-/// GPT-2's byte-to-character table (`bytes_to_unicode`): printable bytes
-/// stand for themselves, the others for 256, 257, … in byte order, so every
-/// byte string is a printable string of the same length.
-pub fn byte_chars() -> [char; 256] {
-    let mut out = ['\0'; 256];
-    let mut next = 256;
-    for (b, c) in out.iter_mut().enumerate() {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-        let code = if printable {
-            b as u32
-        } else {
-            next += 1;
-            next - 1
-        };
-        *c = char::from_u32(code).expect("below 0x200: a valid char");
-    }
-    out
 }
 
 fn byte_string(chars: &[char; 256], bytes: &[u8]) -> String {
