@@ -1,6 +1,7 @@
 //! The docs and shipped specs are checked against the code: every spec key is
 //! documented, the tensor reference matches the model, every spec in
-//! experiments/ loads, and the README's commands run.
+//! experiments/ loads, the commands of the README and docs/ run, the README
+//! stays a front page and every link between the pages resolves.
 
 mod common;
 
@@ -92,12 +93,24 @@ fn the_smoke_spec_trains_end_to_end() {
     assert!(val[3].1 < val[0].1 - 1.5, "{val:?}");
 }
 
-/// Lines of the README's shell blocks that invoke gda, in order.
-fn readme_commands() -> Vec<String> {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+/// The README and every page of docs/, in that order (docs/ by name).
+fn doc_pages() -> Vec<std::path::PathBuf> {
+    let mut pages: Vec<_> = std::fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.sort();
+    pages.insert(0, repo().join("README.md"));
+    pages
+}
+
+/// Lines of a page's `sh` blocks that invoke gda, in order.
+fn sh_commands(page: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(page).unwrap();
     let mut in_block = false;
     let mut cmds = Vec::new();
-    for line in readme.lines() {
+    for line in text.lines() {
         if line.starts_with("```") {
             in_block = line.trim() == "```sh";
             continue;
@@ -110,12 +123,10 @@ fn readme_commands() -> Vec<String> {
     cmds
 }
 
-#[test]
-fn the_readme_commands_run() {
-    let cmds = readme_commands();
-    assert!(cmds.iter().any(|c| c.starts_with("gda train")), "{cmds:?}");
-    // Run where the README is read from, but in a scratch copy so results/
-    // lands in a temporary directory.
+/// Runs one page's commands in order, in a scratch directory of its own
+/// holding a copy of experiments/ (so results/ lands there): each page's
+/// `sh` blocks stand alone.
+fn run_page_commands(page: &str, cmds: &[String]) {
     let tmp = tempfile::tempdir().unwrap();
     let exp = tmp.path().join("experiments");
     std::fs::create_dir(&exp).unwrap();
@@ -123,7 +134,7 @@ fn the_readme_commands_run() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, exp.join(p.file_name().unwrap())).unwrap();
     }
-    for cmd in &cmds {
+    for cmd in cmds {
         let args: Vec<String> = cmd.split_whitespace().skip(1).map(|a| a.trim_matches('\'').to_string()).collect();
         let mut c = gda();
         c.current_dir(tmp.path()).args(&args);
@@ -134,7 +145,7 @@ fn the_readme_commands_run() {
             c.args(["--set", "train.steps=4", "--set", "train.eval_every=2", "--set", "train.eval_tokens=512"]);
         }
         let out = c.output().unwrap();
-        assert!(out.status.success(), "README command failed: {cmd}\n{}", stderr_of(&out));
+        assert!(out.status.success(), "{page}: command failed: {cmd}\n{}", stderr_of(&out));
         match args[0].as_str() {
             "train" => assert!(stdout_of(&out).contains("done: "), "{cmd}: {}", stdout_of(&out)),
             "sweep" | "ablate" if !args.iter().any(|a| a == "--dry-run") => {
@@ -144,21 +155,137 @@ fn the_readme_commands_run() {
                 assert!(stdout_of(&out).contains("summary: "), "{cmd}: {}", stdout_of(&out))
             }
             "grow" => assert!(stdout_of(&out).contains("done: "), "{cmd}: {}", stdout_of(&out)),
+            "bench" => assert!(stdout_of(&out).contains("median_tokens_per_s"), "{cmd}: {}", stdout_of(&out)),
             _ => {}
         }
     }
 }
 
-/// The README's exit-code table lists exactly the codes gda exits with: one
-/// per kind of error (src/error.rs `exit_code`), 0 and 1 (any other error,
-/// and a panic, which main turns into 1).
+/// Every command in an `sh` block of the README or of a page in docs/ runs
+/// (page by page, each in its own scratch directory), and the README shows
+/// one example of every subcommand.
 #[test]
-fn the_readme_exit_code_table_matches_the_code() {
+fn the_documented_commands_run() {
+    let readme = sh_commands(&repo().join("README.md"));
+    let shown: BTreeSet<&str> = readme.iter().filter_map(|c| c.split_whitespace().nth(1)).collect();
+    for sub in ["train", "sweep", "ablate", "grow", "eval", "report", "status", "sample", "export", "data", "bench"] {
+        assert!(shown.contains(sub), "README shows no `gda {sub}` in an sh block: {readme:?}");
+    }
+    let mut n = 0;
+    for page in doc_pages() {
+        let cmds = sh_commands(&page);
+        let name = page.strip_prefix(repo()).unwrap().display().to_string();
+        run_page_commands(&name, &cmds);
+        n += cmds.len();
+    }
+    assert!(n > readme.len(), "only the README has commands");
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces
+/// turned into hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a page's headings (outside code blocks).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut in_code = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && line.starts_with('#') {
+            out.insert(anchor(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// The targets of a page's Markdown links `[text](target)` outside code
+/// blocks and code spans.
+fn links(text: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        // Drop code spans, which may hold `](` of their own.
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        for (i, _) in prose.match_indices("](") {
+            let rest = &prose[i + 2..];
+            if let Some(end) = rest.find(')') {
+                out.push(rest[..end].to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The README is a front page (at most 250 lines), docs/README.md indexes
+/// every page of docs/, and every relative link of the README and of every
+/// page of docs/ names a file that exists and, with `#anchor`, a heading
+/// of that file.
+#[test]
+fn the_readme_is_a_front_page_and_every_link_resolves() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(lines <= 250, "README.md has {lines} lines; at most 250 (the rest belongs in docs/)");
+    let index = std::fs::read_to_string(repo().join("docs/README.md")).unwrap();
+    let indexed: BTreeSet<String> =
+        links(&index).into_iter().map(|l| l.split('#').next().unwrap().to_string()).collect();
+    for page in doc_pages().iter().skip(1) {
+        let name = page.file_name().unwrap().to_string_lossy().to_string();
+        assert!(name == "README.md" || indexed.contains(&name), "docs/README.md does not list docs/{name}");
+    }
+    let mut checked = 0;
+    for page in doc_pages() {
+        let text = std::fs::read_to_string(&page).unwrap();
+        let name = page.strip_prefix(repo()).unwrap().display().to_string();
+        for link in links(&text) {
+            if link.contains("://") || link.starts_with("mailto:") {
+                continue;
+            }
+            let (file, frag) = link.split_once('#').map_or((link.as_str(), None), |(f, a)| (f, Some(a)));
+            let target = if file.is_empty() { page.clone() } else { page.parent().unwrap().join(file) };
+            assert!(target.exists(), "{name}: link `{link}`: {} does not exist", target.display());
+            if let Some(frag) = frag {
+                let doc = std::fs::read_to_string(&target).unwrap();
+                assert!(
+                    anchors(&doc).contains(frag),
+                    "{name}: link `{link}`: no heading with anchor #{frag} in {file}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    // The README links into docs/ at least for every page of its "Where to
+    // read next".
+    let into_docs = links(&readme).iter().filter(|l| l.starts_with("docs/") && l.ends_with(".md")).count();
+    assert!(into_docs >= 10, "README.md links {into_docs} pages of docs/");
+    assert!(checked > 50, "{checked} links checked");
+}
+
+/// The exit-code table of docs/exit-codes.md lists exactly the codes gda
+/// exits with: one per kind of error (src/error.rs `exit_code`), 0 and 1 (any
+/// other error, and a panic, which main turns into 1).
+#[test]
+fn the_exit_code_table_matches_the_code() {
     use gda::error::GdaError;
     use std::path::PathBuf;
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = readme.split("\n## Exit codes\n").nth(1).expect("README has an Exit codes section");
-    let section = section.split("\n## ").next().unwrap();
+    let page = std::fs::read_to_string(repo().join("docs/exit-codes.md")).unwrap();
+    let section = page.split("\n| code | meaning |\n|---|---|\n").nth(1).expect("docs/exit-codes.md has the table");
+    let section = section.split("\n\n").next().unwrap();
     let documented: BTreeSet<i32> =
         section.lines().filter_map(|l| l.strip_prefix("| ")?.split(" |").next()?.trim().parse().ok()).collect();
     let (p, s) = (PathBuf::new, String::new);
@@ -197,7 +324,7 @@ fn the_readme_exit_code_table_matches_the_code() {
     assert_eq!(errors.iter().map(variant).collect::<Vec<_>>(), (0..errors.len()).collect::<Vec<_>>());
     let mut codes: BTreeSet<i32> = errors.iter().map(GdaError::exit_code).collect();
     codes.extend([0, 1]);
-    assert_eq!(documented, codes, "README exit codes (left) against the code's (right)");
+    assert_eq!(documented, codes, "docs/exit-codes.md (left) against the code's (right)");
     // The short table every `--help` prints from lists the same codes.
     let short: BTreeSet<i32> = gda::error::EXIT_CODES.iter().map(|c| c.0).collect();
     assert_eq!(short, codes, "error::EXIT_CODES (left) against the code's (right)");
