@@ -520,6 +520,35 @@ impl Spec {
         cur.contains_key(parts[parts.len() - 1])
     }
 
+    /// Sets each `--grid KEY=V1,V2` axis in the spec's `[sweep.grid]`; returns
+    /// the keys given that way. A key given twice is refused.
+    pub fn set_grid_args(&mut self, args: &[String]) -> Result<Vec<String>, GdaError> {
+        let mut keys: Vec<String> = Vec::new();
+        for a in args {
+            let (key, values) = parse_grid_arg(a).map_err(|e| GdaError::Spec {
+                file: "--grid".into(),
+                key: Some(e.key),
+                msg: e.msg,
+            })?;
+            if keys.contains(&key) {
+                return Err(GdaError::Spec {
+                    file: "--grid".into(),
+                    key: Some(key),
+                    msg: "is given twice; allowed: each key once, with all its values (--grid KEY=V1,V2,...)".into(),
+                });
+            }
+            self.sweep.grid.insert(key.clone(), values);
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// A spec from a TOML table already read (a study preset's spec part),
+    /// with `overrides` applied; `origin` names it in errors.
+    pub fn from_toml(table: toml::Table, overrides: &[String], origin: &str) -> Result<Spec, GdaError> {
+        Self::from_table(table, overrides, origin.to_string())
+    }
+
     /// This spec with `--set key=value` overrides applied and resolved again.
     pub fn with_overrides(&self, overrides: &[String]) -> Result<Spec, GdaError> {
         let table = toml::Table::try_from(self).expect("a spec always serialises");

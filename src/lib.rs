@@ -24,7 +24,9 @@
 //!     transformers), one file per format.
 //! 12. `experiment`: grids of runs (sweeps, ablations, growth comparisons),
 //!     the local and Slurm launchers, summaries.
-//! 13. `commands`: the command line, one file per subcommand; the only
+//! 13. `study`: the paper's whole study (`gda reproduce`): its stages as
+//!     experiments, the verdict per claim, the report.
+//! 14. `commands`: the command line, one file per subcommand; the only
 //!     module that knows clap.
 
 pub mod commands;
@@ -39,6 +41,7 @@ pub mod export;
 pub mod grow;
 pub mod model;
 pub mod report;
+pub mod study;
 pub mod train;
 pub mod util;
 
@@ -57,5 +60,6 @@ pub const LAYERS: &[&str] = &[
     "grow",
     "export",
     "experiment",
+    "study",
     "commands",
 ];

@@ -193,10 +193,11 @@ fn an_interrupt_of_one_rank_stops_all_at_the_same_step() {
     let (mut child, _lines) = spawn_until_step(cmd, 20);
     let ranks = children(child.id());
     assert_eq!(ranks.len(), 2, "{ranks:?}");
-    // A second trainer is told at once that a live one (rank 0) holds it.
+    // A second trainer is told at once that a live one (rank 0) holds it:
+    // exit 7, the code of a directory in use (docs/exit-codes.md).
     let second = train(&spec, &run).output().unwrap();
-    assert_eq!(second.status.code(), Some(2));
-    let said = format!("a live gda train (pid {}) is training now", ranks[0]);
+    assert_eq!(second.status.code(), Some(7), "{}", stderr_of(&second));
+    let said = format!("another gda train (pid {}) is training it", ranks[0]);
     assert!(stderr_of(&second).contains(&said), "{}", stderr_of(&second));
     signal(ranks[1], libc::SIGINT);
     let status = wait_at_most(&mut child, Duration::from_secs(60), "the ranks");

@@ -433,3 +433,45 @@ fn points_on_two_ranks_each_run_through_srun_and_resume_when_requeued() {
         assert_eq!(deterministic_rows(&dir.join("points").join(p)), deterministic_rows(&local.join("points").join(p)));
     }
 }
+
+/// `gda reproduce --launcher slurm`: each rerun submits the next stage's
+/// points as a job array (or finds them queued); once they are done the
+/// study evaluates and reports as a local one does.
+#[test]
+fn the_smoke_study_runs_through_slurm_stage_by_stage() {
+    cluster();
+    let tmp = scratch();
+    let dir = tmp.path().join("study");
+    let run = || {
+        let mut c = gda();
+        c.args(["reproduce", "--preset", "smoke", "--launcher", "slurm", "--out"]).arg(&dir);
+        for s in ["train.steps=20", "train.eval_every=10", "study.growth_steps=10"] {
+            c.args(["--set", s]);
+        }
+        c.output().unwrap()
+    };
+    let start = Instant::now();
+    let mut submitted = Vec::new();
+    while !dir.join("REPORT.md").is_file() {
+        assert!(start.elapsed() < Duration::from_secs(900), "not done after 15 minutes:\n{}", squeue());
+        let out = run();
+        assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
+        let text = stdout_of(&out);
+        for l in text.lines().filter_map(|l| l.strip_prefix("submitted Slurm job ")) {
+            submitted.push(l.split(':').next().unwrap().to_string());
+        }
+        if !dir.join("REPORT.md").is_file() {
+            assert!(text.contains("the study waits for those jobs; when they are done, rerun: "), "{text}");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    let _jobs: Vec<Job> = submitted.iter().cloned().map(Job).collect();
+    // One job array per training stage: scan, ablation, two growth comparisons, retrieval.
+    assert_eq!(submitted.len(), 5, "{submitted:?}");
+    for stage in ["scan", "ablation", "growth/s1", "growth/s2", "retrieval"] {
+        assert!(dir.join(stage).join("slurm").is_dir(), "{stage} did not train on Slurm");
+    }
+    let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
+    assert_eq!(report.matches("\n## Claim ").count(), 5, "{report}");
+    assert!(dir.join("ablation/points/g4-s1").is_symlink(), "the scan's run is the ablation's shared arm");
+}

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::args::SpecArgs;
 use crate::config::TokenizerKind;
-use crate::data::{corpus, prepare, tokenizer, Tokenizer};
+use crate::data::{corpus, made, prepare, tokenizer, Tokenizer};
 use crate::error::{input, io};
 use crate::util::fs::atomic_write;
 
@@ -26,6 +27,22 @@ pub enum DataCommand {
     /// Show what a data directory holds: format, tokenizer, tokens per split,
     /// shards, and a decoded sample.
     Inspect(InspectArgs),
+    /// Build two four-way benchmark tasks from the held-out split of a
+    /// spec's corpus (a last-word cloze and a choice of continuation), as
+    /// generic JSONL for `gda eval --suite bench --tasks DIR`.
+    MakeTasks(MakeTasksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MakeTasksArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The directory to write corpus_cloze.jsonl and corpus_choice.jsonl into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Items per task (fewer when the held-out split is too short).
+    #[arg(long, default_value_t = 500)]
+    pub items: usize,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +132,25 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         }
         DataCommand::Inspect(a) => {
             print!("{}", corpus::inspect(&a.dir, a.tokenizer.as_ref())?);
+            Ok(())
+        }
+        DataCommand::MakeTasks(a) => {
+            if a.items == 0 {
+                return Err(input("--items 0 would write empty tasks; allowed: a positive count").into());
+            }
+            let spec = a.spec.load(None)?;
+            if spec.data.task != crate::config::TaskKind::Text {
+                return Err(input(
+                    "gda data make-tasks builds tasks from text; allowed: a spec with data.task = \"text\"",
+                )
+                .into());
+            }
+            let text = made::held_out_text(&spec.data, spec.train.threads)?;
+            for p in made::write_tasks(&a.out, &text, a.items, spec.seed, made::Sizes::for_context(spec.train.context))?
+            {
+                let n = std::fs::read_to_string(&p).map_err(io("cannot read", &p))?.lines().count();
+                println!("wrote {} ({n} items)", p.display());
+            }
             Ok(())
         }
     }

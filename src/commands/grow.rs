@@ -1,22 +1,16 @@
 //! `gda grow`: grow a trained model and keep training it, or compare
 //! growth strategies (`--compare`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
 use super::args::{LauncherArg, LauncherArgs};
 use super::train::print_done;
 use crate::config::Spec;
-use crate::data::Dataset;
-use crate::error::{input, io, GdaError};
-use crate::experiment::{self, grid, Grid, Kind, Point, Variant};
-use crate::grow::{self, CloneNoise, GrowOp, Grown};
-use crate::model;
-use crate::train::run_dir::{find_source, Source};
-use crate::train::{self, TrainOptions};
-use crate::util::fs::absolute;
-use crate::util::out::outln;
+use crate::error::input;
+use crate::experiment::growth::{self, GrowthOptions, Op, Setup};
+use crate::train::run_dir::find_source;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("op").required(true).args(["signal_only", "uniform", "width", "depth", "compare"])))]
@@ -96,173 +90,35 @@ pub fn run(args: GrowArgs) -> anyhow::Result<()> {
     args.launch.check()?;
     let from = args.from.as_ref().or(args.from_flag.as_ref()).expect("clap requires DIR or --from");
     let src = find_source(from)?;
-    // The training spec: the source's, or --spec's with the grown model.
-    let mut base = match &args.spec {
-        Some(p) => Spec::load(Some(p), &[])?,
-        None => src.spec.clone(),
+    let base = match &args.spec {
+        Some(p) => Some(Spec::load(Some(p), &[])?),
+        None => None,
     };
-    base.model = src.spec.model.clone();
-    if let Some(t) = args.threads {
-        base.train.threads = t;
-    }
-    let corpus = Dataset::load(&base)?;
-    let noise = args.clone_noise.map(|snr| CloneNoise { snr, seed: src.spec.seed });
-    let setup = Setup { src, base, corpus, noise };
+    let opts = GrowthOptions {
+        per_group: args.per_group,
+        groups: args.groups,
+        clone_noise: args.clone_noise,
+        tolerance: args.tolerance,
+        set: args.set.clone(),
+        threads: args.threads,
+        scratch: args.scratch,
+    };
+    let setup = Setup::new(src, base, &opts)?;
     if args.compare {
-        compare(&args, &setup)
-    } else {
-        grow_one(&args, &setup)
+        let dir = args.out.clone().unwrap_or_else(|| setup.default_compare_dir());
+        let run = args.launch.run_options(dir, args.jobs, setup.base.train.threads, args.retry_failed);
+        return Ok(growth::compare(&setup, &opts, &run)?);
     }
-}
-
-/// What every growth starts from.
-struct Setup {
-    src: Source,
-    /// The spec the grown runs train under (model replaced by the grown one).
-    base: Spec,
-    corpus: Dataset,
-    noise: Option<CloneNoise>,
-}
-
-impl Setup {
-    fn signal_op(&self, args: &GrowArgs) -> GrowOp {
-        GrowOp::SignalOnly { per_group: args.per_group.unwrap_or(self.src.spec.model.ratio()) }
-    }
-
-    fn grow(&self, args: &GrowArgs, op: &GrowOp, name: &str) -> Result<Grown, GdaError> {
-        let Setup { src, base, corpus, noise } = self;
-        grow::grow_checked(src, base, op, noise.as_ref(), name, &args.set, corpus, args.tolerance)
-    }
-}
-
-/// One growth operation, then training the grown model as a new run.
-fn grow_one(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
-    let (src, base) = (&setup.src, &setup.base);
-    let (op, tag) = if args.signal_only {
-        (setup.signal_op(args), "signal-only")
+    let op = if args.signal_only {
+        Op::SignalOnly
     } else if args.uniform {
-        (GrowOp::Uniform { groups: args.groups.unwrap_or(src.spec.model.noise_heads) }, "uniform")
+        Op::Uniform
     } else if let Some(n) = args.width {
-        (GrowOp::Width { factor: n }, "width")
+        Op::Width(n)
     } else {
-        (GrowOp::Depth, "depth")
+        Op::Depth
     };
-    let name = format!("{}-{tag}", src.spec.name);
-    let run_dir = args.out.clone().unwrap_or_else(|| base.output.dir.join(&name));
-    if run_dir.join("spec.toml").exists() {
-        return Err(input(format!(
-            "run directory {} already holds a run; continue it with gda train --resume --out {}, or choose another --out",
-            run_dir.display(),
-            run_dir.display()
-        ))
-        .into());
-    }
-    let grown = setup.grow(args, &op, &name)?;
-    report_growth(src, tag, &grown, args.tolerance);
-    let mut spec = grown.spec.clone();
-    std::fs::create_dir_all(&run_dir)
-        .map_err(|e| input(format!("results directory {} is not writable: {e}", run_dir.display())))?;
-    let init = init_path(&run_dir.join("init.safetensors"))?;
-    grow::write_init(&grown, &init)?;
-    spec.train.init = init.to_string_lossy().into_owned();
-    let parent = growth_record(src, tag, &grown, setup.noise.as_ref());
-    let opts = TrainOptions { run_dir: Some(run_dir), resume: false, parent: Some(parent), ..TrainOptions::default() };
-    let s = train::train(&spec, &opts)?;
+    let s = growth::grow_one(&setup, &opts, op, args.out.clone())?;
     print_done(&s);
     Ok(())
-}
-
-/// `--compare`: signal-only growth, uniform growth at the closest added
-/// parameters and (with --scratch) the signal-only architecture from a random
-/// init, trained as one experiment.
-fn compare(args: &GrowArgs, setup: &Setup) -> anyhow::Result<()> {
-    let (src, base) = (&setup.src, &setup.base);
-    let signal = setup.grow(args, &setup.signal_op(args), "signal-only")?;
-    let groups = match args.groups {
-        Some(k) => k,
-        None => grow::matching_groups(&src.spec.model, signal.added_parameters),
-    };
-    let uniform = setup.grow(args, &GrowOp::Uniform { groups }, "uniform")?;
-    report_growth(src, "signal-only", &signal, args.tolerance);
-    report_growth(src, "uniform", &uniform, args.tolerance);
-    let dir = args.out.clone().unwrap_or_else(|| base.output.dir.join(format!("grow-{}", src.spec.name)));
-    let kind = Kind::Grow { step: src.step };
-    experiment::open_dir(&dir, &src.spec, kind)?;
-    let inits = dir.join("inits");
-    std::fs::create_dir_all(&inits).map_err(io("cannot create", &inits))?;
-    let mut points = Vec::new();
-    for (variant, grown) in [(Variant::SignalOnly, &signal), (Variant::Uniform, &uniform)] {
-        let init = init_path(&inits.join(format!("{}.safetensors", variant.label())))?;
-        if !init.exists() {
-            grow::write_init(grown, &init)?;
-        }
-        let mut spec = grown.spec.clone();
-        spec.train.init = init.to_string_lossy().into_owned();
-        points.push(Point {
-            name: variant.label().into(),
-            variant,
-            requested: None,
-            seed: spec.seed,
-            spec,
-            grid: Vec::new(),
-        });
-    }
-    if args.scratch {
-        let mut spec = signal.spec.clone();
-        spec.name = "scratch".into();
-        points.push(Point {
-            name: "scratch".into(),
-            variant: Variant::Scratch,
-            requested: None,
-            seed: spec.seed,
-            spec,
-            grid: Vec::new(),
-        });
-    }
-    outln!("growth comparison of {} points into {}", points.len(), dir.display());
-    let opts = args.launch.run_options(dir, args.jobs, base.train.threads, args.retry_failed);
-    let grid =
-        Grid { kind, policy: base.sweep.policy, source_parameters: Some(model::param_count(&src.spec.model)), points };
-    Ok(grid::run(&grid, &opts)?)
-}
-
-/// The absolute path a grown run's initial weights are written to (its spec
-/// records it as `train.init`, read from wherever the run is resumed).
-fn init_path(p: &Path) -> Result<PathBuf, GdaError> {
-    absolute(p).map_err(io("cannot resolve", p))
-}
-
-fn report_growth(src: &Source, tag: &str, g: &Grown, tolerance: f64) {
-    let m = &g.spec.model;
-    outln!(
-        "{tag}: {} -> {} parameters (+{}); H_s {} H_n {} d_model {} layers {}; max |logit difference| {:.2e} <= {tolerance:e}; val loss source {:.6}, grown {:.6} (step {} of {})",
-        model::param_count(&src.spec.model),
-        model::param_count(m),
-        g.added_parameters,
-        m.signal_heads,
-        m.noise_heads,
-        m.d_model,
-        m.n_layers,
-        g.max_logit_diff,
-        g.source_loss,
-        g.grown_loss,
-        src.step,
-        src.run_dir.display()
-    );
-}
-
-/// What the grown run's manifest records about where it came from.
-fn growth_record(src: &Source, op: &str, g: &Grown, noise: Option<&CloneNoise>) -> serde_json::Value {
-    serde_json::json!({
-        "run": src.run_dir,
-        "checkpoint": src.checkpoint,
-        "step": src.step,
-        "operation": op,
-        "clone_noise_snr": noise.map(|n| n.snr),
-        "added_parameters": g.added_parameters,
-        "max_logit_difference": g.max_logit_diff,
-        "source_val_loss": g.source_loss,
-        "grown_val_loss": g.grown_loss,
-        "optimizer": "fresh (AdamW moments start at zero)",
-    })
 }

@@ -41,6 +41,17 @@ const HELP: &[Help] = &[
         &[0, 1, 2, 4, 6, 8, 9, 130],
     ),
     (
+        "reproduce",
+        &[
+            "gda reproduce --preset smoke",
+            "gda reproduce --preset cpu --dry-run",
+            "gda reproduce --preset cpu --tasks hellaswag=data/hellaswag.jsonl,piqa=data/piqa.jsonl",
+            "gda reproduce --preset smoke --grid model.d_model=32,64 --set study.seeds=[1,2,3]",
+            "gda reproduce --preset cluster --launcher slurm --gpus-per-run 8 --nproc-per-point 8",
+        ],
+        &[0, 1, 2, 4, 5, 6, 8, 9, 130],
+    ),
+    (
         "grow",
         &[
             "gda grow results/smoke --signal-only",
@@ -86,6 +97,7 @@ const HELP: &[Help] = &[
             "gda data prepare --data ~/corpora/mytext --tokenizer gpt2 --out data/mytext-gpt2",
             "gda data train-tokenizer --data ~/corpora/mytext --vocab 8192 --out data/mytext-bpe8k.json",
             "gda data inspect data/mytext-gpt2",
+            "gda data make-tasks --spec experiments/smoke.toml --out data/made-tasks --items 200",
         ],
         &[0, 1, 2, 8],
     ),
@@ -113,12 +125,12 @@ pub fn after_help(name: &str) -> Option<String> {
     for e in h.1 {
         let _ = writeln!(s, "  {e}");
     }
-    s.push_str("\nExit codes (README \"Exit codes\" says more):\n");
+    s.push_str("\nExit codes (docs/exit-codes.md says more):\n");
     for code in h.2 {
         let meaning = EXIT_CODES.iter().find(|c| c.0 == *code).map(|c| c.1).expect("a documented exit code");
         let _ = writeln!(s, "  {code:>3}  {meaning}");
     }
-    if ["sweep", "ablate", "grow"].contains(&name) {
+    if ["sweep", "ablate", "grow", "reproduce"].contains(&name) {
         s.push_str(
             "\nEnvironment:\n  GDA_PROGRESS_SECS  off a terminal, seconds between two progress lines of a\n                     training point (default 30; 0: at every metrics row)\n",
         );

@@ -11,6 +11,7 @@ mod export;
 mod grow;
 pub mod help;
 mod report;
+mod reproduce;
 mod sample;
 mod status;
 mod sweep;
@@ -25,6 +26,7 @@ use self::eval::EvalArgs;
 use self::export::ExportArgs;
 use self::grow::GrowArgs;
 use self::report::ReportArgs;
+use self::reproduce::ReproduceArgs;
 use self::sample::SampleArgs;
 use self::status::StatusArgs;
 use self::sweep::{AblateArgs, SweepArgs};
@@ -46,6 +48,9 @@ pub enum Command {
     /// The repetition ablation: shared noise heads against their no-share twin
     /// (and the equal-parameter control), per ratio and seed.
     Ablate(AblateArgs),
+    /// The paper's whole study in one resumable command: scan, ablation,
+    /// growth, retrieval and benchmarks, then one report with a verdict per claim.
+    Reproduce(ReproduceArgs),
     /// Grow a trained model into a larger one computing the same function,
     /// then keep training it (or compare growth strategies with --compare).
     Grow(GrowArgs),
@@ -83,6 +88,7 @@ impl Command {
             Command::Train(_) | Command::Grow(_) => true,
             Command::Sweep(a) => a.collect.is_none() && !a.grid.dry_run,
             Command::Ablate(a) => !a.grid.dry_run,
+            Command::Reproduce(a) => !a.dry_run,
             Command::Data(_)
             | Command::Eval(_)
             | Command::Sample(_)
@@ -120,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Sweep(args) => sweep::run_sweep(args),
         Command::Ablate(args) => sweep::run_ablate(args),
+        Command::Reproduce(args) => reproduce::run(args),
         Command::Grow(args) => grow::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Sample(args) => sample::run(args),

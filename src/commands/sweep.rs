@@ -6,13 +6,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::{LauncherArg, LauncherArgs, SpecArgs};
-use crate::config::{grid_value_text, parse_grid_arg, AttentionKind, Spec};
 use crate::data::Dataset;
 use crate::error::{input, GdaError};
-use crate::experiment::{self, grid, Grid, Kind, Point};
-use crate::report::units::{fmt_duration, human_count, si_flops};
+use crate::experiment::{self, grid, plan, Grid, Kind};
 use crate::util::out::outln;
-use crate::{device, train};
 
 #[derive(Debug, Args)]
 pub struct GridArgs {
@@ -135,28 +132,15 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     if let Some(seeds) = seeds_arg(args, spec.seed)? {
         spec.sweep.seeds = seeds;
     }
-    let cli_keys = grid_args(&args.grid, &mut spec)?;
+    let cli_keys = spec.set_grid_args(&args.grid)?;
     spec.resolve().map_err(|e| spec.error(&e.key, e.msg)).map_err(|e| from_cli(e, &cli_keys))?;
     let points = experiment::grid(&spec, kind).map_err(|e| from_cli(e, &cli_keys))?;
     let dir = args.out.clone().unwrap_or_else(|| spec.output.dir.join(format!("{}-{}", kind.dir_prefix(), spec.name)));
     let corpus = Dataset::load(&spec)?;
     args.launch.check()?;
-    if args.dry_run || args.launch.launcher == LauncherArg::Local {
-        // Refused here, before the experiment directory exists, rather than
-        // by each point's trainer. A GPU is checked by each trainer itself
-        // (device::check_memory allocates on it).
-        device::check_threads(spec.train.threads).map_err(|m| spec.error("train.threads", m))?;
-        let device = device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
-        if !device.is_cuda() {
-            for p in &points {
-                // A dry run times steps on smaller batches than training.
-                let rows = if args.dry_run { train::estimate_rows(&p.spec) } else { p.spec.train.batch_size };
-                train::check_memory(&p.spec, device, rows)?;
-            }
-        }
-    }
+    plan::preflight(&spec, &points, args.dry_run, args.launch.launcher == LauncherArg::Local)?;
     if args.dry_run {
-        dry_run(&spec, &points, &corpus, args.launch.concurrency(args.jobs))?;
+        plan::dry_run(&spec, &points, &corpus, args.launch.concurrency(args.jobs), None)?;
         return Ok(());
     }
     drop(corpus);
@@ -168,35 +152,12 @@ fn run_grid(args: &GridArgs, kind: Kind, mut overrides: Vec<String>) -> anyhow::
     seeds.sort_unstable();
     seeds.dedup();
     let seeds = seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-    let grid = if spec.sweep.grid.is_empty() { String::new() } else { format!("; grid {}", describe_grid(&spec)) };
+    let grid =
+        if spec.sweep.grid.is_empty() { String::new() } else { format!("; grid {}", plan::describe_grid(&spec)) };
     outln!("{} of {} points into {} (seeds {seeds}{grid})", kind.dir_prefix(), points.len(), dir.display());
     let opts = args.launch.run_options(dir, args.jobs, spec.train.threads, args.retry_failed);
     let grid = Grid { kind, policy: spec.sweep.policy, source_parameters: None, points };
     Ok(grid::run(&grid, &opts)?)
-}
-
-fn seeds_of(spec: &Spec) -> usize {
-    spec.sweep.seeds.len().max(1)
-}
-
-/// Sets each `--grid KEY=V1,V2` axis in the spec's `[sweep.grid]`; returns
-/// the keys given that way. A key given twice is refused.
-fn grid_args(args: &[String], spec: &mut Spec) -> Result<Vec<String>, GdaError> {
-    let mut keys: Vec<String> = Vec::new();
-    for a in args {
-        let (key, values) =
-            parse_grid_arg(a).map_err(|e| GdaError::Spec { file: "--grid".into(), key: Some(e.key), msg: e.msg })?;
-        if keys.contains(&key) {
-            return Err(GdaError::Spec {
-                file: "--grid".into(),
-                key: Some(key),
-                msg: "is given twice; allowed: each key once, with all its values (--grid KEY=V1,V2,...)".into(),
-            });
-        }
-        spec.sweep.grid.insert(key.clone(), values);
-        keys.push(key);
-    }
-    Ok(keys)
 }
 
 /// An error about `sweep.grid.KEY` where KEY came from `--grid`: said of `--grid`.
@@ -210,84 +171,4 @@ fn from_cli(e: GdaError, cli_keys: &[String]) -> GdaError {
         }
         other => other,
     }
-}
-
-/// `model.d_model = 32, 64 × train.lr = 0.001, 0.003`.
-fn describe_grid(spec: &Spec) -> String {
-    spec.sweep
-        .grid
-        .iter()
-        .map(|(k, v)| format!("{k} = {}", v.iter().map(grid_value_text).collect::<Vec<_>>().join(", ")))
-        .collect::<Vec<_>>()
-        .join(" × ")
-}
-
-/// Prints the grid with each point's allocation and cost, and a time
-/// estimate from a few timed steps per architecture; trains nothing.
-fn dry_run(spec: &Spec, points: &[Point], corpus: &Dataset, jobs: usize) -> Result<(), GdaError> {
-    let device = device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
-    let threads = |n| device::set_threads(n).map_err(|m| spec.error("train.threads", m));
-    let cores = threads(spec.train.threads)?;
-    if !device.is_cuda() {
-        threads((cores / jobs.max(1)).max(1))?;
-    }
-    println!("| point | variant | ratio | H_s | H_n | K/V | K2 | heads | head_dim | params | attn MFLOP/tok | train FLOP | est. time |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut cache: Vec<(String, f64)> = Vec::new();
-    let mut total = 0.0;
-    for p in points {
-        let m = &p.spec.model;
-        let arch = serde_json::to_string(m).expect("config serialises");
-        let secs = match cache.iter().find(|c| c.0 == arch) {
-            Some(c) => c.1,
-            None => {
-                let s = train::estimate_seconds(&p.spec, corpus, device);
-                cache.push((arch, s));
-                s
-            }
-        };
-        total += secs;
-        let (params, attn, flops) = experiment::cost(p);
-        let gda = m.attention == AttentionKind::Gda;
-        let o = |b: bool, v: usize| if b { v.to_string() } else { "–".into() };
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
-            p.name,
-            p.variant.label(),
-            p.ratio().map(|r| format!("{r}:1")).unwrap_or_else(|| "–".into()),
-            o(gda, m.signal_heads),
-            o(gda, m.noise_heads),
-            m.kv_heads,
-            o(gda, m.noise_kv_heads),
-            o(!gda, m.heads),
-            m.head_dim,
-            human_count(params),
-            attn / 1e6,
-            si_flops(flops),
-            fmt_duration(secs)
-        );
-    }
-    let sw = &spec.sweep;
-    let cells = spec.grid_cells().len();
-    let variants =
-        points.iter().filter(|p| p.requested.is_some()).count() / (cells * sw.ratios.len() * seeds_of(spec)).max(1);
-    let baseline = if sw.baseline { format!(" + {} baseline", cells * seeds_of(spec)) } else { String::new() };
-    let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
-    let (ratios, seeds) = (n(sw.ratios.len(), "ratio"), n(seeds_of(spec), "seed"));
-    let product = if sw.grid.is_empty() {
-        format!("{ratios} × {seeds}")
-    } else {
-        format!("{} ({}) × {ratios} × {seeds}", n(cells, "grid cell"), describe_grid(spec))
-    };
-    let variants = if variants > 1 { format!(" × {variants} variants") } else { String::new() };
-    let flops: f64 = points.iter().map(|p| experiment::cost(p).2).sum();
-    println!("\n{product}{variants}{baseline} = {} points | {} training compute in all", points.len(), si_flops(flops));
-    println!(
-        "{} points on {} | estimated {} with --jobs {} (from timed steps, evaluation included)",
-        points.len(),
-        device::describe(device),
-        fmt_duration(total / jobs.max(1) as f64),
-        jobs.max(1)
-    );
-    Ok(())
 }

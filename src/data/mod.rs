@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod corpus;
 pub mod gpt2;
+pub mod made;
 pub mod prepare;
 pub mod rng;
 pub mod shards;

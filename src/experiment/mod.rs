@@ -7,8 +7,11 @@
 //! its checkpoint, and can neither lose nor duplicate a row.
 
 pub mod best;
+pub mod evaluate;
 pub mod grid;
+pub mod growth;
 pub mod local;
+pub mod plan;
 pub mod progress;
 pub mod slurm;
 pub mod summary;
@@ -424,6 +427,7 @@ pub fn status(dir: &Path, p: &Point) -> Status {
     }
 }
 
+#[derive(Clone)]
 pub struct RunOptions {
     pub dir: PathBuf,
     pub jobs: usize,

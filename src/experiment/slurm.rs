@@ -48,7 +48,7 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
 }
 
 /// A word for the shell: left bare when it cannot be misread, else quoted.
-pub(super) fn sh_quote(s: &OsStr) -> String {
+pub fn sh_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c)) {
         s.into_owned()

@@ -382,11 +382,10 @@ fn check_run_dir(spec: &Spec, dir: &Path, resume: bool) -> Result<(), GdaError> 
     if !resume {
         // A live trainer is the first thing to know: --resume would only
         // meet its lock.
+        // The code of a busy run directory (7), whatever the flags: the
+        // caller's remedy is to wait, not to change its input.
         if let Some(pid) = local_trainer(dir) {
-            return Err(input(format!(
-                "run directory {} already holds a run, which a live gda train (pid {pid}) is training now; wait for it, or choose another --out",
-                dir.display()
-            )));
+            return Err(GdaError::Busy { run_dir: dir.to_path_buf(), holder: format!("pid {pid}") });
         }
         return Err(input(format!(
             "run directory {} already holds a run; pass --resume to continue it, or choose another --out",
