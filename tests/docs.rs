@@ -132,7 +132,10 @@ fn run_page_commands(page: &str, cmds: &[String]) {
     std::fs::create_dir(&exp).unwrap();
     for entry in std::fs::read_dir(repo().join("experiments")).unwrap() {
         let p = entry.unwrap().path();
-        std::fs::copy(&p, exp.join(p.file_name().unwrap())).unwrap();
+        // experiments/study/ holds the presets, which are built into gda.
+        if p.is_file() {
+            std::fs::copy(&p, exp.join(p.file_name().unwrap())).unwrap();
+        }
     }
     for cmd in cmds {
         let args: Vec<String> = cmd.split_whitespace().skip(1).map(|a| a.trim_matches('\'').to_string()).collect();
@@ -156,6 +159,10 @@ fn run_page_commands(page: &str, cmds: &[String]) {
             }
             "grow" => assert!(stdout_of(&out).contains("done: "), "{cmd}: {}", stdout_of(&out)),
             "bench" => assert!(stdout_of(&out).contains("median_tokens_per_s"), "{cmd}: {}", stdout_of(&out)),
+            "reproduce" => assert!(stdout_of(&out).contains("\nstudy total: "), "{cmd}: {}", stdout_of(&out)),
+            "data" if args[1] == "make-tasks" => {
+                assert!(stdout_of(&out).contains("corpus_choice.jsonl ("), "{cmd}: {}", stdout_of(&out))
+            }
             _ => {}
         }
     }

@@ -96,8 +96,8 @@ impl Verdict {
 
 /// A claim's verdict from its comparisons' outcomes.
 pub fn verdict(outcomes: &[Outcome]) -> Verdict {
-    let favours = outcomes.iter().any(|o| *o == Outcome::Favours);
-    let against = outcomes.iter().any(|o| *o == Outcome::Against);
+    let favours = outcomes.contains(&Outcome::Favours);
+    let against = outcomes.contains(&Outcome::Against);
     match (favours, against) {
         (true, false) => Verdict::Supported,
         (false, true) => Verdict::Contradicted,
@@ -151,8 +151,13 @@ struct Obs {
     value: f64,
 }
 
+/// A row's cell by column name (empty where it has none).
+pub type Cells<'a> = &'a dyn Fn(&str) -> String;
+/// Which rows of a CSV to read, from their cells.
+pub type Keep<'a> = &'a dyn Fn(Cells) -> bool;
+
 /// The rows of a CSV with a value in `column`, keeping those `keep` accepts.
-fn observations(path: &Path, column: &str, keep: &dyn Fn(&dyn Fn(&str) -> String) -> bool) -> Vec<Obs> {
+fn observations(path: &Path, column: &str, keep: Keep) -> Vec<Obs> {
     let Ok((header, rows)) = table::read(path) else { return Vec::new() };
     let col = |name: &str| header.iter().position(|h| h == name);
     let grid: Vec<usize> = header.iter().enumerate().filter(|(_, h)| h.contains('.')).map(|(i, _)| i).collect();
@@ -299,7 +304,7 @@ pub fn gather(dir: &Path, study: &StudyConfig) -> Result<Vec<Claim>, GdaError> {
 
 /// A per-ratio table of one CSV column (mean ± std over seeds of the runs'
 /// own means): the retrieval accuracy and attention noise of the report.
-pub fn per_ratio(path: &Path, column: &str, keep: &dyn Fn(&dyn Fn(&str) -> String) -> bool) -> Vec<(usize, Vec<f64>)> {
+pub fn per_ratio(path: &Path, column: &str, keep: Keep) -> Vec<(usize, Vec<f64>)> {
     let obs = observations(path, column, keep);
     // Several rows of one run (layers, depths) average into the run's value.
     let mut runs: BTreeMap<(usize, u64), Vec<f64>> = BTreeMap::new();

@@ -146,6 +146,10 @@ fn ablation_kind() -> Kind {
     Kind::Ablate { no_share: true, equal_params: true }
 }
 
+/// A training stage: Some(failed points) when it finished here, None when
+/// Slurm has points of it still to run.
+type Stage = fn(&Plan, &StudyOptions) -> Result<Option<usize>, GdaError>;
+
 /// Runs the study (or, with `dry_run`, prints its plan), then writes the report.
 pub fn run(opts: &StudyOptions) -> Result<(), GdaError> {
     let plan = plan(opts)?;
@@ -172,8 +176,7 @@ pub fn run(opts: &StudyOptions) -> Result<(), GdaError> {
     let mut failed = 0;
     // Each stage: Ok(failed points) when it finished here, None when its
     // points are queued on Slurm (the rest waits for a rerun).
-    let stages: [&dyn Fn(&Plan, &StudyOptions) -> Result<Option<usize>, GdaError>; 3] =
-        [&|p, o| scan(p, o), &|p, o| ablation(p, o), &|p, o| growth(p, o)];
+    let stages: [Stage; 3] = [scan, ablation, growth];
     for stage in stages {
         match stage(&plan, opts)? {
             Some(n) => failed += n,
@@ -315,7 +318,7 @@ fn ablation(plan: &Plan, opts: &StudyOptions) -> Result<Option<usize>, GdaError>
 }
 
 /// The scan's run of the growth ratio for `seed` (first grid cell).
-pub fn growth_source<'a>(plan: &'a Plan, seed: u64) -> Option<&'a Point> {
+pub fn growth_source(plan: &Plan, seed: u64) -> Option<&Point> {
     let first = plan.scan_points.first().map(|p| p.grid.clone()).unwrap_or_default();
     plan.scan_points.iter().find(|p| {
         p.variant == Variant::Gda && p.requested == Some(plan.study().growth_ratio) && p.seed == seed && p.grid == first
