@@ -1114,7 +1114,9 @@ pub fn nearest_divisors(n: usize, near: usize) -> Vec<usize> {
 
 /// Applies one `key.path=value` override; the value is read as TOML (so
 /// `3`, `1e-3`, `true`, `[1,2]` keep their types) and otherwise as a string.
-fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), KeyError> {
+/// Sets the dotted key of one `key=value` override in a TOML table (the
+/// value read as TOML, else as a string).
+pub fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), KeyError> {
     let (key, raw) = ov
         .split_once('=')
         .ok_or_else(|| key_err(ov, "an override must look like key=value, e.g. --set train.steps=100"))?;

@@ -193,7 +193,7 @@ pub fn run(opts: &StudyOptions) -> Result<(), GdaError> {
         let eval = EvalOptions { runs: vec![dir.clone()], suites: vec![suite, Suite::Attention], ..Default::default() };
         eval_stage("retrieval eval", &dir.join("eval"), eval, &[])?;
     }
-    bench(&plan, &opts.tasks)?;
+    bench(&plan, &opts.tasks, &tasks)?;
     let written = report::write(&plan)?;
     outln!("\nreport: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     if failed > 0 {
@@ -401,9 +401,10 @@ fn fingerprint_file(out: &Path) -> PathBuf {
     out.join(EVAL_DONE)
 }
 
-/// The benchmark stage: the scan's runs on `--tasks`, or on the two tasks
-/// built from the held-out split (written once into `bench/tasks/`).
-fn bench(plan: &Plan, tasks: &[String]) -> Result<(), GdaError> {
+/// The benchmark stage: the scan's runs on `--tasks` (`parsed`: as read
+/// before training), or on the two tasks built from the held-out split
+/// (written once into `bench/tasks/`).
+fn bench(plan: &Plan, tasks: &[String], parsed: &[bench_tasks::Task]) -> Result<(), GdaError> {
     let out = plan.dir.join(BENCH);
     let (specs, files) = if tasks.is_empty() {
         let dir = out.join("tasks");
@@ -420,7 +421,7 @@ fn bench(plan: &Plan, tasks: &[String]) -> Result<(), GdaError> {
         }
         (vec![dir.display().to_string()], files)
     } else {
-        let files = bench_tasks::parse_tasks(tasks)?.into_iter().map(|t| t.path).collect();
+        let files = parsed.iter().map(|t| t.path.clone()).collect();
         (tasks.to_vec(), files)
     };
     let eval =

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Spec;
+use crate::config::{apply_override, Spec};
 use crate::error::{input, GdaError};
 
 /// The shipped presets, by name (their text: `experiments/study/NAME.toml`).
@@ -126,27 +126,17 @@ pub fn load(name: &str, spec: Option<&Path>, set: &[String]) -> Result<Preset, G
     };
     let err = |key: Option<String>, msg: String| GdaError::Spec { file: origin.clone(), key, msg };
     let mut table: toml::Table = text.parse().map_err(|e| err(None, format!("not valid TOML: {e}")))?;
-    let mut study = match table.remove("study") {
+    let (study_set, spec_set): (Vec<&String>, Vec<&String>) =
+        set.iter().partition(|s| s.trim_start().starts_with("study."));
+    // `study.KEY=VALUE` lands in the preset's [study] table, as any override does.
+    for ov in study_set {
+        apply_override(&mut table, ov).map_err(|e| err(Some(e.key), e.msg))?;
+    }
+    let study = match table.remove("study") {
         Some(toml::Value::Table(t)) => t,
         Some(_) => return Err(err(Some("study".into()), "must be a table ([study])".into())),
         None => return Err(err(Some("study".into()), "missing: a preset has a [study] table".into())),
     };
-    let (study_set, spec_set): (Vec<&String>, Vec<&String>) =
-        set.iter().partition(|s| s.trim_start().starts_with("study."));
-    for ov in study_set {
-        let (key, value) = ov.split_once('=').ok_or_else(|| GdaError::Spec {
-            file: "--set".into(),
-            key: None,
-            msg: format!("{ov}: allowed: KEY=VALUE"),
-        })?;
-        let key = key.trim().trim_start_matches("study.");
-        let value: toml::Value = format!("v = {}", value.trim())
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(value.trim().to_string()));
-        set_dotted(&mut study, key, value);
-    }
     let study: StudyConfig = serde_path_to_error::deserialize(toml::Value::Table(study))
         .map_err(|e| err(Some(format!("study.{}", e.path())), e.into_inner().to_string()))?;
     if !table.contains_key("name") {
@@ -158,20 +148,6 @@ pub fn load(name: &str, spec: Option<&Path>, set: &[String]) -> Result<Preset, G
         None => Spec::from_toml(table, &spec_set, &origin)?,
     };
     Ok(Preset { name: stem, origin, study, spec })
-}
-
-fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) {
-    match key.split_once('.') {
-        Some((head, rest)) => {
-            let sub = table.entry(head).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(t) = sub {
-                set_dotted(t, rest, value);
-            }
-        }
-        None => {
-            table.insert(key.to_string(), value);
-        }
-    }
 }
 
 impl StudyConfig {
