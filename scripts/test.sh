@@ -27,7 +27,8 @@ fi
 echo "test.sh: cargo fmt --check and cargo clippy --all-targets -- -D warnings"
 cargo fmt --check
 cargo clippy --release --all-targets --quiet -- -D warnings
-cargo test --release "$@"
+# tests/fuzz.rs: 2,000 mutated inputs per reader (seconds); scripts/fuzz.sh runs a long campaign.
+GDA_FUZZ_CASES=${GDA_FUZZ_CASES:-2000} cargo test --release "$@"
 if [ $# -eq 0 ]; then
   echo "test.sh: the unit, attention and training tests again against libtorch 2.11 (tch 0.24): scripts/build.sh --torch 2.11 test --release --lib --test attention --test train"
   GDA_TORCH_TARGET=$GDA_CACHE/target-torch2.11 scripts/build.sh --torch 2.11 test --release --lib --test attention --test train

@@ -16,6 +16,11 @@ pub const BUILTIN: &str = "<built-in default spec>";
 pub const GPT2_VOCAB: usize = 50257;
 /// The most layers a spec may ask for (docs/spec.md).
 pub const MAX_LAYERS: usize = 10_000;
+/// Past any real model; checked before the divisor search, whose time grows
+/// with the count.
+pub const MAX_HEADS: usize = 65_536;
+/// Past any real accumulation; a step of more micro-batches would not end.
+pub const MAX_GRAD_ACCUM: usize = 65_536;
 /// The keys `gda train --resume` may change (docs/spec.md, "Extending a
 /// run"): the length of the run (`train.steps`, never below the step reached)
 /// and the cadence of evaluations, metrics rows and checkpoints. None of them
@@ -336,6 +341,9 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// 0 means: checkpoint at every evaluation.
     pub checkpoint_every: usize,
+    /// Checkpoints kept on disk, newest first: an older one to fall back on
+    /// when the newest is damaged.
+    pub keep_checkpoints: usize,
     /// `"auto"` (CUDA when available), `"cpu"`, `"cuda"` or `"cuda:N"`.
     pub device: String,
     /// CPU threads; 0 means all cores.
@@ -417,6 +425,7 @@ impl Default for TrainConfig {
             eval_tokens: 32768,
             log_every: 10,
             checkpoint_every: 0,
+            keep_checkpoints: 2,
             device: "auto".into(),
             threads: 0,
             init: String::new(),
@@ -601,6 +610,17 @@ impl Spec {
         if !m.head_dim.is_multiple_of(2) {
             return Err(key_err("model.head_dim", format!("{} is odd; RoPE needs an even head_dim", m.head_dim)));
         }
+        for (key, v) in [
+            ("model.signal_heads", m.signal_heads),
+            ("model.noise_heads", m.noise_heads),
+            ("model.heads", m.heads),
+            ("model.kv_heads", m.kv_heads),
+            ("model.noise_kv_heads", m.noise_kv_heads),
+        ] {
+            if v > MAX_HEADS {
+                return Err(key_err(key, format!("{v} is not allowed; allowed: at most {MAX_HEADS}")));
+            }
+        }
         match m.attention {
             AttentionKind::Gda => {
                 if m.signal_heads == 0 || m.noise_heads == 0 {
@@ -668,10 +688,17 @@ impl Spec {
             ("train.eval_every", t.eval_every),
             ("train.eval_tokens", t.eval_tokens),
             ("train.log_every", t.log_every),
+            ("train.keep_checkpoints", t.keep_checkpoints),
         ] {
             if v == 0 {
                 return Err(key_err(key, "must be a positive integer"));
             }
+        }
+        if t.grad_accum > MAX_GRAD_ACCUM {
+            return Err(key_err(
+                "train.grad_accum",
+                format!("{} is not allowed; allowed: 1 to {MAX_GRAD_ACCUM}", t.grad_accum),
+            ));
         }
         float_in("train.lr", t.lr, |v| v > 0.0, "a finite number > 0")?;
         float_in("train.min_lr", t.min_lr, |v| (0.0..=t.lr).contains(&v), &format!("0 <= min_lr <= lr = {}", t.lr))?;
@@ -706,10 +733,17 @@ impl Spec {
         }
         crate::device::parse_device(&t.device).map_err(|msg| key_err("train.device", msg))?;
         check_task(&self.task, self.data.task, t.context, self.model.vocab_size)?;
-        if self.data.task != TaskKind::Text && self.task.eval_examples == 0 {
-            return Err(key_err("task.eval_examples", "must be a positive integer"));
+        if self.data.task != TaskKind::Text {
+            if self.task.eval_examples == 0 {
+                return Err(key_err("task.eval_examples", "must be a positive integer"));
+            }
+            check_eval_memory("task.eval_examples", self.task.eval_examples, t.context)?;
         }
-        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+        if self.name.is_empty()
+            || self.name.contains(['/', '\\'])
+            || self.name.contains(char::is_control)
+            || self.name.starts_with('.')
+        {
             return Err(key_err(
                 "name",
                 format!("{:?} cannot name a directory; allowed: a plain name such as \"default\"", self.name),
@@ -747,11 +781,13 @@ impl Spec {
     }
 
     /// The spec as a table without what only changes speed (device,
-    /// threads) or belongs to sweeps, not to a single run.
+    /// threads) or disk use (keep_checkpoints), or belongs to sweeps, not to
+    /// a single run.
     fn identity_table(&self) -> toml::Table {
         let mut s = self.clone();
         s.train.device = String::new();
         s.train.threads = 0;
+        s.train.keep_checkpoints = TrainConfig::default().keep_checkpoints;
         s.sweep = SweepConfig::default();
         toml::Table::try_from(&s).expect("a spec always serialises")
     }
@@ -886,10 +922,18 @@ pub fn parse_grid_arg(arg: &str) -> Result<(String, Vec<toml::Value>), KeyError>
         cur.push(c);
     }
     parts.push(cur);
+    if let Some(i) = parts.iter().position(|p| p.trim().is_empty()) {
+        return Err(key_err(
+            &key,
+            format!(
+                "value {} of {raw:?} is empty; allowed: values separated by single commas, e.g. --grid {key}=1,2",
+                i + 1
+            ),
+        ));
+    }
     let values = parts
         .iter()
         .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
         .map(|raw| {
             format!("v = {raw}")
                 .parse::<toml::Table>()
@@ -1060,11 +1104,13 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
         TaskKind::Mqar => {
             keys_in_range("task.pairs", cfg.pairs, n, cfg.vocab)?;
             let q = cfg.mqar_queries();
-            if 2 * cfg.pairs + 2 * q > window {
+            // Saturating: a count near usize::MAX must be refused, not wrap to a fit.
+            let need = cfg.pairs.saturating_mul(2).saturating_add(q.saturating_mul(2));
+            if need > window {
                 let most = window / 4;
                 return err("task.pairs", format!(
-                    "{} pairs and {q} queries need {} positions, a window of context {context} has {window}; allowed: at most {most} pairs (with as many questions) at this context, fewer task.queries, or a longer context",
-                    cfg.pairs, 2 * cfg.pairs + 2 * q
+                    "{} pairs and {q} queries need {need} positions, a window of context {context} has {window}; allowed: at most {most} pairs (with as many questions) at this context, fewer task.queries, or a longer context",
+                    cfg.pairs
                 ));
             }
             Ok(())
@@ -1076,8 +1122,17 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
             }
             // Needles go to random places, so each may leave up to span − 1
             // unusable cells beside it: 2·span − 1 per needle always fits.
+            if cfg.value_len >= window {
+                return err(
+                    "task.value_len",
+                    format!(
+                        "{} does not fit a window of context {context}; allowed: less than {window}",
+                        cfg.value_len
+                    ),
+                );
+            }
             let span = cfg.value_len + 2;
-            let need = span + cfg.needles * (2 * span - 1);
+            let need = span.saturating_add(cfg.needles.saturating_mul(2 * span - 1));
             if need > window {
                 let most = window.saturating_sub(span) / (2 * span - 1);
                 return err("task.needles", format!(
@@ -1094,6 +1149,25 @@ pub fn check_task(cfg: &TaskConfig, kind: TaskKind, context: usize, model_vocab:
             Ok(())
         }
     }
+}
+
+/// `n` retrieval examples of `context` tokens fit in half the memory
+/// available now (tokens and labels are i64, so 16 bytes a position), so a
+/// mistyped count is refused with the estimate instead of growing until the
+/// kernel kills the process.
+pub fn check_eval_memory(key: &str, n: usize, context: usize) -> Result<(), KeyError> {
+    let bytes = (n as u128) * (16 * (context as u128 + 1) + 128);
+    let Some((avail, source)) = crate::util::host::available_memory() else { return Ok(()) };
+    if bytes > u128::from(avail / 2) {
+        let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+        return Err(key_err(key, format!(
+            "{n} examples at context {context} need about {:.1} GiB, more than half the {:.1} GiB available ({source}); allowed: at most {} at this context",
+            gib(bytes),
+            gib(u128::from(avail)),
+            u128::from(avail / 2) / (16 * (context as u128 + 1) + 128)
+        )));
+    }
+    Ok(())
 }
 
 /// 1 ≤ `count` ≤ `n`, the distinct keys a task vocabulary of `vocab` offers.

@@ -1,5 +1,5 @@
 //! Errors that carry a meaning for the user, each mapped to a documented exit
-//! code (see README "Exit codes").
+//! code (docs/exit-codes.md has the table).
 
 use std::path::{Path, PathBuf};
 
@@ -73,7 +73,7 @@ pub enum GdaError {
 }
 
 /// Every exit code gda uses, with a one-line meaning for `--help` (the
-/// README's table says more; tests/docs.rs checks the two agree).
+/// table in docs/exit-codes.md says more; tests/docs.rs checks the two agree).
 pub const EXIT_CODES: &[(i32, &str)] = &[
     (0, "success"),
     (1, "unexpected failure (a libtorch error, a bug)"),

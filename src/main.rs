@@ -17,7 +17,7 @@ fn main() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     // A panic (a libtorch error, a bug) has printed its message; it exits 1,
-    // the README's code for an unexpected failure, not Rust's 101.
+    // the documented code for an unexpected failure, not Rust's 101.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commands::run(cli)));
     let code = match result {
         Ok(Ok(())) => return,

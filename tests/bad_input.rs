@@ -4,6 +4,8 @@
 mod common;
 
 use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
 
@@ -13,12 +15,25 @@ fn refused(text: &str, extra: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path(), "bad", text);
     let run = tmp.path().join("run");
-    let out = gda().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).args(extra).output().unwrap();
-    let err = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    let mut cmd = gda();
+    cmd.args(["train", "--spec"]).arg(&spec).arg("--out").arg(&run).args(extra);
+    let (code, err) = bounded(&mut cmd);
+    assert_eq!(code, Some(2), "stderr: {err}");
     assert!(!run.exists(), "a refused run must not create its directory");
     assert!(err.starts_with("error: "), "{err}");
     err
+}
+
+/// Runs `cmd` to its end within a minute (a refusal takes well under a
+/// second; a validation that loops on a huge count would hang the suite) and
+/// returns its exit code and stderr.
+fn bounded(cmd: &mut std::process::Command) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let status = wait_at_most(&mut child, Duration::from_secs(60), "a refusal");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.code(), err)
 }
 
 fn assert_names(err: &str, parts: &[&str]) {
@@ -191,4 +206,64 @@ fn oversized_models_and_thread_counts_are_refused_before_allocating() {
             &format!("allowed: 0 (all cores) to {}", 4 * cores),
         ],
     );
+}
+
+/// Counts at the limit of their type are refused by name, without wrapping
+/// into a small value that passes, looping over the count or allocating it.
+#[test]
+fn counts_at_the_limits_of_their_type_are_refused_without_wrapping_hanging_or_allocating() {
+    // TOML integers are i64: i64::MAX is the largest a spec can hold.
+    let imax = i64::MAX.to_string();
+    let set = |kv: &str| vec!["--set".to_string(), kv.to_string()];
+    let cases: [(Vec<String>, &[&str]); 7] = [
+        (set(&format!("model.signal_heads={imax}")), &["key `model.signal_heads`", "allowed: at most 65536"]),
+        (set(&format!("model.kv_heads={imax}")), &["key `model.kv_heads`", "allowed: at most 65536"]),
+        (set(&format!("train.grad_accum={imax}")), &["key `train.grad_accum`", "allowed: 1 to 65536"]),
+        (
+            [set("data.task=\"mqar\""), set(&format!("task.queries={imax}"))].concat(),
+            &["key `task.pairs`", &format!("{imax} queries"), "allowed: at most 8 pairs"],
+        ),
+        (
+            [set("data.task=\"niah\""), set(&format!("task.value_len={imax}"))].concat(),
+            &["key `task.value_len`", "allowed: less than 33"],
+        ),
+        // 5e9 examples of 33 positions: terabytes, on any machine CI runs on.
+        (
+            [set("data.task=\"mqar\""), set("task.eval_examples=5000000000")].concat(),
+            &["key `task.eval_examples`", "5000000000 examples at context 32", "GiB", "available", "allowed: at most"],
+        ),
+        (set("name=\"two\\nlines\""), &["key `name`", "cannot name a directory"]),
+    ];
+    for (args, parts) in cases {
+        let err = refused(TINY, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_names(&err, parts);
+    }
+}
+
+/// Grid and seed arguments are read strictly: an empty grid value, a seed
+/// count that wraps and zero parallel jobs are refused before anything runs.
+#[test]
+fn grid_seed_and_job_arguments_are_refused_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "tiny", TINY);
+    let out = tmp.path().join("out");
+    let max = u64::MAX.to_string();
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["sweep", "--grid", "model.n_layers=1,,2"], &["model.n_layers", "value 2 of \"1,,2\" is empty"]),
+        (&["sweep", "--grid", "model.n_layers=1,2,"], &["value 3 of \"1,2,\" is empty"]),
+        (&["sweep", "--num-seeds", &max], &[&format!("--num-seeds {max} is not allowed"), "1 to 10000"]),
+        (&["sweep", "--jobs", "0"], &["--jobs", "0 is not in 1.."]),
+        (&["reproduce", "--preset", "smoke", "--jobs", "0"], &["--jobs", "0 is not in 1.."]),
+    ];
+    for (args, parts) in cases {
+        let mut cmd = gda();
+        cmd.args(args).arg("--spec").arg(&spec).arg("--out").arg(&out);
+        if args[0] == "reproduce" {
+            cmd.args(["--dry-run"]);
+        }
+        let (code, err) = bounded(&mut cmd);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_names(&err, parts);
+        assert!(!out.exists(), "{args:?} created {}", out.display());
+    }
 }

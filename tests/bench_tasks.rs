@@ -309,6 +309,21 @@ fn the_tables_have_their_columns() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("piqa @128: 3 items"));
 }
 
+/// A task name is the user's text: in summary.md it renders as text, not as
+/// HTML, and a `|` in it does not split the table's cells.
+#[test]
+fn user_text_in_the_summary_is_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("eval");
+    let tasks = format!("<script>x|y</script>={}", fixtures().join("custom.jsonl").display());
+    let out =
+        eval(&[run().to_str().unwrap(), "--suite", "bench", "--tasks", &tasks, "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let summary = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
+    assert!(summary.contains("| &lt;script&gt;x\\|y&lt;/script&gt; |"), "{summary}");
+    assert!(!summary.contains("<script>"), "{summary}");
+}
+
 #[test]
 fn a_sweep_gets_paired_comparisons_and_an_accuracy_plot() {
     let tmp = tempfile::tempdir().unwrap();
@@ -397,6 +412,19 @@ fn bad_task_files_are_refused_naming_file_line_and_field() {
         let line = text.lines().count();
         assert!(err.contains(&format!("{}:{line}:", file.display())), "{name}: {err}");
         assert!(err.contains(want), "{name}: want {want:?} in {err}");
+    }
+    // Bytes that are not UTF-8 are bad input too (exit 2, line and field),
+    // not an I/O failure.
+    let file = tmp.path().join("latin1.jsonl");
+    let mut bytes = format!("{good_piqa}\n").into_bytes();
+    bytes.extend(b"{\"goal\": \"caf\xe9\", \"sol1\": \"a\", \"sol2\": \"b\", \"label\": 0}\n");
+    std::fs::write(&file, bytes).unwrap();
+    let out = eval(&[run().to_str().unwrap(), "--suite", "bench", "--tasks", &format!("piqa={}", file.display())]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let place = format!("{}:2: field `goal`:", file.display());
+    for want in [place.as_str(), "byte 14 of the line is not UTF-8"] {
+        assert!(err.contains(want), "want {want:?} in {err}");
     }
     // Options that cannot apply.
     let run = run().to_str().unwrap();

@@ -480,3 +480,109 @@ fn gpt2_encodes_the_whole_default_corpus_as_tiktoken_does() {
     }
     assert!(tokens > 1_000_000, "{tokens}");
 }
+
+type JsonEdit = dyn Fn(&mut serde_json::Value);
+
+/// Shards and tokenizer files that lie, as a damaged copy or a hand-made
+/// file would: each is refused with exit 2 naming the file, never reaches
+/// the embedding or the tokenizers library unchecked, and never panics.
+#[test]
+fn lying_shards_and_tokenizer_files_are_refused_not_crashed_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (dir, _) = corpus(t);
+    let bytes_dir = t.join("bytes");
+    prepare(t, &dir, "bytes", &bytes_dir, 1);
+    let run = t.join("run");
+    let copy = |name: &str, f: &dyn Fn(&mut Vec<u8>)| -> (PathBuf, PathBuf) {
+        let d = t.join(name);
+        std::fs::create_dir(&d).unwrap();
+        for (n, b) in files(&bytes_dir) {
+            std::fs::write(d.join(n), b).unwrap();
+        }
+        let shard = d.join("train_000000.bin");
+        let mut b = std::fs::read(&shard).unwrap();
+        f(&mut b);
+        std::fs::write(&shard, b).unwrap();
+        (d, shard)
+    };
+    let header = gda::data::shards::HEADER;
+    let max_id = |b: &[u8]| u64::from_le_bytes(b[32..40].try_into().unwrap());
+    // Id 300 at token 10, past both the header's largest id and the 256 a
+    // bytes model embeds: before the scan, the embedding panicked in tch.
+    let (d, shard) = copy("past-vocab", &|b| {
+        assert!(max_id(b) < 300);
+        b[header + 20..header + 22].copy_from_slice(&300u16.to_le_bytes())
+    });
+    let claimed = max_id(&std::fs::read(&shard).unwrap());
+    let spec_file = spec(t, "bad", &d, "bytes", 5);
+    let train = ["train", "--spec", spec_file.to_str().unwrap(), "--out", run.to_str().unwrap()];
+    let inspect = ["data", "inspect", d.to_str().unwrap()];
+    for args in [&train[..], &inspect[..]] {
+        let err = refused(t, args, &shard, &run);
+        assert!(err.contains(&format!("token id 300 at position 10 is not in the range 0..={claimed}")), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // The tokenizer-name field: not UTF-8, or another tokenizer's name.
+    let (d, shard) = copy("name-bytes", &|b| b[72..74].copy_from_slice(&[0xff, 0xfe]));
+    assert!(refused(t, &["data", "inspect", d.to_str().unwrap()], &shard, &run).contains("is not UTF-8"));
+    let (d, shard) = copy("name-other", &|b| b[72..78].copy_from_slice(b"gpt2\0\0"));
+    assert!(refused(t, &["data", "inspect", d.to_str().unwrap()], &shard, &run).contains("mixed tokenizers"));
+
+    // tokenizer.json files that parse but would pad, truncate, give one id
+    // twice or panic inside the tokenizers library when text is encoded.
+    let json = t.join("bpe.json");
+    let mut c = gda_in(t);
+    c.args(["data", "train-tokenizer", "--data"]).arg(&dir).args(["--vocab", "300", "--out"]).arg(&json);
+    ok(c);
+    let good: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let out = t.join("never");
+    let edits: [(&str, &JsonEdit, &str); 5] = [
+        (
+            "padding",
+            &|j| j["padding"] = serde_json::json!({"strategy": {"Fixed": 100000000}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"}),
+            "it sets \"padding\"",
+        ),
+        (
+            "truncation",
+            &|j| {
+                j["truncation"] =
+                    serde_json::json!({"max_length": 8, "strategy": "LongestFirst", "stride": 0, "direction": "Right"})
+            },
+            "it sets \"truncation\"",
+        ),
+        (
+            "duplicate",
+            &|j| {
+                let vocab = j["model"]["vocab"].as_object_mut().unwrap();
+                let (first, second) = (vocab.keys().next().unwrap().clone(), vocab.keys().nth(1).unwrap().clone());
+                vocab[&second] = vocab[&first].clone();
+            },
+            "is given to two tokens",
+        ),
+        (
+            "past-size",
+            &|j| {
+                let vocab = j["model"]["vocab"].as_object_mut().unwrap();
+                let last = vocab.keys().next_back().unwrap().clone();
+                vocab[&last] = serde_json::json!(100000);
+            },
+            "has id 100000, past its vocabulary size",
+        ),
+        (
+            "empty-replace",
+            &|j| j["normalizer"] = serde_json::json!({"type": "Replace", "pattern": {"String": ""}, "content": "x"}),
+            "the tokenizers library failed on it",
+        ),
+    ];
+    for (name, edit, want) in edits {
+        let mut j = good.clone();
+        edit(&mut j);
+        let file = t.join(format!("{name}.json"));
+        std::fs::write(&file, serde_json::to_string(&j).unwrap()).unwrap();
+        let args = ["data", "prepare", "--data", dir.to_str().unwrap(), "--tokenizer", file.to_str().unwrap(), "--out"];
+        let err = refused(t, &[&args[..], &[out.to_str().unwrap()]].concat(), &file, &out);
+        assert!(err.contains(want), "{name}: want {want:?} in {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}

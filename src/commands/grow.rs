@@ -69,7 +69,7 @@ pub struct GrowArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// With --compare: points trained at once.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub jobs: usize,
     /// With --compare: train points recorded as failed again.
     #[arg(long)]

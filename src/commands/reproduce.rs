@@ -34,7 +34,7 @@ pub struct ReproduceArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Points trained at once (CPU threads are split between them; one per GPU).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub jobs: usize,
     /// Train points recorded as failed again.
     #[arg(long)]

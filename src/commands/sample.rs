@@ -74,6 +74,15 @@ fn sample(args: &SampleArgs) -> Result<(), GdaError> {
     let tok = Tokenizer::new(&spec.data.tokenizer)?;
     let prompt = tok.encode(args.prompt.as_bytes());
     let context = spec.train.context;
+    if prompt.is_empty() {
+        // A tokenizer.json may normalise some text away entirely (a
+        // whitespace-only prompt through a stripping normalizer).
+        return Err(input(format!(
+            "--prompt {:?} encodes to no tokens with {}; allowed: text the tokenizer keeps",
+            args.prompt,
+            tok.name()
+        )));
+    }
     if prompt.len() > context {
         return Err(input(format!(
             "--prompt is {} tokens, longer than the context of run {dir} (train.context = {context}); allowed: at most {context} tokens",

@@ -39,7 +39,7 @@ pub struct GridArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Points trained at once (CPU threads are split between them; one per GPU).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub jobs: usize,
     /// Experiment directory (default: <output.dir>/<sweep|ablate>-<name>).
     #[arg(long)]
@@ -106,12 +106,22 @@ pub fn run_ablate(args: AblateArgs) -> anyhow::Result<()> {
 }
 
 /// The seeds of `--seeds` (a list) or `--num-seeds` (a count from `base`).
+/// More seeds than any study trains: a typo such as a negative count read
+/// as unsigned must be refused, not planned as billions of points.
+const MAX_SEEDS: u64 = 10_000;
+
 fn seeds_arg(args: &GridArgs, base: u64) -> Result<Option<Vec<u64>>, GdaError> {
     if let Some(n) = args.num_seeds {
-        if n == 0 {
-            return Err(input("--num-seeds 0 is not allowed; allowed: a count of at least 1"));
+        if n == 0 || n > MAX_SEEDS {
+            return Err(input(format!("--num-seeds {n} is not allowed; allowed: a count from 1 to {MAX_SEEDS}")));
         }
-        return Ok(Some((base..base + n).collect()));
+        let Some(end) = base.checked_add(n) else {
+            return Err(input(format!(
+                "--num-seeds {n} from seed {base} passes the largest seed {}; allowed: a smaller count or seed",
+                u64::MAX
+            )));
+        };
+        return Ok(Some((base..end).collect()));
     }
     Ok(args.seeds.clone())
 }

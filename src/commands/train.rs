@@ -23,6 +23,11 @@ pub struct TrainArgs {
     /// Continue the run in the run directory from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Continue from this checkpoint of the run (step-N, N, or its path)
+    /// instead of the newest, e.g. when the newest is damaged; implies
+    /// --resume. The checkpoints after it move into checkpoints/set-aside/.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub resume_from: Option<String>,
     /// Train data-parallel on N processes of this machine (like `torchrun
     /// --standalone --nproc-per-node N`); the trajectory does not depend on N.
     #[arg(long, value_name = "N")]
@@ -34,7 +39,8 @@ pub struct TrainArgs {
     pub dist_timeout: u64,
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+    args.resume |= args.resume_from.is_some();
     // `--resume --out D` without --spec continues D with D's own spec.
     let saved = args.out.as_ref().map(|d| d.join("spec.toml")).filter(|p| args.resume && p.is_file());
     if args.resume && args.spec.spec.is_none() && saved.is_none() {
@@ -78,6 +84,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let opts = TrainOptions {
         run_dir: args.out,
         resume: args.resume,
+        resume_from: args.resume_from,
         parent: None,
         dist: launch,
         dist_timeout: Some(timeout),

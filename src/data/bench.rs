@@ -127,13 +127,33 @@ pub struct Item {
     pub choice_chars: Vec<usize>,
 }
 
+/// Bad input naming the line of the first byte that is not UTF-8 and, where
+/// the line still reads as JSON, the field that holds it.
+fn not_utf8(task: &Task, bytes: &[u8], at: usize) -> GdaError {
+    let start = bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let end = bytes[at..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| at + i);
+    let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    let field = serde_json::from_str::<Value>(&String::from_utf8_lossy(&bytes[start..end])).ok().and_then(|doc| {
+        let obj = doc.as_object()?.clone();
+        obj.into_iter().find(|(_, v)| v.to_string().contains('\u{FFFD}')).map(|(k, _)| k)
+    });
+    let field = field.map_or(String::new(), |k| format!(" field `{k}`:"));
+    input(format!(
+        "{}:{line}:{field} byte {} of the line is not UTF-8; allowed: UTF-8 text ({} format; see docs/bench.md)",
+        task.path.display(),
+        at - start + 1,
+        task.name
+    ))
+}
+
 /// lm-eval's default `target_delimiter`, put between context and choice.
 const DELIMITER: &str = " ";
 
 /// Reads the first `limit` items (all for None) of `task`, refusing a bad
 /// one with the file, line and field.
 pub fn read_task(task: &Task, limit: Option<usize>) -> Result<Vec<Item>, GdaError> {
-    let text = std::fs::read_to_string(&task.path).map_err(io("cannot read", &task.path))?;
+    let bytes = std::fs::read(&task.path).map_err(io("cannot read", &task.path))?;
+    let text = String::from_utf8(bytes).map_err(|e| not_utf8(task, e.as_bytes(), e.utf8_error().valid_up_to()))?;
     let mut items = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         if limit.is_some_and(|n| items.len() >= n) {

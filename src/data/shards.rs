@@ -107,7 +107,11 @@ impl Header {
             count: u64_at(24),
             max_id: u64_at(32),
             tokenizer_hash: h[40..72].try_into().expect("32 bytes"),
-            tokenizer: String::from_utf8_lossy(&name_bytes[..end]).into_owned(),
+            tokenizer: std::str::from_utf8(&name_bytes[..end])
+                .map_err(|_| {
+                    bad(format!("the tokenizer name (bytes 72..136) is not UTF-8: {}", hex(&name_bytes[..end])))
+                })?
+                .to_string(),
         };
         check_size(path, HEADER as u64, header.count, width, file_len)?;
         Ok(header)
@@ -251,13 +255,17 @@ pub fn open_gda(paths: &[PathBuf], id_bytes: Arc<Vec<u16>>, want: &Header) -> Re
                 want.vocab
             )));
         }
+        // The header's largest id is a claim: an id past it (a damaged or
+        // hand-made shard) would reach the embedding and abort inside libtorch.
+        let range = format!("the range 0..={} its header states", h.max_id);
+        scan_ids(p, HEADER, h.width as usize, h.max_id as usize + 1, &range)?;
         shards.push(Shard { len: h.count as usize, width: h.width as usize, offset: HEADER, store: Store::Map(m) });
     }
     Ok(Split::from_shards(shards, id_bytes))
 }
 
 pub fn check_same_tokenizer(p: &Path, h: &Header, want: &Header) -> Result<(), GdaError> {
-    if h.tokenizer_hash != want.tokenizer_hash || h.vocab != want.vocab {
+    if h.tokenizer_hash != want.tokenizer_hash || h.vocab != want.vocab || h.tokenizer != want.tokenizer {
         return Err(input(format!(
             "{}: mixed tokenizers in one directory: this shard was written by tokenizer {} (vocab {}, hash {}), the directory's byte table by {} (vocab {}, hash {})",
             p.display(),
@@ -283,7 +291,7 @@ pub fn open_u16(paths: &[PathBuf], format: Format, vocab: usize, id_bytes: Arc<V
     let mut shards = Vec::new();
     for p in paths {
         let offset = if format == Format::Llmc { check_llmc(p)? } else { check_nanogpt(p)? };
-        scan_ids(p, offset, vocab)?;
+        scan_ids(p, offset, 2, vocab, &format!("the vocabulary of {vocab} ids (check data.tokenizer)"))?;
         let m = map(p)?;
         let len = (m.len() - offset) / 2;
         shards.push(Shard { len, width: 2, offset, store: Store::Map(m) });
@@ -339,8 +347,9 @@ fn check_nanogpt(p: &Path) -> Result<usize, GdaError> {
     Ok(0)
 }
 
-/// Streams the tokens of `p` and refuses the first id ≥ `vocab`.
-fn scan_ids(p: &Path, offset: usize, vocab: usize) -> Result<(), GdaError> {
+/// Streams the `width`-byte tokens of `p` and refuses the first id ≥
+/// `limit` (`what` says where the limit comes from).
+fn scan_ids(p: &Path, offset: usize, width: usize, limit: usize, what: &str) -> Result<(), GdaError> {
     let mut f = File::open(p).map_err(io("cannot open", p))?;
     f.seek(SeekFrom::Start(offset as u64)).map_err(io("cannot read", p))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -350,17 +359,21 @@ fn scan_ids(p: &Path, offset: usize, vocab: usize) -> Result<(), GdaError> {
         if n == 0 {
             return Ok(());
         }
-        for (i, c) in buf[..n - n % 2].chunks_exact(2).enumerate() {
-            let id = u16::from_le_bytes([c[0], c[1]]) as usize;
-            if id >= vocab {
+        for (i, c) in buf[..n - n % width].chunks_exact(width).enumerate() {
+            let id = if width == 2 {
+                u16::from_le_bytes([c[0], c[1]]) as usize
+            } else {
+                u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize
+            };
+            if id >= limit {
                 return Err(input(format!(
-                    "{}: token id {id} at position {} is not in the vocabulary of {vocab} ids (check data.tokenizer)",
+                    "{}: token id {id} at position {} is not in {what}",
                     p.display(),
                     at + i as u64
                 )));
             }
         }
-        at += (n / 2) as u64;
+        at += (n / width) as u64;
     }
 }
 

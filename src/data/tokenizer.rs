@@ -30,9 +30,19 @@ impl Tokenizer {
                     return Err(input(format!("tokenizer {p} does not exist; allowed: {}", TokenizerKind::ALLOWED)));
                 }
                 let json = std::fs::read(path).map_err(io("cannot read", path))?;
-                let tok = tokenizers::Tokenizer::from_bytes(&json).map_err(|e| {
-                    input(format!("tokenizer {p} is not a Hugging Face tokenizer.json that gda can load: {e}"))
-                })?;
+                let bad = |why: String| {
+                    input(format!("tokenizer {p} is not a Hugging Face tokenizer.json that gda can load: {why}"))
+                };
+                let tok = contained(|| tokenizers::Tokenizer::from_bytes(&json))
+                    .map_err(&bad)?
+                    .map_err(|e| bad(e.to_string()))?;
+                check_json_tokenizer(&tok).map_err(&bad)?;
+                // Normalizers and pre-tokenizers run only when text is
+                // encoded: one probe here turns a panic inside them into
+                // this error instead of a crash mid-preparation.
+                contained(|| tok.encode("gda probe: Hello, world! 123", false))
+                    .map_err(&bad)?
+                    .map_err(|e| bad(e.to_string()))?;
                 Tokenizer::Hf { tok: Box::new(tok), json, path: p.clone() }
             }
         })
@@ -172,6 +182,51 @@ impl Tokenizer {
 
 /// Whether a tokenizer.json decodes byte-level (GPT-2's byte-to-character
 /// table: every vocabulary character stands for one byte).
+/// What gda needs of a tokenizer.json: no padding or truncation (gda
+/// feeds one unpadded stream; a `Fixed` padding of 10^8 would allocate it
+/// per call) and every id of the vocabulary used once and below the size the
+/// embedding gets.
+fn check_json_tokenizer(tok: &tokenizers::Tokenizer) -> Result<(), String> {
+    if tok.get_padding().is_some() {
+        return Err("it sets \"padding\"; allowed: \"padding\": null (gda reads one unpadded stream)".into());
+    }
+    if tok.get_truncation().is_some() {
+        return Err("it sets \"truncation\"; allowed: \"truncation\": null (gda cuts its own windows)".into());
+    }
+    let vocab = tok.get_vocab(true);
+    let size = tok.get_vocab_size(true);
+    let mut seen: std::collections::HashMap<u32, &str> = std::collections::HashMap::with_capacity(vocab.len());
+    for (token, &id) in &vocab {
+        if id as usize >= size {
+            return Err(format!(
+                "token {token:?} has id {id}, past its vocabulary size {size}; allowed: ids 0 to {}",
+                size - 1
+            ));
+        }
+        if let Some(other) = seen.insert(id, token) {
+            return Err(format!("id {id} is given to two tokens, {other:?} and {token:?}; allowed: each id once"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f`, turning a panic inside a dependency into an error with its
+/// message (and no panic report on stderr: the caller names the file).
+fn contained<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    r.map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        format!("the tokenizers library failed on it ({msg})")
+    })
+}
+
 fn byte_level(json: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(json)
         .ok()

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::grid::GRID_FILE;
 use super::{point_dir, policy_name, spec_ratio, summary, Grid};
-use crate::config::{check_task, Spec, TaskKind};
+use crate::config::{check_eval_memory, check_task, Spec, TaskKind};
 use crate::data::bench::{self as bench_tasks, Item, Task};
 use crate::data::{eval_offsets, tasks, Corpus, Split, Tokenizer};
 use crate::device;
@@ -376,8 +376,15 @@ fn check_run(t: &Target, opts: &EvalOptions) -> Result<Checked, GdaError> {
             })?;
         }
     }
-    if opts.examples.unwrap_or(spec.task.eval_examples) == 0 && !tasks.is_empty() {
+    let examples = opts.examples.unwrap_or(spec.task.eval_examples);
+    if examples == 0 && !tasks.is_empty() {
         return Err(input("task.eval_examples = 0 would score nothing; allowed: a positive count"));
+    }
+    if !tasks.is_empty() {
+        for &c in &contexts {
+            check_eval_memory("--examples", examples, c)
+                .map_err(|e| input(format!("{} at context {c}: {}", e.key, e.msg)))?;
+        }
     }
     Ok(Checked { src, spec, suites, tasks, contexts })
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mean_std;
 use super::plot::{plot_lines, Line, Titles};
-use super::table::{line, number, opt_number, read, read_rows, write_rows_with};
+use super::table::{line, md, number, opt_number, read, read_rows, write_rows_with};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::atomic_write;
 
@@ -474,7 +474,7 @@ fn lm_section(dir: &Path, lm: &[LmRow], style_of: &dyn Fn(&str) -> usize) -> Res
         let _ = writeln!(
             per_run,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            r.run,
+            md(&r.run),
             r.context,
             r.train_context,
             r.tokens,
@@ -574,8 +574,8 @@ fn retrieval_section(dir: &Path, ret: &[RetrievalRow], style_of: &dyn Fn(&str) -
         let _ = writeln!(
             per_run,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.run,
-            r.task,
+            md(&r.run),
+            md(&r.task),
             r.context,
             r.train_context,
             depth(r.depth),
@@ -594,7 +594,7 @@ fn retrieval_section(dir: &Path, ret: &[RetrievalRow], style_of: &dyn Fn(&str) -
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.group,
             ratio_label(r.ratio),
-            r.task,
+            md(&r.task),
             r.context,
             depth(r.depth),
             m.len(),
@@ -688,8 +688,8 @@ fn attention_section(dir: &Path, att: &[AttentionRow]) -> Result<Section, GdaErr
         let _ = writeln!(
             per_run,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.run,
-            r.task,
+            md(&r.run),
+            md(&r.task),
             r.context,
             r.layer,
             fixed(r.lambda, 3),
@@ -707,7 +707,7 @@ fn attention_section(dir: &Path, att: &[AttentionRow]) -> Result<Section, GdaErr
     for m in by_point(&all, |r| (r.task.clone(), r.context, r.layer)) {
         let r = m[0];
         let s: Vec<Option<Stat>> = ATT_VALUES.iter().map(|(_, f)| stat(m.iter().map(|r| f(r)))).collect();
-        let _ = write!(per_point, "| {} | {} | {} | {} | {} |", r.group, r.task, r.context, r.layer, m.len());
+        let _ = write!(per_point, "| {} | {} | {} | {} | {} |", r.group, md(&r.task), r.context, r.layer, m.len());
         for v in &s {
             let _ = write!(per_point, " {} |", pm(*v, 3));
         }

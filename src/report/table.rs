@@ -122,6 +122,12 @@ pub fn opt_number<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Erro
     }
 }
 
+/// Text for a Markdown table cell: `|` would end the cell, `<` and `&`
+/// start HTML, a newline the row (run labels and task names come from users).
+pub fn md(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('|', "\\|").replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

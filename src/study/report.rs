@@ -13,6 +13,7 @@ use crate::error::{io, GdaError};
 use crate::experiment::{self, cost, Grid, Status};
 use crate::report::plot::{draw_error_bars, draw_markers, svg_chart, LegendEntry, Titles, GREY};
 use crate::report::stats::{fmt_p, mean_std};
+use crate::report::table::md;
 use crate::report::units::{fmt_duration, human_count, si_flops};
 use crate::util::fs::atomic_write;
 
@@ -30,11 +31,6 @@ enum Block {
     Table(Vec<String>, Vec<Vec<String>>),
     /// An SVG file, relative to the study directory, with its caption.
     Figure(String, String),
-}
-
-/// Markdown text: `|` would end a table cell, `<` and `&` start HTML.
-fn md(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('|', "\\|").replace('\n', " ")
 }
 
 fn html(s: &str) -> String {

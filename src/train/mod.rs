@@ -101,6 +101,9 @@ pub struct TrainOptions {
     pub run_dir: Option<PathBuf>,
     /// Continue from the run directory's last checkpoint.
     pub resume: bool,
+    /// With `resume`: the checkpoint to continue from (`step-N`, `N` or its
+    /// path) instead of the newest; the newer ones are set aside.
+    pub resume_from: Option<String>,
     /// Where the run's initial weights came from (`gda grow` records its source here).
     pub parent: Option<serde_json::Value>,
     /// This process's rank in a distributed run (None: a run of one process).
@@ -277,7 +280,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
             let ckpt = match &last_ckpt {
                 Some(c) if saved_step == Some(state.step) => c.clone(),
                 _ if !writer => checkpoint::dir(&run_dir).join(format!("step-{:08}", state.step)),
-                _ => checkpoint::save(&run_dir, &vs, &opt, &state)?,
+                _ => checkpoint::save(&run_dir, &vs, &opt, &state, tc.keep_checkpoints)?,
             };
             if out::closed() {
                 errln!("standard output was closed (its reader went away): stopping as for Ctrl-C");
@@ -369,7 +372,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
                 });
             }
             if writer {
-                last_ckpt = Some(checkpoint::save(&run_dir, &vs, &opt, &state)?);
+                last_ckpt = Some(checkpoint::save(&run_dir, &vs, &opt, &state, tc.keep_checkpoints)?);
             }
             saved_step = Some(s);
         }
@@ -435,13 +438,26 @@ impl Setup {
         let threads = device::set_threads(ranks.threads(tc.threads)).map_err(|m| spec.error("train.threads", m))?;
         let data = Dataset::load(spec)?;
         let run_dir = run_dir_for(spec, opts);
+        // Verified before the run directory is touched: a damaged
+        // checkpoint leaves it as it was.
+        let last_ckpt = match opts.resume {
+            true => checkpoint::resume_point(&run_dir, opts.resume_from.as_deref())?,
+            false => None,
+        };
         let lock = if ranks.rank == 0 { prepare_run_dir(spec, &run_dir, opts.resume)? } else { None };
+        if let (Some(ckpt), Some(_), 0) = (&last_ckpt, &opts.resume_from, ranks.rank) {
+            for moved in checkpoint::rewind(ckpt)? {
+                errln!(
+                    "--resume-from: set aside {moved} (after the checkpoint resumed from) in {}",
+                    checkpoint::dir(&run_dir).join(checkpoint::SET_ASIDE_DIR).display()
+                );
+            }
+        }
 
         // Model and optimizer, from the seed; a checkpoint then overwrites both.
         tch::manual_seed(spec.seed as i64);
         let (vs, model) = Model::build(&spec.model, device);
         let mut opt = AdamW::new(&vs, tc);
-        let last_ckpt = if opts.resume { checkpoint::latest(&run_dir) } else { None };
         let state = match &last_ckpt {
             Some(ckpt) => checkpoint::restore(ckpt, &vs, &mut opt)?,
             None => {

@@ -459,6 +459,7 @@ pub fn find_source(from: &Path) -> Result<Source, GdaError> {
     } else {
         return Err(not_gda());
     };
+    checkpoint::verify(&checkpoint)?;
     let spec = Spec::load(Some(&run_dir.join("spec.toml")), &[])?;
     let step = checkpoint::read_state(&checkpoint)?.step;
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);

@@ -12,7 +12,7 @@ use super::{by_point, fixed, held, point_cells, push_point, ratio_label, stat, w
 use crate::error::{io, GdaError};
 use crate::report::plot::{plot_lines, Line, Titles};
 use crate::report::stats::{fmt_p, Paired};
-use crate::report::table::{line, number, opt_number};
+use crate::report::table::{line, md, number, opt_number};
 use crate::util::fs::atomic_write;
 
 pub const BENCH_CSV: &str = "bench.csv";
@@ -222,8 +222,8 @@ pub(super) fn bench_section(
         let _ = writeln!(
             per_run,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.run,
-            r.task,
+            md(&r.run),
+            md(&r.task),
             r.context,
             r.n,
             with_se(Some(r.acc), r.acc_stderr),
@@ -242,7 +242,7 @@ pub(super) fn bench_section(
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.group,
             ratio_label(r.ratio),
-            r.task,
+            md(&r.task),
             r.context,
             m.len(),
             super::pm(stat(m.iter().map(|r| Some(r.acc))), 3),
