@@ -85,7 +85,7 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
     (7, "the run directory is in use by another gda train"),
     (8, "I/O error reading or writing a file (named in the message)"),
     (9, "trainers of some points were killed by a signal; rerun to resume them"),
-    (10, "distributed training: a peer rank died, was killed or timed out; the last checkpoint is kept"),
+    (10, "distributed training: a peer rank died, stopped answering or timed out, or the store could not be met; the last checkpoint is kept"),
     (130, "interrupted (Ctrl-C, SIGTERM, SIGHUP, closed stdout); checkpointed, resumable"),
 ];
 

@@ -310,3 +310,103 @@ fn two_concurrent_runs_do_not_meet() {
     same_trajectory(&alone, &dirs[0]);
     assert!(max_rel_diff(&alone, &dirs[1], "train_loss") > 1e-3, "seed 8 trains differently");
 }
+
+/// Two ranks from torchrun's variables on `port`, with no launcher watching
+/// them: rank 0 once it printed `step`, and rank 1.
+fn torchrun_pair(spec: &Path, run: &Path, port: u16, step: usize) -> (Child, Child) {
+    let mut one = train(spec, run);
+    rank_env(&mut one, 1, 2, port);
+    let one = one.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut zero = train(spec, run);
+    rank_env(&mut zero, 0, 2, port);
+    let (zero, lines) = spawn_until_step(zero, step);
+    // Drained, not dropped: a closed stdout stops rank 0 as Ctrl-C does.
+    std::thread::spawn(move || lines.for_each(drop));
+    (zero, one)
+}
+
+/// SIGSTOP of either rank (a frozen node: no socket closes) mid-run, with
+/// `--dist-timeout` left at 300 s: the other rank's heartbeat finds it
+/// silent and exits with code 10 naming it and its host within 30 s of the
+/// stop; the last checkpoint is intact.
+#[test]
+fn a_stopped_rank_ends_its_peer_with_code_10_within_30_s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "s", &TINY.replace("steps = 60", "steps = 5000"));
+    let host = gda::util::host::hostname();
+    for stopped in [0usize, 1] {
+        let run = tmp.path().join(format!("stop{stopped}"));
+        let (zero, one) = torchrun_pair(&spec, &run, free_port(), 30);
+        let (mut frozen, mut peer) = if stopped == 0 { (zero, one) } else { (one, zero) };
+        signal(frozen.id(), libc::SIGSTOP);
+        let since = Instant::now();
+        let status = wait_at_most(&mut peer, Duration::from_secs(90), "the peer of a stopped rank");
+        let took = since.elapsed();
+        signal(frozen.id(), libc::SIGKILL);
+        let _ = frozen.wait();
+        let err = peer.wait_with_output().map(|o| stderr_of(&o)).unwrap();
+        eprintln!("rank {stopped} stopped: its peer exited {took:?} later");
+        assert_eq!(status.code(), Some(10), "{err}");
+        let said = format!("rank {stopped} on {host} stopped answering (no heartbeat for ");
+        assert!(err.contains(&said), "{err}");
+        assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
+        let step = gda::train::checkpoint::latest_step(&run).expect("LATEST names a complete checkpoint");
+        assert!(step >= 20 && step.is_multiple_of(20), "checkpoint at {step}");
+    }
+}
+
+/// kill -9 of rank 0, which serves the TCP store: rank 1 notices at its
+/// next all-reduce and exits with code 10 within 15 s.
+#[test]
+fn a_killed_rank_0_ends_rank_1_with_code_10_within_15_s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "s", &TINY.replace("steps = 60", "steps = 5000"));
+    let (mut zero, mut one) = torchrun_pair(&spec, &tmp.path().join("run"), free_port(), 30);
+    signal(zero.id(), libc::SIGKILL);
+    let since = Instant::now();
+    let status = wait_at_most(&mut one, Duration::from_secs(60), "rank 1");
+    let took = since.elapsed();
+    let _ = zero.wait();
+    let err = one.wait_with_output().map(|o| stderr_of(&o)).unwrap();
+    eprintln!("rank 0 killed: rank 1 exited {took:?} later");
+    assert_eq!(status.code(), Some(10), "{err}");
+    assert!(err.contains("rank 1: "), "{err}");
+    assert!(took < Duration::from_secs(15), "took {took:?}: {err}");
+}
+
+/// A store nobody serves is named with its address within the rendezvous
+/// timeout; a port in use (another program's, or another run's store) is
+/// refused naming the port, and the run that holds it trains on.
+#[test]
+fn an_unreachable_store_and_a_port_in_use_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "s", &TINY.replace("steps = 60", "steps = 5000"));
+    let refused = |rank: usize, port: u16, run: &str, said: &[String]| {
+        let mut c = train(&spec, &tmp.path().join(run));
+        rank_env(&mut c, rank, 2, port);
+        let since = Instant::now();
+        let out = c.args(["--dist-timeout", "5"]).output().unwrap();
+        let (took, err) = (since.elapsed(), stderr_of(&out));
+        eprintln!("rank {rank} on port {port} refused after {took:?}");
+        assert_eq!(out.status.code(), Some(10), "{err}");
+        assert!(said.iter().all(|s| err.contains(s.as_str())), "{said:?} in {err}");
+        assert!(took < Duration::from_secs(25), "took {took:?}: {err}");
+    };
+    let nobody = free_port();
+    refused(1, nobody, "a", &[format!("cannot reach the TCP store at 127.0.0.1:{nobody} within 5 s")]);
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    refused(0, port, "b", &[format!("port {port} is in use")]);
+    drop(held);
+
+    let port = free_port();
+    let (mut zero, mut one) = torchrun_pair(&spec, &tmp.path().join("first"), port, 10);
+    refused(0, port, "second", &[format!("port {port} is in use")]);
+    refused(1, port, "second", &["already has a rank 1".into(), format!("port {port} (MASTER_PORT)")]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(zero.try_wait().unwrap().is_none() && one.try_wait().unwrap().is_none(), "the first run trains on");
+    for c in [&mut zero, &mut one] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

@@ -34,7 +34,8 @@ pub struct TrainArgs {
     pub nproc: Option<usize>,
     /// Seconds a rank waits for its peers (rendezvous, each all-reduce)
     /// before it exits with code 10; it must cover rank 0's evaluation and
-    /// checkpoint, which the other ranks wait for.
+    /// checkpoint, which the other ranks wait for. A peer that dies or stops
+    /// answering (a frozen node) is found sooner, by the heartbeat: within 30 s.
     #[arg(long, value_name = "SECS", default_value_t = dist::DEFAULT_TIMEOUT.as_secs())]
     pub dist_timeout: u64,
 }

@@ -39,8 +39,9 @@ fn fresh_store_path() -> PathBuf {
 
 /// Starts `n` ranks running `gda <args>`, forwards an interrupt of this
 /// process to them (`interrupted` is polled), and waits for all. When one
-/// rank fails, the others get `timeout` plus a grace period to notice and
-/// exit on their own (they report the lost peer), then are killed. Ok when
+/// rank fails, the others get [`super::watchdog::BOUND`] (`timeout` after an
+/// interrupt) plus a grace period to notice and exit on their own (they
+/// report the lost peer), then are killed. Ok when
 /// every rank succeeded; else [`GdaError::RanksFailed`] with the exit code of
 /// rank 0 if it failed, else of the first rank that did.
 pub fn local(n: usize, args: &[OsString], timeout: Duration, interrupted: fn() -> bool) -> Result<(), GdaError> {
@@ -88,7 +89,12 @@ pub fn local(n: usize, args: &[OsString], timeout: Duration, interrupted: fn() -
                 ended[rank] = Some(status);
                 *slot = None;
                 if !status.success() && kill_at.is_none() {
-                    kill_at = Some(Instant::now() + timeout + Duration::from_secs(10));
+                    // After an interrupt rank 0 may still be writing its
+                    // checkpoint; after a failure a live peer stops on its
+                    // own (a closed socket, or its watchdog), so one that
+                    // is left after the bound is itself stopped or hung.
+                    let grace = if status.code() == Some(130) { timeout } else { super::watchdog::BOUND };
+                    kill_at = Some(Instant::now() + grace + Duration::from_secs(10));
                 }
             }
         }

@@ -9,9 +9,13 @@
 //!   that refuses ranks running another spec, build or step before any
 //!   collective (Gloo aborts the process, uncatchably, on mismatched shapes);
 //! - [`Buckets`]: gradient averaging as flattened all-reduces of a few MB,
-//!   issued together, then waited for.
+//!   issued together, then waited for;
+//! - [`watchdog`]: a heartbeat through the store, so a rank that stops
+//!   answering ends its peers within [`watchdog::BOUND`], not `--dist-timeout`.
 
 pub mod launch;
+mod store;
+pub mod watchdog;
 
 use std::ffi::{c_char, c_void, CString};
 use std::io::Read;
@@ -72,6 +76,15 @@ pub const BUCKET_BYTES: usize = 4 << 20;
 pub enum Rendezvous {
     File(PathBuf),
     Tcp { host: String, port: u16 },
+}
+
+impl std::fmt::Display for Rendezvous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rendezvous::File(p) => write!(f, "the store file {}", p.display()),
+            Rendezvous::Tcp { host, port } => write!(f, "the TCP store at {host}:{port}"),
+        }
+    }
 }
 
 /// This process's place in a distributed run.
@@ -260,6 +273,7 @@ pub struct Group {
     /// A failed collective leaves Gloo's threads waiting on a dead peer:
     /// such a group is never freed (the process is ending).
     broken: std::cell::Cell<bool>,
+    watchdog: Option<watchdog::Watchdog>,
 }
 
 impl Group {
@@ -277,6 +291,7 @@ impl Group {
         };
         let t = timeout.as_secs();
         let lost = |what: String| GdaError::PeerLost { rank, msg: what };
+        store::check_port_free(launch)?;
         // SAFETY: valid C strings and an error buffer of ERR_LEN bytes.
         let ptr = unsafe {
             gda_store_new(
@@ -291,11 +306,7 @@ impl Group {
             )
         };
         if ptr.is_null() {
-            return Err(lost(format!(
-                "cannot reach the rendezvous {:?} within {t} s: {}",
-                launch.rendezvous,
-                err_text(&err)
-            )));
+            return Err(lost(store::unreachable(&launch.rendezvous, rank, t, &err_text(&err))));
         }
         let mut group = Group {
             ptr,
@@ -305,41 +316,10 @@ impl Group {
             hosts: Vec::new(),
             timeout,
             broken: std::cell::Cell::new(true),
+            watchdog: None,
         };
-        let mine = serde_json::to_vec(hello).expect("hello serialises");
-        let key = cstring(&format!("gda/hello/{rank}"));
-        // SAFETY: `ptr` is the live store; key, value and buffer outlive the call.
-        if unsafe { gda_store_set(ptr, key.as_ptr(), mine.as_ptr(), mine.len(), errp, ERR_LEN) } != 0 {
-            return Err(lost(format!("cannot write to the rendezvous store: {}", err_text(&err))));
-        }
-        let mut hellos = Vec::with_capacity(world);
-        for r in 0..world {
-            let key = cstring(&format!("gda/hello/{r}"));
-            let mut buf = vec![0u8; 1 << 16];
-            let mut len = 0usize;
-            // SAFETY: as above; the shim copies at most buf.len() bytes.
-            let rc = unsafe { gda_store_get(ptr, key.as_ptr(), buf.as_mut_ptr(), buf.len(), &mut len, errp, ERR_LEN) };
-            if rc != 0 {
-                return Err(lost(format!("rank {r} did not join within {t} s ({})", err_text(&err))));
-            }
-            buf.truncate(len);
-            let h: Hello = serde_json::from_slice(&buf)
-                .map_err(|e| lost(format!("rank {r} sent an unreadable greeting ({e}): is it another program?")))?;
-            hellos.push(h);
-        }
-        // Rank 0 serves a TCP store: it stays until every rank has read the
-        // greetings, so a refusal reaches all of them.
-        let seen = cstring(&format!("gda/seen/{rank}"));
-        // SAFETY: as above.
-        unsafe { gda_store_set(ptr, seen.as_ptr(), [1u8].as_ptr(), 1, errp, ERR_LEN) };
-        if rank == 0 {
-            for r in 1..world {
-                let key = cstring(&format!("gda/seen/{r}"));
-                let (mut b, mut len) = ([0u8; 1], 0usize);
-                // SAFETY: as above. A rank that vanished here is found by the join below.
-                unsafe { gda_store_get(ptr, key.as_ptr(), b.as_mut_ptr(), 1, &mut len, errp, ERR_LEN) };
-            }
-        }
+        store::claim(ptr, launch)?;
+        let hellos = exchange(ptr, rank, world, hello, t)?;
         check_hellos(&hellos)?;
         let host = cstring(match &launch.rendezvous {
             Rendezvous::File(_) => "127.0.0.1",
@@ -353,7 +333,18 @@ impl Group {
         }
         group.broken.set(false);
         group.hosts = hellos.into_iter().map(|h| h.host).collect();
+        if world > 1 {
+            group.watchdog = Some(watchdog::Watchdog::start(&launch.rendezvous, rank, group.hosts.clone())?);
+        }
         Ok(group)
+    }
+
+    /// Ends the heartbeat at the normal end of training: rank 0, whose TCP
+    /// store the others beat into, first waits until they ended too.
+    pub fn finish(&mut self) {
+        if let Some(w) = self.watchdog.as_mut() {
+            w.finish(self.rank == 0);
+        }
     }
 
     /// Sums each tensor over the ranks, in place; all are issued before any
@@ -382,11 +373,56 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
+        // Before the store goes: the peers must read that this rank ended.
+        drop(self.watchdog.take());
         if !self.broken.get() {
             // SAFETY: `ptr` came from gda_store_new and is freed once.
             unsafe { gda_group_free(self.ptr) };
         }
     }
+}
+
+/// Writes this rank's greeting and reads every rank's (waiting for each up
+/// to the store's timeout of `t` seconds).
+fn exchange(ptr: *mut c_void, rank: usize, world: usize, hello: &Hello, t: u64) -> Result<Vec<Hello>, GdaError> {
+    let mut err = [0u8; ERR_LEN];
+    let errp = err.as_mut_ptr() as *mut c_char;
+    let lost = |what: String| GdaError::PeerLost { rank, msg: what };
+    let mine = serde_json::to_vec(hello).expect("hello serialises");
+    let key = cstring(&format!("gda/hello/{rank}"));
+    // SAFETY: `ptr` is the live store; key, value and buffer outlive the call.
+    if unsafe { gda_store_set(ptr, key.as_ptr(), mine.as_ptr(), mine.len(), errp, ERR_LEN) } != 0 {
+        return Err(lost(format!("cannot write to the rendezvous store: {}", err_text(&err))));
+    }
+    let mut hellos = Vec::with_capacity(world);
+    for r in 0..world {
+        let key = cstring(&format!("gda/hello/{r}"));
+        let mut buf = vec![0u8; 1 << 16];
+        let mut len = 0usize;
+        // SAFETY: as above; the shim copies at most buf.len() bytes.
+        let rc = unsafe { gda_store_get(ptr, key.as_ptr(), buf.as_mut_ptr(), buf.len(), &mut len, errp, ERR_LEN) };
+        if rc != 0 {
+            return Err(lost(format!("rank {r} did not join within {t} s ({})", err_text(&err))));
+        }
+        buf.truncate(len);
+        let h: Hello = serde_json::from_slice(&buf)
+            .map_err(|e| lost(format!("rank {r} sent an unreadable greeting ({e}): is it another program?")))?;
+        hellos.push(h);
+    }
+    // Rank 0 serves a TCP store: it stays until every rank has read the
+    // greetings, so a refusal reaches all of them.
+    let seen = cstring(&format!("gda/seen/{rank}"));
+    // SAFETY: as above.
+    unsafe { gda_store_set(ptr, seen.as_ptr(), [1u8].as_ptr(), 1, errp, ERR_LEN) };
+    if rank == 0 {
+        for r in 1..world {
+            let key = cstring(&format!("gda/seen/{r}"));
+            let (mut b, mut len) = ([0u8; 1], 0usize);
+            // SAFETY: as above. A rank that vanished here is found by the join below.
+            unsafe { gda_store_get(ptr, key.as_ptr(), b.as_mut_ptr(), 1, &mut len, errp, ERR_LEN) };
+        }
+    }
+    Ok(hellos)
 }
 
 /// Refuses ranks that differ from rank 0, and stops every rank on any

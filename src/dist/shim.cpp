@@ -77,6 +77,39 @@ void* gda_store_new(const char* file, const char* host, int port, int rank, int 
   return g;
 }
 
+// A second connection to the store of a group, for the heartbeat thread: its
+// own socket, so a beat never waits behind the main thread's store calls,
+// and its own short timeout. It never serves (rank 0's group does) and never
+// cleans up a FileStore (numWorkers -1: the launcher removes the file).
+void* gda_store_client(const char* file, const char* host, int port, int64_t timeout_ms, char* err,
+                       size_t err_len) {
+  Group* g = nullptr;
+  guarded(err, err_len, [&] {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10::intrusive_ptr<c10d::Store> store;
+    if (file != nullptr && file[0] != '\0') {
+      store = c10::make_intrusive<c10d::FileStore>(std::string(file), -1);
+    } else {
+      c10d::TCPStoreOptions opts;
+      opts.port = static_cast<std::uint16_t>(port);
+      opts.isServer = false;
+      opts.waitWorkers = false;
+      opts.timeout = timeout;
+      store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    }
+    store->setTimeout(timeout);
+    g = new Group{store, {}, timeout};
+  });
+  return g;
+}
+
+// Adds `delta` to the counter `key` (created at 0) and returns the new value:
+// one atomic call that never waits for a key, unlike get.
+int gda_store_add(void* group, const char* key, int64_t delta, int64_t* out, char* err, size_t err_len) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, err_len, [&] { *out = g->store->add(std::string(key), delta); });
+}
+
 int gda_store_set(void* group, const char* key, const uint8_t* value, size_t len, char* err, size_t err_len) {
   auto* g = static_cast<Group*>(group);
   return guarded(err, err_len, [&] { g->store->set(std::string(key), std::vector<uint8_t>(value, value + len)); });

@@ -109,6 +109,11 @@ impl Collective {
         )
     }
 
+    /// Ends the heartbeat after the last step (see `dist::Group::finish`).
+    pub fn finish(&mut self) {
+        self.group.finish();
+    }
+
     /// What manifest.json records.
     pub fn describe(&self) -> World {
         World { world_size: self.group.world, backend: self.group.backend.into(), hosts: self.group.hosts.clone() }

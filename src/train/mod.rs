@@ -378,7 +378,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions) -> Result<RunSummary, GdaError> {
         }
     }
     bar.finish_and_clear();
-    if let Some(g) = &group {
+    if let Some(g) = group.as_mut() {
+        g.finish();
         errln!("{}", g.report(train_time));
     }
 
