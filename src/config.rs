@@ -922,7 +922,9 @@ pub fn parse_grid_arg(arg: &str) -> Result<(String, Vec<toml::Value>), KeyError>
         cur.push(c);
     }
     parts.push(cur);
-    if let Some(i) = parts.iter().position(|p| p.trim().is_empty()) {
+    // A wholly empty list is left to the axis check ("has no values").
+    let empty = parts.iter().position(|p| p.trim().is_empty()).filter(|_| parts.len() > 1);
+    if let Some(i) = empty {
         return Err(key_err(
             &key,
             format!(
@@ -934,6 +936,7 @@ pub fn parse_grid_arg(arg: &str) -> Result<(String, Vec<toml::Value>), KeyError>
     let values = parts
         .iter()
         .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
         .map(|raw| {
             format!("v = {raw}")
                 .parse::<toml::Table>()
