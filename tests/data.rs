@@ -318,6 +318,20 @@ fn a_run_on_shards_resumes_bit_exactly_after_kill_9() {
 
 /// Runs `gda` (train or data prepare) and expects exit 2 with a message that
 /// names `path`, and that the run directory / output was not created.
+/// A copy of the prepared directory `from` at `to`, with `f` applied to the
+/// bytes of its training shard; returns the copy and that shard.
+fn broken_copy(from: &Path, to: &Path, f: &dyn Fn(&mut Vec<u8>)) -> (PathBuf, PathBuf) {
+    std::fs::create_dir(to).unwrap();
+    for (n, b) in files(from) {
+        std::fs::write(to.join(n), b).unwrap();
+    }
+    let shard = to.join("train_000000.bin");
+    let mut b = std::fs::read(&shard).unwrap();
+    f(&mut b);
+    std::fs::write(&shard, b).unwrap();
+    (to.to_path_buf(), shard)
+}
+
 fn refused(t: &Path, args: &[&str], path: &Path, written: &Path) -> String {
     let mut c = gda_in(t);
     c.args(args);
@@ -341,19 +355,7 @@ fn bad_data_is_refused_with_the_path_named_and_nothing_written() {
     prepare(t, &dir, "gpt2", &gpt2_dir, 1);
     let run = t.join("run");
     let run_s = run.to_str().unwrap();
-    // A copy of the bytes directory with `f` applied to its training shard.
-    let broken = |name: &str, f: &dyn Fn(&mut Vec<u8>)| -> (PathBuf, PathBuf) {
-        let d = t.join(name);
-        std::fs::create_dir(&d).unwrap();
-        for (n, b) in files(&bytes_dir) {
-            std::fs::write(d.join(n), b).unwrap();
-        }
-        let shard = d.join("train_000000.bin");
-        let mut b = std::fs::read(&shard).unwrap();
-        f(&mut b);
-        std::fs::write(&shard, b).unwrap();
-        (d, shard)
-    };
+    let broken = |name: &str, f: &dyn Fn(&mut Vec<u8>)| broken_copy(&bytes_dir, &t.join(name), f);
     let train_on = |d: &Path, tokenizer: &str| {
         let s = spec(t, "bad", d, tokenizer, 5);
         vec!["train".to_string(), "--spec".into(), s.display().to_string(), "--out".into(), run_s.into()]
@@ -494,18 +496,7 @@ fn lying_shards_and_tokenizer_files_are_refused_not_crashed_on() {
     let bytes_dir = t.join("bytes");
     prepare(t, &dir, "bytes", &bytes_dir, 1);
     let run = t.join("run");
-    let copy = |name: &str, f: &dyn Fn(&mut Vec<u8>)| -> (PathBuf, PathBuf) {
-        let d = t.join(name);
-        std::fs::create_dir(&d).unwrap();
-        for (n, b) in files(&bytes_dir) {
-            std::fs::write(d.join(n), b).unwrap();
-        }
-        let shard = d.join("train_000000.bin");
-        let mut b = std::fs::read(&shard).unwrap();
-        f(&mut b);
-        std::fs::write(&shard, b).unwrap();
-        (d, shard)
-    };
+    let copy = |name: &str, f: &dyn Fn(&mut Vec<u8>)| broken_copy(&bytes_dir, &t.join(name), f);
     let header = gda::data::shards::HEADER;
     let max_id = |b: &[u8]| u64::from_le_bytes(b[32..40].try_into().unwrap());
     // Id 300 at token 10, past both the header's largest id and the 256 a

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,29 @@ int guarded(char* err, size_t len, F&& body) {
   return -1;
 }
 
+// A group holding only a store: a FileStore at `file` (for `file_workers`)
+// when it is non-empty, else a TCPStore at host:port, served when `serve`.
+Group* store_group(const char* file, int file_workers, const char* host, int port, bool serve,
+                   std::optional<int> tcp_workers, int64_t timeout_ms) {
+  auto timeout = std::chrono::milliseconds(timeout_ms);
+  c10::intrusive_ptr<c10d::Store> store;
+  if (file != nullptr && file[0] != '\0') {
+    store = c10::make_intrusive<c10d::FileStore>(std::string(file), file_workers);
+  } else {
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = serve;
+    if (tcp_workers) {
+      opts.numWorkers = *tcp_workers;
+    }
+    opts.waitWorkers = false;
+    opts.timeout = timeout;
+    store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+  }
+  store->setTimeout(timeout);
+  return new Group{store, {}, timeout};
+}
+
 }  // namespace
 
 extern "C" {
@@ -57,23 +81,7 @@ extern "C" {
 void* gda_store_new(const char* file, const char* host, int port, int rank, int world, int64_t timeout_ms,
                     char* err, size_t err_len) {
   Group* g = nullptr;
-  guarded(err, err_len, [&] {
-    auto timeout = std::chrono::milliseconds(timeout_ms);
-    c10::intrusive_ptr<c10d::Store> store;
-    if (file != nullptr && file[0] != '\0') {
-      store = c10::make_intrusive<c10d::FileStore>(std::string(file), world);
-    } else {
-      c10d::TCPStoreOptions opts;
-      opts.port = static_cast<std::uint16_t>(port);
-      opts.isServer = rank == 0;
-      opts.numWorkers = world;
-      opts.waitWorkers = false;
-      opts.timeout = timeout;
-      store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
-    }
-    store->setTimeout(timeout);
-    g = new Group{store, {}, timeout};
-  });
+  guarded(err, err_len, [&] { g = store_group(file, world, host, port, rank == 0, world, timeout_ms); });
   return g;
 }
 
@@ -84,22 +92,7 @@ void* gda_store_new(const char* file, const char* host, int port, int rank, int 
 void* gda_store_client(const char* file, const char* host, int port, int64_t timeout_ms, char* err,
                        size_t err_len) {
   Group* g = nullptr;
-  guarded(err, err_len, [&] {
-    auto timeout = std::chrono::milliseconds(timeout_ms);
-    c10::intrusive_ptr<c10d::Store> store;
-    if (file != nullptr && file[0] != '\0') {
-      store = c10::make_intrusive<c10d::FileStore>(std::string(file), -1);
-    } else {
-      c10d::TCPStoreOptions opts;
-      opts.port = static_cast<std::uint16_t>(port);
-      opts.isServer = false;
-      opts.waitWorkers = false;
-      opts.timeout = timeout;
-      store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
-    }
-    store->setTimeout(timeout);
-    g = new Group{store, {}, timeout};
-  });
+  guarded(err, err_len, [&] { g = store_group(file, -1, host, port, false, std::nullopt, timeout_ms); });
   return g;
 }
 
