@@ -14,7 +14,7 @@ use common::*;
 /// A few works of the default corpus (real text, small enough to tokenize
 /// quickly), as a directory and as one concatenated file.
 fn corpus(tmp: &Path) -> (PathBuf, PathBuf) {
-    let src = gda::data::cache_dir().join(gda::data::corpus::SHAKESPEARE_DIR);
+    let src = gda::data::cache_dir().join(gda::data::SHAKESPEARE_DIR);
     let mut works: Vec<PathBuf> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
     works.sort();
     let dir = tmp.join("works");
@@ -468,7 +468,7 @@ fn bad_data_is_refused_with_the_path_named_and_nothing_written() {
 /// on every file of the default corpus.
 #[test]
 fn gpt2_encodes_the_whole_default_corpus_as_tiktoken_does() {
-    let src = gda::data::cache_dir().join(gda::data::corpus::SHAKESPEARE_DIR);
+    let src = gda::data::cache_dir().join(gda::data::SHAKESPEARE_DIR);
     let files = gda::data::prepare::text_files(&src).unwrap();
     assert!(files.len() > 10, "{}", src.display());
     let ours = gda::data::gpt2::Gpt2::new();

@@ -147,7 +147,7 @@ fn seeds() -> &'static Seeds {
     static SEEDS: std::sync::OnceLock<Seeds> = std::sync::OnceLock::new();
     SEEDS.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
-        let src = gda::data::cache_dir().join(gda::data::corpus::SHAKESPEARE_DIR);
+        let src = gda::data::cache_dir().join(gda::data::SHAKESPEARE_DIR);
         let mut works: Vec<PathBuf> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
         works.sort();
         let work = works.iter().find(|w| w.is_file() && w.metadata().unwrap().len() > 60_000).unwrap();

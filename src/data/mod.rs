@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod corpus;
+pub mod detect;
 pub mod gpt2;
 pub mod made;
 pub mod prepare;
@@ -16,7 +17,8 @@ use std::ops::Range;
 
 use tch::{Device, Tensor};
 
-pub use self::corpus::{batch_offsets, cache_dir, corpus_path, eval_offsets, windows, Corpus, DataInfo};
+pub use self::corpus::{batch_offsets, cache_dir, eval_offsets, windows, Corpus, DataInfo};
+pub use self::detect::{corpus_path, SHAKESPEARE_DIR};
 pub use self::rng::{splitmix64, Rng};
 pub use self::shards::{Format, Split};
 use self::tasks::Example;

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::detect::{corpus_path, detect, Detected};
 use super::shards::{self, Header, ShardWriter, BYTE_TABLE, META, TOKENIZER_JSON};
 use super::tokenizer::Tokenizer;
 use crate::error::{input, io, GdaError};
@@ -464,8 +465,8 @@ pub fn prepare_dir(
         return Err(input(format!("{} already exists; allowed: a new directory for --out", out.display())));
     }
     let tok = Tokenizer::new(tokenizer)?;
-    let path = super::corpus_path(&data.to_string_lossy())?;
-    if !matches!(super::corpus::detect(&path)?, super::corpus::Detected::Text) {
+    let path = corpus_path(&data.to_string_lossy())?;
+    if !matches!(detect(&path)?, Detected::Text) {
         return Err(input(format!("{} holds token shards already; allowed: raw text to prepare", path.display())));
     }
     let plan = TextPlan::new(&path, val_fraction)?;

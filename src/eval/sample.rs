@@ -73,7 +73,8 @@ pub fn pick(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
 /// `cache`, each step runs only the newest token against the cached keys
 /// and values; without, the whole window again. Only ids below `vocab` are
 /// drawn (a model's vocabulary may be larger than its tokenizer's).
-/// `on_token` sees each id as it is picked.
+/// `on_token` sees each id as it is picked and returns whether to go on
+/// (false ends the generation after that id, as a stop string does).
 #[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &Model,
@@ -84,7 +85,7 @@ pub fn generate(
     sampling: &Sampling,
     cache: bool,
     device: Device,
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(u32) -> bool,
 ) -> Generated {
     assert!(!prompt.is_empty() && prompt.len() <= context, "the caller checks the prompt's length");
     let keep = context.div_ceil(2);
@@ -122,10 +123,27 @@ pub fn generate(
             let next = pick(&last, sampling, &mut rng);
             seq.push(next);
             tokens.push(next);
-            on_token(next);
+            if !on_token(next) {
+                break;
+            }
         }
     });
     Generated { tokens, secs: started.elapsed().as_secs_f64(), restarts }
+}
+
+/// Where the earliest first occurrence of any of `stops` in `text` ends:
+/// the text to keep when generation stops at a stop string (it is kept, as
+/// Hugging Face `generate(stop_strings=…)` keeps it; what the same token
+/// wrote past it is not).
+pub fn stop_end(text: &[u8], stops: &[String]) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| {
+            let s = s.as_bytes();
+            text.windows(s.len()).position(|w| w == s).map(|i| i + s.len())
+        })
+        .min()
 }
 
 #[cfg(test)]
@@ -166,5 +184,14 @@ mod tests {
         let hot = draw(&logits, 100.0, None, n);
         let f0 = hot.iter().filter(|&&t| t == 0).count() as f64 / n as f64;
         assert!((f0 - 1.0 / 3.0).abs() < 0.02, "{f0}");
+    }
+
+    #[test]
+    fn the_earliest_stop_string_ends_the_text() {
+        let stops = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(stop_end(b"to be or not to be", &stops(&["be"])), Some(5));
+        assert_eq!(stop_end(b"to be or not to be", &stops(&["not", "or"])), Some(8));
+        assert_eq!(stop_end(b"to be", &stops(&["bee", ""])), None);
+        assert_eq!(stop_end(b"", &stops(&["a"])), None);
     }
 }

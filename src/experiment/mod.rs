@@ -13,6 +13,7 @@ pub mod growth;
 pub mod local;
 pub mod plan;
 pub mod progress;
+pub mod sample;
 pub mod slurm;
 pub mod summary;
 
