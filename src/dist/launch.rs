@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,8 +47,16 @@ fn fresh_store_path() -> PathBuf {
 pub fn local(n: usize, args: &[OsString], timeout: Duration, interrupted: fn() -> bool) -> Result<(), GdaError> {
     let exe = std::env::current_exe().map_err(io("cannot find", std::path::Path::new("/proc/self/exe")))?;
     let store = fresh_store_path();
+    let children = spawn(n, args, exe, &store)?;
+    let ended = wait_all(children, timeout, interrupted);
+    let _ = std::fs::remove_file(&store);
+    outcome(&ended)
+}
+
+/// Starts the `n` ranks with torchrun's environment, meeting at `store`;
+/// if one cannot start, those already started are killed.
+fn spawn(n: usize, args: &[OsString], exe: PathBuf, store: &Path) -> Result<Vec<Option<Child>>, GdaError> {
     let mut children: Vec<Option<Child>> = Vec::with_capacity(n);
-    let mut ended: Vec<Option<ExitStatus>> = vec![None; n];
     for rank in 0..n {
         let child = Command::new(&exe)
             .args(args)
@@ -57,7 +65,7 @@ pub fn local(n: usize, args: &[OsString], timeout: Duration, interrupted: fn() -
             .env("LOCAL_RANK", rank.to_string())
             .env("LOCAL_WORLD_SIZE", n.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
-            .env("GDA_STORE_FILE", &store)
+            .env("GDA_STORE_FILE", store)
             .spawn();
         match child {
             Ok(c) => children.push(Some(c)),
@@ -70,6 +78,13 @@ pub fn local(n: usize, args: &[OsString], timeout: Duration, interrupted: fn() -
             }
         }
     }
+    Ok(children)
+}
+
+/// Waits for every rank, forwarding an interrupt once and killing the ranks
+/// left a grace period after the first failure; returns how each ended.
+fn wait_all(mut children: Vec<Option<Child>>, timeout: Duration, interrupted: fn() -> bool) -> Vec<ExitStatus> {
+    let mut ended: Vec<Option<ExitStatus>> = vec![None; children.len()];
     let mut forwarded = false;
     let mut kill_at: Option<Instant> = None;
     while ended.iter().any(Option::is_none) {
@@ -104,9 +119,14 @@ pub fn local(n: usize, args: &[OsString], timeout: Duration, interrupted: fn() -
             }
         }
     }
-    let _ = std::fs::remove_file(&store);
+    ended.into_iter().flatten().collect()
+}
+
+/// The run's result from how its ranks ended (see [`local`]).
+fn outcome(ended: &[ExitStatus]) -> Result<(), GdaError> {
+    let n = ended.len();
     let failed: Vec<(usize, ExitStatus)> =
-        ended.iter().enumerate().filter_map(|(r, s)| s.filter(|s| !s.success()).map(|s| (r, s))).collect();
+        ended.iter().enumerate().filter(|(_, s)| !s.success()).map(|(r, s)| (r, *s)).collect();
     if failed.is_empty() {
         return Ok(());
     }

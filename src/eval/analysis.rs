@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::{AttentionKind, ModelConfig};
 use crate::data::tasks::{self, Example};
-use crate::model::attention::Path;
+use crate::model::attention::{AttnMaps, Path};
 use crate::model::Model;
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -96,105 +96,128 @@ pub const MAX_MAP_BYTES: usize = 8 << 30;
 pub fn analyse(model: &Model, examples: &[Example], device: Device) -> Vec<GroupStats> {
     let cfg = &model.cfg;
     let (groups, per_group) = head_groups(model);
-    let heads = groups * per_group;
-    let layers = cfg.n_layers;
     let t = examples[0].labels.len();
     // Materialised maps of every layer are held at once: keep a batch near
     // 2^26 floats (signal, noise and effective maps included).
     let per_example = map_bytes(cfg, t) / 4;
     let batch = ((1usize << 26) / per_example.max(1)).clamp(1, 64);
-    let mut sums = vec![vec![RowStats::default(); heads]; layers];
-    // Answer mass of the signal and noise maps per head: (signal, noise).
-    let mut parts = vec![vec![(0.0f64, 0.0f64); heads]; layers];
     let differential = cfg.attention == AttentionKind::Gda;
-    let mut lambdas = vec![None; layers];
-    let mut rows = 0usize;
+    let mut sums = Sums::new(cfg.n_layers, groups, per_group, differential);
     tch::no_grad(|| {
         for chunk in examples.chunks(batch) {
             let (x, _) = tasks::batch(chunk, device);
             let (_, maps) = model.forward_path(&x, Path::Materialised);
             for (l, m) in maps.iter().enumerate() {
-                lambdas[l] = m.lambda;
+                sums.lambdas[l] = m.lambda;
                 for (b, e) in chunk.iter().enumerate() {
-                    let focus = Tensor::from_slice(&e.queries.iter().map(|q| q.focus as i64).collect::<Vec<_>>());
-                    // (H, Q, T) flattened: the focus rows of every head.
-                    let rows_of = |map: &Tensor| -> Vec<f32> {
-                        let sel = map.get(b as i64).index_select(1, &focus.to_device(map.device()));
-                        Vec::try_from(sel.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().reshape([-1]))
-                            .expect("f32 map")
-                    };
-                    // Where head h's causal row for question qi lies in those.
-                    let row = |h: usize, qi: usize| {
-                        let start = (h * e.queries.len() + qi) * t;
-                        start..start + e.queries[qi].focus + 1
-                    };
-                    let mass = |r: &[f32], span: &[usize]| {
-                        span.iter().filter(|&&j| j < r.len()).map(|&j| r[j] as f64).sum::<f64>()
-                    };
-                    let eff = rows_of(&m.effective);
-                    let split = match (&m.noise, differential) {
-                        (Some(noise), true) => Some((rows_of(&m.signal), rows_of(noise))),
-                        _ => None,
-                    };
-                    for h in 0..heads {
-                        for (qi, q) in e.queries.iter().enumerate() {
-                            let st = row_stats(&eff[row(h, qi)], &q.answer_span);
-                            let acc = &mut sums[l][h];
-                            acc.answer += st.answer;
-                            acc.noise += st.noise;
-                            acc.entropy += st.entropy;
-                            acc.sparsity += st.sparsity;
-                            if let Some((signal, noise)) = &split {
-                                parts[l][h].0 += mass(&signal[row(h, qi)], &q.answer_span);
-                                // Signal head h subtracts noise head h / G.
-                                parts[l][h].1 += mass(&noise[row(h / per_group, qi)], &q.answer_span);
-                            }
-                        }
-                    }
+                    sums.add(l, m, b, e, t);
                 }
             }
-            rows += chunk.iter().map(|e| e.queries.len()).sum::<usize>();
+            sums.rows += chunk.iter().map(|e| e.queries.len()).sum::<usize>();
         }
     });
-    let mean = |hs: &[RowStats]| {
-        let n = (hs.len() * rows).max(1) as f64;
-        RowStats {
-            answer: hs.iter().map(|s| s.answer).sum::<f64>() / n,
-            noise: hs.iter().map(|s| s.noise).sum::<f64>() / n,
-            entropy: hs.iter().map(|s| s.entropy).sum::<f64>() / n,
-            sparsity: hs.iter().map(|s| s.sparsity).sum::<f64>() / n,
+    sums.means()
+}
+
+/// Sums over the query rows analysed so far, per layer and head.
+struct Sums {
+    groups: usize,
+    per_group: usize,
+    differential: bool,
+    stats: Vec<Vec<RowStats>>,
+    /// Answer mass of the signal and noise maps per head: (signal, noise).
+    parts: Vec<Vec<(f64, f64)>>,
+    lambdas: Vec<Option<f64>>,
+    /// Query rows per head.
+    rows: usize,
+}
+
+impl Sums {
+    fn new(layers: usize, groups: usize, per_group: usize, differential: bool) -> Sums {
+        let heads = groups * per_group;
+        Sums {
+            groups,
+            per_group,
+            differential,
+            stats: vec![vec![RowStats::default(); heads]; layers],
+            parts: vec![vec![(0.0f64, 0.0f64); heads]; layers],
+            lambdas: vec![None; layers],
+            rows: 0,
         }
-    };
-    let part_means = |ps: &[(f64, f64)]| {
-        let n = (ps.len() * rows).max(1) as f64;
-        let (s, z) = ps.iter().fold((0.0, 0.0), |a, p| (a.0 + p.0, a.1 + p.1));
-        if differential {
-            (Some(s / n), Some(z / n))
-        } else {
-            (None, None)
-        }
-    };
-    let mut out = Vec::new();
-    for (l, layer) in sums.iter().enumerate() {
-        let group = |g: Option<usize>| {
-            let hs = match g {
-                Some(g) => g * per_group..(g + 1) * per_group,
-                None => 0..heads,
-            };
-            let (signal_answer, noise_answer) = part_means(&parts[l][hs.clone()]);
-            GroupStats {
-                layer: l,
-                group: g,
-                heads: hs.len(),
-                lambda: lambdas[l],
-                stats: mean(&layer[hs.clone()]),
-                signal_answer,
-                noise_answer,
-                rows: rows * hs.len(),
-            }
-        };
-        out.extend((0..groups).map(|g| group(Some(g))));
-        out.push(group(None));
     }
-    out
+
+    /// Adds the rows of layer `l`'s maps `m` at the focus of each question
+    /// of example `e`, row `b` of its batch (context `t`).
+    fn add(&mut self, l: usize, m: &AttnMaps, b: usize, e: &Example, t: usize) {
+        let focus = Tensor::from_slice(&e.queries.iter().map(|q| q.focus as i64).collect::<Vec<_>>());
+        // (H, Q, T) flattened: the focus rows of every head.
+        let rows_of = |map: &Tensor| -> Vec<f32> {
+            let sel = map.get(b as i64).index_select(1, &focus.to_device(map.device()));
+            Vec::try_from(sel.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().reshape([-1])).expect("f32 map")
+        };
+        // Where head h's causal row for question qi lies in those.
+        let row = |h: usize, qi: usize| {
+            let start = (h * e.queries.len() + qi) * t;
+            start..start + e.queries[qi].focus + 1
+        };
+        let mass = |r: &[f32], span: &[usize]| span.iter().filter(|&&j| j < r.len()).map(|&j| r[j] as f64).sum::<f64>();
+        let eff = rows_of(&m.effective);
+        let split = match (&m.noise, self.differential) {
+            (Some(noise), true) => Some((rows_of(&m.signal), rows_of(noise))),
+            _ => None,
+        };
+        for h in 0..self.groups * self.per_group {
+            for (qi, q) in e.queries.iter().enumerate() {
+                let st = row_stats(&eff[row(h, qi)], &q.answer_span);
+                let acc = &mut self.stats[l][h];
+                acc.answer += st.answer;
+                acc.noise += st.noise;
+                acc.entropy += st.entropy;
+                acc.sparsity += st.sparsity;
+                if let Some((signal, noise)) = &split {
+                    self.parts[l][h].0 += mass(&signal[row(h, qi)], &q.answer_span);
+                    // Signal head h subtracts noise head h / G.
+                    self.parts[l][h].1 += mass(&noise[row(h / self.per_group, qi)], &q.answer_span);
+                }
+            }
+        }
+    }
+
+    /// The means: per layer, one row per head group, then the row over all
+    /// heads.
+    fn means(&self) -> Vec<GroupStats> {
+        let mut out = Vec::new();
+        for l in 0..self.stats.len() {
+            out.extend((0..self.groups).map(|g| self.group(l, Some(g))));
+            out.push(self.group(l, None));
+        }
+        out
+    }
+
+    /// The means of layer `l` over head group `g` (None: all heads).
+    fn group(&self, l: usize, g: Option<usize>) -> GroupStats {
+        let hs = match g {
+            Some(g) => g * self.per_group..(g + 1) * self.per_group,
+            None => 0..self.groups * self.per_group,
+        };
+        let n = (hs.len() * self.rows).max(1) as f64;
+        let stats = &self.stats[l][hs.clone()];
+        let (s, z) = self.parts[l][hs.clone()].iter().fold((0.0, 0.0), |a, p| (a.0 + p.0, a.1 + p.1));
+        let (signal_answer, noise_answer) = if self.differential { (Some(s / n), Some(z / n)) } else { (None, None) };
+        GroupStats {
+            layer: l,
+            group: g,
+            heads: hs.len(),
+            lambda: self.lambdas[l],
+            stats: RowStats {
+                answer: stats.iter().map(|s| s.answer).sum::<f64>() / n,
+                noise: stats.iter().map(|s| s.noise).sum::<f64>() / n,
+                entropy: stats.iter().map(|s| s.entropy).sum::<f64>() / n,
+                sparsity: stats.iter().map(|s| s.sparsity).sum::<f64>() / n,
+            },
+            signal_answer,
+            noise_answer,
+            rows: self.rows * hs.len(),
+        }
+    }
 }

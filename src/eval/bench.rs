@@ -51,15 +51,41 @@ pub fn score(
     batch_tokens: usize,
     device: Device,
 ) -> Vec<Scored> {
-    struct Row {
-        /// Scored positions' inputs: the context's last token, then the
-        /// continuation but its last.
-        suffix: Vec<i64>,
-        cont: Vec<i64>,
-        truncated: bool,
-    }
-    // Rows by shared prefix, in order of first appearance.
-    let mut groups: Vec<(Vec<i64>, Vec<usize>)> = Vec::new();
+    let (rows, groups) = split_rows(pairs, max_len);
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| std::cmp::Reverse(groups[g].prefix.len()));
+    let mut out = vec![Scored { loglik: 0.0, greedy: false, truncated: false }; rows.len()];
+    tch::no_grad(|| {
+        let mut start = 0;
+        while start < order.len() {
+            let (end, width) = next_batch(&rows, &groups, &order, start, batch_tokens);
+            let chunk: Vec<&Group> = order[start..end].iter().map(|&g| &groups[g]).collect();
+            start = end;
+            score_batch(model, &rows, &chunk, width, device, &mut out);
+        }
+    });
+    out
+}
+
+/// One request as the model reads it.
+struct Row {
+    /// Scored positions' inputs: the context's last token, then the
+    /// continuation but its last.
+    suffix: Vec<i64>,
+    cont: Vec<i64>,
+    truncated: bool,
+}
+
+/// The rows that share one prefix.
+struct Group {
+    prefix: Vec<i64>,
+    members: Vec<usize>,
+}
+
+/// Each pair's row, and the rows by shared prefix, in order of first
+/// appearance.
+fn split_rows(pairs: &[(Vec<u32>, Vec<u32>)], max_len: usize) -> (Vec<Row>, Vec<Group>) {
+    let mut groups: Vec<Group> = Vec::new();
     let mut group_of: HashMap<Vec<i64>, usize> = HashMap::new();
     let rows: Vec<Row> = pairs
         .iter()
@@ -71,79 +97,88 @@ pub fn score(
             let input = &kept[..kept.len() - 1];
             let split = input.len() - cont.len();
             let g = *group_of.entry(input[..split].to_vec()).or_insert_with(|| {
-                groups.push((input[..split].to_vec(), Vec::new()));
+                groups.push(Group { prefix: input[..split].to_vec(), members: Vec::new() });
                 groups.len() - 1
             });
-            groups[g].1.push(i);
+            groups[g].members.push(i);
             Row { suffix: input[split..].to_vec(), cont: cont.iter().map(|&t| t as i64).collect(), truncated: from > 0 }
         })
         .collect();
-    let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by_key(|&g| std::cmp::Reverse(groups[g].0.len()));
-    let mut out = vec![Scored { loglik: 0.0, greedy: false, truncated: false }; rows.len()];
-    tch::no_grad(|| {
-        let mut start = 0;
-        while start < order.len() {
-            // Groups with one prefix length, while rows × (prefix + widest
-            // suffix) fits the budget (always at least one group).
-            let len = groups[order[start]].0.len();
-            let (mut end, mut n_rows, mut width) = (start, 0, 0);
-            while end < order.len() && groups[order[end]].0.len() == len {
-                let members = &groups[order[end]].1;
-                let w = members.iter().map(|&i| rows[i].suffix.len()).max().unwrap_or(0).max(width);
-                if end > start && (n_rows + members.len()) * (len + w) > batch_tokens {
-                    break;
-                }
-                (n_rows, width) = (n_rows + members.len(), w);
-                end += 1;
-            }
-            let chunk = &order[start..end];
-            start = end;
-            let mut cache = KvCache::new(model);
-            if len > 0 {
-                let prefixes: Vec<i64> = chunk.iter().flat_map(|&g| groups[g].0.iter().copied()).collect();
-                let x = Tensor::from_slice(&prefixes).view([chunk.len() as i64, len as i64]).to_device(device);
-                let _ = model.hidden(&x, Some(&mut cache));
-            }
-            let batch: Vec<usize> = chunk.iter().flat_map(|&g| groups[g].1.iter().copied()).collect();
-            let copies: Vec<i64> =
-                chunk.iter().enumerate().flat_map(|(k, &g)| std::iter::repeat_n(k as i64, groups[g].1.len())).collect();
-            let mut cache = cache.select_rows(&Tensor::from_slice(&copies).to_device(device));
-            let mut tokens = vec![0i64; batch.len() * width];
-            let (mut at, mut targets) = (Vec::new(), Vec::new());
-            for (b, &i) in batch.iter().enumerate() {
-                let r = &rows[i];
-                tokens[b * width..b * width + r.suffix.len()].copy_from_slice(&r.suffix);
-                at.extend((0..r.cont.len()).map(|p| (b * width + p) as i64));
-                targets.extend_from_slice(&r.cont);
-            }
-            let x = Tensor::from_slice(&tokens).view([batch.len() as i64, width as i64]).to_device(device);
-            let hidden = model.hidden(&x, Some(&mut cache));
-            let d = hidden.size()[2];
-            let hidden = hidden.reshape([-1, d]);
-            let (mut lp, mut hit) = (Vec::<f32>::with_capacity(at.len()), Vec::<i64>::with_capacity(at.len()));
-            for (pos, tgt) in at.chunks(HEAD_ROWS as usize).zip(targets.chunks(HEAD_ROWS as usize)) {
-                let idx = Tensor::from_slice(pos).to_device(device);
-                let tgt = Tensor::from_slice(tgt).to_device(device);
-                let logits = model.head(&hidden.index_select(0, &idx));
-                let logp = logits.log_softmax(-1, Kind::Float).gather(1, &tgt.unsqueeze(1), false).squeeze_dim(1);
-                let greedy = logits.argmax(-1, false).eq_tensor(&tgt).to_kind(Kind::Int64);
-                lp.extend(Vec::<f32>::try_from(logp.to_device(Device::Cpu)).expect("fp32 log-probs"));
-                hit.extend(Vec::<i64>::try_from(greedy.to_device(Device::Cpu)).expect("int64 flags"));
-            }
-            let mut k = 0;
-            for &i in &batch {
-                let c = rows[i].cont.len();
-                out[i] = Scored {
-                    loglik: lp[k..k + c].iter().map(|&v| v as f64).sum(),
-                    greedy: hit[k..k + c].iter().all(|&h| h == 1),
-                    truncated: rows[i].truncated,
-                };
-                k += c;
-            }
+    (rows, groups)
+}
+
+/// The end in `order` of the batch that starts at `start`, and its suffix
+/// width: groups with one prefix length, while rows × (prefix + widest
+/// suffix) fits the budget (always at least one group).
+fn next_batch(rows: &[Row], groups: &[Group], order: &[usize], start: usize, batch_tokens: usize) -> (usize, usize) {
+    let len = groups[order[start]].prefix.len();
+    let (mut end, mut n_rows, mut width) = (start, 0, 0);
+    while end < order.len() && groups[order[end]].prefix.len() == len {
+        let members = &groups[order[end]].members;
+        let w = members.iter().map(|&i| rows[i].suffix.len()).max().unwrap_or(0).max(width);
+        if end > start && (n_rows + members.len()) * (len + w) > batch_tokens {
+            break;
         }
-    });
-    out
+        (n_rows, width) = (n_rows + members.len(), w);
+        end += 1;
+    }
+    (end, width)
+}
+
+/// Scores the rows of `chunk`'s groups (one prefix length): their prefixes
+/// into a KV cache, copied to each member row, then the right-padded
+/// suffixes of `width` positions; writes each row's score into `out`.
+fn score_batch(model: &Model, rows: &[Row], chunk: &[&Group], width: usize, device: Device, out: &mut [Scored]) {
+    let len = chunk[0].prefix.len();
+    let mut cache = KvCache::new(model);
+    if len > 0 {
+        let prefixes: Vec<i64> = chunk.iter().flat_map(|g| g.prefix.iter().copied()).collect();
+        let x = Tensor::from_slice(&prefixes).view([chunk.len() as i64, len as i64]).to_device(device);
+        let _ = model.hidden(&x, Some(&mut cache));
+    }
+    let batch: Vec<usize> = chunk.iter().flat_map(|g| g.members.iter().copied()).collect();
+    let copies: Vec<i64> =
+        chunk.iter().enumerate().flat_map(|(k, g)| std::iter::repeat_n(k as i64, g.members.len())).collect();
+    let mut cache = cache.select_rows(&Tensor::from_slice(&copies).to_device(device));
+    let mut tokens = vec![0i64; batch.len() * width];
+    let (mut at, mut targets) = (Vec::new(), Vec::new());
+    for (b, &i) in batch.iter().enumerate() {
+        let r = &rows[i];
+        tokens[b * width..b * width + r.suffix.len()].copy_from_slice(&r.suffix);
+        at.extend((0..r.cont.len()).map(|p| (b * width + p) as i64));
+        targets.extend_from_slice(&r.cont);
+    }
+    let x = Tensor::from_slice(&tokens).view([batch.len() as i64, width as i64]).to_device(device);
+    let hidden = model.hidden(&x, Some(&mut cache));
+    let d = hidden.size()[2];
+    let (lp, hit) = head_scores(model, &hidden.reshape([-1, d]), &at, &targets, device);
+    let mut k = 0;
+    for &i in &batch {
+        let c = rows[i].cont.len();
+        out[i] = Scored {
+            loglik: lp[k..k + c].iter().map(|&v| v as f64).sum(),
+            greedy: hit[k..k + c].iter().all(|&h| h == 1),
+            truncated: rows[i].truncated,
+        };
+        k += c;
+    }
+}
+
+/// The log-probability of each target at its position `at` of the flat
+/// `hidden` states, and whether it is the argmax (1) or not (0); the head
+/// runs only at those positions, [`HEAD_ROWS`] at a time.
+fn head_scores(model: &Model, hidden: &Tensor, at: &[i64], targets: &[i64], device: Device) -> (Vec<f32>, Vec<i64>) {
+    let (mut lp, mut hit) = (Vec::<f32>::with_capacity(at.len()), Vec::<i64>::with_capacity(at.len()));
+    for (pos, tgt) in at.chunks(HEAD_ROWS as usize).zip(targets.chunks(HEAD_ROWS as usize)) {
+        let idx = Tensor::from_slice(pos).to_device(device);
+        let tgt = Tensor::from_slice(tgt).to_device(device);
+        let logits = model.head(&hidden.index_select(0, &idx));
+        let logp = logits.log_softmax(-1, Kind::Float).gather(1, &tgt.unsqueeze(1), false).squeeze_dim(1);
+        let greedy = logits.argmax(-1, false).eq_tensor(&tgt).to_kind(Kind::Int64);
+        lp.extend(Vec::<f32>::try_from(logp.to_device(Device::Cpu)).expect("fp32 log-probs"));
+        hit.extend(Vec::<i64>::try_from(greedy.to_device(Device::Cpu)).expect("int64 flags"));
+    }
+    (lp, hit)
 }
 
 /// One item's scores: a log-likelihood per choice and the predictions.

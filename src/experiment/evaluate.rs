@@ -6,24 +6,26 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tch::nn::VarStore;
 
+use self::suites::Loaded;
 use super::grid::GRID_FILE;
 use super::{point_dir, policy_name, spec_ratio, summary, Grid};
 use crate::config::{check_eval_memory, check_task, Spec, TaskKind};
 use crate::data::bench::{self as bench_tasks, Item, Task};
-use crate::data::{eval_offsets, tasks, Corpus, Split, Tokenizer};
+use crate::data::Split;
 use crate::device;
 use crate::error::{input, io, GdaError};
 use crate::eval::analysis;
-use crate::eval::bench::score_task;
-use crate::eval::{lm_eval, retrieval_eval};
 use crate::model::Model;
 use crate::report::eval::{
-    average_row, write_run_table, AttentionRow, BenchRow, Identified, LmRow, RetrievalRow, RunId, ATTENTION_CSV,
-    BENCH_CSV, BENCH_ITEMS, LM_CSV, RETRIEVAL_CSV,
+    write_run_table, AttentionRow, BenchRow, Identified, LmRow, RetrievalRow, RunId, ATTENTION_CSV, BENCH_CSV,
+    BENCH_ITEMS, LM_CSV, RETRIEVAL_CSV,
 };
 use crate::train::checkpoint;
 use crate::train::run_dir::{find_source, Source};
+
+mod suites;
 
 /// What `gda eval` scores and where it writes (its options, without clap).
 #[derive(Debug, Clone, Default)]
@@ -421,178 +423,39 @@ fn eval_run(
     bench: &[(Task, Vec<Item>)],
     tables: &mut Tables,
 ) -> Result<(), GdaError> {
-    let Checked { mut src, spec, suites, tasks, contexts } = run;
-    let analyse = suites.contains(&Suite::Attention);
-    let train_ctx = spec.train.context;
+    let Checked { src, spec, suites, tasks, contexts } = run;
     let device = device::select(&spec.train.device).map_err(|m| spec.error("train.device", m))?;
     device::set_threads(spec.train.threads).map_err(|m| spec.error("train.threads", m))?;
     let (vs, model) = Model::build(&spec.model, device);
-    let load = |src: &Source| checkpoint::load_weights(&vs, &src.checkpoint.join(checkpoint::MODEL_FILE));
-    if let Err(e) = load(&src) {
-        // A run still training keeps only its newest checkpoint: the one
-        // found when the run was checked may be gone. Take the new one.
-        if src.checkpoint.exists() {
-            return Err(e);
-        }
-        src = find_source(&t.dir)?;
-        load(&src)?;
-    }
+    let src = load_weights(&vs, t, src)?;
     println!("evaluating {} ({}, step {})", t.label, t.dir.display(), src.step);
     if src.step < spec.train.steps {
         eprintln!("warning: {} has not finished training (checkpoint at step {} of {}); the tables give that checkpoint's scores", t.label, src.step, spec.train.steps);
     }
-    // Batches of about the training batch's tokens, whatever the context.
-    let rows = |c: usize| (spec.train.batch_size * train_ctx / c).max(1);
-
+    let loaded = Loaded { target: t, spec: &spec, model: &model, device, step: src.step, contexts: &contexts };
     if suites.contains(&Suite::Lm) {
-        // The run's validation split, or all of the --data text.
-        let mut data_cfg = spec.data.clone();
-        data_cfg.task = TaskKind::Text;
-        let (key, what) = match &opts.data {
-            Some(d) => (format!("whole {} {data_cfg:?}", d.display()), format!("--data {}", d.display())),
-            None => (format!("{data_cfg:?}"), "the run's validation split".to_string()),
-        };
-        let at = match corpora.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                let text = match &opts.data {
-                    Some(d) => Corpus::whole(d, &data_cfg, spec.train.threads)?,
-                    None => Corpus::load(&data_cfg, spec.train.threads)?.val,
-                };
-                corpora.push((key, text));
-                corpora.len() - 1
-            }
-        };
-        let val = &corpora[at].1;
-        let budget = opts.tokens.unwrap_or(spec.train.eval_tokens);
-        for &c in &contexts {
-            if c + 1 > val.len {
-                return Err(input(format!(
-                    "context {c} of run {} is longer than {what} ({} tokens); allowed: --contexts of at most {}",
-                    t.label,
-                    val.len,
-                    val.len.saturating_sub(1)
-                )));
-            }
-            let s = lm_eval(&model, val, &eval_offsets(val.len, c, budget), c, rows(c), device);
-            let mut row = LmRow {
-                run: t.label.clone(),
-                step: src.step,
-                context: c,
-                train_context: train_ctx,
-                tokens: s.tokens,
-                loss: s.loss,
-                ppl: s.loss.exp(),
-                bpb: s.bpb,
-                ..LmRow::default()
-            };
-            row.set_id(&t.id);
-            tables.lm.push(row);
-        }
+        suites::lm(&loaded, opts, corpora, tables)?;
     }
     if suites.contains(&Suite::Bench) {
-        let tok = Tokenizer::new(&spec.data.tokenizer)?;
-        // Rows of one batch share this many tokens (padding included).
-        let batch_tokens = (spec.train.batch_size * train_ctx).max(4096);
-        for &c in &contexts {
-            let mut rows = Vec::new();
-            for (task, items) in bench {
-                let s = score_task(&model, &tok, task, items, c, batch_tokens, device)?;
-                println!(
-                    "  {} @{c}: {} items, acc {:.4}{}{}",
-                    task.name,
-                    s.n,
-                    s.acc,
-                    s.acc_norm.map(|a| format!(", acc_norm {a:.4}")).unwrap_or_default(),
-                    if s.truncated > 0 { format!(", {} truncated", s.truncated) } else { String::new() }
-                );
-                for (i, it) in s.items.iter().enumerate() {
-                    let line = serde_json::json!({
-                        "run": t.label, "task": task.name, "context": c, "doc": i, "line": it.line,
-                        "gold": it.gold, "lls": it.lls, "greedy": it.greedy, "pred": it.pred,
-                        "pred_norm": it.pred_norm, "truncated": it.truncated,
-                    });
-                    tables.bench_items.extend(line.to_string().bytes());
-                    tables.bench_items.push(b'\n');
-                }
-                let mut row = BenchRow {
-                    run: t.label.clone(),
-                    step: src.step,
-                    task: task.name.clone(),
-                    context: c,
-                    train_context: train_ctx,
-                    n: s.n,
-                    acc: s.acc,
-                    acc_stderr: s.acc_stderr,
-                    acc_norm: s.acc_norm,
-                    acc_norm_stderr: s.acc_norm_stderr,
-                    ppl: s.ppl,
-                    truncated: s.truncated,
-                    ..BenchRow::default()
-                };
-                row.set_id(&t.id);
-                rows.push(row);
-            }
-            let average = average_row(&rows);
-            tables.bench.extend(rows);
-            tables.bench.extend(average);
-        }
+        suites::bench(&loaded, bench, tables)?;
     }
-    let n = opts.examples.unwrap_or(spec.task.eval_examples);
-    for &kind in &tasks {
-        let depths: Vec<Option<f64>> = match kind {
-            TaskKind::Niah if opts.depths.is_empty() => [0.0, 0.25, 0.5, 0.75, 1.0].into_iter().map(Some).collect(),
-            TaskKind::Niah => opts.depths.iter().copied().map(Some).collect(),
-            _ => vec![None],
-        };
-        for &c in &contexts {
-            let mut all = Vec::new();
-            for &depth in &depths {
-                let examples = tasks::eval_set(&spec.task, kind, c, n, depth);
-                let s = retrieval_eval(&model, &examples, rows(c), device);
-                let mut row = RetrievalRow {
-                    run: t.label.clone(),
-                    step: src.step,
-                    task: kind.name().into(),
-                    context: c,
-                    train_context: train_ctx,
-                    depth,
-                    examples: n,
-                    queries: s.queries,
-                    loss: s.loss,
-                    acc: s.acc,
-                    token_acc: s.token_acc,
-                    ..RetrievalRow::default()
-                };
-                row.set_id(&t.id);
-                tables.retrieval.push(row);
-                all.extend(examples);
-            }
-            if analyse {
-                for g in analysis::analyse(&model, &all, device) {
-                    let mut row = AttentionRow {
-                        run: t.label.clone(),
-                        step: src.step,
-                        task: kind.name().into(),
-                        context: c,
-                        layer: g.layer,
-                        head_group: g.group.map(|x| x.to_string()).unwrap_or_else(|| "all".into()),
-                        heads: g.heads,
-                        lambda: g.lambda,
-                        answer_mass: g.stats.answer,
-                        noise_mass: g.stats.noise,
-                        entropy: g.stats.entropy,
-                        sparsity: g.stats.sparsity,
-                        signal_answer: g.signal_answer,
-                        noise_answer: g.noise_answer,
-                        rows: g.rows,
-                        ..AttentionRow::default()
-                    };
-                    row.set_id(&t.id);
-                    tables.attention.push(row);
-                }
-            }
-        }
-    }
+    suites::retrieval(&loaded, &tasks, suites.contains(&Suite::Attention), opts, tables);
     Ok(())
+}
+
+/// Loads the weights of the checkpoint `src` names into `vs`; returns the
+/// checkpoint loaded.
+fn load_weights(vs: &VarStore, t: &Target, src: Source) -> Result<Source, GdaError> {
+    let load = |src: &Source| checkpoint::load_weights(vs, &src.checkpoint.join(checkpoint::MODEL_FILE));
+    match load(&src) {
+        Ok(()) => Ok(src),
+        // A run still training keeps only its newest checkpoint: the one
+        // found when the run was checked may be gone. Take the new one.
+        Err(e) if src.checkpoint.exists() => Err(e),
+        Err(_) => {
+            let src = find_source(&t.dir)?;
+            load(&src)?;
+            Ok(src)
+        }
+    }
 }

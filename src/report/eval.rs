@@ -7,29 +7,27 @@
 //! summary.csv); the `*_groups.csv` tables aggregate the seeds of each point
 //! (mean, sample std, n), and so do the summary and the plots.
 
-use std::fmt::Write as _;
 use std::io::ErrorKind;
 use std::path::Path;
 
+mod attention;
 pub mod bench;
+mod lm;
+mod retrieval;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::mean_std;
-use super::plot::{plot_lines, Line, Titles};
-use super::table::{line, md, number, opt_number, read, read_rows, write_rows_with};
+use super::plot::Line;
+use super::table::{line, read, read_rows, write_rows_with};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::atomic_write;
 
+pub use self::attention::{AttentionRow, ATTENTION_CSV, ATTENTION_GROUPS_CSV};
 pub use self::bench::{average_row, BenchRow, BENCH_CSV, BENCH_ITEMS};
-
-pub const LM_CSV: &str = "lm.csv";
-pub const RETRIEVAL_CSV: &str = "retrieval.csv";
-pub const ATTENTION_CSV: &str = "attention.csv";
-pub const LM_GROUPS_CSV: &str = "lm_groups.csv";
-pub const RETRIEVAL_GROUPS_CSV: &str = "retrieval_groups.csv";
-pub const ATTENTION_GROUPS_CSV: &str = "attention_groups.csv";
+pub use self::lm::{LmRow, LM_CSV, LM_GROUPS_CSV};
+pub use self::retrieval::{RetrievalRow, RETRIEVAL_CSV, RETRIEVAL_GROUPS_CSV};
 
 /// Which point of an experiment a run is: the columns every run row of
 /// summary.csv and of the eval tables carries. Outside an experiment,
@@ -85,100 +83,6 @@ macro_rules! identified {
     )*};
 }
 identified!(LmRow, RetrievalRow, AttentionRow, BenchRow);
-
-/// A row of lm.csv: one run at one context (columns in docs/run-directory.md).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LmRow {
-    pub run: String,
-    pub group: String,
-    /// Written and read as the grid columns ([`write_run_table`]).
-    #[serde(skip)]
-    pub grid: Vec<(String, String)>,
-    pub variant: String,
-    pub seed: Option<u64>,
-    pub policy: String,
-    pub requested_ratio: Option<usize>,
-    #[serde(serialize_with = "opt_number")]
-    pub ratio: Option<f64>,
-    pub step: usize,
-    pub context: usize,
-    pub train_context: usize,
-    pub tokens: usize,
-    #[serde(serialize_with = "number")]
-    pub loss: f64,
-    #[serde(serialize_with = "number")]
-    pub ppl: f64,
-    #[serde(serialize_with = "number")]
-    pub bpb: f64,
-}
-
-/// A row of retrieval.csv: one run, task, context and (NIAH) needle depth.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RetrievalRow {
-    pub run: String,
-    pub group: String,
-    /// Written and read as the grid columns ([`write_run_table`]).
-    #[serde(skip)]
-    pub grid: Vec<(String, String)>,
-    pub variant: String,
-    pub seed: Option<u64>,
-    pub policy: String,
-    pub requested_ratio: Option<usize>,
-    #[serde(serialize_with = "opt_number")]
-    pub ratio: Option<f64>,
-    pub step: usize,
-    pub task: String,
-    pub context: usize,
-    pub train_context: usize,
-    #[serde(serialize_with = "opt_number")]
-    pub depth: Option<f64>,
-    pub examples: usize,
-    pub queries: usize,
-    #[serde(serialize_with = "number")]
-    pub loss: f64,
-    #[serde(serialize_with = "number")]
-    pub acc: f64,
-    #[serde(serialize_with = "number")]
-    pub token_acc: f64,
-}
-
-/// A row of attention.csv: one head group of a layer (`head_group` = `all`:
-/// the whole layer); the gda-only columns are empty for standard attention.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AttentionRow {
-    pub run: String,
-    pub group: String,
-    /// Written and read as the grid columns ([`write_run_table`]).
-    #[serde(skip)]
-    pub grid: Vec<(String, String)>,
-    pub variant: String,
-    pub seed: Option<u64>,
-    pub policy: String,
-    pub requested_ratio: Option<usize>,
-    #[serde(serialize_with = "opt_number")]
-    pub ratio: Option<f64>,
-    pub step: usize,
-    pub task: String,
-    pub context: usize,
-    pub layer: usize,
-    pub head_group: String,
-    pub heads: usize,
-    #[serde(serialize_with = "opt_number")]
-    pub lambda: Option<f64>,
-    #[serde(serialize_with = "number")]
-    pub answer_mass: f64,
-    #[serde(serialize_with = "number")]
-    pub noise_mass: f64,
-    #[serde(serialize_with = "number")]
-    pub entropy: f64,
-    #[serde(serialize_with = "number")]
-    pub sparsity: f64,
-    #[serde(serialize_with = "opt_number")]
-    pub signal_answer: Option<f64>,
-    #[serde(serialize_with = "opt_number")]
-    pub noise_answer: Option<f64>,
-    pub rows: usize,
-}
 
 /// The rows of an eval table, each with its grid cell; none when the file
 /// is absent.
@@ -390,19 +294,16 @@ pub fn eval_report(dir: &Path) -> Result<EvalReport, GdaError> {
     let att: Vec<AttentionRow> = rows(&dir.join(ATTENTION_CSV))?;
     let bench: Vec<BenchRow> = rows(&dir.join(BENCH_CSV))?;
     // A plot whose table is gone belongs to an earlier evaluation.
-    for (empty, plot) in [
-        (lm.is_empty(), "bpb_vs_context.svg"),
-        (ret.is_empty(), "accuracy_vs_context.svg"),
-        (att.is_empty(), "attention_noise.svg"),
-        (bench.is_empty(), bench::BENCH_PLOT),
-        (bench.is_empty(), bench::BENCH_COMPARISONS_CSV),
-    ] {
-        if empty {
-            // Absent already is the state wanted; any other failure shows up
-            // as a stale plot beside a summary that does not mention it.
-            let _ = std::fs::remove_file(dir.join(plot));
-        }
-    }
+    remove_stale(
+        dir,
+        &[
+            (lm.is_empty(), "bpb_vs_context.svg"),
+            (ret.is_empty(), "accuracy_vs_context.svg"),
+            (att.is_empty(), "attention_noise.svg"),
+            (bench.is_empty(), bench::BENCH_PLOT),
+            (bench.is_empty(), bench::BENCH_COMPARISONS_CSV),
+        ],
+    );
     if lm.is_empty() && ret.is_empty() && att.is_empty() && bench.is_empty() {
         return Err(input(format!(
             "{} holds no evaluation results ({LM_CSV}, {RETRIEVAL_CSV}, {ATTENTION_CSV}, {BENCH_CSV}); run gda eval first",
@@ -415,38 +316,64 @@ pub fn eval_report(dir: &Path) -> Result<EvalReport, GdaError> {
         || att.iter().any(|r| r.run != r.group)
         || bench.iter().any(|r| r.run != r.group);
     // One colour and marker per point, the same in every plot.
-    let mut points: Vec<String> = Vec::new();
-    for g in lm
-        .iter()
-        .map(|r| &r.group)
-        .chain(ret.iter().map(|r| &r.group))
-        .chain(att.iter().map(|r| &r.group))
-        .chain(bench.iter().map(|r| &r.group))
-    {
-        if !points.contains(g) {
-            points.push(g.clone());
-        }
-    }
+    let points = first_seen(
+        lm.iter()
+            .map(|r| &r.group)
+            .chain(ret.iter().map(|r| &r.group))
+            .chain(att.iter().map(|r| &r.group))
+            .chain(bench.iter().map(|r| &r.group)),
+    );
     let style_of = |g: &str| points.iter().position(|p| p == g).unwrap_or(0);
     let mut sections = Vec::new();
     if !lm.is_empty() {
-        sections.push(lm_section(dir, &lm, &style_of)?);
+        sections.push(lm::lm_section(dir, &lm, &style_of)?);
     }
-    write_lm_groups(dir, &lm)?;
+    lm::write_lm_groups(dir, &lm)?;
     if !ret.is_empty() {
-        sections.push(retrieval_section(dir, &ret, &style_of)?);
+        sections.push(retrieval::retrieval_section(dir, &ret, &style_of)?);
     }
-    write_retrieval_groups(dir, &ret)?;
+    retrieval::write_retrieval_groups(dir, &ret)?;
     if !att.is_empty() {
-        sections.push(attention_section(dir, &att)?);
+        sections.push(attention::attention_section(dir, &att)?);
     }
-    write_attention_groups(dir, &att)?;
+    attention::write_attention_groups(dir, &att)?;
     if !bench.is_empty() {
         sections.push(bench::bench_section(dir, &bench, &style_of)?);
     }
     bench::write_bench_groups(dir, &bench)?;
+    let report = render(&sections, grouped);
+    let path = dir.join("summary.md");
+    atomic_write(&path, report.markdown.as_bytes()).map_err(io("cannot write", &path))?;
+    Ok(report)
+}
+
+/// Removes each file of `dir` whose table is empty.
+fn remove_stale(dir: &Path, files: &[(bool, &str)]) {
+    for &(empty, file) in files {
+        if empty {
+            // Absent already is the state wanted; any other failure shows up
+            // as a stale plot beside a summary that does not mention it.
+            let _ = std::fs::remove_file(dir.join(file));
+        }
+    }
+}
+
+/// The distinct values, in first-seen order.
+fn first_seen<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    out
+}
+
+/// The summary and the terminal's text from the sections; with `grouped`,
+/// each section's per-point table comes first.
+fn render(sections: &[Section], grouped: bool) -> EvalReport {
     let (mut markdown, mut brief) = (String::new(), String::new());
-    for s in &sections {
+    for s in sections {
         markdown += &s.intro;
         brief += &s.intro;
         if grouped {
@@ -461,63 +388,7 @@ pub fn eval_report(dir: &Path) -> Result<EvalReport, GdaError> {
     if grouped {
         brief += "Per-run rows: summary.md and the run tables (lm.csv, retrieval.csv, attention.csv, bench.csv); per-point aggregates: *_groups.csv.\n";
     }
-    let path = dir.join("summary.md");
-    atomic_write(&path, markdown.as_bytes()).map_err(io("cannot write", &path))?;
-    Ok(EvalReport { markdown, brief })
-}
-
-fn lm_section(dir: &Path, lm: &[LmRow], style_of: &dyn Fn(&str) -> usize) -> Result<Section, GdaError> {
-    let intro = "## Held-out language modelling\n\nLoss in nats/token over a fixed token budget of the validation text; contexts past `train ctx` are extrapolation.\n\n".to_string();
-    let mut per_run =
-        "| run | context | train ctx | tokens | loss | ppl | bpb |\n|---|---|---|---|---|---|---|\n".to_string();
-    for r in lm {
-        let _ = writeln!(
-            per_run,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            md(&r.run),
-            r.context,
-            r.train_context,
-            r.tokens,
-            fixed(Some(r.loss), 4),
-            fixed(Some(r.ppl), 3),
-            fixed(Some(r.bpb), 4)
-        );
-    }
-    let mut per_point =
-        "| point | ratio | context | train ctx | n | loss | ppl | bpb |\n|---|---|---|---|---|---|---|---|\n"
-            .to_string();
-    let mut lines: Vec<Line> = Vec::new();
-    for m in by_point(lm, |r| r.context) {
-        let r = m[0];
-        let s = |f: fn(&LmRow) -> f64| stat(m.iter().map(|r| Some(f(r))));
-        let (loss, ppl, bpb) = (s(|r| r.loss), s(|r| r.ppl), s(|r| r.bpb));
-        let _ = writeln!(
-            per_point,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.group,
-            ratio_label(r.ratio),
-            r.context,
-            r.train_context,
-            m.len(),
-            pm(loss, 4),
-            pm(ppl, 3),
-            pm(bpb, 4)
-        );
-        if let Some(b) = bpb {
-            push_point(&mut lines, &r.group, style_of(&r.group), false, (r.context as f64, b));
-        }
-    }
-    let tokens =
-        common(lm.iter().map(|r| r.tokens)).map(|t| format!("{t} tokens scored per context")).unwrap_or_default();
-    let held = held(lm.iter().map(|r| r.policy.as_str()), lm.iter().map(|r| r.step), &tokens);
-    let titles = Titles {
-        title: "held-out bits per byte vs context length",
-        held: &held,
-        x: "context (tokens)",
-        y: "bits per byte (mean ± std over seeds)",
-    };
-    plot_lines(&dir.join("bpb_vs_context.svg"), &titles, true, &lines)?;
-    Ok(Section { intro, per_point, per_run })
+    EvalReport { markdown, brief }
 }
 
 /// Adds (x, mean ± std) to the line `label`, making it if new; points stay
@@ -536,232 +407,4 @@ fn push_point(lines: &mut Vec<Line>, label: &str, style: usize, dashed: bool, (x
     let pts = &mut lines[i].points;
     pts.push((x, s.mean, s.std.unwrap_or(0.0)));
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-}
-
-fn write_lm_groups(dir: &Path, lm: &[LmRow]) -> Result<(), GdaError> {
-    let grid = grid_keys(lm);
-    let rows: Vec<Vec<String>> = by_point(lm, |r| (r.context, r.train_context, r.tokens))
-        .into_iter()
-        .map(|m| {
-            let r = m[0];
-            let mut cells = point_cells(&r.id(), &grid);
-            cells.extend([
-                r.context.to_string(),
-                r.train_context.to_string(),
-                r.tokens.to_string(),
-                m.len().to_string(),
-            ]);
-            for f in [|r: &LmRow| r.loss, |r: &LmRow| r.ppl, |r: &LmRow| r.bpb] {
-                cells.extend(stat_cells(stat(m.iter().map(|r| Some(f(r))))));
-            }
-            cells
-        })
-        .collect();
-    write_groups(
-        &dir.join(LM_GROUPS_CSV),
-        &grid,
-        &["context", "train_context", "tokens"],
-        &["loss", "ppl", "bpb"],
-        &rows,
-    )
-}
-
-fn retrieval_section(dir: &Path, ret: &[RetrievalRow], style_of: &dyn Fn(&str) -> usize) -> Result<Section, GdaError> {
-    let intro = "## Retrieval\n\nExact match: a question counts only if every answer token is the model's top choice. NIAH rows are per needle depth (0 = start of the haystack).\n\n".to_string();
-    let depth = |d: Option<f64>| d.map(|d| d.to_string()).unwrap_or_else(|| "–".into());
-    let mut per_run = "| run | task | context | train ctx | depth | questions | acc | token acc | answer loss |\n|---|---|---|---|---|---|---|---|---|\n".to_string();
-    for r in ret {
-        let _ = writeln!(
-            per_run,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            md(&r.run),
-            md(&r.task),
-            r.context,
-            r.train_context,
-            depth(r.depth),
-            r.queries,
-            fixed(Some(r.acc), 3),
-            fixed(Some(r.token_acc), 3),
-            fixed(Some(r.loss), 4)
-        );
-    }
-    let mut per_point = "| point | ratio | task | context | depth | n | acc | token acc | answer loss |\n|---|---|---|---|---|---|---|---|---|\n".to_string();
-    for m in by_point(ret, |r| (r.task.clone(), r.context, r.depth.map(f64::to_bits))) {
-        let r = m[0];
-        let s = |f: fn(&RetrievalRow) -> f64| stat(m.iter().map(|r| Some(f(r))));
-        let _ = writeln!(
-            per_point,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.group,
-            ratio_label(r.ratio),
-            md(&r.task),
-            r.context,
-            depth(r.depth),
-            m.len(),
-            pm(s(|r| r.acc), 3),
-            pm(s(|r| r.token_acc), 3),
-            pm(s(|r| r.loss), 4)
-        );
-    }
-    // Accuracy per context: each run's mean over depths (NIAH), then mean ±
-    // std of those over the point's seeds.
-    let run_means: Vec<RetrievalRow> = group_by(ret, |r| (r.run.clone(), r.task.clone(), r.context))
-        .into_iter()
-        .map(|m| RetrievalRow { acc: mean_std(&m.iter().map(|r| r.acc).collect::<Vec<_>>()).0, ..m[0].clone() })
-        .collect();
-    let mut lines: Vec<Line> = Vec::new();
-    for m in by_point(&run_means, |r| r.task.clone()) {
-        for c in group_by(&m, |r| r.context) {
-            if let Some(a) = stat(c.iter().map(|r| Some(r.acc))) {
-                let r = c[0];
-                push_point(
-                    &mut lines,
-                    &format!("{} {}", r.group, r.task),
-                    style_of(&r.group),
-                    false,
-                    (r.context as f64, a),
-                );
-            }
-        }
-    }
-    let examples = common(ret.iter().map(|r| r.examples))
-        .map(|n| format!("{n} examples per context and depth"))
-        .unwrap_or_default();
-    let held = held(ret.iter().map(|r| r.policy.as_str()), ret.iter().map(|r| r.step), &examples);
-    let titles = Titles {
-        title: "retrieval accuracy vs context length",
-        held: &held,
-        x: "context (tokens)",
-        y: "exact-match accuracy (mean ± std over seeds)",
-    };
-    plot_lines(&dir.join("accuracy_vs_context.svg"), &titles, true, &lines)?;
-    Ok(Section { intro, per_point, per_run })
-}
-
-fn write_retrieval_groups(dir: &Path, ret: &[RetrievalRow]) -> Result<(), GdaError> {
-    let grid = grid_keys(ret);
-    let rows: Vec<Vec<String>> = by_point(ret, |r| (r.task.clone(), r.context, r.depth.map(f64::to_bits), r.examples))
-        .into_iter()
-        .map(|m| {
-            let r = m[0];
-            let mut cells = point_cells(&r.id(), &grid);
-            cells.extend([
-                r.task.clone(),
-                r.context.to_string(),
-                r.train_context.to_string(),
-                r.depth.map(|d| format!("{d}")).unwrap_or_default(),
-                r.examples.to_string(),
-                m.len().to_string(),
-            ]);
-            for f in [|r: &RetrievalRow| r.acc, |r: &RetrievalRow| r.token_acc, |r: &RetrievalRow| r.loss] {
-                cells.extend(stat_cells(stat(m.iter().map(|r| Some(f(r))))));
-            }
-            cells
-        })
-        .collect();
-    write_groups(
-        &dir.join(RETRIEVAL_GROUPS_CSV),
-        &grid,
-        &["task", "context", "train_context", "depth", "examples"],
-        &["acc", "token_acc", "loss"],
-        &rows,
-    )
-}
-
-/// The measured columns of attention.csv, in order.
-type AttField = fn(&AttentionRow) -> Option<f64>;
-const ATT_VALUES: [(&str, AttField); 7] = [
-    ("lambda", |r| r.lambda),
-    ("answer_mass", |r| Some(r.answer_mass)),
-    ("noise_mass", |r| Some(r.noise_mass)),
-    ("entropy", |r| Some(r.entropy)),
-    ("sparsity", |r| Some(r.sparsity)),
-    ("signal_answer", |r| r.signal_answer),
-    ("noise_answer", |r| r.noise_answer),
-];
-
-fn attention_section(dir: &Path, att: &[AttentionRow]) -> Result<Section, GdaError> {
-    let intro = "## Attention on retrieval questions\n\nEffective maps (signal − λ·noise for gda, softmax for standard) at each question's position, averaged over all heads of a layer (per-group rows are in attention.csv). Answer mass: weight on the answer span; noise mass: |weight| everywhere else; entropy in nats of |weights| normalised; sparsity: Hoyer (1 = one position, 0 = uniform). Under gda, signal and noise answer: the answer mass of the signal map and of the subtracted noise map.\n\n".to_string();
-    let all: Vec<AttentionRow> = att.iter().filter(|r| r.head_group == "all").cloned().collect();
-    let mut per_run = "| run | task | context | layer | λ | answer mass | noise mass | entropy | sparsity | signal answer | noise answer |\n|---|---|---|---|---|---|---|---|---|---|---|\n".to_string();
-    for r in &all {
-        let _ = writeln!(
-            per_run,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            md(&r.run),
-            md(&r.task),
-            r.context,
-            r.layer,
-            fixed(r.lambda, 3),
-            fixed(Some(r.answer_mass), 3),
-            fixed(Some(r.noise_mass), 3),
-            fixed(Some(r.entropy), 3),
-            fixed(Some(r.sparsity), 3),
-            fixed(r.signal_answer, 3),
-            fixed(r.noise_answer, 3)
-        );
-    }
-    let mut per_point = "| point | task | context | layer | n | λ | answer mass | noise mass | entropy | sparsity | signal answer | noise answer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n".to_string();
-    let mut noise: Vec<Line> = Vec::new();
-    let mut answer: Vec<Line> = Vec::new();
-    for m in by_point(&all, |r| (r.task.clone(), r.context, r.layer)) {
-        let r = m[0];
-        let s: Vec<Option<Stat>> = ATT_VALUES.iter().map(|(_, f)| stat(m.iter().map(|r| f(r)))).collect();
-        let _ = write!(per_point, "| {} | {} | {} | {} | {} |", r.group, md(&r.task), r.context, r.layer, m.len());
-        for v in &s {
-            let _ = write!(per_point, " {} |", pm(*v, 3));
-        }
-        per_point += "\n";
-        // One colour per (point, task, context): its noise line solid, its
-        // answer line dashed.
-        let label = format!("{} {}@{}", r.group, r.task, r.context);
-        let style = noise.iter().position(|l| l.label == label).unwrap_or(noise.len());
-        if let Some(n) = s[2] {
-            push_point(&mut noise, &label, style, false, (r.layer as f64, n));
-        }
-        if let Some(a) = s[1] {
-            push_point(&mut answer, &format!("{label} (answer)"), style, true, (r.layer as f64, a));
-        }
-    }
-    let held = held(all.iter().map(|r| r.policy.as_str()), all.iter().map(|r| r.step), "");
-    let titles = Titles {
-        title: "attention noise (solid) and answer mass (dashed) per layer",
-        held: &held,
-        x: "layer",
-        y: "attention mass (mean ± std over seeds)",
-    };
-    noise.extend(answer);
-    plot_lines(&dir.join("attention_noise.svg"), &titles, true, &noise)?;
-    Ok(Section { intro, per_point, per_run })
-}
-
-fn write_attention_groups(dir: &Path, att: &[AttentionRow]) -> Result<(), GdaError> {
-    let grid = grid_keys(att);
-    let rows: Vec<Vec<String>> = by_point(att, |r| (r.task.clone(), r.context, r.layer, r.head_group.clone(), r.heads))
-        .into_iter()
-        .map(|m| {
-            let r = m[0];
-            let mut cells = point_cells(&r.id(), &grid);
-            cells.extend([
-                r.task.clone(),
-                r.context.to_string(),
-                r.layer.to_string(),
-                r.head_group.clone(),
-                r.heads.to_string(),
-                m.len().to_string(),
-            ]);
-            for (_, f) in ATT_VALUES {
-                cells.extend(stat_cells(stat(m.iter().map(|r| f(r)))));
-            }
-            cells
-        })
-        .collect();
-    let values: Vec<&str> = ATT_VALUES.iter().map(|v| v.0).collect();
-    write_groups(
-        &dir.join(ATTENTION_GROUPS_CSV),
-        &grid,
-        &["task", "context", "layer", "head_group", "heads"],
-        &values,
-        &rows,
-    )
 }
