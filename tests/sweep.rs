@@ -328,6 +328,38 @@ fn failing_points_are_recorded_and_the_sweep_goes_on() {
     assert!(stdout_of(&again).contains("2 of 2 points already finished or failed; 0 to train"));
 }
 
+/// A one-seed sweep's comparisons say how to get intervals, and the command
+/// they name works: the same sweep with `--num-seeds 2` into the same
+/// directory trains only the new seed and the comparison gains its interval.
+#[test]
+fn a_one_seed_sweep_says_how_to_get_intervals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "tiny", &TINY.replace("steps = 60", "steps = 5"));
+    let dir = tmp.path().join("sweep");
+    let sweep = |extra: &[&str]| {
+        let out = gda()
+            .args(["sweep", "--spec"])
+            .arg(&spec)
+            .args(["--ratios", "1,2"])
+            .args(extra)
+            .arg("--out")
+            .arg(&dir)
+            .output();
+        let out = out.unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        stdout_of(&out)
+    };
+    let hint = "One seed gives no interval. For intervals, rerun the same command with more seeds";
+    let one = sweep(&[]);
+    assert!(one.contains("no interval at n = 1") && one.contains(hint) && one.contains("`--num-seeds 3`"), "{one}");
+    assert!(std::fs::read_to_string(dir.join("summary.md")).unwrap().contains(hint));
+    let two = sweep(&["--num-seeds", "2"]);
+    assert!(two.contains("2 of 4 points already finished or failed; 2 to train"), "{two}");
+    assert!(!two.contains(hint) && !two.contains("no interval at n = 1"), "{two}");
+    let cmp = table(&dir.join("comparisons.csv"));
+    assert!(cmp.iter().all(|r| r["n"] == "2" && !r["ci95_low"].is_empty()), "{cmp:?}");
+}
+
 #[test]
 fn nearest_trains_the_closest_allocation_and_reports_the_real_ratio() {
     let tmp = tempfile::tempdir().unwrap();

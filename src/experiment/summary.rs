@@ -507,8 +507,18 @@ pub fn comparisons_markdown(cmp: &[Comparison]) -> String {
             t.verdict(&c.a, &c.b, "nats")
         );
     }
+    if cmp.iter().any(|c| c.test.n() == 1) {
+        s += ONE_SEED_HINT;
+    }
     s
 }
+
+/// Said under comparisons made on one seed: how to get their intervals
+/// (the base spec's hash leaves the seeds out, so the same directory takes
+/// the new seeds and keeps the points trained).
+pub const ONE_SEED_HINT: &str = "\nOne seed gives no interval. For intervals, rerun the same command with more seeds \
+     into the same directory, e.g. `--num-seeds 3` (seeds from the spec's `seed` up) or `--seeds` listing the \
+     seed trained and two more: the finished points are kept and only the new seeds train.\n";
 
 pub const COMPARISON_COLUMNS: &[&str] =
     &["a", "b", "n", "seeds", "diffs", "mean_diff", "std_diff", "ci95_low", "ci95_high", "p_value", "verdict"];
