@@ -6,9 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    best, local, policy_name, progress, slurm, summary, write_spec, Kind, Launcher, Point, RunOptions, Status, Variant,
-};
+use super::summary::{self, best};
+use super::{local, policy_name, progress, slurm, write_spec, Kind, Launcher, Point, RunOptions, Status, Variant};
 use crate::config::{BudgetPolicy, Spec};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::atomic_write;

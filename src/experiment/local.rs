@@ -3,14 +3,14 @@
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::progress::{self, Ended, Progress};
 use super::slurm::Queue;
-use super::{point_command, point_dir, status, write_spec, Point, RunOptions, Status, FAILED_FILE};
+use super::{point_command, point_dir, status, write_spec, Point, RunOptions, Status, CRASH_SIGNALS, FAILED_FILE};
 use crate::error::{io, GdaError};
 use crate::train::{self, checkpoint, RunSummary};
 use crate::util::out::{self, errln, outln};
@@ -21,10 +21,53 @@ use crate::util::out::{self, errln, outln};
 /// Err(ExperimentInterrupted) if Ctrl-C stopped it.
 pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, GdaError> {
     let every = progress::interval_from_env()?;
+    let (mut todo, already) = to_train(points, opts);
+    let slots = slots(points, opts, todo.len());
+    let cores = if opts.threads > 0 { opts.threads } else { crate::device::cores() };
+    let workers = Arc::new(Workers {
+        dir: opts.dir.clone(),
+        retry_failed: opts.retry_failed,
+        nproc: opts.nproc_per_point,
+        threads_each: (cores / slots.len()).max(1),
+        total: points.len(),
+        view: Progress::start(&opts.dir, points, todo.make_contiguous(), slots.len(), every),
+        queue: Mutex::new(todo),
+        interrupted: Mutex::new(Vec::new()),
+        killed: Mutex::new(Vec::new()),
+        done: Mutex::new(already),
+    });
+    let threads: Vec<_> = slots
+        .into_iter()
+        .map(|device| {
+            let workers = workers.clone();
+            std::thread::spawn(move || workers.work(device.as_deref()))
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("worker thread")?;
+    }
+    workers.view.finish();
+    if train::interrupted() {
+        if out::closed() {
+            errln!("standard output was closed (its reader went away): stopping as for Ctrl-C");
+        }
+        let mut stopped = std::mem::take(&mut *workers.interrupted.lock().unwrap());
+        if stopped.is_empty() {
+            stopped.push("no point was training".into());
+        }
+        return Err(GdaError::ExperimentInterrupted { dir: opts.dir.clone(), stopped });
+    }
+    let killed = std::mem::take(&mut *workers.killed.lock().unwrap());
+    Ok(killed)
+}
+
+/// The points to train, in order, and how many are finished or failed
+/// already; says so, and which points are left to Slurm.
+fn to_train(points: &[Point], opts: &RunOptions) -> (VecDeque<Point>, usize) {
     // Points of this directory queued or running on Slurm are left to it.
     let queue = Queue::read(&opts.dir);
     let mut on_slurm = Vec::new();
-    let mut todo: VecDeque<Point> = points
+    let todo: VecDeque<Point> = points
         .iter()
         .filter(|p| match status(&opts.dir, p) {
             Status::Done(_) => false,
@@ -47,7 +90,12 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
     if !on_slurm.is_empty() {
         outln!("left to Slurm, which has them queued or running: {}", on_slurm.join(", "));
     }
-    // One slot per concurrent point, each with its device (None: the spec's).
+    (todo, already)
+}
+
+/// One slot per concurrent point, each with its device (None: the spec's),
+/// never more than the `todo` points to train (one at least).
+fn slots(points: &[Point], opts: &RunOptions, todo: usize) -> Vec<Option<String>> {
     // Slots spread over the GPUs only where the spec leaves the device to gda.
     let mut slots: Vec<Option<String>> = if opts.devices.is_empty() {
         let auto = points.iter().all(|p| p.spec.train.device == "auto");
@@ -56,112 +104,107 @@ pub fn run_points(points: &[Point], opts: &RunOptions) -> Result<Vec<String>, Gd
     } else {
         opts.devices.iter().cloned().map(Some).collect()
     };
-    slots.truncate(todo.len().max(1));
-    let cores = if opts.threads > 0 { opts.threads } else { crate::device::cores() };
-    let threads_each = (cores / slots.len()).max(1);
-    let view = Arc::new(Progress::start(&opts.dir, points, todo.make_contiguous(), slots.len(), every));
-    let queue = Arc::new(Mutex::new(todo));
-    // Points stopped by the sweep's own interrupt, and points whose trainer
-    // something else killed, each described for the closing message.
-    let interrupted = Arc::new(Mutex::new(Vec::<String>::new()));
-    let killed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let done = Arc::new(Mutex::new(already));
-    let mut workers = Vec::new();
-    for device in slots {
-        let (queue, interrupted, killed, done) = (queue.clone(), interrupted.clone(), killed.clone(), done.clone());
-        let view = view.clone();
-        let dir = opts.dir.clone();
-        let retry = opts.retry_failed;
-        let nproc = opts.nproc_per_point;
-        workers.push(std::thread::spawn(move || -> Result<(), GdaError> {
-            loop {
-                if train::interrupted() {
-                    return Ok(());
-                }
-                let Some(p) = queue.lock().unwrap().pop_front() else { return Ok(()) };
-                let run = point_dir(&dir, &p);
-                let how = match status(&dir, &p) {
-                    Status::Started(step) => format!("resuming at step {step}"),
-                    _ => "new".to_string(),
-                };
-                view.started(
-                    &p.name,
-                    &format!("training {} ({how}) | log {}", p.name, run.join("train.log").display()),
-                );
-                if retry {
-                    // Absent unless the point failed before: nothing to lose.
-                    let _ = std::fs::remove_file(run.join(FAILED_FILE));
-                }
-                let outcome = train_point(&dir, &p, threads_each, device.as_deref(), nproc)?;
-                let saved = || match checkpoint::latest_step(&run) {
-                    Some(step) => format!("its checkpoint at step {step}"),
-                    None => "no checkpoint yet".to_string(),
-                };
-                match outcome {
-                    Outcome::Done(s) => {
-                        let mut n = done.lock().unwrap();
-                        *n += 1;
-                        let line = format!(
-                            "[{}/{total}] {} done | {} | {:.0} tok/s | {:.1}s",
-                            *n,
-                            p.name,
-                            s.quality(),
-                            s.tokens_per_s,
-                            s.elapsed_s
-                        );
-                        view.ended(&p.name, Ended::Done, Some(&line));
-                    }
-                    Outcome::Failed(reason) => {
-                        let mut n = done.lock().unwrap();
-                        *n += 1;
-                        let failed = run.join(FAILED_FILE);
-                        std::fs::create_dir_all(&run)
-                            .and_then(|_| std::fs::write(&failed, format!("{reason}\n")))
-                            .map_err(io("cannot record the failure in", &failed))?;
-                        view.ended(
-                            &p.name,
-                            Ended::Failed,
-                            Some(&format!("[{}/{total}] {} failed: {reason}", *n, p.name)),
-                        );
-                    }
-                    Outcome::Interrupted => {
-                        let stopped = match checkpoint::latest_step(&run) {
-                            Some(step) => format!("{} stopped at step {step} (its checkpoint)", p.name),
-                            None => format!("{} stopped before its first checkpoint", p.name),
-                        };
-                        interrupted.lock().unwrap().push(stopped);
-                        view.ended(&p.name, Ended::Unfinished, None);
-                        return Ok(());
-                    }
-                    Outcome::Stopped(how) => {
-                        let what = format!("{} {how}, {}", p.name, saved());
-                        let line = format!("{what}: not a failure; rerunning this command resumes it");
-                        view.ended(&p.name, Ended::Unfinished, Some(&line));
-                        killed.lock().unwrap().push(what);
-                    }
-                    Outcome::Busy(why) => {
-                        view.ended(&p.name, Ended::Unfinished, Some(&format!("{} skipped: {why}", p.name)));
-                    }
-                }
+    slots.truncate(todo.max(1));
+    slots
+}
+
+/// What the slots' worker threads share: the queue of points to train, the
+/// view, and the counts and lists for the closing message.
+struct Workers {
+    dir: PathBuf,
+    retry_failed: bool,
+    nproc: usize,
+    threads_each: usize,
+    total: usize,
+    view: Progress,
+    queue: Mutex<VecDeque<Point>>,
+    /// Points stopped by the sweep's own interrupt, and points whose trainer
+    /// something else killed, each described for the closing message.
+    interrupted: Mutex<Vec<String>>,
+    killed: Mutex<Vec<String>>,
+    /// Points finished or failed, for the `[k/N]` of each line.
+    done: Mutex<usize>,
+}
+
+impl Workers {
+    /// One slot's worker: trains queued points on `device` until the queue
+    /// is empty or an interrupt stops it.
+    fn work(&self, device: Option<&str>) -> Result<(), GdaError> {
+        loop {
+            if train::interrupted() {
+                return Ok(());
             }
-        }));
-    }
-    for w in workers {
-        w.join().expect("worker thread")?;
-    }
-    view.finish();
-    if train::interrupted() {
-        if out::closed() {
-            errln!("standard output was closed (its reader went away): stopping as for Ctrl-C");
+            let Some(p) = self.queue.lock().unwrap().pop_front() else { return Ok(()) };
+            let run = point_dir(&self.dir, &p);
+            let how = match status(&self.dir, &p) {
+                Status::Started(step) => format!("resuming at step {step}"),
+                _ => "new".to_string(),
+            };
+            self.view
+                .started(&p.name, &format!("training {} ({how}) | log {}", p.name, run.join("train.log").display()));
+            if self.retry_failed {
+                // Absent unless the point failed before: nothing to lose.
+                let _ = std::fs::remove_file(run.join(FAILED_FILE));
+            }
+            let outcome = train_point(&self.dir, &p, self.threads_each, device, self.nproc)?;
+            if !self.ended(&p, &run, outcome)? {
+                return Ok(());
+            }
         }
-        let mut stopped = std::mem::take(&mut *interrupted.lock().unwrap());
-        if stopped.is_empty() {
-            stopped.push("no point was training".into());
-        }
-        return Err(GdaError::ExperimentInterrupted { dir: opts.dir.clone(), stopped });
     }
-    let killed = std::mem::take(&mut *killed.lock().unwrap());
-    Ok(killed)
+
+    /// Counts, records and reports how a point's training ended; false when
+    /// the interrupt stopped it, which stops the worker too.
+    fn ended(&self, p: &Point, run: &Path, outcome: Outcome) -> Result<bool, GdaError> {
+        let total = self.total;
+        let saved = || match checkpoint::latest_step(run) {
+            Some(step) => format!("its checkpoint at step {step}"),
+            None => "no checkpoint yet".to_string(),
+        };
+        match outcome {
+            Outcome::Done(s) => {
+                let mut n = self.done.lock().unwrap();
+                *n += 1;
+                let line = format!(
+                    "[{}/{total}] {} done | {} | {:.0} tok/s | {:.1}s",
+                    *n,
+                    p.name,
+                    s.quality(),
+                    s.tokens_per_s,
+                    s.elapsed_s
+                );
+                self.view.ended(&p.name, Ended::Done, Some(&line));
+            }
+            Outcome::Failed(reason) => {
+                let mut n = self.done.lock().unwrap();
+                *n += 1;
+                let failed = run.join(FAILED_FILE);
+                std::fs::create_dir_all(run)
+                    .and_then(|_| std::fs::write(&failed, format!("{reason}\n")))
+                    .map_err(io("cannot record the failure in", &failed))?;
+                self.view.ended(&p.name, Ended::Failed, Some(&format!("[{}/{total}] {} failed: {reason}", *n, p.name)));
+            }
+            Outcome::Interrupted => {
+                let stopped = match checkpoint::latest_step(run) {
+                    Some(step) => format!("{} stopped at step {step} (its checkpoint)", p.name),
+                    None => format!("{} stopped before its first checkpoint", p.name),
+                };
+                self.interrupted.lock().unwrap().push(stopped);
+                self.view.ended(&p.name, Ended::Unfinished, None);
+                return Ok(false);
+            }
+            Outcome::Stopped(how) => {
+                let what = format!("{} {how}, {}", p.name, saved());
+                let line = format!("{what}: not a failure; rerunning this command resumes it");
+                self.view.ended(&p.name, Ended::Unfinished, Some(&line));
+                self.killed.lock().unwrap().push(what);
+            }
+            Outcome::Busy(why) => {
+                self.view.ended(&p.name, Ended::Unfinished, Some(&format!("{} skipped: {why}", p.name)));
+            }
+        }
+        Ok(true)
+    }
 }
 
 enum Outcome {
@@ -175,12 +218,6 @@ enum Outcome {
     /// Another process trains the point (exit 7): neither done nor failed.
     Busy(String),
 }
-
-/// Signals that mean the trainer itself crashed (a failure of the point),
-/// not that something outside stopped it (the Slurm batch script tells them
-/// apart the same way).
-pub const CRASH_SIGNALS: [i32; 7] =
-    [libc::SIGILL, libc::SIGTRAP, libc::SIGABRT, libc::SIGBUS, libc::SIGFPE, libc::SIGSEGV, libc::SIGSYS];
 
 /// "SIGKILL" for 9: a signal's name, for messages.
 fn signal_name(sig: i32) -> String {

@@ -6,12 +6,12 @@
 //! any interruption skips finished points, resumes the interrupted one from
 //! its checkpoint, and can neither lose nor duplicate a row.
 
-pub mod best;
 pub mod evaluate;
 pub mod grid;
 pub mod growth;
 pub mod local;
 pub mod plan;
+mod points;
 pub mod progress;
 pub mod sample;
 pub mod slurm;
@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use self::grid::{Grid, Summary};
-use crate::config::{AttentionKind, BudgetPolicy, ModelConfig, NoiseScope, Spec};
+pub use self::points::{allocate, grid};
+use crate::config::{AttentionKind, BudgetPolicy, Spec};
 use crate::error::{input, io, GdaError};
 use crate::model::{flops, param_count};
 use crate::train::{self, checkpoint, RunSummary};
@@ -196,178 +197,6 @@ pub fn spec_ratio(spec: &Spec) -> Option<f64> {
     (m.attention == AttentionKind::Gda).then(|| m.signal_heads as f64 / m.noise_heads as f64)
 }
 
-/// (H_s, H_n) for ratio `g` under `policy`, or the nearest valid allocations.
-pub fn allocate(base: &ModelConfig, policy: BudgetPolicy, g: usize) -> Result<(usize, usize), Vec<(usize, usize)>> {
-    let candidates: Vec<(usize, usize)> = match policy {
-        BudgetPolicy::Signal => {
-            let hs = base.signal_heads;
-            (1..=hs).filter(|n| hs.is_multiple_of(*n)).map(|n| (hs, n)).collect()
-        }
-        BudgetPolicy::Total => {
-            let total = base.signal_heads + base.noise_heads;
-            (1..total).filter(|n| total.is_multiple_of(*n)).map(|n| (total - n, n)).collect()
-        }
-    };
-    if let Some(&exact) = candidates.iter().find(|(s, n)| s / n == g && s % n == 0) {
-        return Ok(exact);
-    }
-    let ratio = |&(s, n): &(usize, usize)| s as f64 / n as f64;
-    let below = candidates.iter().filter(|c| ratio(c) < g as f64).max_by(|a, b| ratio(a).total_cmp(&ratio(b))).copied();
-    let above = candidates.iter().filter(|c| ratio(c) > g as f64).min_by(|a, b| ratio(a).total_cmp(&ratio(b))).copied();
-    Err(below.into_iter().chain(above).collect())
-}
-
-fn describe_alloc((s, n): (usize, usize)) -> String {
-    let r = s as f64 / n as f64;
-    let r = if r.fract() == 0.0 { format!("{r}") } else { format!("{r:.2}") };
-    format!("{r}:1 ({s} signal + {n} noise heads)")
-}
-
-/// Heads of a parameter-matched plain-Transformer baseline: head_dim 2d, the
-/// head count whose parameter total is closest to `target`.
-fn baseline_model(base: &ModelConfig, target: usize) -> ModelConfig {
-    let mut best: Option<(usize, ModelConfig)> = None;
-    for heads in 1..=4 * base.signal_heads.max(8) {
-        let mut m = base.clone();
-        m.attention = AttentionKind::Standard;
-        m.head_dim = 2 * base.head_dim;
-        m.heads = heads;
-        m.kv_heads = heads;
-        let gap = param_count(&m).abs_diff(target);
-        if best.as_ref().is_none_or(|(g, _)| gap < *g) {
-            best = Some((gap, m));
-        }
-    }
-    best.expect("at least one head count").1
-}
-
-/// The grid of an experiment, in training order (cell by cell, so whole
-/// cells finish early); every point's spec resolved. Point names depend
-/// only on the ratio, variant, seed and cell, never on a position, so a
-/// grid that gains a value keeps the names (and the runs) of its points.
-pub fn grid(base: &Spec, kind: Kind) -> Result<Vec<Point>, GdaError> {
-    let mut points = Vec::new();
-    for cell in base.grid_cells() {
-        let cell_base = base.cell(&cell)?;
-        let text: Cell = cell.iter().map(|(k, v)| (k.clone(), crate::config::grid_value_text(v))).collect();
-        points.extend(cell_points(&cell_base, kind, &text)?);
-    }
-    let mut names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(base.error(
-            "sweep.grid",
-            format!(
-                "two grid cells give the point name {}; allowed: values that differ in letters, digits, `.` or `_`",
-                w[0]
-            ),
-        ));
-    }
-    Ok(points)
-}
-
-/// The points of one grid cell (the whole experiment without a grid):
-/// ratios × variants × seeds, then the baseline's seeds; the budget policy
-/// applies to the cell's own heads.
-fn cell_points(base: &Spec, kind: Kind, cell: &Cell) -> Result<Vec<Point>, GdaError> {
-    let sw = &base.sweep;
-    let at = if cell.is_empty() { String::new() } else { format!(" in the grid cell {}", cell_label(cell)) };
-    let seeds = if sw.seeds.is_empty() { vec![base.seed] } else { sw.seeds.clone() };
-    let mut allocations = Vec::new();
-    for &g in &sw.ratios {
-        match allocate(&base.model, sw.policy, g) {
-            Ok(a) => allocations.push((g, a)),
-            Err(near) if sw.nearest && !near.is_empty() => {
-                let best = *near
-                    .iter()
-                    .min_by(|a, b| {
-                        let d = |&(s, n): &(usize, usize)| (s as f64 / n as f64 - g as f64).abs();
-                        d(a).total_cmp(&d(b))
-                    })
-                    .expect("non-empty");
-                allocations.push((g, best));
-            }
-            Err(near) => {
-                let fixed = match sw.policy {
-                    BudgetPolicy::Signal => format!("signal_heads = {} fixed", base.model.signal_heads),
-                    BudgetPolicy::Total => {
-                        format!(
-                            "signal_heads + noise_heads = {} fixed",
-                            base.model.signal_heads + base.model.noise_heads
-                        )
-                    }
-                };
-                let near: Vec<String> = near.into_iter().map(describe_alloc).collect();
-                return Err(base.error(
-                    "sweep.ratios",
-                    format!(
-                        "ratio {g}:1 cannot be met exactly under the `{}` policy ({fixed}){at}; nearest valid allocations: {}; pass --nearest to train those, or change the ratios or the heads",
-                        policy_name(sw.policy),
-                        near.join(", ")
-                    ),
-                ));
-            }
-        }
-    }
-    let mut points = Vec::new();
-    let suffix = cell_suffix(cell);
-    let point_spec = |model: ModelConfig, name: &str, seed: u64| -> Result<Spec, GdaError> {
-        let mut s = base.clone();
-        s.model = model;
-        s.name = name.to_string();
-        s.seed = seed;
-        s.sweep = Default::default();
-        s.source = None;
-        s.resolve().map_err(|e| base.error(&e.key, format!("point {name}{at}: {}", e.msg)))?;
-        Ok(s)
-    };
-    let gda_model = |(hs, hn): (usize, usize)| {
-        let mut m = base.model.clone();
-        m.attention = AttentionKind::Gda;
-        m.signal_heads = hs;
-        m.noise_heads = hn;
-        m.kv_heads = 0;
-        m.noise_kv_heads = 0;
-        m.noise_scope = NoiseScope::Group;
-        m
-    };
-    for &(g, alloc) in &allocations {
-        let mut variants = vec![(Variant::Gda, gda_model(alloc))];
-        if let Kind::Ablate { no_share, equal_params } = kind {
-            if no_share {
-                let mut m = gda_model(alloc);
-                m.noise_heads = alloc.0;
-                m.kv_heads = alloc.1;
-                m.noise_kv_heads = alloc.0;
-                variants.push((Variant::NoShare, m));
-            }
-            if equal_params {
-                let mut m = gda_model(alloc);
-                m.noise_scope = NoiseScope::One;
-                variants.push((Variant::EqualParams, m));
-            }
-        }
-        for (variant, model) in variants {
-            for &seed in &seeds {
-                let label = if variant == Variant::Gda { String::new() } else { format!("-{}", variant.label()) };
-                let name = format!("g{g}{label}-s{seed}{suffix}");
-                let spec = point_spec(model.clone(), &name, seed)?;
-                points.push(Point { name, variant, requested: Some(g), seed, spec, grid: cell.clone() });
-            }
-        }
-    }
-    if sw.baseline {
-        let first = points.first().map(|p| param_count(&p.spec.model)).unwrap_or_else(|| param_count(&base.model));
-        let model = baseline_model(&points[0].spec.model, first);
-        for &seed in &seeds {
-            let name = format!("baseline-s{seed}{suffix}");
-            let spec = point_spec(model.clone(), &name, seed)?;
-            points.push(Point { name, variant: Variant::Baseline, requested: None, seed, spec, grid: cell.clone() });
-        }
-    }
-    Ok(points)
-}
-
 pub fn policy_name(p: BudgetPolicy) -> &'static str {
     match p {
         BudgetPolicy::Signal => "signal",
@@ -406,6 +235,12 @@ impl Status {
 }
 
 pub const FAILED_FILE: &str = "failed.txt";
+
+/// Signals that mean the trainer itself crashed (a failure of the point),
+/// not that something outside stopped it; the local launcher and the Slurm
+/// batch script tell them apart the same way.
+pub const CRASH_SIGNALS: [i32; 7] =
+    [libc::SIGILL, libc::SIGTRAP, libc::SIGABRT, libc::SIGBUS, libc::SIGFPE, libc::SIGSEGV, libc::SIGSYS];
 
 pub fn point_dir(dir: &Path, p: &Point) -> PathBuf {
     dir.join("points").join(&p.name)
@@ -588,54 +423,4 @@ pub fn cost(p: &Point) -> (usize, f64, f64) {
         flops::attention_flops_per_token(m, t.context),
         flops::train_flops_per_token(m, t.context) * tokens,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(overrides: &[&str], grid: &[(&str, &str)]) -> Vec<String> {
-        let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
-        let mut spec = Spec::load(Some(Path::new("experiments/smoke.toml")), &overrides).unwrap();
-        for (k, v) in grid {
-            spec.sweep.grid.insert(k.to_string(), crate::config::parse_grid_arg(&format!("{k}={v}")).unwrap().1);
-        }
-        grid_points(&spec).into_iter().map(|p| p.name).collect()
-    }
-
-    fn grid_points(spec: &Spec) -> Vec<Point> {
-        grid(spec, Kind::Sweep).unwrap()
-    }
-
-    /// Sweeps without a grid keep the names they always had; a grid adds
-    /// its cell in short form, and a value added to an axis leaves every
-    /// other point's name as it was.
-    #[test]
-    fn point_names_are_stable_and_carry_the_cell_in_short_form() {
-        assert_eq!(names(&["sweep.seeds=[1]", "sweep.baseline=true"], &[]), ["g1-s1", "g2-s1", "g4-s1", "baseline-s1"]);
-        let two = names(&["sweep.ratios=[4]"], &[("model.d_model", "512,32"), ("train.lr", "1e-3")]);
-        assert_eq!(two, ["g4-s1-d512-lr0.001", "g4-s1-d32-lr0.001"]);
-        let three = names(&["sweep.ratios=[4]"], &[("model.d_model", "512,32,64"), ("train.lr", "1e-3")]);
-        assert_eq!(three[..2], two[..]);
-        // Two keys with one last segment: each goes by its whole name.
-        let both = names(&["sweep.ratios=[2]"], &[("model.init_std", "0.02"), ("train.init", "a b.safetensors")]);
-        assert_eq!(both, ["g2-s1-model_init_std0.02-train_inita_b.safetensors"]);
-    }
-
-    /// A cell's derived defaults follow its gridded key, and its label
-    /// names the keys by their last segment.
-    #[test]
-    fn a_cell_resolves_from_the_spec_as_read() {
-        let mut spec = Spec::load(Some(Path::new("experiments/smoke.toml")), &[]).unwrap();
-        spec.sweep.grid.insert("model.n_layers".into(), vec![toml::Value::Integer(3)]);
-        let p = &grid_points(&spec)[0];
-        assert_eq!(p.spec.model.lambda_init.len(), 3);
-        assert_eq!(p.group(), "1:1 shared, n_layers=3");
-        assert_eq!(p.spec.sweep, crate::config::SweepConfig::default(), "a point's spec is a single run's");
-        // The built-in default spec (nothing read, nothing overridden) too.
-        let mut spec = Spec::load(None, &["sweep.ratios=[3]".into()]).unwrap();
-        spec.sweep.grid.insert("model.d_model".into(), vec![toml::Value::Integer(64)]);
-        let p = &grid_points(&spec)[0];
-        assert_eq!((p.spec.model.d_model, p.spec.model.mlp_hidden), (64, 192));
-    }
 }

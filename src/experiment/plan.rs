@@ -75,8 +75,7 @@ pub fn dry_run(
     let mut cache: Vec<(String, f64)> = Vec::new();
     let mut total = 0.0;
     for p in points {
-        let m = &p.spec.model;
-        let arch = serde_json::to_string(m).expect("config serialises");
+        let arch = serde_json::to_string(&p.spec.model).expect("config serialises");
         let secs = match cache.iter().find(|c| c.0 == arch) {
             _ if rate.is_some() => cost(p).2 / rate.unwrap_or(1.0),
             Some(c) => c.1,
@@ -87,47 +86,10 @@ pub fn dry_run(
             }
         };
         total += secs;
-        let (params, attn, flops) = cost(p);
-        let gda = m.attention == AttentionKind::Gda;
-        let o = |b: bool, v: usize| if b { v.to_string() } else { "–".into() };
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
-            p.name,
-            p.variant.label(),
-            p.ratio().map(|r| format!("{r}:1")).unwrap_or_else(|| "–".into()),
-            o(gda, m.signal_heads),
-            o(gda, m.noise_heads),
-            m.kv_heads,
-            o(gda, m.noise_kv_heads),
-            o(!gda, m.heads),
-            m.head_dim,
-            human_count(params),
-            attn / 1e6,
-            si_flops(flops),
-            fmt_duration(secs)
-        );
+        println!("{}", point_row(p, secs));
     }
-    let sw = &spec.sweep;
-    let cells = spec.grid_cells().len();
-    let variants =
-        points.iter().filter(|p| p.requested.is_some()).count() / (cells * sw.ratios.len() * seeds_of(spec)).max(1);
-    let baseline = if sw.baseline { format!(" + {} baseline", cells * seeds_of(spec)) } else { String::new() };
-    let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
-    let (ratios, seeds) = (n(sw.ratios.len(), "ratio"), n(seeds_of(spec), "seed"));
-    let product = if sw.grid.is_empty() {
-        format!("{ratios} × {seeds}")
-    } else {
-        format!("{} ({}) × {ratios} × {seeds}", n(cells, "grid cell"), describe_grid(spec))
-    };
-    let variants = if variants > 1 { format!(" × {variants} variants") } else { String::new() };
     let flops: f64 = points.iter().map(|p| cost(p).2).sum();
-    // Points not made from ratios (grown models) are not a product of axes.
-    let product = if points.iter().any(|p| p.requested.is_some()) {
-        format!("{product}{variants}{baseline} = ")
-    } else {
-        String::new()
-    };
-    println!("\n{product}{} points | {} training compute in all", points.len(), si_flops(flops));
+    println!("\n{}{} points | {} training compute in all", product(spec, points), points.len(), si_flops(flops));
     match rate {
         Some(r) => println!(
             "{} points | estimated {} at {} per point in training FLOPs alone (concurrency {})",
@@ -145,4 +107,53 @@ pub fn dry_run(
         ),
     }
     Ok(Estimate { points: points.len(), flops, seconds: total / jobs.max(1) as f64 })
+}
+
+/// A point's line in the dry run's table: its allocation, cost and
+/// estimated time.
+fn point_row(p: &Point, secs: f64) -> String {
+    let m = &p.spec.model;
+    let (params, attn, flops) = cost(p);
+    let gda = m.attention == AttentionKind::Gda;
+    let o = |b: bool, v: usize| if b { v.to_string() } else { "–".into() };
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
+        p.name,
+        p.variant.label(),
+        p.ratio().map(|r| format!("{r}:1")).unwrap_or_else(|| "–".into()),
+        o(gda, m.signal_heads),
+        o(gda, m.noise_heads),
+        m.kv_heads,
+        o(gda, m.noise_kv_heads),
+        o(!gda, m.heads),
+        m.head_dim,
+        human_count(params),
+        attn / 1e6,
+        si_flops(flops),
+        fmt_duration(secs)
+    )
+}
+
+/// How the axes make the points (`3 ratios × 2 seeds + 2 baseline = `);
+/// empty for points not made from ratios (grown models), which are not a
+/// product of axes.
+fn product(spec: &Spec, points: &[Point]) -> String {
+    let sw = &spec.sweep;
+    let cells = spec.grid_cells().len();
+    let variants =
+        points.iter().filter(|p| p.requested.is_some()).count() / (cells * sw.ratios.len() * seeds_of(spec)).max(1);
+    let baseline = if sw.baseline { format!(" + {} baseline", cells * seeds_of(spec)) } else { String::new() };
+    let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
+    let (ratios, seeds) = (n(sw.ratios.len(), "ratio"), n(seeds_of(spec), "seed"));
+    let product = if sw.grid.is_empty() {
+        format!("{ratios} × {seeds}")
+    } else {
+        format!("{} ({}) × {ratios} × {seeds}", n(cells, "grid cell"), describe_grid(spec))
+    };
+    let variants = if variants > 1 { format!(" × {variants} variants") } else { String::new() };
+    if points.iter().any(|p| p.requested.is_some()) {
+        format!("{product}{variants}{baseline} = ")
+    } else {
+        String::new()
+    }
 }

@@ -21,10 +21,13 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+mod eta;
+mod lines;
+
+pub use self::lines::{cells_line, grid_line, live_line, plain_line, CellCounts, Counts};
 use super::{cost, Point, Status};
 use crate::error::{input, GdaError};
 use crate::report::table;
-use crate::report::units::fmt_duration;
 use crate::util::out::outln;
 
 /// Off a terminal, seconds between two progress lines of a point, unless
@@ -93,107 +96,6 @@ pub fn sample(run: &Path) -> Option<Sample> {
         tokens_per_s: last_of(tps_i),
         secs_per_step,
     })
-}
-
-/// 950, 12.3k, 4.56M: tokens per second in a few columns.
-fn fmt_rate(v: f64) -> String {
-    if v < 1e4 {
-        format!("{v:.0}")
-    } else if v < 1e6 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{:.2}M", v / 1e6)
-    }
-}
-
-fn fmt_loss(v: Option<f64>) -> String {
-    v.map(|l| format!("{l:.3}")).unwrap_or_else(|| "–".into())
-}
-
-/// At most `n` characters: longer text loses its end to "…".
-fn fit(text: &str, n: usize) -> String {
-    if text.chars().count() <= n {
-        return text.to_string();
-    }
-    let mut s: String = text.chars().take(n.saturating_sub(1)).collect();
-    s.push('…');
-    s
-}
-
-/// A running point's line in the terminal view, at most [`WIDTH`] columns.
-pub fn live_line(name: &str, steps: usize, s: Option<&Sample>, eta: Option<f64>) -> String {
-    let step = s.map_or(0, |s| s.step);
-    let line = format!(
-        "{:<20} {:>11} loss {} val {} {} tok/s ETA {}",
-        fit(name, 20),
-        format!("{step}/{steps}"),
-        fmt_loss(s.and_then(|s| s.train_loss)),
-        fmt_loss(s.and_then(|s| s.val_loss)),
-        s.and_then(|s| s.tokens_per_s).map_or("–".into(), fmt_rate),
-        eta.map_or("–".into(), fmt_duration),
-    );
-    fit(&line, WIDTH)
-}
-
-/// A running point's line off a terminal.
-pub fn plain_line(name: &str, steps: usize, s: &Sample, eta: Option<f64>) -> String {
-    let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or("–".to_string(), f);
-    format!(
-        "progress {name}: step {}/{steps} | train {} | val {} | {} tok/s | ETA {}",
-        s.step,
-        opt(s.train_loss, |l| format!("{l:.4}")),
-        opt(s.val_loss, |l| format!("{l:.4}")),
-        opt(s.tokens_per_s, |t| format!("{t:.0}")),
-        eta.map_or("–".into(), fmt_duration)
-    )
-}
-
-/// Counts of the grid's points.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub done: usize,
-    pub running: usize,
-    pub failed: usize,
-    pub pending: usize,
-    pub total: usize,
-}
-
-/// The grid line, on a terminal and off it (at most [`WIDTH`] columns).
-pub fn grid_line(c: Counts, eta: Option<f64>) -> String {
-    let line = format!(
-        "grid: {} done, {} running, {} failed, {} pending of {} | ETA {}",
-        c.done,
-        c.running,
-        c.failed,
-        c.pending,
-        c.total,
-        eta.map_or("–".into(), fmt_duration)
-    );
-    fit(&line, WIDTH)
-}
-
-/// Counts of a scaling grid's cells: done (every point finished or
-/// failed), running (a point in training), pending (the others).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CellCounts {
-    pub done: usize,
-    pub running: usize,
-    pub pending: usize,
-}
-
-/// The cells line under the grid line (a scaling grid only; at most
-/// [`WIDTH`] columns).
-pub fn cells_line(c: CellCounts) -> String {
-    fit(
-        &format!(
-            "cells: {} done, {} running, {} pending of {}",
-            c.done,
-            c.running,
-            c.pending,
-            c.done + c.running + c.pending
-        ),
-        WIDTH,
-    )
 }
 
 /// Where each point of the grid stands, for the cell counts.
@@ -276,56 +178,6 @@ impl State {
             }
         }
         Some(c)
-    }
-
-    fn measure(&mut self, key: &str, secs_per_step: f64, flops_per_step: f64) {
-        match self.measured.iter_mut().find(|m| m.0 == key) {
-            Some(m) => (m.1, m.2) = (secs_per_step, flops_per_step),
-            None => self.measured.push((key.to_string(), secs_per_step, flops_per_step)),
-        }
-    }
-
-    /// Every speed known: the finished points' and the running ones'
-    /// (speed key, seconds per step, FLOPs per step).
-    fn speeds(&self) -> impl Iterator<Item = (&str, f64, f64)> {
-        let running = self.running.iter().filter_map(|r| {
-            let sps = r.sample.as_ref()?.secs_per_step?;
-            Some((r.plan.key.as_str(), sps, r.plan.flops / r.plan.steps.max(1) as f64))
-        });
-        running.chain(self.measured.iter().map(|m| (m.0.as_str(), m.1, m.2)))
-    }
-
-    /// Seconds the planned point still needs from `step`: its own measured
-    /// speed, else that of its architecture, else the measured seconds per
-    /// FLOP of the others; None before anything was measured.
-    fn remaining(&self, plan: &Planned, step: usize, own: Option<f64>) -> Option<f64> {
-        let left = plan.steps.saturating_sub(step) as f64;
-        if let Some(sps) = own.or_else(|| self.speeds().find(|s| s.0 == plan.key).map(|s| s.1)) {
-            return Some(left * sps);
-        }
-        let (secs, flops) = self.speeds().fold((0.0, 0.0), |(s, f), m| (s + m.1, f + m.2));
-        (flops > 0.0).then(|| left * plan.flops / plan.steps.max(1) as f64 * secs / flops)
-    }
-
-    fn point_eta(&self, r: &Running) -> Option<f64> {
-        let s = r.sample.as_ref();
-        self.remaining(&r.plan, s.map_or(0, |s| s.step), s.and_then(|s| s.secs_per_step))
-    }
-
-    /// The running points' remaining time and the queued points' whole time,
-    /// shared among the slots (never less than the longest running point).
-    fn grid_eta(&self) -> Option<f64> {
-        let mut total = 0.0;
-        let mut longest: f64 = 0.0;
-        for r in &self.running {
-            let t = self.point_eta(r)?;
-            total += t;
-            longest = longest.max(t);
-        }
-        for q in &self.queued {
-            total += self.remaining(q, 0, None)?;
-        }
-        Some((total / self.slots.max(1) as f64).max(longest))
     }
 }
 
@@ -584,38 +436,6 @@ impl Shared {
 mod tests {
     use super::*;
 
-    fn sample_of(step: usize) -> Sample {
-        Sample {
-            step,
-            train_loss: Some(3.14207),
-            val_loss: Some(2.71843),
-            tokens_per_s: Some(123456.0),
-            secs_per_step: Some(0.5),
-        }
-    }
-
-    #[test]
-    fn terminal_lines_fit_in_80_columns_whatever_the_names_and_numbers() {
-        let long = "g16-equal-params-s123456789-with-a-very-long-name";
-        for (name, steps, s) in [
-            ("g1-s7", 60, None),
-            (long, 60, Some(sample_of(30))),
-            (long, 10_000_000_000, Some(sample_of(9_999_999_999))),
-        ] {
-            let line = live_line(name, steps, s.as_ref(), Some(1e9));
-            assert!(line.chars().count() <= WIDTH, "{} columns: {line}", line.chars().count());
-            assert!(line.starts_with(&name.chars().take(19).collect::<String>()), "{line}");
-        }
-        let line = live_line(long, 450, Some(&sample_of(120)), Some(65.0));
-        assert_eq!(line, "g16-equal-params-s1…     120/450 loss 3.142 val 2.718 123.5k tok/s ETA 1m05s");
-        let c = Counts { done: 123456, running: 2, failed: 7, pending: 99999, total: 1000000 };
-        assert!(grid_line(c, Some(1e9)).chars().count() <= WIDTH);
-        assert_eq!(
-            grid_line(Counts { done: 3, running: 2, failed: 1, pending: 2, total: 8 }, None),
-            "grid: 3 done, 2 running, 1 failed, 2 pending of 8 | ETA –"
-        );
-    }
-
     #[test]
     fn a_sample_is_read_from_the_complete_rows_of_a_metrics_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -640,43 +460,6 @@ mod tests {
                 secs_per_step: Some(0.25)
             }
         );
-    }
-
-    fn planned(name: &str, key: &str, steps: usize, flops: f64) -> Planned {
-        Planned { name: name.into(), run: PathBuf::new(), steps, key: key.into(), flops }
-    }
-
-    #[test]
-    fn the_grid_eta_uses_each_architectures_speed_or_its_flops() {
-        let now = Instant::now();
-        let running = |plan, step, sps| Running {
-            plan,
-            started: now,
-            sample: Some(Sample { step, secs_per_step: sps, ..Sample::default() }),
-            printed: now,
-            printed_step: None,
-            bar: None,
-        };
-        let mut st = State {
-            counts: Counts::default(),
-            queued: vec![planned("a2", "A", 100, 1000.0), planned("b1", "B", 100, 2000.0)],
-            running: vec![running(planned("a1", "A", 100, 1000.0), 40, None)],
-            measured: Vec::new(),
-            slots: 1,
-            cells: Default::default(),
-        };
-        assert_eq!(st.grid_eta(), None, "nothing measured yet");
-        st.running[0].sample.as_mut().unwrap().secs_per_step = Some(0.5);
-        // a1's own speed: 60 × 0.5 left; a2 has its architecture: 100 × 0.5;
-        // b1 twice its FLOPs a step, so twice its time: 100 × 1.0.
-        assert_eq!(st.grid_eta(), Some(30.0 + 50.0 + 100.0));
-        // A finished point of B measured 0.25 s a step: B's own speed wins.
-        st.measure("B", 0.25, 20.0);
-        assert_eq!(st.grid_eta(), Some(30.0 + 50.0 + 25.0));
-        st.slots = 2;
-        assert_eq!(st.grid_eta(), Some(52.5));
-        st.slots = 8;
-        assert_eq!(st.grid_eta(), Some(30.0), "never less than the running point's own time");
     }
 
     #[test]

@@ -16,8 +16,10 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::local::CRASH_SIGNALS;
-use super::{point_command, point_dir, status, Grid, RunOptions, SlurmOptions, Status, FAILED_FILE};
+mod queue;
+
+pub use self::queue::{Queue, Task};
+use super::{point_command, point_dir, status, Grid, RunOptions, SlurmOptions, Status, CRASH_SIGNALS, FAILED_FILE};
 use crate::error::{input, io, GdaError};
 use crate::util::fs::{absolute, atomic_write};
 use crate::util::out::{errln, outln};
@@ -92,13 +94,20 @@ fn script(
     launch: &SlurmOptions,
     nproc: usize,
 ) -> Result<String, GdaError> {
-    let q = |p: &Path| sh_quote(p.as_os_str());
-    let slurm_dir = dir.join("slurm");
-    let script = slurm_dir.join(SCRIPT);
     let cwd = std::env::current_dir().map_err(|e| input(format!("current directory: {e}")))?;
-    let n = grid.points.len();
-    let name = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "experiment".into());
-    let mut s = format!(
+    let mut s = header(grid, dir);
+    for d in directives(dir, grid.points.len(), &cwd, cpus, launch, nproc) {
+        s += &format!("#SBATCH {d}\n");
+    }
+    s += &task_cases(grid, dir, exe, cpus, nproc);
+    s += &task_body(dir, grid.points.len());
+    Ok(s)
+}
+
+/// The comment at the top of the script: what it is and how to submit it.
+fn header(grid: &Grid, dir: &Path) -> String {
+    let script = dir.join("slurm").join(SCRIPT);
+    format!(
         "#!/bin/bash\n\
          # gda {kind} in {d}: one grid point per Slurm array task, written by gda.\n\
          # Edit it freely: gda status and gda sweep --collect read only the point directories.\n\
@@ -108,15 +117,22 @@ fn script(
          # resubmitted resumes its point from the point's newest checkpoint.\n",
         kind = grid.kind.dir_prefix(),
         d = dir.display(),
-        sc = q(&script),
-    );
+        sc = sh_quote(script.as_os_str()),
+    )
+}
+
+/// The `#SBATCH` options of an array of `n` points, each with `cpus` CPUs
+/// shared among its `nproc` ranks.
+fn directives(dir: &Path, n: usize, cwd: &Path, cpus: usize, launch: &SlurmOptions, nproc: usize) -> Vec<String> {
+    let q = |p: &Path| sh_quote(p.as_os_str());
+    let name = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "experiment".into());
     let mut directives = vec![
         format!("--job-name={}", sh_quote(format!("gda-{name}").as_ref())),
         format!("--array=0-{}", n.saturating_sub(1)),
-        format!("--output={}", q(&slurm_dir.join("%A_%a.out"))),
+        format!("--output={}", q(&dir.join("slurm").join("%A_%a.out"))),
         "--open-mode=append".into(),
         "--requeue".into(),
-        format!("--chdir={}", q(&cwd)),
+        format!("--chdir={}", q(cwd)),
         format!("--cpus-per-task={}", (cpus / nproc).max(1)),
     ];
     if nproc > 1 {
@@ -133,14 +149,17 @@ fn script(
         _ => "--gpus-per-task=1".to_string(),
     }));
     directives.extend(launch.sbatch_args.iter().cloned());
-    for d in directives {
-        s += &format!("#SBATCH {d}\n");
-    }
-    s += &format!(
+    directives
+}
+
+/// The `case` that maps an array task to its grid point and the command
+/// that trains it.
+fn task_cases(grid: &Grid, dir: &Path, exe: &Path, cpus: usize, nproc: usize) -> String {
+    let mut s = format!(
         "\nset -u\nSLURM_DIR={}\n\n\
          # Array task -> grid point, and the command that trains it (the one gda runs locally).\n\
          case \"${{SLURM_ARRAY_TASK_ID:-}}\" in\n",
-        q(&slurm_dir)
+        sh_quote(dir.join("slurm").as_os_str())
     );
     for (i, p) in grid.points.iter().enumerate() {
         // With ranks, srun starts them and they read Slurm's variables
@@ -150,7 +169,15 @@ fn script(
         let cmd: Vec<String> = srun.into_iter().filter(|_| nproc > 1).chain(argv.iter().map(|a| sh_quote(a))).collect();
         s += &format!("  {i}) POINT={}; CMD=({}) ;;\n", sh_quote(p.name.as_ref()), cmd.join(" "));
     }
-    s += &format!(
+    s
+}
+
+/// What every task does around its command: the rest of the `case`, the
+/// log lines in tasks.log, and the point's failure recorded as a local run
+/// records it (of `n` points).
+fn task_body(dir: &Path, n: usize) -> String {
+    let q = |p: &Path| sh_quote(p.as_os_str());
+    format!(
         "  *) echo \"array task ${{SLURM_ARRAY_TASK_ID:-(none)}} has no grid point; allowed: 0-{last}\" >&2; exit 2 ;;\n\
          esac\n\
          RUN={points}/$POINT\n\
@@ -191,49 +218,25 @@ fn script(
         failed = FAILED_FILE,
         tasks = TASKS_LOG,
         crash = CRASH_SIGNALS.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("|"),
-    );
-    Ok(s)
+    )
 }
 
 /// Writes the batch script and submits the points that are neither done nor
 /// queued (nor failed, unless --retry-failed); prints the job and how to
 /// follow it. With everything done, prints the summary as the local launcher does.
 pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
-    let launch = &opts.slurm;
     let dir = absolute(&opts.dir).map_err(io("cannot resolve", &opts.dir))?;
-    let exe = std::env::current_exe().map_err(io("cannot find the gda binary", Path::new("/proc/self/exe")))?;
-    warn_if_node_local("experiment directory", &dir);
-    warn_if_node_local("gda binary", &exe);
-    let cpus = launch.cpus_per_run.unwrap_or(if opts.threads > 0 { opts.threads } else { 1 });
-    let slurm_dir = dir.join("slurm");
-    let script_path = slurm_dir.join(SCRIPT);
-    let text = script(grid, &dir, &exe, cpus, launch, opts.nproc_per_point)?;
-    let write_err = || io("cannot write", &script_path);
-    std::fs::create_dir_all(&slurm_dir).map_err(write_err())?;
-    atomic_write(&script_path, text.as_bytes()).map_err(write_err())?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755)).map_err(write_err())?;
-    }
-
+    let script_path = write_script(grid, &dir, opts)?;
     let queue = Queue::read(&dir);
     if let Some(why) = &queue.unreachable {
         // Without the queue, points still queued or running would be submitted twice.
         return Err(input(format!(
             "cannot ask Slurm about the jobs recorded in {} ({}): {why}; nothing was submitted. Retry when squeue answers",
-            slurm_dir.join(JOBS).display(),
+            dir.join("slurm").join(JOBS).display(),
             queue.jobs()
         )));
     }
-    let (mut todo, mut queued, mut failed, mut done) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    for (i, p) in grid.points.iter().enumerate() {
-        match status(&dir, p) {
-            Status::Done(_) => done += 1,
-            Status::Failed(_) if !opts.retry_failed => failed.push(p.name.as_str()),
-            _ if queue.task(&p.name).is_some_and(|t| t.is_running() || t.is_waiting()) => queued.push(p.name.as_str()),
-            _ => todo.push(i),
-        }
-    }
+    let Pending { todo, queued, failed, done } = Pending::of(grid, &dir, &queue, opts.retry_failed);
     let n = grid.points.len();
     let script_q = sh_quote(script_path.as_os_str());
     let dir_q = sh_quote(dir.as_os_str());
@@ -259,7 +262,7 @@ pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
             failed.join(", ")
         );
     }
-    if launch.no_submit {
+    if opts.slurm.no_submit {
         outln!("wrote {} ({n} array tasks, one per point); nothing was submitted", script_path.display());
         outln!("submit the {} points not done with:\n  sbatch --array={array} {script_q}", todo.len());
         return Ok(());
@@ -270,22 +273,7 @@ pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
     for &i in &todo {
         let _ = std::fs::remove_file(point_dir(&dir, &grid.points[i]).join(FAILED_FILE));
     }
-    let sub = Submission {
-        job_id: job.clone(),
-        array: array.clone(),
-        points: grid.points.iter().map(|p| p.name.clone()).collect(),
-        script: script_path.clone(),
-        submitted_unix_s: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    };
-    let mut subs = submissions(&dir);
-    subs.push(sub);
-    let jobs = slurm_dir.join(JOBS);
-    atomic_write(&jobs, &serde_json::to_vec_pretty(&subs).expect("jobs serialise")).map_err(|e| {
-        input(format!("Slurm job {job} was submitted, but {} could not be written: {e}", jobs.display()))
-    })?;
+    record(&dir, grid, &job, &array, &script_path)?;
     outln!(
         "submitted Slurm job {job}: array tasks {array} ({} of {n} points) of {}",
         todo.len(),
@@ -294,6 +282,74 @@ pub fn launch(grid: &Grid, opts: &RunOptions) -> Result<(), GdaError> {
     outln!("follow it:  gda status {dir_q}   (or squeue -j {job})");
     outln!("when done:  gda sweep --collect {dir_q}   (or rerun this command)");
     Ok(())
+}
+
+/// Writes `<dir>/slurm/sweep.sbatch`, executable, after warning about paths
+/// the compute nodes may not see; its path.
+fn write_script(grid: &Grid, dir: &Path, opts: &RunOptions) -> Result<PathBuf, GdaError> {
+    let launch = &opts.slurm;
+    let exe = std::env::current_exe().map_err(io("cannot find the gda binary", Path::new("/proc/self/exe")))?;
+    warn_if_node_local("experiment directory", dir);
+    warn_if_node_local("gda binary", &exe);
+    let cpus = launch.cpus_per_run.unwrap_or(if opts.threads > 0 { opts.threads } else { 1 });
+    let slurm_dir = dir.join("slurm");
+    let script_path = slurm_dir.join(SCRIPT);
+    let text = script(grid, dir, &exe, cpus, launch, opts.nproc_per_point)?;
+    let write_err = || io("cannot write", &script_path);
+    std::fs::create_dir_all(&slurm_dir).map_err(write_err())?;
+    atomic_write(&script_path, text.as_bytes()).map_err(write_err())?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755)).map_err(write_err())?;
+    }
+    Ok(script_path)
+}
+
+/// Where the points of a grid stand before a submission.
+struct Pending<'a> {
+    /// Indexes of the points to submit.
+    todo: Vec<usize>,
+    /// Queued or running in Slurm.
+    queued: Vec<&'a str>,
+    /// Failed, and not to be retried.
+    failed: Vec<&'a str>,
+    done: usize,
+}
+
+impl<'a> Pending<'a> {
+    fn of(grid: &'a Grid, dir: &Path, queue: &Queue, retry_failed: bool) -> Pending<'a> {
+        let mut p = Pending { todo: Vec::new(), queued: Vec::new(), failed: Vec::new(), done: 0 };
+        for (i, point) in grid.points.iter().enumerate() {
+            match status(dir, point) {
+                Status::Done(_) => p.done += 1,
+                Status::Failed(_) if !retry_failed => p.failed.push(point.name.as_str()),
+                _ if queue.task(&point.name).is_some_and(|t| t.is_running() || t.is_waiting()) => {
+                    p.queued.push(point.name.as_str())
+                }
+                _ => p.todo.push(i),
+            }
+        }
+        p
+    }
+}
+
+/// Adds the job sbatch accepted to `<dir>/slurm/jobs.json`.
+fn record(dir: &Path, grid: &Grid, job: &str, array: &str, script: &Path) -> Result<(), GdaError> {
+    let sub = Submission {
+        job_id: job.to_string(),
+        array: array.to_string(),
+        points: grid.points.iter().map(|p| p.name.clone()).collect(),
+        script: script.to_path_buf(),
+        submitted_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let mut subs = submissions(dir);
+    subs.push(sub);
+    let jobs = dir.join("slurm").join(JOBS);
+    atomic_write(&jobs, &serde_json::to_vec_pretty(&subs).expect("jobs serialise"))
+        .map_err(|e| input(format!("Slurm job {job} was submitted, but {} could not be written: {e}", jobs.display())))
 }
 
 /// `sbatch --parsable --array=A script`: the job id, or sbatch's own error.
@@ -323,162 +379,6 @@ fn submit(script: &Path, array: &str) -> Result<String, GdaError> {
 
 fn submissions(dir: &Path) -> Vec<Submission> {
     std::fs::read(dir.join("slurm").join(JOBS)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
-}
-
-/// What Slurm says about one array task.
-#[derive(Debug, Clone)]
-pub struct Task {
-    pub job: String,
-    pub task: usize,
-    pub state: String,
-    pub reason: String,
-    pub node: String,
-}
-
-impl Task {
-    pub fn id(&self) -> String {
-        format!("{}_{}", self.job, self.task)
-    }
-
-    pub fn is_running(&self) -> bool {
-        ["RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"].contains(&self.state.as_str())
-    }
-
-    pub fn is_waiting(&self) -> bool {
-        ["PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"]
-            .contains(&self.state.as_str())
-    }
-
-    fn rank(&self) -> (u8, u64, usize) {
-        let live = if self.is_running() { 2 } else { u8::from(self.is_waiting()) };
-        (live, self.job.parse().unwrap_or(0), self.task)
-    }
-}
-
-/// The Slurm side of an experiment: its jobs and their tasks' states.
-pub struct Queue {
-    jobs: Vec<String>,
-    /// (job, task) -> point.
-    map: Vec<(String, usize, String)>,
-    tasks: Vec<Task>,
-    /// Why Slurm could not be asked, if it could not.
-    unreachable: Option<String>,
-}
-
-impl Queue {
-    /// The jobs recorded in jobs.json and tasks.log, and what squeue (or,
-    /// for jobs it no longer knows, sacct) says of their tasks.
-    pub fn read(dir: &Path) -> Queue {
-        let mut map: Vec<(String, usize, String)> = Vec::new();
-        for s in submissions(dir) {
-            map.extend(s.points.iter().enumerate().map(|(i, p)| (s.job_id.clone(), i, p.clone())));
-        }
-        let log = std::fs::read_to_string(dir.join("slurm").join(TASKS_LOG)).unwrap_or_default();
-        for line in log.lines() {
-            let mut w = line.split_whitespace().skip(1);
-            if let (Some(id), Some(point)) = (w.next(), w.next()) {
-                // Tasks of the script run by hand log `local_N`: no Slurm job to ask about.
-                if let Some((job, Ok(task))) = id.split_once('_').map(|(j, t)| (j, t.parse::<usize>())) {
-                    let slurm_job = !job.is_empty() && job.chars().all(|c| c.is_ascii_digit());
-                    if slurm_job && !map.iter().any(|(j, t, _)| j == job && *t == task) {
-                        map.push((job.to_string(), task, point.to_string()));
-                    }
-                }
-            }
-        }
-        let mut jobs: Vec<String> = Vec::new();
-        for (j, _, _) in &map {
-            if !jobs.contains(j) {
-                jobs.push(j.clone());
-            }
-        }
-        let mut q = Queue { jobs, map, tasks: Vec::new(), unreachable: None };
-        if q.jobs.is_empty() {
-            return q;
-        }
-        if which("squeue").is_none() {
-            q.unreachable = Some("squeue is not on PATH".into());
-            return q;
-        }
-        let ids = q.jobs.join(",");
-        // -t all: finished tasks too, while the controller remembers them.
-        match Command::new("squeue").args(["-h", "-r", "-t", "all", "-j", &ids, "-o", "%F|%K|%T|%r|%N"]).output() {
-            // squeue fails on a lone job id it has forgotten (not an outage:
-            // the sacct fallback below covers it) and on a controller it
-            // cannot reach (an outage: the queue is then unknown).
-            Ok(out)
-                if !out.status.success()
-                    && !String::from_utf8_lossy(&out.stderr).contains("Invalid job id specified") =>
-            {
-                q.unreachable = Some(format!("squeue failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-            }
-            Ok(out) => {
-                for line in String::from_utf8_lossy(&out.stdout).lines() {
-                    let f: Vec<&str> = line.split('|').collect();
-                    if let [job, task, state, reason, node] = f[..] {
-                        if let Ok(task) = task.parse() {
-                            q.tasks.push(Task {
-                                job: job.into(),
-                                task,
-                                state: state.into(),
-                                reason: reason.into(),
-                                node: node.into(),
-                            });
-                        }
-                    }
-                }
-            }
-            Err(e) => q.unreachable = Some(format!("squeue failed: {e}")),
-        }
-        // Jobs the controller has forgotten: the accounting database, if any.
-        let forgotten: Vec<&str> =
-            q.jobs.iter().filter(|j| !q.tasks.iter().any(|t| &t.job == *j)).map(String::as_str).collect();
-        if !forgotten.is_empty() && which("sacct").is_some() {
-            let ids = forgotten.join(",");
-            if let Ok(out) =
-                Command::new("sacct").args(["-n", "-P", "-X", "-j", &ids, "-o", "JobID,State,NodeList"]).output()
-            {
-                for line in String::from_utf8_lossy(&out.stdout).lines() {
-                    let f: Vec<&str> = line.split('|').collect();
-                    if let [id, state, node] = f[..] {
-                        if let Some((job, Ok(task))) = id.split_once('_').map(|(j, t)| (j, t.parse::<usize>())) {
-                            let state = state.split_whitespace().next().unwrap_or("").to_string();
-                            q.tasks.push(Task {
-                                job: job.into(),
-                                task,
-                                state,
-                                reason: String::new(),
-                                node: node.into(),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        q
-    }
-
-    /// The task that speaks for a point: a running one, else a waiting
-    /// one, else the newest that ended.
-    pub fn task(&self, point: &str) -> Option<&Task> {
-        self.tasks
-            .iter()
-            .filter(|t| self.map.iter().any(|(j, i, p)| *j == t.job && *i == t.task && p == point))
-            .max_by_key(|t| t.rank())
-    }
-
-    pub fn jobs(&self) -> String {
-        self.jobs.join(", ")
-    }
-
-    /// A note for the status header.
-    pub fn describe(&self) -> String {
-        match (&self.unreachable, self.jobs.is_empty()) {
-            (_, true) => String::new(),
-            (None, false) => format!(" (Slurm jobs {})", self.jobs()),
-            (Some(why), false) => format!(" (Slurm jobs {}; {why}: states from the run directories only)", self.jobs()),
-        }
-    }
 }
 
 /// How to train `points` of a `kind` experiment again: the sbatch line when

@@ -6,17 +6,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use plotters::prelude::*;
+pub mod best;
+mod comparisons;
+mod plots;
 
+pub use self::comparisons::{comparisons, comparisons_csv, comparisons_markdown, Comparison, COMPARISON_COLUMNS};
 use super::{cell_label, cost, point_dir, policy_name, Cell, Point, Status, Variant};
 use crate::config::{AttentionKind, BudgetPolicy, TaskKind};
 use crate::error::{io, GdaError};
 use crate::report::eval::RunId;
 use crate::report::mean_std;
-use crate::report::plot::{
-    bounds, draw_error_bars, draw_markers, plot_err, plot_lines, svg_chart, LegendEntry, Line, Titles, COLORS, GREY,
-};
-use crate::report::stats::{fmt_p, Paired};
 use crate::report::table::line;
 use crate::report::units::{human_count, si_flops};
 use crate::train::metrics::column_pairs;
@@ -419,153 +418,6 @@ pub fn growth_markdown(rows: &[Row], dir: &Path, source_params: usize) -> String
     s
 }
 
-/// One comparison the paper makes: arm `a` against arm `b` (group labels),
-/// val loss paired by seed, d = a − b.
-pub struct Comparison {
-    /// The grid cell both arms belong to (never two cells).
-    pub cell: Cell,
-    pub a: String,
-    pub b: String,
-    pub seeds: Vec<u64>,
-    pub test: Paired,
-}
-
-/// Every comparison the grid supports: each ratio against 1:1 and against
-/// the baseline; each ablation twin against shared at its ratio; signal-only
-/// growth against uniform and against scratch. Arms without a finished seed
-/// in common still get a row (n = 0) so a missing comparison is visible.
-pub fn comparisons(rows: &[Row]) -> Vec<Comparison> {
-    let gs = groups(rows);
-    let mut pairs: Vec<(usize, usize)> = Vec::new();
-    for (i, (_, members)) in gs.iter().enumerate() {
-        let p = members[0].point;
-        // Only arms of the same grid cell are compared.
-        let find = |v: Variant, g: Option<usize>| {
-            gs.iter().position(|(_, m)| {
-                let q = m[0].point;
-                q.grid == p.grid && q.variant == v && (v == Variant::Baseline || q.requested == g)
-            })
-        };
-        let mut against = |other: Option<usize>| pairs.extend(other.map(|o| (i, o)));
-        match p.variant {
-            Variant::Gda => {
-                if p.requested != Some(1) {
-                    against(find(Variant::Gda, Some(1)));
-                }
-                against(find(Variant::Baseline, None));
-            }
-            Variant::NoShare | Variant::EqualParams => against(find(Variant::Gda, p.requested)),
-            Variant::SignalOnly => {
-                against(find(Variant::Uniform, p.requested));
-                against(find(Variant::Scratch, p.requested));
-            }
-            _ => {}
-        }
-    }
-    pairs
-        .into_iter()
-        .map(|(ai, bi)| {
-            let ((a, am), (b, bm)) = (&gs[ai], &gs[bi]);
-            let mut seeds = Vec::new();
-            let mut diffs = Vec::new();
-            for r in am {
-                let other = bm.iter().find(|o| o.point.seed == r.point.seed);
-                if let (Some((x, _)), Some((y, _))) = (r.val(), other.and_then(|o| o.val())) {
-                    seeds.push(r.point.seed);
-                    diffs.push(x - y);
-                }
-            }
-            let (a, b) = (a.clone(), b.clone());
-            Comparison { cell: am[0].point.grid.clone(), a, b, seeds, test: Paired::new(diffs) }
-        })
-        .collect()
-}
-
-/// The comparisons as a Markdown section (empty when there are none).
-pub fn comparisons_markdown(cmp: &[Comparison]) -> String {
-    if cmp.is_empty() {
-        return String::new();
-    }
-    let mut s = String::from(
-        "\n## Paired comparisons\n\nΔ = A − B in val loss (nats/token), paired by seed (negative: A is better). \
-         95% CI: Student t on the paired differences (n − 1 degrees of freedom); p: two-sided paired t-test.\n\n",
-    );
-    s += "| A | B | n | Δ per seed | mean Δ | 95% CI | p | verdict |\n|---|---|---|---|---|---|---|---|\n";
-    for c in cmp {
-        let t = &c.test;
-        let per_seed =
-            c.seeds.iter().zip(&t.diffs).map(|(seed, d)| format!("s{seed}: {d:+.4}")).collect::<Vec<_>>().join(", ");
-        let mean = if t.n() == 0 { "–".into() } else { format!("{:+.4}", t.mean) };
-        let ci = t.ci.map(|(l, h)| format!("[{l:+.4}, {h:+.4}]")).unwrap_or_else(|| "–".into());
-        let p = t.p.map(fmt_p).unwrap_or_else(|| "–".into());
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {per_seed} | {mean} | {ci} | {p} | {} |",
-            c.a,
-            c.b,
-            t.n(),
-            t.verdict(&c.a, &c.b, "nats")
-        );
-    }
-    if cmp.iter().any(|c| c.test.n() == 1) {
-        s += ONE_SEED_HINT;
-    }
-    s
-}
-
-/// Said under comparisons made on one seed: how to get their intervals
-/// (the base spec's hash leaves the seeds out, so the same directory takes
-/// the new seeds and keeps the points trained).
-pub const ONE_SEED_HINT: &str = "\nOne seed gives no interval. For intervals, rerun the same command with more seeds \
-     into the same directory, e.g. `--num-seeds 3` (seeds from the spec's `seed` up) or `--seeds` listing the \
-     seed trained and two more: the finished points are kept and only the new seeds train.\n";
-
-pub const COMPARISON_COLUMNS: &[&str] =
-    &["a", "b", "n", "seeds", "diffs", "mean_diff", "std_diff", "ci95_low", "ci95_high", "p_value", "verdict"];
-
-/// comparisons.csv: one row per comparison and seed (`seed`, `diff`), the
-/// summary columns repeated on each, so a reader can filter without
-/// splitting cells.
-pub fn comparisons_csv(cmp: &[Comparison]) -> Vec<u8> {
-    let mut keys: Vec<String> = cmp.iter().flat_map(|c| c.cell.iter().map(|k| k.0.clone())).collect();
-    keys.sort();
-    keys.dedup();
-    let mut out = line(with_grid_columns(COMPARISON_COLUMNS, "b", &keys).iter().map(|c| match c.as_str() {
-        "seeds" => "seed".to_string(),
-        "diffs" => "diff".to_string(),
-        c => c.to_string(),
-    }));
-    let num = |x: Option<f64>| x.filter(|v| v.is_finite()).map(|v| format!("{v}")).unwrap_or_default();
-    for c in cmp {
-        let t = &c.test;
-        let grid: Vec<String> =
-            keys.iter().map(|k| c.cell.iter().find(|x| &x.0 == k).map(|x| x.1.clone()).unwrap_or_default()).collect();
-        let tail = |seed: String, diff: String| {
-            let mut cells = vec![c.a.clone(), c.b.clone()];
-            cells.extend(grid.iter().cloned());
-            cells.extend([
-                t.n().to_string(),
-                seed,
-                diff,
-                num(Some(t.mean)),
-                num((t.n() > 1).then_some(t.std)),
-                num(t.ci.map(|c| c.0)),
-                num(t.ci.map(|c| c.1)),
-                num(t.p),
-                t.verdict(&c.a, &c.b, "nats"),
-            ]);
-            cells
-        };
-        if c.seeds.is_empty() {
-            out.extend(line(tail(String::new(), String::new())));
-        }
-        for (seed, d) in c.seeds.iter().zip(&t.diffs) {
-            out.extend(line(tail(seed.to_string(), format!("{d}"))));
-        }
-    }
-    out
-}
-
 /// Writes summary.csv, summary.md and the plots into `dir`.
 pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, ratio_plot: bool) -> Result<(), GdaError> {
     let policy = policy_name(policy);
@@ -581,158 +433,20 @@ pub fn write(dir: &Path, rows: &[Row], policy: BudgetPolicy, markdown: &str, rat
     }
     let grid = !grid_keys(rows).is_empty();
     if ratio_plot {
-        super::best::write(dir, rows, &held_fixed(rows, policy))?;
+        best::write(dir, rows, &plots::held_fixed(rows, policy))?;
     }
     // In a grid, loss_vs_ratio_grid.svg has a line per cell instead: one
     // line per variant would average over cells.
     if ratio_plot && !grid {
-        plot_final(&dir.join("final_loss_vs_ratio.svg"), rows, 0, "val loss (nats/token)", policy)?;
+        plots::plot_final(&dir.join("final_loss_vs_ratio.svg"), rows, 0, "val loss (nats/token)", policy)?;
         if metric_name(rows) == "acc" {
-            plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)", policy)?;
+            plots::plot_final(&dir.join("final_acc_vs_ratio.svg"), rows, 1, "val accuracy (exact match)", policy)?;
         }
     }
-    plot_curves(dir, &dir.join("loss_curves.svg"), rows, policy, false)?;
+    plots::plot_curves(dir, &dir.join("loss_curves.svg"), rows, policy, false)?;
     // The first evaluations (near ln(vocab)) set the whole curve's y range,
     // which flattens the end where the points differ: the second half again,
     // on its own scale.
-    plot_curves(dir, &dir.join("loss_curves_end.svg"), rows, policy, true)?;
+    plots::plot_curves(dir, &dir.join("loss_curves_end.svg"), rows, policy, true)?;
     Ok(())
-}
-
-/// What every point of an experiment shares, for a plot's subtitle: the
-/// budget policy and the training length.
-fn held_fixed(rows: &[Row], policy: &str) -> String {
-    rows.first()
-        .map(|r| {
-            let t = &r.point.spec.train;
-            let tokens = t.steps * t.batch_size * t.grad_accum * t.context;
-            let policy = if rows.iter().any(|r| r.point.requested.is_some()) {
-                format!("{policy} heads fixed, ")
-            } else {
-                String::new()
-            };
-            format!("{policy}{} steps, {} training tokens per run", t.steps, human_count(tokens))
-        })
-        .unwrap_or_default()
-}
-
-/// Writes by rename, so a reader sees the old file or the new one. Each
-/// variant's mean ± std over seeds per requested ratio, every seed as a dot;
-/// the baseline as a dashed line.
-fn plot_final(path: &Path, rows: &[Row], which: usize, y_desc: &str, policy: &str) -> Result<(), GdaError> {
-    let done: Vec<(&Row, f64)> =
-        rows.iter().filter_map(|r| r.val().map(|v| (r, if which == 0 { v.0 } else { v.1 }))).collect();
-    // Placed by the ratio asked for: a no-share twin of 4:1 has one noise head
-    // per signal head (achieved 1:1) but belongs with the 4:1 models it is
-    // compared to; a --nearest point is drawn where it was asked for.
-    let x_of = |r: &Row| r.point.requested.map(|g| g as f64).or_else(|| r.point.ratio());
-    let rmax = rows.iter().filter_map(x_of).fold(1.0, f64::max);
-    let variants = [Variant::Gda, Variant::NoShare, Variant::EqualParams];
-    // Mean ± std per variant and ratio.
-    // (colour, variant, mean ± std per ratio, every seed).
-    type VariantLine = (usize, Variant, Vec<(f64, f64, f64)>, Vec<(f64, f64)>);
-    let mut lines: Vec<VariantLine> = Vec::new();
-    for (ci, v) in variants.iter().enumerate() {
-        let mut by_ratio: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-        for (r, l) in done.iter().filter(|(r, _)| r.point.variant == *v) {
-            by_ratio.entry(x_of(r).unwrap_or(0.0).to_bits()).or_default().push(*l);
-        }
-        if by_ratio.is_empty() {
-            continue;
-        }
-        let mut pts: Vec<(f64, f64, f64)> = by_ratio
-            .iter()
-            .map(|(k, ls)| {
-                let (m, s) = mean_std(ls);
-                (f64::from_bits(*k), m, s)
-            })
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // Seeds beside their bar, not under it.
-        let dots =
-            by_ratio.iter().flat_map(|(k, ls)| ls.iter().map(move |l| (f64::from_bits(*k) + 0.06, *l))).collect();
-        lines.push((ci, *v, pts, dots));
-    }
-    let base: Vec<f64> = done.iter().filter(|(r, _)| r.point.variant == Variant::Baseline).map(|d| d.1).collect();
-    let ys = done.iter().map(|d| d.1).chain(lines.iter().flat_map(|l| l.2.iter().flat_map(|p| [p.1 - p.2, p.1 + p.2])));
-    let (ylo, yhi) = bounds(ys).unwrap_or((0.0, 1.0));
-    let axes = (0.5f64..rmax + 0.5, ylo..yhi);
-    let mut legend: Vec<LegendEntry> = lines.iter().map(|l| LegendEntry::styled(l.0, l.1.label(), false)).collect();
-    if !base.is_empty() {
-        legend.push(LegendEntry {
-            label: "baseline (standard attention)".into(),
-            color: GREY,
-            marker: None,
-            dashed: true,
-        });
-    }
-    let title = format!("final {} vs signal:noise ratio", y_desc.split(" (").next().unwrap_or(y_desc));
-    let held = format!("{}; bars: ± std over seeds, dots: single seeds", held_fixed(rows, policy));
-    let titles = Titles { title: &title, held: &held, x: "ratio G (H_s / H_n), as requested", y: y_desc };
-    svg_chart(path, &titles, axes, true, &legend, |chart| {
-        for (ci, _, pts, dots) in &lines {
-            let color = COLORS[*ci];
-            chart
-                .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
-                .map_err(plot_err)?;
-            draw_error_bars(chart, pts.iter().copied(), color)?;
-            chart.draw_series(dots.iter().map(|d| Circle::new(*d, 3, color.mix(0.5).filled()))).map_err(plot_err)?;
-            draw_markers(chart, pts.iter().map(|p| (p.0, p.1)), *ci, 5, color.filled())?;
-        }
-        if !base.is_empty() {
-            let (m, _) = mean_std(&base);
-            chart
-                .draw_series(DashedLineSeries::new(vec![(0.5, m), (rmax + 0.5, m)], 6, 4, GREY.stroke_width(2)))
-                .map_err(plot_err)?;
-        }
-        Ok(())
-    })
-}
-
-/// Validation loss against training tokens, one line per group: the mean
-/// over its seeds at each evaluation, with their std as error bars; `end`:
-/// only the second half of training.
-fn plot_curves(dir: &Path, path: &Path, rows: &[Row], policy: &str, end: bool) -> Result<(), GdaError> {
-    // Per group (in grid order): tokens → the seeds' val losses.
-    let mut groups: Vec<(String, BTreeMap<u64, Vec<f64>>)> = Vec::new();
-    for r in rows {
-        let pts = column_pairs(&point_dir(dir, r.point), "tokens", "val_loss");
-        if pts.is_empty() {
-            continue;
-        }
-        let g = r.point.group();
-        let i = groups.iter().position(|x| x.0 == g).unwrap_or_else(|| {
-            groups.push((g.clone(), BTreeMap::new()));
-            groups.len() - 1
-        });
-        for (t, l) in pts {
-            groups[i].1.entry(t as u64).or_default().push(l);
-        }
-    }
-    let half = groups.iter().filter_map(|(_, by_t)| by_t.keys().next_back()).max().map_or(0, |t| t / 2);
-    let lines: Vec<Line> = groups
-        .iter()
-        .enumerate()
-        .map(|(i, (g, by_t))| {
-            let points = by_t
-                .iter()
-                .filter(|(t, _)| !end || **t >= half)
-                .map(|(t, ls)| {
-                    let (m, s) = mean_std(ls);
-                    (*t as f64, m, s)
-                })
-                .collect();
-            let seeds = by_t.values().map(Vec::len).max().unwrap_or(0);
-            let label = if seeds > 1 { format!("{g} ({seeds} seeds)") } else { g.clone() };
-            Line { label, points, dashed: false, style: i }
-        })
-        .collect();
-    let held = held_fixed(rows, policy);
-    let titles = Titles {
-        title: if end { "validation loss, second half of training" } else { "validation loss during training" },
-        held: &held,
-        x: "training tokens",
-        y: "val loss (nats/token; mean ± std over seeds)",
-    };
-    plot_lines(path, &titles, false, &lines)
 }

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::summary::{cells, grid_keys, Row};
-use super::{cell_label, Cell, Variant};
+use super::{cells, grid_keys, Row};
 use crate::error::{io, GdaError};
+use crate::experiment::{cell_label, Cell, Variant};
 use crate::report::mean_std;
 use crate::report::plot::{
     color, draw_markers, integer_bounds, plot_err, plot_lines, svg_chart, LegendEntry, Line, Titles,
