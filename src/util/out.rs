@@ -39,9 +39,14 @@ pub fn line(args: fmt::Arguments) -> bool {
 /// stderr is a closed pipe too (`gda train 2>&1 | head -1`), and a message
 /// nobody can read is not worth a panic that would skip a checkpoint.
 pub fn err_line(args: fmt::Arguments) {
-    let mut err = std::io::stderr().lock();
+    // stderr is unbuffered, so `write_fmt` would issue one write per piece of
+    // the format and the ranks of a data-parallel run, sharing one stderr,
+    // would interleave mid-line; one write of a whole line (under PIPE_BUF)
+    // reaches a pipe intact.
+    let mut text = fmt::format(args);
+    text.push('\n');
     // Nowhere left to report a failure to write the report.
-    let _ = err.write_fmt(args).and_then(|_| err.write_all(b"\n"));
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Whether a write to stdout has failed (see [`line`]).
