@@ -41,8 +41,9 @@ impl Spec {
 }
 
 /// The head layout of either attention: the counts it needs are positive,
-/// K/V head counts of 0 default to one per (noise) query head group, and
-/// each count divides the one it serves.
+/// K/V head counts of 0 default to one per noise head (GDA; K2 heads to
+/// the K/V count) or one per query head (standard), and each count divides
+/// the one it serves.
 fn resolve_heads(m: &mut ModelConfig) -> Result<(), KeyError> {
     match m.attention {
         AttentionKind::Gda => {
@@ -74,8 +75,9 @@ fn resolve_heads(m: &mut ModelConfig) -> Result<(), KeyError> {
     }
 }
 
-/// The MLP width (8/3 · d_model rounded up to a multiple of 32, as LLaMA
-/// does) and one λ_init per layer (the DIFF schedule) when left at 0 and [].
+/// The MLP width (8/3 · d_model, SwiGLU's usual ratio, rounded up to a
+/// multiple of 32) and one λ_init per layer (the DIFF schedule) when left
+/// at 0 and [].
 fn resolve_widths(m: &mut ModelConfig) -> Result<(), KeyError> {
     if m.mlp_hidden == 0 {
         m.mlp_hidden = (m.d_model.saturating_mul(8) / 3).div_ceil(32).saturating_mul(32);
