@@ -3,8 +3,8 @@
 // never found). Same approach as tch's own build script.
 //
 // Also compiles src/dist/shim.cpp, the extern "C" layer over libtorch's c10d
-// (distributed training), against the same libtorch's headers (see
-// `build_shim`).
+// (distributed training), and src/model/kernels.cpp, the fused CPU kernels,
+// against the same libtorch's headers (see `build_shim`, `build_kernels`).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -20,6 +20,43 @@ fn main() {
     }
     println!("cargo:rustc-env=GDA_LIBTORCH_VERSION={}", libtorch_version(Path::new(&lib)));
     build_shim(Path::new(&lib));
+    build_kernels(Path::new(&lib));
+}
+
+/// The fused CPU kernels. On x86-64 they are compiled for AVX2 + FMA
+/// (at::vec's 256-bit path, as ATen's own AVX2 kernels); gda calls them only
+/// where the CPU has both (`model::fused::available`).
+fn build_kernels(lib: &Path) {
+    println!("cargo:rerun-if-changed=src/model/kernels.cpp");
+    let Some(root) = lib.parent() else { panic!("libtorch lib folder {} has no parent", lib.display()) };
+    let include = root.join("include");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++20")
+        .file("src/model/kernels.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .opt_level(3)
+        .warnings(false)
+        .flag_if_supported("-Wno-deprecated-declarations");
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
+        build.define("CPU_CAPABILITY", "AVX2").define("CPU_CAPABILITY_AVX2", None).flag("-mavx2").flag("-mfma");
+    } else {
+        build.define("CPU_CAPABILITY", "DEFAULT");
+    }
+    // at::parallel_for's OpenMP region is compiled into this file, so it
+    // needs -fopenmp and the libgomp the wheel ships beside libtorch (the one
+    // ATen's own threads run on); without it the kernels run on one thread.
+    let gomp = lib.join("libgomp.so.1");
+    if gomp.is_file() {
+        build.flag("-fopenmp");
+        println!("cargo:rustc-link-search=native={}", lib.display());
+        println!("cargo:rustc-link-arg=-l:libgomp.so.1");
+    }
+    build.compile("gda_kernels");
 }
 
 /// The c10d shim. The torch wheel ships c10d's headers and Gloo compiled

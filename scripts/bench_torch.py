@@ -15,6 +15,7 @@ import json
 import math
 import resource
 import statistics
+import sys
 import time
 import tomllib
 
@@ -136,6 +137,12 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the warm-up, time one repetition per line read from stdin (one JSON line each); "
+        "the summary at end of input (scripts/bench_train.py alternates implementations this way)",
+    )
     args = ap.parse_args()
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -177,13 +184,21 @@ def main():
     if args.warmup:
         loss.item()
     warmup_s = time.perf_counter() - start
-    rates = []
-    for _ in range(args.repeats):
+    def repetition():
         start = time.perf_counter()
         for _ in range(args.steps):
             loss = step()
         loss.item()
-        rates.append(args.steps * b * t * accum / (time.perf_counter() - start))
+        return args.steps * b * t * accum / (time.perf_counter() - start)
+
+    rates = []
+    if args.serve:
+        print(json.dumps({"ready": True, "warmup_s": warmup_s}), flush=True)
+        for _ in sys.stdin:
+            rates.append(repetition())
+            print(json.dumps({"tokens_per_s": rates[-1]}), flush=True)
+    else:
+        rates = [repetition() for _ in range(args.repeats)]
     print(
         json.dumps(
             {

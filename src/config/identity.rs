@@ -36,13 +36,14 @@ impl Spec {
     }
 
     /// The spec as a table without what only changes speed (device,
-    /// threads) or disk use (keep_checkpoints), or belongs to sweeps, not to
-    /// a single run.
+    /// threads, the fused kernels) or disk use (keep_checkpoints), or belongs
+    /// to sweeps, not to a single run.
     fn identity_table(&self) -> toml::Table {
         let mut s = self.clone();
         s.train.device = String::new();
         s.train.threads = 0;
         s.train.keep_checkpoints = TrainConfig::default().keep_checkpoints;
+        s.model.fused = true;
         s.sweep = SweepConfig::default();
         toml::Table::try_from(&s).expect("a spec always serialises")
     }

@@ -126,6 +126,9 @@ pub struct ModelConfig {
     /// Std of the normal init of weight matrices (output projections are
     /// further scaled by 1/√(2·n_layers)).
     pub init_std: f64,
+    /// The fused CPU kernels (model/fused.rs) instead of chains of ATen ops;
+    /// the same math, so it is left out of the run's identity.
+    pub fused: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +378,7 @@ impl Default for ModelConfig {
             tie_embeddings: false,
             lambda_init: Vec::new(),
             init_std: 0.02,
+            fused: true,
         }
     }
 }

@@ -16,7 +16,8 @@
 
 use tch::{nn, Kind, Tensor};
 
-use super::layers::{Linear, RmsNorm, Rope};
+use super::fused;
+use super::layers::{at_least_f32, Linear, RmsNorm, Rope};
 use crate::config::{AttentionKind, ModelConfig, NoiseScope};
 
 /// Which computation to run: fused SDPA (training; no T×T map is stored) or
@@ -92,6 +93,7 @@ pub struct StandardAttention {
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
+    fused: bool,
 }
 
 pub struct GdaAttention {
@@ -115,6 +117,7 @@ pub struct GdaAttention {
     /// (1, 1, G, 1, 1) weights of the noise map per signal head of a group
     /// when noise_scope = "one"; `None` means all ones (GDA).
     scope: Option<Tensor>,
+    fused: bool,
 }
 
 pub enum Attention {
@@ -153,31 +156,35 @@ pub fn param_count_f64(cfg: &ModelConfig) -> f64 {
     }
 }
 
+/// How [`project`] lays out one layer's heads: the head counts of the
+/// d-wide projections that RoPE rotates (their weights come first), V's
+/// heads and width, and whether the fused kernel rotates them.
+struct Heads<'a> {
+    rotated: &'a [i64],
+    d: i64,
+    v: (i64, i64),
+    fused: bool,
+}
+
 /// All of a layer's input projections in one matmul (their weights stacked
 /// row-wise), and RoPE applied once to the query/key part: fewer, larger
-/// kernels than one per projection. `rotated` gives the head counts of the
-/// d-wide projections whose weights come first in `weights`; the last weight
-/// is V with `v_heads` heads of width `v_width`. Returns the rotated
-/// projections and V, each (B, H, T, width).
-#[allow(clippy::too_many_arguments)]
-fn project(
-    x: &Tensor,
-    weights: &[&Tensor],
-    rotated: &[i64],
-    d: i64,
-    (v_heads, v_width): (i64, i64),
-    cos: &Tensor,
-    sin: &Tensor,
-) -> (Vec<Tensor>, Tensor) {
+/// kernels than one per projection. Returns the rotated projections, each
+/// (B, H, T, d), and V, (B, H_v, T, width).
+fn project(x: &Tensor, weights: &[&Tensor], heads: &Heads, cos: &Tensor, sin: &Tensor) -> (Vec<Tensor>, Tensor) {
     let (b, t) = (x.size()[0], x.size()[1]);
+    let (d, (v_heads, v_width)) = (heads.d, heads.v);
     let w = Tensor::cat(weights, 0).to_kind(x.kind());
     let y = x.linear::<Tensor>(&w, None);
-    let hr: i64 = rotated.iter().sum();
+    let hr: i64 = heads.rotated.iter().sum();
     let parts = y.split_with_sizes([hr * d, v_heads * v_width], 2);
-    // (B, T, H, d) layout: the tables broadcast as (T, 1, d/2).
-    let qk = Rope::apply(&parts[0].view([b, t, hr, d]), &cos.unsqueeze(1), &sin.unsqueeze(1)).transpose(1, 2);
+    let qk = if fused::applies(heads.fused, x) {
+        fused::rope_heads(&parts[0], cos, sin, hr, d)
+    } else {
+        // (B, T, H, d) layout: the tables broadcast as (T, 1, d/2).
+        Rope::apply(&parts[0].view([b, t, hr, d]), &cos.unsqueeze(1), &sin.unsqueeze(1)).transpose(1, 2)
+    };
     let v = parts[1].view([b, t, v_heads, v_width]).transpose(1, 2);
-    (qk.split_with_sizes(rotated, 1), v)
+    (qk.split_with_sizes(heads.rotated, 1), v)
 }
 
 /// Repeats each K/V head `n` times along dim 1 (the GQA expansion), for the
@@ -202,23 +209,34 @@ fn future_mask(tq: i64, tk: i64, device: tch::Device) -> Tensor {
 fn softmax_map(q: &Tensor, k: &Tensor) -> Tensor {
     let (hq, hk, tq, d) = (q.size()[1], k.size()[1], q.size()[2], q.size()[3]);
     let k = expand_kv(k, hq / hk);
-    let scores = q.to_kind(Kind::Float).matmul(&k.to_kind(Kind::Float).transpose(-2, -1)) / (d as f64).sqrt();
+    let up = at_least_f32(q.kind());
+    let scores = q.to_kind(up).matmul(&k.to_kind(up).transpose(-2, -1)) / (d as f64).sqrt();
     let future = future_mask(tq, k.size()[2], q.device());
-    scores.masked_fill(&future, f64::NEG_INFINITY).softmax(-1, Kind::Float)
+    scores.masked_fill(&future, f64::NEG_INFINITY).softmax(-1, up)
 }
 
-/// Causal SDPA with GQA expansion. CPU and CUDA fused kernels want equal
-/// Q/K/V head widths; for GDA's 2d-wide values, Q and K are zero-padded to 2d
-/// (the padding adds nothing to any score; the scale stays 1/√d). Measured on
-/// 2 CPU threads this is 2.6× faster than two SDPA calls over the halves of V.
+/// The longest window and widest head [`sdpa`] gives the fused causal
+/// kernel (one T×T row of scores per task); longer or wider ones go to
+/// ATen's flash kernel, whose blocked GEMMs pay off there.
+const FUSED_ATTENTION_MAX: (i64, i64) = (1024, 64);
+
+/// Causal SDPA with GQA expansion (`fused`: gda's own kernel where it
+/// applies). ATen's CPU and CUDA fused kernels want equal Q/K/V head
+/// widths; for GDA's 2d-wide values, Q and K are zero-padded to 2d (the
+/// padding adds nothing to any score; the scale stays 1/√d). Measured on 2
+/// CPU threads this is 2.6× faster than two SDPA calls over the halves of V.
 /// Keys longer than the queries (a decoding cache) are the past of every
 /// query: SDPA's `is_causal` aligns its mask top-left, so a single new query
 /// runs unmasked and several get an explicit bottom-right mask.
-fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, fused: bool) -> Tensor {
     let gqa = q.size()[1] != k.size()[1];
     let (d, dv) = (q.size()[3], v.size()[3]);
     let (tq, tk) = (q.size()[2], k.size()[2]);
     let scale = 1.0 / (d as f64).sqrt();
+    let (max_t, max_d) = FUSED_ATTENTION_MAX;
+    if tq == tk && tq <= max_t && d.max(dv) <= max_d && fused::applies(fused, q) {
+        return fused::causal_attention(q, k, v, scale);
+    }
     let (q, k) = if dv > d {
         (q.constant_pad_nd([0, dv - d]), k.constant_pad_nd([0, dv - d]))
     } else {
@@ -242,6 +260,7 @@ impl StandardAttention {
             heads: cfg.heads as i64,
             kv_heads: cfg.kv_heads as i64,
             head_dim: d as i64,
+            fused: cfg.fused,
         }
     }
 
@@ -256,7 +275,8 @@ impl StandardAttention {
         let (b, t) = (x.size()[0], x.size()[1]);
         let d = self.head_dim;
         let weights = [&self.q.weight, &self.k.weight, &self.v.weight];
-        let (qk, v) = project(x, &weights, &[self.heads, self.kv_heads], d, (self.kv_heads, d), cos, sin);
+        let heads = Heads { rotated: &[self.heads, self.kv_heads], d, v: (self.kv_heads, d), fused: self.fused };
+        let (qk, v) = project(x, &weights, &heads, cos, sin);
         let (k, v) = match cache {
             None => (qk[1].shallow_clone(), v),
             Some(c) => {
@@ -266,10 +286,11 @@ impl StandardAttention {
         };
         let (q, k) = (&qk[0], &k);
         let (out, maps) = match path {
-            Path::Fused => (sdpa(q, k, &v), None),
+            Path::Fused => (sdpa(q, k, &v, self.fused), None),
             Path::Materialised => {
                 let map = softmax_map(q, k);
-                let out = map.matmul(&expand_kv(&v, self.heads / self.kv_heads).to_kind(Kind::Float)).to_kind(x.kind());
+                let v = expand_kv(&v, self.heads / self.kv_heads).to_kind(map.kind());
+                let out = map.matmul(&v).to_kind(x.kind());
                 (out, Some(AttnMaps { signal: map.shallow_clone(), noise: None, effective: map, lambda: None }))
             }
         };
@@ -294,7 +315,7 @@ impl GdaAttention {
             lambda_k1: lam("lambda_k1"),
             lambda_q2: lam("lambda_q2"),
             lambda_k2: lam("lambda_k2"),
-            subln: RmsNorm::new(&vs / "subln", 2 * d, 1e-5),
+            subln: RmsNorm::new(&vs / "subln", 2 * d, 1e-5, cfg.fused),
             lambda_init: cfg.lambda_init[layer],
             signal_heads: hs as i64,
             noise_heads: hn as i64,
@@ -309,6 +330,7 @@ impl GdaAttention {
                     Some(Tensor::from_slice(&w).view([1, 1, g, 1, 1]).to_device(vs.device()))
                 }
             },
+            fused: cfg.fused,
         }
     }
 
@@ -343,8 +365,12 @@ impl GdaAttention {
         let (d, hs, hn, kv, k2n) =
             (self.head_dim, self.signal_heads, self.noise_heads, self.kv_heads, self.noise_kv_heads);
         let g = hs / hn;
+        // On the fused path one kernel does RMSNorm(signal − λ·noise)·(1 − λ_init)
+        // straight into the o-projection's layout.
+        let combine = fused::applies(self.fused, x) && path == Path::Fused && self.scope.is_none();
         let weights = [&self.q1.weight, &self.q2.weight, &self.k1.weight, &self.k2.weight, &self.v.weight];
-        let (qk, v) = project(x, &weights, &[hs, hn, kv, k2n], d, (kv, 2 * d), cos, sin);
+        let heads = Heads { rotated: &[hs, hn, kv, k2n], d, v: (kv, 2 * d), fused: self.fused };
+        let (qk, v) = project(x, &weights, &heads, cos, sin);
         let (keys, v) = match cache {
             None => (vec![qk[2].shallow_clone(), qk[3].shallow_clone()], v),
             Some(c) => c.extend(&[&qk[2], &qk[3]], &v),
@@ -356,14 +382,20 @@ impl GdaAttention {
                 // The subtraction distributes over V, so each map is applied by
                 // its own SDPA call; the noise output (one per group) is
                 // broadcast over the G signal heads of its group, not copied.
-                let signal = sdpa(q1, k1, &v).view([b, hn, g, t, 2 * d]);
+                let signal = sdpa(q1, k1, &v, self.fused);
                 let noise = if k2n == kv {
-                    sdpa(q2, k2, &v)
+                    sdpa(q2, k2, &v, self.fused)
                 } else {
                     // K2 and V differ in head count (no-share ablation): SDPA
                     // needs one K/V layout, so both are expanded to one per noise head.
-                    sdpa(q2, &expand_kv(k2, hn / k2n), &expand_kv(&v, hn / kv))
+                    sdpa(q2, &expand_kv(k2, hn / k2n), &expand_kv(&v, hn / kv), self.fused)
                 };
+                if combine {
+                    let w = self.subln.weight.to_kind(x.kind());
+                    let out = fused::diff_combine(&signal, &noise, &lambda, &w, 1.0 - self.lambda_init, self.subln.eps);
+                    return (self.o.forward(&out), None);
+                }
+                let signal = signal.view([b, hn, g, t, 2 * d]);
                 let out = match &self.scope {
                     // signal − λ·noise in one kernel.
                     None => signal.addcmul(&noise.unsqueeze(2), &-lambda.to_kind(x.kind())),
@@ -377,7 +409,7 @@ impl GdaAttention {
                 let tk = signal.size()[3];
                 let effective =
                     (signal.view([b, hn, g, t, tk]) - self.scoped(noise.unsqueeze(2) * &lambda)).view([b, hs, t, tk]);
-                let out = effective.matmul(&expand_kv(&v, hs / kv).to_kind(Kind::Float)).to_kind(x.kind());
+                let out = effective.matmul(&expand_kv(&v, hs / kv).to_kind(effective.kind())).to_kind(x.kind());
                 let lam = lambda.double_value(&[]);
                 (out, Some(AttnMaps { signal, noise: Some(noise), effective, lambda: Some(lam) }))
             }

@@ -1,9 +1,11 @@
 //! The layers the model is built from: linear, RMSNorm, rotary embedding and
 //! the SwiGLU MLP. Each is a plain struct of named tensors (the checkpoint's
-//! names come from the `nn::Path` it is built under).
+//! names come from the `nn::Path` it is built under). With `fused`, CPU
+//! tensors go through the one-pass kernels of [`super::fused`].
 
 use tch::{nn, Device, Kind, Tensor};
 
+use super::fused;
 use crate::config::ModelConfig;
 
 /// A bias-free linear layer; the weight is (out, in) like PyTorch's.
@@ -24,19 +26,44 @@ impl Linear {
     }
 }
 
-/// RMSNorm with a learnable weight, computed in fp32.
+/// The dtype reductions and softmaxes run in: fp32 for bf16 and fp32, f64
+/// for f64 (the parity tests compare paths in f64).
+pub fn at_least_f32(kind: Kind) -> Kind {
+    if kind == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    }
+}
+
+/// RMSNorm with a learnable weight, computed in fp32 (f64 inputs in f64).
 pub struct RmsNorm {
     pub weight: Tensor,
-    eps: f64,
+    pub eps: f64,
+    fused: bool,
 }
 
 impl RmsNorm {
-    pub fn new(vs: nn::Path, dim: usize, eps: f64) -> RmsNorm {
-        RmsNorm { weight: vs.var("weight", &[dim as i64], nn::Init::Const(1.0)), eps }
+    pub fn new(vs: nn::Path, dim: usize, eps: f64, fused: bool) -> RmsNorm {
+        RmsNorm { weight: vs.var("weight", &[dim as i64], nn::Init::Const(1.0)), eps, fused }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        if fused::applies(self.fused, x) {
+            return fused::rms_norm(x, &self.weight.to_kind(x.kind()), self.eps);
+        }
         self.forward_scaled(x, 1.0)
+    }
+
+    /// The residual add and the norm of its result: (x + a, RMSNorm(x + a)),
+    /// one pass when fused.
+    pub fn add_forward(&self, x: &Tensor, a: &Tensor) -> (Tensor, Tensor) {
+        if fused::applies(self.fused, x) {
+            return fused::add_rms_norm(x, a, &self.weight.to_kind(x.kind()), self.eps);
+        }
+        let s = x + a;
+        let y = self.forward_scaled(&s, 1.0);
+        (s, y)
     }
 
     /// RMSNorm followed by a constant factor, folded into the (small) weight
@@ -44,7 +71,8 @@ impl RmsNorm {
     pub fn forward_scaled(&self, x: &Tensor, scale: f64) -> Tensor {
         let kind = x.kind();
         let w = if scale == 1.0 { self.weight.shallow_clone() } else { &self.weight * scale };
-        x.to_kind(Kind::Float).rms_norm([self.weight.size()[0]], Some(&w), self.eps).to_kind(kind)
+        let up = at_least_f32(kind);
+        x.to_kind(up).rms_norm([self.weight.size()[0]], Some(&w.to_kind(up)), self.eps).to_kind(kind)
     }
 }
 
@@ -83,6 +111,7 @@ pub struct Mlp {
     pub gate: Linear,
     pub up: Linear,
     pub down: Linear,
+    fused: bool,
 }
 
 impl Mlp {
@@ -91,13 +120,18 @@ impl Mlp {
             gate: Linear::new(&vs / "gate", cfg.d_model, cfg.mlp_hidden, cfg.init_std),
             up: Linear::new(&vs / "up", cfg.d_model, cfg.mlp_hidden, cfg.init_std),
             down: Linear::new(&vs / "down", cfg.mlp_hidden, cfg.d_model, out_std),
+            fused: cfg.fused,
         }
     }
 
     /// Gate and up projections in one matmul (weights stacked), then split.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let w = Tensor::cat(&[&self.gate.weight, &self.up.weight], 0).to_kind(x.kind());
-        let gu = x.linear::<Tensor>(&w, None).chunk(2, -1);
+        let gu = x.linear::<Tensor>(&w, None);
+        if fused::applies(self.fused, &gu) {
+            return self.down.forward(&fused::swiglu(&gu));
+        }
+        let gu = gu.chunk(2, -1);
         self.down.forward(&(gu[0].silu() * &gu[1]))
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod flops;
+pub mod fused;
 pub mod layers;
 pub mod memory;
 
@@ -61,14 +62,14 @@ impl Model {
             .map(|l| {
                 let b = &vs / "blocks" / l;
                 Block {
-                    attn_norm: RmsNorm::new(&b / "attn_norm", cfg.d_model, cfg.norm_eps),
+                    attn_norm: RmsNorm::new(&b / "attn_norm", cfg.d_model, cfg.norm_eps, cfg.fused),
                     attn: Attention::new(&b / "attn", cfg, l, out_std),
-                    mlp_norm: RmsNorm::new(&b / "mlp_norm", cfg.d_model, cfg.norm_eps),
+                    mlp_norm: RmsNorm::new(&b / "mlp_norm", cfg.d_model, cfg.norm_eps, cfg.fused),
                     mlp: Mlp::new(&b / "mlp", cfg, out_std),
                 }
             })
             .collect();
-        let norm = RmsNorm::new(&vs / "norm", cfg.d_model, cfg.norm_eps);
+        let norm = RmsNorm::new(&vs / "norm", cfg.d_model, cfg.norm_eps, cfg.fused);
         let lm_head =
             (!cfg.tie_embeddings).then(|| Linear::new(&vs / "lm_head", cfg.d_model, cfg.vocab_size, cfg.init_std));
         Model {
@@ -124,16 +125,19 @@ impl Model {
         let (cos, sin) = self.rope.tables(past + t, tokens.device());
         let (cos, sin) = if past == 0 { (cos, sin) } else { (cos.narrow(0, past, t), sin.narrow(0, past, t)) };
         let mut x = Tensor::embedding(&self.tok_emb, tokens, -1, false, false).to_kind(self.compute_kind);
+        // Each residual add goes with the norm after it (the next block's,
+        // or the final one), which the fused kernel does in one pass.
+        let mut h = self.blocks.first().map_or(&self.norm, |b| &b.attn_norm).forward(&x);
         let mut maps = Vec::new();
         for (l, block) in self.blocks.iter().enumerate() {
             let layer = cache.as_mut().map(|c| &mut c.layers[l]);
-            let (a, m) = block.attn.forward_cached(&block.attn_norm.forward(&x), &cos, &sin, path, layer);
-            // A new tensor, not `x += a`: in place would overwrite one autograd saved.
-            x = &x + a;
+            let (a, m) = block.attn.forward_cached(&h, &cos, &sin, path, layer);
             maps.extend(m);
-            x = &x + block.mlp.forward(&block.mlp_norm.forward(&x));
+            (x, h) = block.mlp_norm.add_forward(&x, &a);
+            let next = self.blocks.get(l + 1).map_or(&self.norm, |b| &b.attn_norm);
+            (x, h) = next.add_forward(&x, &block.mlp.forward(&h));
         }
-        (self.norm.forward(&x), maps)
+        (h, maps)
     }
 
     /// Mean next-token cross-entropy (nats) of `logits` against `targets`.
