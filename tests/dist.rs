@@ -156,6 +156,58 @@ fn the_trajectory_does_not_depend_on_the_world_size_or_the_launch() {
     );
 }
 
+/// The buckets' numbers in the ranks' closing lines: (buckets, how they
+/// were started), e.g. (12, "12.0 per step started during backward").
+fn bucket_reports(stderr: &str) -> Vec<(usize, String)> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("rank ") && l.contains("all-reduce wait"))
+        .map(|l| {
+            let inner = &l[l.find('(').unwrap() + 1..l.find(';').unwrap()];
+            let (n, how) = inner.split_once(" buckets, ").unwrap();
+            (n.parse().unwrap(), how.to_string())
+        })
+        .collect()
+}
+
+/// Overlapped all-reduces (hooks start each bucket during the last
+/// micro-batch's backward, in bucket order) on 2 ranks with 2 accumulated
+/// micro-batches and small buckets, so there are many: the 1-rank
+/// trajectory, with every bucket started during backward. A bucket started
+/// after the first micro-batch, or before all of its gradients were
+/// accumulated, would average partial gradients and leave the trajectory.
+/// The same with `train.overlap_allreduce = false`: every bucket issued
+/// after backward, the same trajectory.
+#[test]
+fn overlapped_all_reduces_keep_the_trajectory_with_accumulated_micro_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "s", &spec_text());
+    let accum = spec_text().replace("batch_size = 8", "batch_size = 4\ngrad_accum = 2");
+    let on = write_spec(tmp.path(), "on", &accum);
+    let off = write_spec(tmp.path(), "off", &accum.replace("threads = 1", "threads = 1\noverlap_allreduce = false"));
+    let one = tmp.path().join("one");
+    ok(train(&spec, &one).output().unwrap(), "1 rank");
+    for (s, name) in [(&on, "overlap"), (&off, "no-overlap")] {
+        let run = tmp.path().join(name);
+        let out = train(s, &run).args(["--nproc", "2"]).env("GDA_BUCKET_BYTES", "4096").output().unwrap();
+        let err = stderr_of(&out);
+        ok(out, name);
+        let reports = bucket_reports(&err);
+        assert_eq!(reports.len(), 2, "one closing line per rank: {err}");
+        for (n, how) in reports {
+            assert!(n >= 4, "{name}: {n} buckets of 4 KiB: {err}");
+            let expected = if name == "overlap" {
+                format!("{n}.0 per step started during backward")
+            } else {
+                "issued after backward".into()
+            };
+            assert_eq!(how, expected, "{name}: {err}");
+        }
+        let (t, v, w) = same_trajectory(&one, &run);
+        eprintln!("{name}, 2 ranks x 2 micro-batches vs 1 rank: train loss {t:.2e}, val loss {v:.2e}; weights {w:.2e}");
+    }
+}
+
 /// A run interrupted on 2 ranks (Ctrl-C to the launcher) resumes on 1, and
 /// one interrupted on 1 resumes on 2; both end where an uninterrupted run
 /// ends.

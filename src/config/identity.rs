@@ -36,12 +36,13 @@ impl Spec {
     }
 
     /// The spec as a table without what only changes speed (device,
-    /// threads, the fused kernels) or disk use (keep_checkpoints), or belongs
-    /// to sweeps, not to a single run.
+    /// threads, the fused kernels, overlap_allreduce) or disk use
+    /// (keep_checkpoints), or belongs to sweeps, not to a single run.
     fn identity_table(&self) -> toml::Table {
         let mut s = self.clone();
         s.train.device = String::new();
         s.train.threads = 0;
+        s.train.overlap_allreduce = TrainConfig::default().overlap_allreduce;
         s.train.keep_checkpoints = TrainConfig::default().keep_checkpoints;
         s.model.fused = true;
         s.sweep = SweepConfig::default();

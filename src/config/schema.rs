@@ -330,6 +330,10 @@ pub struct TrainConfig {
     pub device: String,
     /// CPU threads; 0 means all cores.
     pub threads: usize,
+    /// With ranks: start each gradient bucket's all-reduce during backward,
+    /// as soon as its gradients are ready (false: all after backward).
+    /// Changes speed only, not results.
+    pub overlap_allreduce: bool,
     /// Weights to start from (a safetensors file with the model's tensor
     /// names, e.g. written by `gda grow`); empty means a seeded random init.
     pub init: String,
@@ -411,6 +415,7 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             device: "auto".into(),
             threads: 0,
+            overlap_allreduce: true,
             init: String::new(),
         }
     }

@@ -8,25 +8,28 @@
 //! - [`Group::join`]: the rendezvous, with a handshake through the store
 //!   that refuses ranks running another spec, build or step before any
 //!   collective (Gloo aborts the process, uncatchably, on mismatched shapes);
-//! - [`Buckets`]: gradient averaging as flattened all-reduces of a few MB,
-//!   issued together, then waited for;
+//! - [`Reducer`]: gradient averaging as flattened all-reduces of buckets,
+//!   each started during backward once its gradients are ready
+//!   ([`Buckets`]: the same buckets issued after backward);
 //! - [`watchdog`]: a heartbeat through the store, so a rank that stops
 //!   answering ends its peers within [`watchdog::BOUND`], not `--dist-timeout`.
 
 pub mod launch;
+mod reduce;
 mod store;
 pub mod watchdog;
 
 use std::ffi::{c_char, c_void, CString};
 use std::io::Read;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::{input, GdaError};
+
+pub use reduce::{Buckets, Reducer, BUCKET_BYTES};
 
 extern "C" {
     fn gda_store_new(
@@ -65,10 +68,6 @@ extern "C" {
 /// How long a rank waits for its peers (at the rendezvous and in each
 /// collective) when `--dist-timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The bytes of gradient in one all-reduce: large enough that the per-call
-/// latency is paid a few times per step, small enough that buckets overlap.
-pub const BUCKET_BYTES: usize = 4 << 20;
 
 /// Where the ranks meet: a file on a shared disk (ranks on one machine,
 /// `--nproc`), or rank 0's TCP store at host:port.
@@ -357,17 +356,23 @@ impl Group {
             gda_all_reduce_sum(self.ptr, ptrs.as_mut_ptr(), ptrs.len(), err.as_mut_ptr() as *mut c_char, ERR_LEN)
         };
         if rc != 0 {
-            self.broken.set(true);
-            return Err(GdaError::PeerLost {
-                rank: self.rank,
-                msg: format!(
-                    "an all-reduce failed: a peer rank died, was killed or did not answer within {} s ({})",
-                    self.timeout.as_secs(),
-                    err_text(&err)
-                ),
-            });
+            return Err(self.collective_failed(&err_text(&err)));
         }
         Ok(())
+    }
+}
+
+impl Group {
+    /// The error of a failed collective, which also marks the group broken.
+    fn collective_failed(&self, why: &str) -> GdaError {
+        self.broken.set(true);
+        GdaError::PeerLost {
+            rank: self.rank,
+            msg: format!(
+                "an all-reduce failed: a peer rank died, was killed or did not answer within {} s ({why})",
+                self.timeout.as_secs()
+            ),
+        }
     }
 }
 
@@ -454,70 +459,6 @@ fn check_hellos(hellos: &[Hello]) -> Result<(), GdaError> {
     Ok(())
 }
 
-/// The parameters' gradients cut into flat buckets of about
-/// [`BUCKET_BYTES`], in the parameters' (sorted) order; a bucket holds one
-/// dtype.
-pub struct Buckets {
-    ranges: Vec<Range<usize>>,
-}
-
-impl Buckets {
-    pub fn new(params: &[Tensor]) -> Buckets {
-        let mut ranges = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, p) in params.iter().enumerate() {
-            let size = p.numel() * p.kind().elt_size_in_bytes();
-            let kind_changes = i > start && p.kind() != params[start].kind();
-            if i > start && (bytes + size > BUCKET_BYTES || kind_changes) {
-                ranges.push(start..i);
-                start = i;
-                bytes = 0;
-            }
-            bytes += size;
-        }
-        if start < params.len() {
-            ranges.push(start..params.len());
-        }
-        Buckets { ranges }
-    }
-
-    pub fn count(&self) -> usize {
-        self.ranges.len()
-    }
-
-    /// Replaces every gradient by its mean over the ranks, and sums `extra`
-    /// (a small f64 tensor of per-rank values: the loss, flags) in the same
-    /// round of all-reduces; returns the summed `extra`.
-    pub fn average(&self, group: &Group, params: &[Tensor], extra: Tensor) -> Result<Tensor, GdaError> {
-        let grads: Vec<Tensor> =
-            params.iter().map(|p| if p.grad().defined() { p.grad() } else { p.zeros_like() }).collect();
-        let mut flat: Vec<Tensor> = self
-            .ranges
-            .iter()
-            .map(|r| Tensor::cat(&grads[r.clone()].iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0))
-            .collect();
-        flat.push(extra.to_kind(Kind::Double));
-        group.all_reduce_sum(&mut flat)?;
-        let extra = flat.pop().expect("extra pushed above");
-        let scale = 1.0 / group.world as f64;
-        tch::no_grad(|| {
-            for (r, f) in self.ranges.iter().zip(flat.iter()) {
-                let mut offset = 0i64;
-                for i in r.clone() {
-                    let g = &grads[i];
-                    let n = g.numel() as i64;
-                    if params[i].grad().defined() {
-                        let mut grad = params[i].grad();
-                        grad.copy_(&(f.narrow(0, offset, n).view_as(g) * scale));
-                    }
-                    offset += n;
-                }
-            }
-        });
-        Ok(extra)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,21 +506,5 @@ mod tests {
         assert_eq!(first_host("a,b[1-2]").as_deref(), Some("a"));
         assert_eq!(first_host("n[003-005,9]").as_deref(), Some("n003"));
         assert_eq!(first_host("rack[2-3]-gpu,x").as_deref(), Some("rack2-gpu"));
-    }
-
-    #[test]
-    fn buckets_cover_every_parameter_once_in_order() {
-        let params: Vec<Tensor> = [300_000i64, 900_000, 10, 2_000_000, 5]
-            .iter()
-            .map(|&n| Tensor::zeros([n], (Kind::Float, tch::Device::Cpu)))
-            .collect();
-        let b = Buckets::new(&params);
-        let flat: Vec<usize> = b.ranges.iter().flat_map(|r| r.clone()).collect();
-        assert_eq!(flat, (0..params.len()).collect::<Vec<_>>());
-        for r in &b.ranges {
-            let bytes: i64 = params[r.clone()].iter().map(|p| p.numel() as i64 * 4).sum();
-            assert!(r.len() == 1 || bytes <= BUCKET_BYTES as i64, "{r:?}: {bytes}");
-        }
-        assert!(b.count() >= 2);
     }
 }

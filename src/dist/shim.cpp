@@ -12,6 +12,9 @@
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #ifdef USE_C10D_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -71,6 +74,86 @@ Group* store_group(const char* file, int file_workers, const char* host, int por
   store->setTimeout(timeout);
   return new Group{store, {}, timeout};
 }
+
+
+// Gradient averaging overlapped with backward (as DDP's reducer): a hook
+// after each parameter's gradient accumulator counts it ready; a bucket whose
+// parameters are all ready is copied into its flat buffer and its all-reduce
+// started at once. Buckets start strictly in index order, so every rank
+// issues the same collectives in the same order whatever order its hooks
+// fire in. Hooks fire only while armed (the last micro-batch's backward),
+// so accumulated micro-batches are reduced once, whole.
+struct Reducer {
+  Group* group;
+  std::vector<at::Tensor> params;  // in bucket order
+  std::vector<size_t> bucket_of;   // bucket index of each parameter
+  std::vector<size_t> first;       // first parameter of each bucket, plus the end
+  std::vector<at::Tensor> flat;    // one buffer per bucket, kept across steps
+  std::vector<size_t> missing;     // parameters not yet ready, per bucket
+  std::vector<bool> ready;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  size_t launched = 0;
+  size_t in_backward = 0;  // buckets started by hooks in this round
+  bool armed = false;
+  std::string error;  // what a hook hit: reported by the wait, not thrown into backward
+  std::vector<std::pair<c10::intrusive_ptr<torch::autograd::Node>, uintptr_t>> hooks;
+
+  void reset() {
+    works.clear();
+    launched = 0;
+    in_backward = 0;
+    for (size_t b = 0; b + 1 < first.size(); b++) missing[b] = first[b + 1] - first[b];
+    std::fill(ready.begin(), ready.end(), false);
+  }
+
+  // Copies bucket `b`'s gradients into its buffer (zeros where a parameter
+  // got none, so the shapes match on every rank) and starts its all-reduce.
+  void launch(size_t b) {
+    at::NoGradGuard no_grad;
+    int64_t offset = 0;
+    for (size_t i = first[b]; i < first[b + 1]; i++) {
+      auto n = params[i].numel();
+      auto slot = flat[b].narrow(0, offset, n);
+      const auto& grad = params[i].grad();
+      if (grad.defined()) {
+        slot.copy_(grad.reshape({-1}));
+      } else {
+        slot.zero_();
+      }
+      offset += n;
+    }
+    std::vector<at::Tensor> one{flat[b]};
+    works.push_back(group->backend->allreduce(one, c10d::AllreduceOptions{}));
+    launched++;
+  }
+
+  void on_ready(size_t i) {
+    if (!armed || ready[i]) return;
+    ready[i] = true;
+    missing[bucket_of[i]]--;
+    try {
+      while (launched + 1 < first.size() && missing[launched] == 0) {
+        launch(launched);
+        in_backward++;
+      }
+    } catch (const std::exception& e) {
+      // Stop launching: the wait reports it, and the run ends.
+      error = e.what();
+      armed = false;
+    }
+  }
+};
+
+struct ReadyHook : torch::autograd::FunctionPostHook {
+  Reducer* reducer;
+  size_t index;
+  ReadyHook(Reducer* r, size_t i) : reducer(r), index(i) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    reducer->on_ready(index);
+    return outputs;
+  }
+};
 
 }  // namespace
 
@@ -154,6 +237,94 @@ int gda_all_reduce_sum(void* group, void** tensors, size_t n, char* err, size_t 
     }
     for (auto& w : works) w->wait(g->timeout);
   });
+}
+
+// A reducer over the `n` parameters `tensors` (leaf tensors that require
+// grad), cut into `nb` buckets: bucket b holds parameters
+// first[b] .. first[b+1] (`first` has nb + 1 entries), all of one dtype.
+// It keeps each parameter's gradient accumulator alive: the hooks stay on the
+// accumulator every later forward pass reuses.
+void* gda_reducer_new(void* group, void** tensors, size_t n, const size_t* first, size_t nb, char* err,
+                      size_t err_len) {
+  auto* g = static_cast<Group*>(group);
+  Reducer* r = nullptr;
+  guarded(err, err_len, [&] {
+    if (!g->backend) throw std::runtime_error("the process group was not joined");
+    auto red = std::make_unique<Reducer>();
+    red->group = g;
+    red->first.assign(first, first + nb + 1);
+    if (red->first.back() != n) throw std::runtime_error("the buckets do not cover the parameters");
+    for (size_t i = 0; i < n; i++) red->params.push_back(*static_cast<at::Tensor*>(tensors[i]));
+    red->bucket_of.resize(n);
+    for (size_t b = 0; b < nb; b++) {
+      int64_t numel = 0;
+      for (size_t i = red->first[b]; i < red->first[b + 1]; i++) {
+        red->bucket_of[i] = b;
+        numel += red->params[i].numel();
+      }
+      red->flat.push_back(at::empty({numel}, red->params[red->first[b]].options().requires_grad(false)));
+    }
+    red->missing.resize(nb);
+    red->ready.resize(n);
+    red->reset();
+    for (size_t i = 0; i < n; i++) {
+      auto acc = torch::autograd::impl::grad_accumulator(red->params[i]);
+      if (!acc) throw std::runtime_error("a parameter has no gradient accumulator (it does not require grad)");
+      auto key = acc->add_post_hook(std::make_unique<ReadyHook>(red.get(), i));
+      red->hooks.emplace_back(acc, key);
+    }
+    r = red.release();
+  });
+  return r;
+}
+
+// Arms the hooks for the next backward pass: its gradients are the ones
+// reduced.
+void gda_reducer_arm(void* reducer) {
+  auto* r = static_cast<Reducer*>(reducer);
+  r->reset();
+  r->error.clear();
+  r->armed = true;
+}
+
+// Starts the buckets no hook started (all of them when the hooks were not
+// armed; those with a parameter that got no gradient), in order, then the
+// all-reduce of `extra`, waits for all, and replaces each gradient by the sum
+// times `scale`. `*in_backward`: how many buckets the hooks had started.
+int gda_reducer_wait(void* reducer, void* extra, double scale, size_t* in_backward, char* err, size_t err_len) {
+  auto* r = static_cast<Reducer*>(reducer);
+  return guarded(err, err_len, [&] {
+    r->armed = false;
+    if (!r->error.empty()) throw std::runtime_error(r->error);
+    *in_backward = r->in_backward;
+    while (r->launched + 1 < r->first.size()) r->launch(r->launched);
+    std::vector<at::Tensor> one{*static_cast<at::Tensor*>(extra)};
+    r->works.push_back(r->group->backend->allreduce(one, c10d::AllreduceOptions{}));
+    for (auto& w : r->works) w->wait(r->group->timeout);
+    at::NoGradGuard no_grad;
+    for (size_t b = 0; b + 1 < r->first.size(); b++) {
+      r->flat[b].mul_(scale);
+      int64_t offset = 0;
+      for (size_t i = r->first[b]; i < r->first[b + 1]; i++) {
+        auto n = r->params[i].numel();
+        auto grad = r->params[i].mutable_grad();
+        if (grad.defined()) grad.copy_(r->flat[b].narrow(0, offset, n).view_as(grad));
+        offset += n;
+      }
+    }
+    r->reset();
+  });
+}
+
+// Takes the hooks off the accumulators (they point at the reducer), then
+// frees it.
+void gda_reducer_free(void* reducer) {
+  auto* r = static_cast<Reducer*>(reducer);
+  try {
+    for (auto& [acc, key] : r->hooks) acc->del_post_hook(key);
+    delete r;
+  } catch (...) {
+  }
 }
 
 // Frees a healthy group. One whose peer died is never freed: its Gloo

@@ -1,6 +1,7 @@
 //! The training loop's distributed pieces: which rows, device and threads a
-//! rank takes, the handshake, and the step's one round of all-reduces
-//! (gradients, loss and the stop flag). The engine is `crate::dist`.
+//! rank takes, the handshake, and the step's all-reduces (gradients, started
+//! during backward; then the loss and the stop flag). The engine is
+//! `crate::dist`.
 //!
 //! `train.batch_size` is the global micro-batch: rank r of W reads rows
 //! `r·B/W .. (r+1)·B/W` of every micro-batch of the step's global batch
@@ -16,7 +17,7 @@ use super::optim::AdamW;
 use super::run_dir::World;
 use crate::config::Spec;
 use crate::device;
-use crate::dist::{build_id, Buckets, Group, Hello, Launch, DEFAULT_TIMEOUT};
+use crate::dist::{build_id, Buckets, Group, Hello, Launch, Reducer, DEFAULT_TIMEOUT};
 use crate::error::GdaError;
 use crate::util::host::hostname;
 
@@ -66,11 +67,23 @@ impl Ranks {
 
 /// A joined process group with the gradient buckets of the model.
 pub struct Collective {
-    group: Group,
+    /// With `train.overlap_allreduce`: the hooks that start buckets during
+    /// backward. Declared before `group`, so it is dropped first (it points
+    /// into the group).
+    reducer: Option<Reducer>,
+    /// Without: the buckets issued after backward.
     buckets: Option<Buckets>,
-    /// Seconds spent in the gradient all-reduces, and the steps they served.
+    group: Group,
+    overlap: bool,
+    /// The stop flags summed over the ranks and the steps, still on the
+    /// device: read only every few steps (`stop_agreed`).
+    stops: Option<Tensor>,
+    /// Seconds the step waited for the all-reduces after backward (what
+    /// overlap did not hide), the steps they served, and the buckets that
+    /// backward started.
     reduce_secs: f64,
     steps: usize,
+    in_backward: usize,
 }
 
 impl Collective {
@@ -90,16 +103,32 @@ impl Collective {
         };
         let hello = Hello { spec_hash: spec.hash(), build: build_id(), step, host: hostname(), error };
         let group = Group::join(launch, &hello, nccl, timeout.unwrap_or(DEFAULT_TIMEOUT))?;
-        Ok(Collective { group, buckets: None, reduce_secs: 0.0, steps: 0 })
+        Ok(Collective {
+            reducer: None,
+            buckets: None,
+            group,
+            overlap: spec.train.overlap_allreduce,
+            stops: None,
+            reduce_secs: 0.0,
+            steps: 0,
+            in_backward: 0,
+        })
     }
 
     /// The closing line of each rank (stderr, so rank 0's stdout stays the
-    /// run's): the all-reduce's share of the step and the rank's peak RSS.
+    /// run's): the time a step waited for the all-reduces after backward and
+    /// its share of the training time, and the rank's peak RSS.
     pub fn report(&self, train_secs: f64) -> String {
         let per_step = self.reduce_secs / self.steps.max(1) as f64;
-        let buckets = self.buckets.as_ref().map_or(0, Buckets::count);
+        let (buckets, how) = match (&self.reducer, &self.buckets) {
+            (Some(r), _) => (
+                r.count(),
+                format!("{:.1} per step started during backward", self.in_backward as f64 / self.steps.max(1) as f64),
+            ),
+            (None, b) => (b.as_ref().map_or(0, Buckets::count), "issued after backward".to_string()),
+        };
         format!(
-            "rank {}/{}: all-reduce {:.2} ms per step ({} buckets, {:.1}% of the step time) | peak RSS {:.0} MB",
+            "rank {}/{}: all-reduce wait {:.2} ms per step ({} buckets, {how}; {:.1}% of the step time) | peak RSS {:.0} MB",
             self.group.rank,
             self.group.world,
             1e3 * per_step,
@@ -119,27 +148,60 @@ impl Collective {
         World { world_size: self.group.world, backend: self.group.backend.into(), hosts: self.group.hosts.clone() }
     }
 
-    /// Averages the gradients over the ranks, in buckets, and in the same
-    /// round sums this rank's loss and whether it was interrupted. Returns
-    /// the mean loss over the ranks and whether any rank asked to stop.
-    pub fn average_gradients(
-        &mut self,
-        opt: &AdamW,
-        loss: &Tensor,
-        interrupted: bool,
-    ) -> Result<(Tensor, bool), GdaError> {
-        let params: Vec<Tensor> = opt.params.iter().map(|(_, p)| p.shallow_clone()).collect();
-        let buckets = self.buckets.get_or_insert_with(|| Buckets::new(&params));
+    /// Before the step's micro-batches: with overlap, the hooks on the
+    /// gradients (made at the first step).
+    pub fn prepare(&mut self, opt: &AdamW) -> Result<(), GdaError> {
+        if self.overlap && self.reducer.is_none() {
+            self.reducer = Some(Reducer::new(&self.group, &opt.params)?);
+        }
+        Ok(())
+    }
+
+    /// Called just before the last micro-batch's backward: only its hooks
+    /// start all-reduces, when the gradients hold the whole step's sum.
+    pub fn arm(&mut self) {
+        if let Some(r) = self.reducer.as_mut() {
+            r.arm();
+        }
+    }
+
+    /// Averages the gradients over the ranks (waiting for the buckets that
+    /// backward started, issuing the others), then sums this rank's loss
+    /// and whether it was interrupted. Returns the mean loss over the ranks;
+    /// the stop flag stays on the device for [`Collective::stop_agreed`].
+    pub fn average_gradients(&mut self, opt: &AdamW, loss: &Tensor, interrupted: bool) -> Result<Tensor, GdaError> {
         let flag = Tensor::from(if interrupted { 1.0f64 } else { 0.0 }).to_device(loss.device());
         let extra = Tensor::stack(&[loss.to_kind(Kind::Double), flag], 0);
         let start = std::time::Instant::now();
-        let summed = buckets.average(&self.group, &params, extra)?;
+        let summed = match self.reducer.as_mut() {
+            Some(r) => {
+                let (summed, started) = r.wait(&self.group, extra)?;
+                self.in_backward += started;
+                summed
+            }
+            None => {
+                let params: Vec<Tensor> = opt.params.iter().map(|(_, p)| p.shallow_clone()).collect();
+                let buckets = self.buckets.get_or_insert_with(|| Buckets::new(&opt.params));
+                buckets.average(&self.group, &params, extra)?
+            }
+        };
         self.reduce_secs += start.elapsed().as_secs_f64();
         self.steps += 1;
-        let world = self.group.world as f64;
-        // One host read per step: every rank must see the stop at the same step.
-        let stop = device::host_f64(&summed.get(1)) > 0.0;
-        Ok(((summed.get(0) / world).to_kind(Kind::Float), stop))
+        // Summed on the device: an interrupt between two reads is not lost.
+        let flag = summed.get(1);
+        self.stops = Some(match self.stops.take() {
+            Some(s) => s + flag,
+            None => flag,
+        });
+        Ok((summed.get(0) / self.group.world as f64).to_kind(Kind::Float))
+    }
+
+    /// Whether any rank asked to stop in any step so far: one host read,
+    /// which every rank must make at the same steps (the trainer's
+    /// `STOP_CHECK_EVERY` and its log and checkpoint steps), so all stop
+    /// after the same step.
+    pub fn stop_agreed(&self) -> bool {
+        self.stops.as_ref().is_some_and(|s| device::host_f64(s) > 0.0)
     }
 }
 

@@ -16,21 +16,26 @@ use crate::model::Model;
 
 /// Forward and backward over the micro-batches of `step`, this rank's rows
 /// `rows` of each; returns the step's mean loss as a 0-dim tensor (no host
-/// sync).
+/// sync). `before_last_backward` runs just before the last micro-batch's
+/// backward (the one whose gradients are the step's).
 pub(super) fn accumulate_gradients(
     model: &Model,
     data: &Dataset,
     spec: &Spec,
-    step: usize,
-    rows: Range<usize>,
+    at: (usize, Range<usize>),
     device: tch::Device,
+    before_last_backward: &mut dyn FnMut(),
 ) -> Tensor {
     let tc = &spec.train;
+    let (step, rows) = at;
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     for micro in 0..tc.grad_accum {
         let first = micro * tc.batch_size;
         let (x, y) = data.batch(spec, step, first + rows.start..first + rows.end, device);
         let loss = Model::loss(&model.forward(&x), &y) / tc.grad_accum as f64;
+        if micro + 1 == tc.grad_accum {
+            before_last_backward();
+        }
         loss.backward();
         loss_sum += loss.detach();
     }
@@ -107,7 +112,8 @@ impl<'a> StepTimer<'a> {
     /// asynchronous devices are timed to completion.
     pub fn step(&mut self, rows: usize) -> f64 {
         let start = Instant::now();
-        let loss = accumulate_gradients(&self.model, self.data, self.spec, self.steps, 0..rows, self.device);
+        let loss =
+            accumulate_gradients(&self.model, self.data, self.spec, (self.steps, 0..rows), self.device, &mut || {});
         let _ = self.opt.clip_grad_norm(self.spec.train.grad_clip);
         self.opt.step(1e-4);
         self.opt.zero_grad();

@@ -40,8 +40,8 @@ pub(super) struct Trainer<'a> {
     pending: Pending,
     meter: Meter,
     unlogged_host_reads: usize,
-    /// With ranks, a stop is agreed in the step's all-reduce, so every rank
-    /// stops after the same step.
+    /// With ranks, a stop is agreed through the steps' all-reduces and read
+    /// at the same steps on every rank, so every rank stops after the same step.
     stop_agreed: bool,
     bar: ProgressBar,
     log: Option<MetricsLog>,
@@ -63,6 +63,11 @@ pub(super) struct Trainer<'a> {
     data: Dataset,
     group: Option<Collective>,
 }
+
+/// With ranks, the agreed stop flag is read (a host sync) at every log or
+/// checkpoint step and at least every this many steps: an interrupt stops
+/// the run within as many steps, without a device-to-host read per step.
+const STOP_CHECK_EVERY: usize = 10;
 
 /// What one step left for its evaluation, metrics row and checkpoint.
 pub(super) struct Done {
@@ -256,6 +261,12 @@ impl<'a> Trainer<'a> {
             norm = device::host_f64(&grad_norm);
             self.flush()?;
         }
+        if let Some(g) = self.group.as_ref() {
+            // The same steps on every rank: all learn of a stop together.
+            if due.log || due.checkpoint || self.state.step.is_multiple_of(STOP_CHECK_EVERY) {
+                self.stop_agreed = g.stop_agreed();
+            }
+        }
         self.meter.add_time(step_start.elapsed().as_secs_f64());
         self.bar.set_position(self.state.step as u64);
         if due.log {
@@ -270,17 +281,20 @@ impl<'a> Trainer<'a> {
     }
 
     /// Forward and backward on this rank's rows, the gradients averaged
-    /// over the ranks (the same all-reduce agrees on a stop), then clipping
-    /// and the AdamW update. Returns the gradient norm, still on the device.
+    /// over the ranks (their all-reduces started during backward; the stop
+    /// flags ride after them), then clipping and the AdamW update. Returns
+    /// the gradient norm, still on the device.
     fn update(&mut self, lr: f64) -> Result<Tensor, GdaError> {
         let spec = self.spec;
-        let mut loss_sum =
-            accumulate_gradients(&self.model, &self.data, spec, self.state.step, self.rows.clone(), self.device);
-        if let Some(g) = self.group.as_mut() {
-            let (mean_loss, stop) = g.average_gradients(&self.opt, &loss_sum, interrupted())?;
-            loss_sum = mean_loss;
-            self.stop_agreed = stop;
-        }
+        let at = (self.state.step, self.rows.clone());
+        let loss_sum = match self.group.as_mut() {
+            Some(g) => {
+                g.prepare(&self.opt)?;
+                let loss = accumulate_gradients(&self.model, &self.data, spec, at, self.device, &mut || g.arm());
+                g.average_gradients(&self.opt, &loss, interrupted())?
+            }
+            None => accumulate_gradients(&self.model, &self.data, spec, at, self.device, &mut || {}),
+        };
         let grad_norm = self.opt.clip_grad_norm(spec.train.grad_clip);
         self.pending.add(&loss_sum, &grad_norm);
         self.opt.step(lr);
