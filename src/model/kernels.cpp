@@ -36,13 +36,17 @@ T hsum(Vec<T> v) {
   return at::vec::vec_reduce_all<T>([](Vec<T>& a, Vec<T>& b) { return a + b; }, v);
 }
 
-// Σ a·b over n elements.
+// Σ a·b over n elements; four accumulators, so consecutive FMAs do not wait
+// on each other's latency.
 template <typename T>
 T dot(const T* a, const T* b, int64_t n) {
-  Vec<T> acc(T(0));
+  constexpr int64_t w = Vec<T>::size();
+  Vec<T> acc[4] = {Vec<T>(T(0)), Vec<T>(T(0)), Vec<T>(T(0)), Vec<T>(T(0))};
   int64_t i = 0;
-  for (; i + Vec<T>::size() <= n; i += Vec<T>::size()) acc = at::vec::fmadd(Vec<T>::loadu(a + i), Vec<T>::loadu(b + i), acc);
-  T s = hsum(acc);
+  for (; i + 4 * w <= n; i += 4 * w)
+    for (int u = 0; u < 4; u++) acc[u] = at::vec::fmadd(Vec<T>::loadu(a + i + u * w), Vec<T>::loadu(b + i + u * w), acc[u]);
+  for (; i + w <= n; i += w) acc[0] = at::vec::fmadd(Vec<T>::loadu(a + i), Vec<T>::loadu(b + i), acc[0]);
+  T s = hsum((acc[0] + acc[1]) + (acc[2] + acc[3]));
   for (; i < n; i++) s += a[i] * b[i];
   return s;
 }
@@ -467,19 +471,73 @@ struct Strided {
 
 template <typename T>
 T row_max(const T* x, int64_t n) {
-  T m = x[0];
-  for (int64_t j = 1; j < n; j++) m = std::max(m, x[j]);
-  return m;
+  return at::vec::reduce_all<T>([](Vec<T>& a, Vec<T>& b) { return at::vec::maximum(a, b); }, x, n);
 }
 
-// s[j] = scale·(q · k_j) for j < n, from kᵀ (dk × ld).
+// Query rows are taken R at a time: every vector of kᵀ or vᵀ loaded feeds R
+// independent FMA chains (one per row), instead of one load per FMA.
+constexpr int64_t R = 4;
+
+// out[r][j] = scale·(a_r · c_j) for rows r < rows and j < n, from cᵀ
+// (w × ld): the scores of R query rows (or dO·v for R rows of dO).
 template <typename T>
-void scores(const T* q, const T* kt, int64_t ld, int64_t dk, int64_t n, T scale, T* s) {
-  for (int64_t j = 0; j < n; j++) s[j] = T(0);
-  for (int64_t e = 0; e < dk; e++) {
-    T qe = q[e] * scale;
-    const T* kr = kt + e * ld;
-    for (int64_t j = 0; j < n; j++) s[j] += qe * kr[j];
+void block_scores(const T* const* a, int64_t rows, const T* ct, int64_t ld, int64_t w, int64_t n, T scale, T* out,
+                  int64_t out_ld) {
+  constexpr int64_t vw = Vec<T>::size();
+  for (int64_t j = 0; j < n; j += vw) {
+    int64_t m = std::min(vw, n - j);
+    Vec<T> acc[R] = {Vec<T>(T(0)), Vec<T>(T(0)), Vec<T>(T(0)), Vec<T>(T(0))};
+    for (int64_t e = 0; e < w; e++) {
+      Vec<T> c = m == vw ? Vec<T>::loadu(ct + e * ld + j) : Vec<T>::loadu(ct + e * ld + j, m);
+      for (int64_t r = 0; r < rows; r++) acc[r] = at::vec::fmadd(Vec<T>(a[r][e] * scale), c, acc[r]);
+    }
+    for (int64_t r = 0; r < rows; r++) {
+      if (m == vw) {
+        acc[r].store(out + r * out_ld + j);
+      } else {
+        acc[r].store(out + r * out_ld + j, m);
+      }
+    }
+  }
+}
+
+// out_r[e] = Σ_{j<n} p[r][j]·ct[e][j]: R rows of P times (cᵀ)ᵀ.
+template <typename T>
+void block_apply(const T* p, int64_t p_ld, int64_t rows, const T* ct, int64_t ld, int64_t w, int64_t n, T* const* out) {
+  constexpr int64_t vw = Vec<T>::size();
+  for (int64_t e = 0; e < w; e++) {
+    const T* c = ct + e * ld;
+    Vec<T> acc[R] = {Vec<T>(T(0)), Vec<T>(T(0)), Vec<T>(T(0)), Vec<T>(T(0))};
+    int64_t j = 0;
+    for (; j + vw <= n; j += vw) {
+      Vec<T> cv = Vec<T>::loadu(c + j);
+      for (int64_t r = 0; r < rows; r++) acc[r] = at::vec::fmadd(Vec<T>::loadu(p + r * p_ld + j), cv, acc[r]);
+    }
+    for (int64_t r = 0; r < rows; r++) {
+      T sum = hsum(acc[r]);
+      for (int64_t jj = j; jj < n; jj++) sum += p[r * p_ld + jj] * c[jj];
+      out[r][e] = sum;
+    }
+  }
+}
+
+// The causal softmax of R score rows in place: row r (query i0 + r) keeps
+// keys j ≤ i0 + r and zeroes the rest of the n = i0 + rows; with `lse` null
+// it is computed and returned in lse_out, else P = exp(s − lse).
+template <typename T>
+void block_softmax(T* s, int64_t ld, int64_t i0, int64_t rows, const T* lse, T* lse_out) {
+  int64_t n = i0 + rows;
+  for (int64_t r = 0; r < rows; r++) {
+    T* sr = s + r * ld;
+    int64_t nr = i0 + r + 1;
+    T m = lse != nullptr ? lse[r] : row_max(sr, nr);
+    at::vec::map<T>([m](Vec<T> x) { return (x - Vec<T>(m)).exp(); }, sr, sr, nr);
+    for (int64_t j = nr; j < n; j++) sr[j] = T(0);
+    if (lse == nullptr) {
+      T l = at::vec::reduce_all<T>([](Vec<T>& a, Vec<T>& b) { return a + b; }, sr, nr);
+      at::vec::map<T>([l](Vec<T> x) { return x / Vec<T>(l); }, sr, sr, nr);
+      lse_out[r] = m + std::log(l);
+    }
   }
 }
 
@@ -497,27 +555,26 @@ void attn_forward(Strided q, Strided k, Strided v, T* out, T* lse, int64_t b, in
                   int64_t dk, int64_t dv, T scale) {
   int64_t g = hq / hk;
   at::parallel_for(0, b * hq, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> kt(static_cast<size_t>(dk * t)), s(static_cast<size_t>(t));
+    std::vector<T> kt(static_cast<size_t>(dk * t)), vt(static_cast<size_t>(dv * t)), s(static_cast<size_t>(R * t));
     int64_t last = -1;
     for (int64_t task = begin; task < end; task++) {
       int64_t bi = task / hq, hi = task % hq, ki = hi / g;
-      if (bi * hk + ki != last) transpose_head(k, bi, ki, t, dk, kt.data());
+      if (bi * hk + ki != last) {
+        transpose_head(k, bi, ki, t, dk, kt.data());
+        transpose_head(v, bi, ki, t, dv, vt.data());
+      }
       last = bi * hk + ki;
-      for (int64_t i = 0; i < t; i++) {
-        int64_t n = i + 1;
-        scores(q.row<T>(bi, hi, i), kt.data(), t, dk, n, scale, s.data());
-        T m = row_max(s.data(), n);
-        at::vec::map<T>([m](Vec<T> x) { return (x - Vec<T>(m)).exp(); }, s.data(), s.data(), n);
-        T l = T(0);
-        for (int64_t j = 0; j < n; j++) l += s[j];
-        lse[(bi * hq + hi) * t + i] = m + std::log(l);
-        T* o = out + ((bi * t + i) * hq + hi) * dv;
-        for (int64_t e = 0; e < dv; e++) o[e] = T(0);
-        for (int64_t j = 0; j < n; j++) {
-          const T* vr = v.row<T>(bi, ki, j);
-          T pj = s[j] / l;
-          for (int64_t e = 0; e < dv; e++) o[e] += pj * vr[e];
+      for (int64_t i0 = 0; i0 < t; i0 += R) {
+        int64_t rows = std::min(R, t - i0), n = i0 + rows;
+        const T* qs[R];
+        T* os[R];
+        for (int64_t r = 0; r < rows; r++) {
+          qs[r] = q.row<T>(bi, hi, i0 + r);
+          os[r] = out + ((bi * t + i0 + r) * hq + hi) * dv;
         }
+        block_scores(qs, rows, kt.data(), t, dk, n, scale, s.data(), t);
+        block_softmax(s.data(), t, i0, rows, static_cast<const T*>(nullptr), lse + (bi * hq + hi) * t + i0);
+        block_apply(s.data(), t, rows, vt.data(), t, dv, n, os);
       }
     }
   });
@@ -530,8 +587,8 @@ void attn_backward(Strided q, Strided k, Strided v, const T* out, const T* dout,
                    int64_t b, int64_t hq, int64_t hk, int64_t t, int64_t dk, int64_t dv, T scale) {
   int64_t g = hq / hk;
   at::parallel_for(0, b * hk, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> kt(static_cast<size_t>(dk * t)), vt(static_cast<size_t>(dv * t)), p(static_cast<size_t>(t)),
-        dp(static_cast<size_t>(t));
+    std::vector<T> kt(static_cast<size_t>(dk * t)), vt(static_cast<size_t>(dv * t)), p(static_cast<size_t>(R * t)),
+        dp(static_cast<size_t>(R * t));
     for (int64_t task = begin; task < end; task++) {
       int64_t bi = task / hk, ki = task % hk;
       transpose_head(k, bi, ki, t, dk, kt.data());
@@ -541,29 +598,36 @@ void attn_backward(Strided q, Strided k, Strided v, const T* out, const T* dout,
       for (int64_t j = 0; j < t * dk; j++) dkh[j] = T(0);
       for (int64_t j = 0; j < t * dv; j++) dvh[j] = T(0);
       for (int64_t hi = ki * g; hi < (ki + 1) * g; hi++) {
-        for (int64_t i = 0; i < t; i++) {
-          int64_t n = i + 1, row = (bi * t + i) * hq + hi;
-          const T* qi = q.row<T>(bi, hi, i);
-          const T* doi = dout + row * dv;
-          scores(qi, kt.data(), t, dk, n, scale, p.data());
-          T li = lse[(bi * hq + hi) * t + i];
-          at::vec::map<T>([li](Vec<T> x) { return (x - Vec<T>(li)).exp(); }, p.data(), p.data(), n);
-          // dp_j = dO_i · v_j, from vᵀ.
-          scores(doi, vt.data(), t, dv, n, T(1), dp.data());
-          T di = dot(doi, out + row * dv, dv);
-          T* dqi = dq + row * dk;
-          for (int64_t e = 0; e < dk; e++) dqi[e] = T(0);
+        for (int64_t i0 = 0; i0 < t; i0 += R) {
+          int64_t rows = std::min(R, t - i0), n = i0 + rows;
+          const T *qs[R], *dos[R];
+          T* dqs[R];
+          T di[R];
+          for (int64_t r = 0; r < rows; r++) {
+            int64_t row = (bi * t + i0 + r) * hq + hi;
+            qs[r] = q.row<T>(bi, hi, i0 + r);
+            dos[r] = dout + row * dv;
+            dqs[r] = dq + row * dk;
+            di[r] = dot(dos[r], out + row * dv, dv);
+          }
+          block_scores(qs, rows, kt.data(), t, dk, n, scale, p.data(), t);
+          block_softmax(p.data(), t, i0, rows, lse + (bi * hq + hi) * t + i0, static_cast<T*>(nullptr));
+          // dp_rj = dO_r · v_j, then dS·scale (the gradient of the scaled scores).
+          block_scores(dos, rows, vt.data(), t, dv, n, T(1), dp.data(), t);
+          for (int64_t r = 0; r < rows; r++) {
+            T d = di[r];
+            at::vec::map2<T>([d, scale](Vec<T> pp, Vec<T> x) { return pp * (x - Vec<T>(d)) * Vec<T>(scale); },
+                             dp.data() + r * t, p.data() + r * t, dp.data() + r * t, n);
+          }
+          block_apply(dp.data(), t, rows, kt.data(), t, dk, n, dqs);
           for (int64_t j = 0; j < n; j++) {
-            T ds = p[j] * (dp[j] - di) * scale;
-            const T* kj = k.row<T>(bi, ki, j);
             T* dkj = dkh + j * dk;
-            for (int64_t e = 0; e < dk; e++) {
-              dqi[e] += ds * kj[e];
-              dkj[e] += ds * qi[e];
-            }
-            T pj = p[j];
             T* dvj = dvh + j * dv;
-            for (int64_t e = 0; e < dv; e++) dvj[e] += pj * doi[e];
+            for (int64_t r = 0; r < rows; r++) {
+              T ds = dp[r * t + j], pj = p[r * t + j];
+              for (int64_t e = 0; e < dk; e++) dkj[e] += ds * qs[r][e];
+              for (int64_t e = 0; e < dv; e++) dvj[e] += pj * dos[r][e];
+            }
           }
         }
       }
