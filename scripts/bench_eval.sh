@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
-# Zero-shot benchmark scoring speed, one run, printing a table with ratios:
-# `gda eval --suite bench` (native, Rust + libtorch) against `lm_eval` on the
-# same model exported with `gda export --format hf` (scripts/lm-eval.sh),
-# end to end (process start to exit), on the same items, with the same CPU
-# threads; items/s and peak RSS of each. The items are the format fixtures
-# (tests/fixtures/bench, all seven formats) repeated --repeat times, each
-# copy's context numbered so that no two requests are the same; the
-# model is a small GPT-2-tokenized gda model trained for a few steps (its
+# Zero-shot benchmark scoring speed: `gda eval --suite bench` (native, Rust +
+# libtorch) against `lm_eval` on the same model exported with
+# `gda export --format hf` (scripts/lm-eval.sh), on the same items, with the
+# same CPU threads. The items are the format fixtures (tests/fixtures/bench:
+# 20 items of the seven formats) repeated --repeat times (default 100: 2,000
+# items), each copy's context numbered so that no two requests are the same;
+# the model is a small GPT-2-tokenized gda model trained for a few steps (its
 # quality does not matter here, only the work per item).
-# Each scorer runs --runs times, interleaved; the table gives the fastest
-# run of each (other work on the machine only ever slows a run down) and
-# the slowest, with the peak RSS of the fastest.
-#   scripts/bench_eval.sh [--threads N] [--repeat R] [--runs K] [--d-model D] [--layers L] [--context T]
+# Each scorer runs --repeats times (--runs is the old name), alternating
+# which goes first so that drift of the machine hits both. Per scorer: end
+# to end (process start to exit: imports, model load, scoring, writing) and
+# scoring after the model is loaded (gda: its own "scored in" line; lm_eval:
+# from its HF model built to the end of its evaluation loop, timed by
+# scripts/lm_eval_timed.py), each as the median and the min-max over the
+# repeats, items/s, the largest peak RSS; then whether the two give the same
+# acc and acc_norm on every task.
+#   scripts/bench_eval.sh [--threads N] [--repeat R] [--repeats K] [--d-model D] [--layers L] [--context T]
 # Needs the venv of scripts/hf-venv.sh (installed on first use). Target:
-# gda at least 3x faster than lm_eval end to end.
+# gda at least 10x faster than lm_eval, after load and end to end.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GDA_ROOT"
-THREADS=2 REPEAT=20 RUNS=3 D_MODEL=256 LAYERS=4 CONTEXT=256
+THREADS=2 REPEAT=100 REPEATS=3 D_MODEL=256 LAYERS=4 CONTEXT=256
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) THREADS=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
-    --runs) RUNS=$2; shift 2 ;;
+    --repeats | --runs) REPEATS=$2; shift 2 ;;
     --d-model) D_MODEL=$2; shift 2 ;;
     --layers) LAYERS=$2; shift 2 ;;
     --context) CONTEXT=$2; shift 2 ;;
@@ -83,6 +87,7 @@ t0=$(date +%s.%N)
 "$GDA" export "$W/run" --format hf --out "$W/export" >/dev/null
 export_s=$(echo "$(date +%s.%N) - $t0" | bc)
 
+
 # /usr/bin/time -f "%e %M": wall seconds and peak RSS (KiB) of the command.
 measure() {
   local log=$1
@@ -94,30 +99,49 @@ measure() {
   }
   cat "$W/$log.time"
 }
-# Keeps the fastest (seconds, KiB) and the slowest seconds of a scorer.
-best() { awk -v s="$1" -v k="$2" -v cur="$3" 'BEGIN { split(cur, c, " "); if (c[1] == "" || s < c[1]) { c[1] = s; c[2] = k } if (c[3] == "" || s > c[3]) c[3] = s; print c[1], c[2], c[3] }'; }
-gda_best="" lm_best=""
-for r in $(seq "$RUNS"); do
-  echo "bench_eval: run $r/$RUNS: gda eval --suite bench on $items items, $THREADS threads" >&2
+# Each run appends "END_TO_END_S AFTER_LOAD_S PEAK_KIB" to $W/gda.runs or $W/lm.runs.
+run_gda() {
+  echo "bench_eval: repeat $1/$REPEATS: gda eval --suite bench on $items items, $THREADS threads" >&2
+  rm -rf "$W/gda"
   read -r s kb < <(measure gda "$GDA" eval "$W/run" --suite bench --tasks "$W/tasks" --threads "$THREADS" --out "$W/gda")
-  gda_best=$(best "$s" "$kb" "$gda_best")
-  echo "bench_eval: run $r/$RUNS: lm_eval on the export, same items and threads" >&2
-  read -r s kb < <(GDA_BIN=$GDA GDA_THREADS=$THREADS GDA_LM_EVAL_EXPORT=$W/export GDA_LM_EVAL_OUT=$W/lm \
-    measure lm scripts/lm-eval.sh "$W/run" "$W/tasks")
-  lm_best=$(best "$s" "$kb" "$lm_best")
+  echo "$s $(sed -n 's/.* scored in \([0-9.]*\) s after load.*/\1/p' "$W/gda.out") $kb" >>"$W/gda.runs"
+}
+run_lm() {
+  echo "bench_eval: repeat $1/$REPEATS: lm_eval on the export, same items and threads" >&2
   rm -rf "$W/lm"
+  read -r s kb < <(GDA_BIN=$GDA GDA_THREADS=$THREADS GDA_LM_EVAL_EXPORT=$W/export GDA_LM_EVAL_OUT=$W/lm \
+    GDA_LM_EVAL_TIMES=$W/lm.times measure lm scripts/lm-eval.sh "$W/run" "$W/tasks")
+  echo "$s $(cut -d' ' -f1 "$W/lm.times") $kb" >>"$W/lm.runs"
+}
+for r in $(seq "$REPEATS"); do
+  if [ $((r % 2)) -eq 1 ]; then run_gda "$r" && run_lm "$r"; else run_lm "$r" && run_gda "$r"; fi
 done
-read -r gda_s gda_kb gda_worst <<<"$gda_best"
-read -r lm_s lm_kb lm_worst <<<"$lm_best"
 
-# The two agree (the cross-check is tests/lm_eval.rs; here the averages only).
-gda_avg=$(awk -F, 'NR > 1 && $9 == "average" { print $13 }' "$W/gda/bench.csv")
 echo
-echo "zero-shot scoring: $items items (7 formats), model d_model=$D_MODEL layers=$LAYERS context=$CONTEXT gpt2, $THREADS threads"
-printf '| %-34s | %8s | %8s | %8s | %13s | %10s |\n' "scorer (best of $RUNS runs)" "wall s" "slowest" "items/s" "peak RSS MiB" "vs lm_eval"
-printf '|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------" "----------" "----------" "---------------" "------------"
-row() { printf '| %-34s | %8.2f | %8.2f | %8.1f | %13.0f | %9.2fx |\n' "$1" "$2" "$4" "$(echo "$items / $2" | bc -l)" "$(echo "$3 / 1024" | bc -l)" "$(echo "$lm_s / $2" | bc -l)"; }
-row "gda eval --suite bench (native)" "$gda_s" "$gda_kb" "$gda_worst"
-row "lm_eval --model hf (export, bs ${GDA_LM_EVAL_BATCH:-16})" "$lm_s" "$lm_kb" "$lm_worst"
-echo
-echo "export (gda export --format hf, not in the times above): ${export_s}s; gda average acc: $gda_avg"
+echo "zero-shot scoring: $items items (7 formats), model d_model=$D_MODEL layers=$LAYERS context=$CONTEXT gpt2, $THREADS threads, $REPEATS repeats (alternated); load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$items" "$W/gda.runs" "$W/lm.runs" "$W/gda/bench.csv" "$W/lm" "${GDA_LM_EVAL_BATCH:-16}" <<'EOF'
+import csv, glob, json, statistics, sys
+items, batch = int(sys.argv[1]), sys.argv[6]
+runs = {k: [list(map(float, l.split())) for l in open(p) if l.strip()] for k, p in (("gda", sys.argv[2]), ("lm", sys.argv[3]))}
+med = {k: [statistics.median(r[i] for r in v) for i in range(3)] for k, v in runs.items()}
+names = {"gda": "gda eval --suite bench (native)", "lm": f"lm_eval --model hf (export, bs {batch})"}
+print(f"| {'scorer':<36} | {'end to end s: median (min-max)':>30} | {'after load s: median (min-max)':>30} | {'items/s after load':>18} | {'peak RSS MiB':>12} |")
+print(f"|{'-' * 38}|{'-' * 32}|{'-' * 32}|{'-' * 20}|{'-' * 14}|")
+for k, v in runs.items():
+    span = lambda i: f"{med[k][i]:.2f} ({min(r[i] for r in v):.2f}-{max(r[i] for r in v):.2f})"
+    print(f"| {names[k]:<36} | {span(0):>30} | {span(1):>30} | {items / med[k][1]:>18.1f} | {max(r[2] for r in v) / 1024:>12.0f} |")
+print(f"\ngda vs lm_eval (medians): {med['lm'][0] / med['gda'][0]:.1f}x end to end, {med['lm'][1] / med['gda'][1]:.1f}x after load")
+# Accuracies of the last repeat of each (the cross-check item by item is tests/lm_eval.rs).
+gda = {r["task"]: r for r in csv.DictReader(open(sys.argv[4])) if r["task"] != "average"}
+lm = json.load(open(sorted(glob.glob(f"{sys.argv[5]}/*/results_*.json"))[-1]))["results"]
+diffs = []
+for task, r in sorted(gda.items()):
+    theirs = lm[f"gda_{task}"]
+    for m in ("acc", "acc_norm"):
+        a, b = float(r[m]) if r[m] else None, theirs.get(f"{m},none")
+        if (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9):
+            diffs.append(f"{task} {m}: gda {a} vs lm_eval {b}")
+verdict = "identical" if not diffs else "DIFFERENT"
+print(f"scores: {verdict}: acc and acc_norm of all {len(gda)} tasks compared" + "".join(f"\n  {d}" for d in diffs))
+EOF
+echo "export (gda export --format hf, not in the times above): ${export_s}s"

@@ -15,6 +15,9 @@
 #   GDA_LM_EVAL_BATCH  lm_eval --batch_size (default 16)
 #   GDA_LM_EVAL_EXPORT an existing export to score instead of exporting again
 #   GDA_THREADS        CPU threads for torch (default 1)
+#   GDA_LM_EVAL_TIMES  a file to get "AFTER_LOAD_S EVALUATE_S": seconds from
+#                      the model built to the evaluation's end, and of the
+#                      evaluation loop alone (scripts/lm_eval_timed.py)
 # The venv (transformers + lm-eval[hf], reusing gda's torch) comes from
 # scripts/hf-venv.sh. Nothing is downloaded at run time.
 set -euo pipefail
@@ -134,5 +137,9 @@ args=(run --model hf
   --output_path "$out" --log_samples)
 [ -n "${GDA_LM_EVAL_LIMIT:-}" ] && args+=(--limit "$GDA_LM_EVAL_LIMIT")
 echo "lm-eval.sh: lm_eval ${args[*]}" >&2
-"$venv/bin/lm_eval" "${args[@]}"
+if [ -n "${GDA_LM_EVAL_TIMES:-}" ]; then
+  "$venv/bin/python" "$here/lm_eval_timed.py" "$GDA_LM_EVAL_TIMES" "${args[@]}"
+else
+  "$venv/bin/lm_eval" "${args[@]}"
+fi
 echo "lm-eval.sh: results and per-item samples under $out" >&2

@@ -15,6 +15,7 @@ use gda::data::bench::{encode_pair, parse_tasks, read_task, Format, Request};
 use gda::data::Tokenizer;
 use gda::model::Model;
 use gda::train::checkpoint;
+use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
 /// The tiny spec at context 128: every fixture's continuation fits (a
@@ -173,10 +174,7 @@ fn scores_equal_an_unbatched_forward_per_choice_and_truncation_is_counted() {
         out_dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let spec = gda::config::Spec::load(Some(&run.join("spec.toml")), &[]).unwrap();
-    let (vs, model) = Model::build(&spec.model, CPU);
-    let ckpt = checkpoint::latest(run).unwrap();
-    checkpoint::load_weights(&vs, &ckpt.join(checkpoint::MODEL_FILE)).unwrap();
+    let (_vs, model) = load_model(run);
 
     let tasks = parse_tasks(&[fixtures().display().to_string()]).unwrap();
     let scored = items(&out_dir.join("bench_items.jsonl"));
@@ -251,6 +249,53 @@ fn scores_equal_an_unbatched_forward_per_choice_and_truncation_is_counted() {
         }
     }
     assert!(compared > 100, "{compared}");
+}
+
+/// The trained run's model (and the store that holds its weights).
+fn load_model(run: &Path) -> (VarStore, Model) {
+    let spec = gda::config::Spec::load(Some(&run.join("spec.toml")), &[]).unwrap();
+    let (vs, model) = Model::build(&spec.model, CPU);
+    let ckpt = checkpoint::latest(run).unwrap();
+    checkpoint::load_weights(&vs, &ckpt.join(checkpoint::MODEL_FILE)).unwrap();
+    (vs, model)
+}
+
+#[test]
+fn requests_of_different_lengths_batched_together_score_as_each_alone() {
+    let (_vs, model) = load_model(run());
+    let bytes = |s: &str| s.bytes().map(u32::from).collect::<Vec<u32>>();
+    // Contexts of 6 to 240 bytes (past 128 they are cut on the left), with
+    // 1 to 4 choices of 1 to 14 bytes, some sharing their first bytes.
+    let mut pairs = Vec::new();
+    for i in 0..30usize {
+        let ctx: String = (0..6 + i * i % 235).map(|k| char::from(b'a' + ((i * 7 + k * 3) % 26) as u8)).collect();
+        for c in 0..1 + i % 4 {
+            pairs.push((bytes(&ctx), bytes(&" the end of it all"[..1 + (i + 5 * c) % 14])));
+        }
+    }
+    let max_len = 128;
+    let lengths = gda::eval::bench::batch_lengths(&pairs, max_len, 4096);
+    assert!(lengths.iter().any(|b| b.first() != b.last()), "no batch mixes prefix lengths: {lengths:?}");
+    assert!(lengths.len() < 30, "{} batches", lengths.len());
+    let together = gda::eval::bench::score(&model, &pairs, max_len, 4096, CPU);
+    assert!(together.iter().any(|s| s.truncated) && together.iter().any(|s| !s.truncated));
+    for (p, t) in pairs.iter().zip(&together) {
+        let alone = gda::eval::bench::score(&model, std::slice::from_ref(p), max_len, 4096, CPU)[0];
+        assert!((t.loglik - alone.loglik).abs() < 1e-5, "{} vs alone {}", t.loglik, alone.loglik);
+        assert_eq!((t.greedy, t.truncated), (alone.greedy, alone.truncated));
+    }
+    // Padding that leaked into a context would show: one pad token before
+    // the context moves a score far past the 1e-5 above.
+    let moved = pairs
+        .iter()
+        .filter(|(ctx, _)| ctx.len() < max_len)
+        .map(|(ctx, cont)| {
+            let padded = (std::iter::once(0).chain(ctx.iter().copied()).collect::<Vec<u32>>(), cont.clone());
+            let s = gda::eval::bench::score(&model, &[(ctx.clone(), cont.clone()), padded], max_len, 4096, CPU);
+            (s[0].loglik - s[1].loglik).abs()
+        })
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-3, "a pad token moves a score by only {moved}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod bench;
+mod loglik;
 pub mod sample;
 
 use tch::{Device, Kind, Reduction, Tensor};

@@ -105,6 +105,10 @@ pub(super) fn bench(run: &Loaded, bench: &[(Task, Vec<Item>)], tables: &mut Tabl
     let tok = Tokenizer::new(&run.spec.data.tokenizer)?;
     // Rows of one batch share this many tokens (padding included).
     let batch_tokens = (run.spec.train.batch_size * run.spec.train.context).max(4096);
+    // What scripts/bench_eval.sh compares with lm-eval's evaluation loop:
+    // the scoring alone, the model and tokenizer already loaded.
+    let start = std::time::Instant::now();
+    let (mut n_items, mut n_requests) = (0, 0);
     for &c in run.contexts {
         let mut rows = Vec::new();
         for (task, items) in bench {
@@ -126,12 +130,17 @@ pub(super) fn bench(run: &Loaded, bench: &[(Task, Vec<Item>)], tables: &mut Tabl
                 tables.bench_items.extend(line.to_string().bytes());
                 tables.bench_items.push(b'\n');
             }
+            (n_items, n_requests) = (n_items + s.n, n_requests + s.items.iter().map(|i| i.lls.len()).sum::<usize>());
             rows.push(bench_row(run, task, c, &s));
         }
         let average = average_row(&rows);
         tables.bench.extend(rows);
         tables.bench.extend(average);
     }
+    println!(
+        "  bench: {n_items} items, {n_requests} requests scored in {:.3} s after load",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
