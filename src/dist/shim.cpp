@@ -1,4 +1,5 @@
-// The only C++ in gda: a thin extern "C" layer over c10d, the engine under
+// The C++ of distributed training (src/model/kernels.cpp holds the fused
+// CPU kernels): a thin extern "C" layer over c10d, the engine under
 // torch.distributed that libtorch already contains (Gloo on CPU, NCCL on
 // CUDA builds). Every entry point catches what c10d throws and hands the
 // text back in `err`: no C++ exception crosses into Rust. Built by build.rs.
