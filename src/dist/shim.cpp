@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
@@ -97,7 +98,10 @@ struct Reducer {
   size_t in_backward = 0;  // buckets started by hooks in this round
   bool armed = false;
   std::string error;  // what a hook hit: reported by the wait, not thrown into backward
-  std::vector<std::pair<c10::intrusive_ptr<torch::autograd::Node>, uintptr_t>> hooks;
+  // The accumulator handle's type is whatever grad_accumulator returns:
+  // intrusive_ptr<Node> in torch 2.13, shared_ptr<Node> in 2.11.
+  using Accumulator = decltype(torch::autograd::impl::grad_accumulator(std::declval<const at::Tensor&>()));
+  std::vector<std::pair<Accumulator, uintptr_t>> hooks;
 
   void reset() {
     works.clear();
