@@ -28,20 +28,8 @@ fn main() {
 /// where the CPU has both (`model::fused::available`).
 fn build_kernels(lib: &Path) {
     println!("cargo:rerun-if-changed=src/model/kernels.cpp");
-    let Some(root) = lib.parent() else { panic!("libtorch lib folder {} has no parent", lib.display()) };
-    let include = root.join("include");
-    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .std("c++20")
-        .file("src/model/kernels.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
-        .opt_level(3)
-        .warnings(false)
-        .flag_if_supported("-Wno-deprecated-declarations");
+    let mut build = libtorch_cpp(lib, "src/model/kernels.cpp");
+    build.opt_level(3);
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
         build.define("CPU_CAPABILITY", "AVX2").define("CPU_CAPABILITY_AVX2", None).flag("-mavx2").flag("-mfma");
     } else {
@@ -85,23 +73,8 @@ fn build_shim(lib: &Path) {
             gloo_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     };
-    // torch-sys does not pass on the ABI it detected; every PyPI wheel since
-    // torch 2.7 uses the C++11 ABI, and LIBTORCH_CXX11_ABI is torch-sys's own
-    // override for a libtorch that does not.
-    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .std("c++20")
-        .file("src/dist/shim.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .include(gloo)
-        .define("USE_C10D_GLOO", None)
-        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
-        // libtorch's headers are not warning-clean; the shim's own code is small.
-        .warnings(false)
-        .flag_if_supported("-Wno-deprecated-declarations");
+    let mut build = libtorch_cpp(lib, "src/dist/shim.cpp");
+    build.include(gloo).define("USE_C10D_GLOO", None);
     if std::env::var("GDA_NCCL").as_deref() == Ok("1") {
         build.define("USE_C10D_NCCL", None).define("USE_CUDA", None);
         // The wheel's own CUDA (cu13) and NCCL headers, beside torch/.
@@ -125,6 +98,30 @@ fn build_shim(lib: &Path) {
         println!("cargo:rustc-link-arg=-lc10_cuda");
     }
     build.compile("gda_dist_shim");
+}
+
+/// A C++20 build of `file` against libtorch's headers, with the C++ ABI the
+/// libtorch uses; both of gda's C++ files start from it.
+fn libtorch_cpp(lib: &Path, file: &str) -> cc::Build {
+    println!("cargo:rerun-if-changed=src/ffi_guard.h");
+    let Some(root) = lib.parent() else { panic!("libtorch lib folder {} has no parent", lib.display()) };
+    let include = root.join("include");
+    // torch-sys does not pass on the ABI it detected; every PyPI wheel since
+    // torch 2.7 uses the C++11 ABI, and LIBTORCH_CXX11_ABI is torch-sys's own
+    // override for a libtorch that does not.
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++20")
+        .file(file)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        // libtorch's headers are not warning-clean; gda's own C++ is small.
+        .warnings(false)
+        .flag_if_supported("-Wno-deprecated-declarations");
+    build
 }
 
 /// The wheel keeps its version in torch/version.py, a standalone libtorch in

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "../ffi_guard.h"
+
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -29,30 +31,7 @@ struct Group {
   std::chrono::milliseconds timeout;
 };
 
-// c10's messages end in a C++ backtrace ("Exception raised from ..."): only
-// the sentence before it means anything to a user.
-void fail(char* err, size_t len, const char* what) {
-  if (err == nullptr || len == 0) return;
-  std::string text(what);
-  auto cut = text.find("\nException raised from");
-  if (cut != std::string::npos) text.resize(cut);
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  std::strncpy(err, text.c_str(), len - 1);
-  err[len - 1] = '\0';
-}
-
-template <typename F>
-int guarded(char* err, size_t len, F&& body) {
-  try {
-    body();
-    return 0;
-  } catch (const std::exception& e) {
-    fail(err, len, e.what());
-  } catch (...) {
-    fail(err, len, "unknown C++ exception");
-  }
-  return -1;
-}
+using gda_ffi::guarded;
 
 // A group holding only a store: a FileStore at `file` (for `file_workers`)
 // when it is non-empty, else a TCPStore at host:port, served when `serve`.

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "../ffi_guard.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
@@ -671,30 +673,14 @@ struct CausalAttention : public torch::autograd::Function<CausalAttention> {
   }
 };
 
-void fail(char* err, size_t len, const char* what) {
-  if (err == nullptr || len == 0) return;
-  std::string text(what);
-  auto cut = text.find("\nException raised from");
-  if (cut != std::string::npos) text.resize(cut);
-  std::strncpy(err, text.c_str(), len - 1);
-  err[len - 1] = '\0';
-}
-
 // Runs body, which returns the new tensors; each is handed to Rust as a
-// heap-allocated at::Tensor (what tch's C_tensor is). No C++ exception
-// crosses into Rust: the message goes back in err.
+// heap-allocated at::Tensor (what tch's C_tensor is).
 template <typename F>
 int guarded(Tensor** out, char* err, size_t len, F&& body) {
-  try {
+  return gda_ffi::guarded(err, len, [&] {
     variable_list r = body();
     for (size_t i = 0; i < r.size(); i++) out[i] = new Tensor(std::move(r[i]));
-    return 0;
-  } catch (const std::exception& e) {
-    fail(err, len, e.what());
-  } catch (...) {
-    fail(err, len, "unknown C++ exception");
-  }
-  return -1;
+  });
 }
 
 }  // namespace
